@@ -1,0 +1,122 @@
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { createApp } from "../api/app.js";
+import type { DaemonState } from "../api/health.js";
+import { Store } from "../store/index.js";
+import { VERSION } from "../version.js";
+import type { Config } from "./config.js";
+import { changedKeys, LIVE_KEYS } from "./config-diff.js";
+import { type RunningHttpServer, startHttpServer } from "./http-server.js";
+import type { Notifier } from "./sdnotify.js";
+
+/**
+ * The running daemon: it owns the store and every listener, and knows the order in
+ * which they start and stop. Each service comes in through this one place, so the
+ * lifecycle (ready only once all are bound, drain on SIGTERM) holds for all of them.
+ */
+export class Daemon {
+  private state: DaemonState = "starting";
+  private store: Store | undefined;
+  private http: RunningHttpServer | undefined;
+  private watchdogTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private config: Config,
+    private readonly log: Logger,
+    private readonly notifier: Notifier,
+  ) {}
+
+  get currentState(): DaemonState {
+    return this.state;
+  }
+
+  async start(): Promise<void> {
+    const c = this.config;
+    for (const dir of [c.data_dir, c.images_dir, c.tftp.root, c.iscsi.overlays_dir]) {
+      mkdirSync(dir, { recursive: true, mode: 0o750 });
+    }
+    this.store = Store.open({
+      path: join(c.data_dir, "bootfleet.db"),
+      busyTimeoutMs: c.store.busy_timeout_ms,
+    });
+    const interrupted = this.store.jobs.failInterrupted(
+      "interrupted: bootfleetd stopped while the job ran",
+    );
+    if (interrupted.length)
+      this.log.warn({ jobs: interrupted }, "marked interrupted jobs as failed");
+
+    const app = createApp({ version: VERSION, state: () => this.state, log: this.log });
+    this.http = await startHttpServer({ fetch: app.fetch, listen: c.http.listen, log: this.log });
+    this.log.info(
+      { address: this.http.address.address, port: this.http.address.port },
+      "HTTP listening",
+    );
+
+    this.state = "ready";
+    this.notifier.ready(this.summary());
+    this.startWatchdog();
+    this.log.info({ version: VERSION }, "bootfleetd ready");
+  }
+
+  /**
+   * SIGHUP: apply what can change live, name what needs a restart. An invalid new
+   * configuration is refused as a whole and the running one stays.
+   */
+  reload(next: Config): { applied: string[]; needsRestart: string[] } {
+    this.notifier.reloading();
+    const changed = changedKeys(this.config, next);
+    const applied = changed.filter((k) => LIVE_KEYS.has(k));
+    const needsRestart = changed.filter((k) => !LIVE_KEYS.has(k));
+    if (applied.includes("log.level")) this.log.level = next.log.level;
+    this.config = {
+      ...this.config,
+      log: next.log,
+      dhcp: { ...this.config.dhcp, reply_delay_ms: next.dhcp.reply_delay_ms },
+    };
+    if (applied.length) this.log.info({ keys: applied }, "configuration reloaded");
+    if (needsRestart.length) {
+      this.log.warn(
+        { keys: needsRestart },
+        "configuration changes that need a restart: kept the running values",
+      );
+    }
+    if (!changed.length) this.log.info("configuration reloaded: nothing changed");
+    this.notifier.ready(this.summary());
+    return { applied, needsRestart };
+  }
+
+  /**
+   * SIGTERM: stop accepting, let work in flight finish within the drain bound, close the
+   * database. iSCSI targets are left running: a booted machine must not lose its disk
+   * because the management daemon restarts.
+   */
+  async stop(): Promise<void> {
+    if (this.state === "stopping") return;
+    this.state = "stopping";
+    clearInterval(this.watchdogTimer);
+    this.notifier.stopping("draining requests in flight");
+    this.log.info({ in_flight: this.http?.inFlight() ?? 0 }, "stopping: draining");
+    await this.http?.close(this.config.shutdown.drain_timeout_ms);
+    this.store?.close();
+    this.log.info("stopped");
+    this.notifier.close();
+  }
+
+  private startWatchdog() {
+    const interval = this.notifier.watchdogIntervalMs;
+    if (!interval) return;
+    // Only an event loop that still turns sends the ping, so a hung daemon is restarted.
+    this.watchdogTimer = setInterval(() => this.notifier.watchdog(), interval);
+    this.notifier.watchdog();
+  }
+
+  private summary(): string {
+    const c = this.config;
+    const parts = [`HTTP ${c.http.listen}`];
+    parts.push(c.tftp.enabled ? `TFTP :${c.tftp.port}` : "TFTP off");
+    parts.push(c.dhcp.enabled ? "proxy-DHCP on" : "proxy-DHCP off");
+    if (this.store) parts.push(`${this.store.machines.count()} machines`);
+    return parts.join(", ");
+  }
+}

@@ -1,0 +1,77 @@
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { createAdaptorServer } from "@hono/node-server";
+import type { Logger } from "pino";
+import { parseListen } from "./config.js";
+
+export interface RunningHttpServer {
+  address: AddressInfo;
+  /** Requests being handled right now. */
+  inFlight(): number;
+  /**
+   * Stops accepting, lets requests in flight finish for up to `timeoutMs`, then cuts
+   * what is left. Resolves once every connection is closed.
+   */
+  close(timeoutMs: number): Promise<void>;
+}
+
+export async function startHttpServer(opts: {
+  fetch: (req: Request, env?: unknown) => Response | Promise<Response>;
+  listen: string;
+  log: Logger;
+}): Promise<RunningHttpServer> {
+  const server = createAdaptorServer({ fetch: opts.fetch }) as Server;
+  // iPXE and firmware HTTP stacks are slow and simple; keep the defaults generous but
+  // bounded so a stuck client cannot hold a socket forever.
+  server.headersTimeout = 30_000;
+  server.requestTimeout = 300_000;
+  server.keepAliveTimeout = 5_000;
+  let active = 0;
+  server.on("request", (_req, res) => {
+    active++;
+    res.once("close", () => active--);
+  });
+
+  const { host, port } = parseListen(opts.listen);
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      reject(
+        new Error(
+          err.code === "EADDRINUSE"
+            ? `HTTP cannot listen on ${opts.listen}: the address is already in use (another bootfleetd or web server?)`
+            : err.code === "EACCES"
+              ? `HTTP cannot listen on ${opts.listen}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)`
+              : err.code === "EADDRNOTAVAIL"
+                ? `HTTP cannot listen on ${opts.listen}: no interface has that address`
+                : `HTTP cannot listen on ${opts.listen}: ${err.message}`,
+        ),
+      );
+    };
+    server.once("error", onError);
+    server.listen({ host, port }, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+  server.on("error", (err) => opts.log.error({ err: err.message }, "HTTP server error"));
+
+  return {
+    address: server.address() as AddressInfo,
+    inFlight: () => active,
+    close: (timeoutMs) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          opts.log.warn(
+            { in_flight: active },
+            "drain timeout: closing the requests still in flight",
+          );
+          server.closeAllConnections();
+        }, timeoutMs);
+        server.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        server.closeIdleConnections();
+      }),
+  };
+}

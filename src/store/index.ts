@@ -1,0 +1,52 @@
+import { type Db, type OpenStoreOptions, openStore } from "./db.js";
+import { HistoryRepo } from "./history.js";
+import { ImagesRepo } from "./images.js";
+import { JobsRepo } from "./jobs.js";
+import { MachinesRepo } from "./machines.js";
+import { SessionsRepo } from "./sessions.js";
+import { TargetsRepo } from "./targets.js";
+import { UsersRepo } from "./users.js";
+
+export { StoreError } from "./db.js";
+
+/** The one source of truth for desired state: the database and its typed repositories. */
+export class Store {
+  readonly users: UsersRepo;
+  readonly machines: MachinesRepo;
+  readonly images: ImagesRepo;
+  readonly targets: TargetsRepo;
+  readonly sessions: SessionsRepo;
+  readonly jobs: JobsRepo;
+  readonly history: HistoryRepo;
+
+  constructor(
+    readonly db: Db,
+    clock: () => number = Date.now,
+  ) {
+    this.users = new UsersRepo(db, clock);
+    this.machines = new MachinesRepo(db, clock);
+    this.images = new ImagesRepo(db, clock);
+    this.targets = new TargetsRepo(db, clock);
+    this.sessions = new SessionsRepo(db, clock);
+    this.jobs = new JobsRepo(db, clock);
+    this.history = new HistoryRepo(db, clock);
+  }
+
+  static open(opts: OpenStoreOptions, clock?: () => number): Store {
+    return new Store(openStore(opts), clock);
+  }
+
+  /** Runs fn in one transaction: every multi-row change goes through here. */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  /** Quick liveness probe for health checks. */
+  ping(): boolean {
+    return (this.db.prepare("SELECT 1 AS ok").get() as { ok: number }).ok === 1;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,84 @@
+import type { Db } from "./db.js";
+import { Table } from "./table.js";
+import { nowIso } from "./util.js";
+
+export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+
+export interface Job {
+  id: number;
+  type: string;
+  status: JobStatus;
+  progress: number;
+  /** JSON: [{ name, status }] */
+  steps: string;
+  /** JSON */
+  params: string;
+  result: string | null;
+  error: string | null;
+  created_by: number | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  updated_at: string;
+}
+
+export interface JobLog {
+  id: number;
+  job_id: number;
+  at: string;
+  level: "debug" | "info" | "warn" | "error";
+  message: string;
+}
+
+const WRITABLE = [
+  "type",
+  "status",
+  "progress",
+  "steps",
+  "params",
+  "result",
+  "error",
+  "created_by",
+  "started_at",
+  "finished_at",
+] as const satisfies readonly (keyof Job)[];
+
+export class JobsRepo extends Table<Job> {
+  constructor(db: Db, clock: () => number = Date.now) {
+    super(db, "jobs", WRITABLE, clock);
+  }
+
+  create(type: string, params: unknown = {}, createdBy: number | null = null): Job {
+    return this.insert({ type, params: JSON.stringify(params), created_by: createdBy });
+  }
+
+  log(jobId: number, level: JobLog["level"], message: string): void {
+    this.db
+      .prepare("INSERT INTO job_logs (job_id, at, level, message) VALUES (?, ?, ?, ?)")
+      .run(jobId, nowIso(this.clock), level, message);
+  }
+
+  logs(jobId: number, afterId = 0): JobLog[] {
+    return this.db
+      .prepare("SELECT * FROM job_logs WHERE job_id = ? AND id > ? ORDER BY id")
+      .all(jobId, afterId) as JobLog[];
+  }
+
+  /**
+   * After a restart no job may stay `running`: the process that ran it is gone. Each
+   * such job is marked failed with the reason, in one transaction. Returns their ids.
+   */
+  failInterrupted(reason: string): number[] {
+    return this.db.transaction(() => {
+      const ids = (
+        this.db.prepare("SELECT id FROM jobs WHERE status = 'running'").all() as { id: number }[]
+      ).map((r) => r.id);
+      const now = nowIso(this.clock);
+      for (const id of ids) {
+        this.update(id, { status: "failed", error: reason, finished_at: now });
+        this.log(id, "error", reason);
+      }
+      return ids;
+    })();
+  }
+}

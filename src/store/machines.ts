@@ -1,0 +1,142 @@
+import type { Db } from "./db.js";
+import { Table } from "./table.js";
+import { nowIso } from "./util.js";
+
+export type MachineStatus =
+  | "discovered"
+  | "active"
+  | "inactive"
+  | "maintenance"
+  | "retired"
+  | "error";
+export type BootAction = "sanboot" | "menu" | "local" | "kernel" | "custom" | "disabled";
+
+export interface Machine {
+  id: number;
+  name: string;
+  description: string;
+  mac_address: string;
+  ip_address: string | null;
+  hostname: string | null;
+  boot_mode: "bios" | "uefi";
+  secure_boot_enabled: number;
+  status: MachineStatus;
+  status_reason: string | null;
+  location: string;
+  room: string;
+  asset_tag: string;
+  client_arch: number | null;
+  client_uuid: string | null;
+  vendor_class: string | null;
+  boot_action: BootAction;
+  boot_image_id: number | null;
+  custom_script: string | null;
+  overlay_policy: "persistent" | "reset";
+  owner_user_id: number | null;
+  bmc_address: string | null;
+  bmc_username: string | null;
+  bmc_password: string | null;
+  created_at: string;
+  updated_at: string;
+  first_seen: string | null;
+  last_seen: string | null;
+  last_boot: string | null;
+  boot_count: number;
+}
+
+export type NewMachine = Pick<Machine, "name" | "mac_address"> &
+  Partial<Omit<Machine, "id" | "created_at" | "updated_at" | "boot_count">>;
+export type MachinePatch = Partial<Omit<Machine, "id" | "created_at" | "updated_at">>;
+
+const WRITABLE = [
+  "name",
+  "description",
+  "mac_address",
+  "ip_address",
+  "hostname",
+  "boot_mode",
+  "secure_boot_enabled",
+  "status",
+  "status_reason",
+  "location",
+  "room",
+  "asset_tag",
+  "client_arch",
+  "client_uuid",
+  "vendor_class",
+  "boot_action",
+  "boot_image_id",
+  "custom_script",
+  "overlay_policy",
+  "owner_user_id",
+  "bmc_address",
+  "bmc_username",
+  "bmc_password",
+  "first_seen",
+  "last_seen",
+  "last_boot",
+  "boot_count",
+] as const satisfies readonly (keyof Machine)[];
+
+/** What the proxy-DHCP learned about a client it has not seen before. */
+export interface Discovery {
+  mac_address: string;
+  client_arch: number | null;
+  client_uuid: string | null;
+  vendor_class: string | null;
+}
+
+export class MachinesRepo extends Table<Machine> {
+  constructor(db: Db, clock: () => number = Date.now) {
+    super(db, "machines", WRITABLE, clock);
+  }
+
+  create(m: NewMachine): Machine {
+    return this.insert(m);
+  }
+
+  getByMac(mac: string): Machine | undefined {
+    return this.db.prepare("SELECT * FROM machines WHERE mac_address = ?").get(mac) as
+      | Machine
+      | undefined;
+  }
+
+  /**
+   * Records a PXE request from a MAC: an unknown one becomes a `discovered` machine
+   * (named after its MAC, so an admin can rename it), a known one gets `last_seen`.
+   * The look-up and the write share one transaction.
+   */
+  recordSeen(d: Discovery): { machine: Machine; created: boolean } {
+    return this.db.transaction(() => {
+      const now = nowIso(this.clock);
+      const existing = this.getByMac(d.mac_address);
+      if (existing) {
+        this.db
+          .prepare(
+            `UPDATE machines SET last_seen = @now, first_seen = coalesce(first_seen, @now),
+               client_arch = coalesce(@arch, client_arch), client_uuid = coalesce(@uuid, client_uuid),
+               vendor_class = coalesce(@vendor, vendor_class) WHERE id = @id`,
+          )
+          .run({
+            now,
+            arch: d.client_arch,
+            uuid: d.client_uuid,
+            vendor: d.vendor_class,
+            id: existing.id,
+          });
+        return { machine: this.get(existing.id)!, created: false };
+      }
+      const machine = this.create({
+        name: `pc-${d.mac_address.replace(/:/g, "")}`,
+        mac_address: d.mac_address,
+        status: "discovered",
+        client_arch: d.client_arch,
+        client_uuid: d.client_uuid,
+        vendor_class: d.vendor_class,
+        first_seen: now,
+        last_seen: now,
+      });
+      return { machine, created: true };
+    })();
+  }
+}

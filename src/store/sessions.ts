@@ -1,0 +1,100 @@
+import { randomBytes } from "node:crypto";
+import type { Db } from "./db.js";
+import { Table } from "./table.js";
+import { nowIso } from "./util.js";
+
+export type SessionStatus = "starting" | "active" | "stopping" | "stopped" | "error";
+
+export interface BootSession {
+  id: number;
+  session_id: string;
+  session_type: string;
+  status: SessionStatus;
+  machine_id: number;
+  target_id: number | null;
+  client_ip: string | null;
+  server_ip: string | null;
+  boot_method: string | null;
+  started_at: string;
+  ended_at: string | null;
+  dhcp_offer_at: string | null;
+  tftp_done_at: string | null;
+  tftp_file: string | null;
+  tftp_bytes: number | null;
+  tftp_duration_ms: number | null;
+  script_served_at: string | null;
+  iscsi_login_at: string | null;
+  iscsi_logout_at: string | null;
+  error: string | null;
+}
+
+/** The phases of a boot, each stamped once on the machine's current session. */
+export type BootPhase = "dhcp_offer_at" | "tftp_done_at" | "script_served_at" | "iscsi_login_at";
+
+const WRITABLE = [
+  "session_id",
+  "session_type",
+  "status",
+  "machine_id",
+  "target_id",
+  "client_ip",
+  "server_ip",
+  "boot_method",
+  "started_at",
+  "ended_at",
+  "dhcp_offer_at",
+  "tftp_done_at",
+  "tftp_file",
+  "tftp_bytes",
+  "tftp_duration_ms",
+  "script_served_at",
+  "iscsi_login_at",
+  "iscsi_logout_at",
+  "error",
+] as const satisfies readonly (keyof BootSession)[];
+
+export class SessionsRepo extends Table<BootSession> {
+  constructor(db: Db, clock: () => number = Date.now) {
+    super(db, "boot_sessions", WRITABLE, clock, false);
+  }
+
+  getBySessionId(sessionId: string): BootSession | undefined {
+    return this.db.prepare("SELECT * FROM boot_sessions WHERE session_id = ?").get(sessionId) as
+      | BootSession
+      | undefined;
+  }
+
+  /** The machine's session that has not ended yet, if any. */
+  current(machineId: number): BootSession | undefined {
+    return this.db
+      .prepare(
+        `SELECT * FROM boot_sessions WHERE machine_id = ? AND status IN ('starting','active','stopping')
+         ORDER BY id DESC LIMIT 1`,
+      )
+      .get(machineId) as BootSession | undefined;
+  }
+
+  start(s: Pick<BootSession, "machine_id"> & Partial<BootSession>): BootSession {
+    return this.insert({
+      session_id: `session_${randomBytes(6).toString("hex")}`,
+      started_at: nowIso(this.clock),
+      ...s,
+    });
+  }
+
+  /**
+   * Stamps a boot phase on the machine's current session, opening one when the machine
+   * has none (a DHCP offer is usually the first thing seen of a boot).
+   */
+  stampPhase(machineId: number, phase: BootPhase, extra: Partial<BootSession> = {}): BootSession {
+    return this.db.transaction(() => {
+      const now = nowIso(this.clock);
+      const current = this.current(machineId) ?? this.start({ machine_id: machineId });
+      return this.update(current.id, { ...extra, [phase]: now })!;
+    })();
+  }
+
+  end(id: number, status: "stopped" | "error", error?: string): BootSession | undefined {
+    return this.update(id, { status, ended_at: nowIso(this.clock), error: error ?? null });
+  }
+}

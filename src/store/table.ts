@@ -1,0 +1,59 @@
+import type { Db } from "./db.js";
+import { nowIso, setClause } from "./util.js";
+
+/**
+ * The plain row operations every repository shares: get by id, insert, patch, delete,
+ * count. Column names come only from the repository's allow-list, never from a caller.
+ */
+export class Table<Row extends { id: number }> {
+  constructor(
+    protected readonly db: Db,
+    readonly name: string,
+    private readonly writable: readonly (keyof Row & string)[],
+    protected readonly clock: () => number = Date.now,
+    /** Whether the table has created_at/updated_at columns to stamp. */
+    private readonly stamped = true,
+  ) {}
+
+  get(id: number): Row | undefined {
+    return this.db.prepare(`SELECT * FROM ${this.name} WHERE id = ?`).get(id) as Row | undefined;
+  }
+
+  insert(values: Partial<Row>): Row {
+    const { params } = setClause(values, this.writable);
+    const cols = Object.keys(params);
+    const now = nowIso(this.clock);
+    const allCols = this.stamped ? [...cols, "created_at", "updated_at"] : cols;
+    const allVals = this.stamped
+      ? [...cols.map((c) => `@${c}`), "@__now", "@__now"]
+      : cols.map((c) => `@${c}`);
+    const sql = allCols.length
+      ? `INSERT INTO ${this.name} (${allCols.join(", ")}) VALUES (${allVals.join(", ")})`
+      : `INSERT INTO ${this.name} DEFAULT VALUES`;
+    const info = this.db.prepare(sql).run(this.stamped ? { ...params, __now: now } : params);
+    return this.get(Number(info.lastInsertRowid))!;
+  }
+
+  update(id: number, patch: Partial<Row>): Row | undefined {
+    const { sql, params } = setClause(patch, this.writable);
+    if (sql) {
+      const stamp = this.stamped ? ", updated_at = @__now" : "";
+      this.db
+        .prepare(`UPDATE ${this.name} SET ${sql}${stamp} WHERE id = @__id`)
+        .run({ ...params, __now: nowIso(this.clock), __id: id });
+    }
+    return this.get(id);
+  }
+
+  delete(id: number): boolean {
+    return this.db.prepare(`DELETE FROM ${this.name} WHERE id = ?`).run(id).changes > 0;
+  }
+
+  count(where = "1 = 1", params: Record<string, unknown> = {}): number {
+    return (
+      this.db.prepare(`SELECT count(*) AS n FROM ${this.name} WHERE ${where}`).get(params) as {
+        n: number;
+      }
+    ).n;
+  }
+}

@@ -1,0 +1,86 @@
+import type { Db } from "./db.js";
+import { Table } from "./table.js";
+
+export type TargetType = "system" | "system_game" | "system_data";
+export type TargetStatus = "pending" | "active" | "inactive" | "error";
+
+export interface Target {
+  id: number;
+  name: string;
+  description: string;
+  iqn: string;
+  portal_ip: string;
+  portal_port: number;
+  target_type: TargetType;
+  status: TargetStatus;
+  status_reason: string | null;
+  machine_id: number;
+  system_image_id: number;
+  system_image_version: number | null;
+  extra_disk_image_id: number | null;
+  extra_disk_mountpoint: string | null;
+  initiator_iqn: string;
+  chap_username: string;
+  chap_password: string;
+  mutual_chap_username: string | null;
+  mutual_chap_password: string | null;
+  is_active: number;
+  created_at: string;
+  updated_at: string;
+}
+
+const WRITABLE = [
+  "name",
+  "description",
+  "iqn",
+  "portal_ip",
+  "portal_port",
+  "target_type",
+  "status",
+  "status_reason",
+  "machine_id",
+  "system_image_id",
+  "system_image_version",
+  "extra_disk_image_id",
+  "extra_disk_mountpoint",
+  "initiator_iqn",
+  "chap_username",
+  "chap_password",
+  "mutual_chap_username",
+  "mutual_chap_password",
+  "is_active",
+] as const satisfies readonly (keyof Target)[];
+
+export type NewTarget = Pick<
+  Target,
+  | "name"
+  | "iqn"
+  | "portal_ip"
+  | "machine_id"
+  | "system_image_id"
+  | "initiator_iqn"
+  | "chap_username"
+  | "chap_password"
+> &
+  Partial<Target>;
+
+export class TargetsRepo extends Table<Target> {
+  constructor(db: Db, clock: () => number = Date.now) {
+    super(db, "targets", WRITABLE, clock);
+  }
+
+  create(t: NewTarget): Target {
+    return this.insert(t);
+  }
+
+  forMachine(machineId: number): Target[] {
+    return this.db
+      .prepare("SELECT * FROM targets WHERE machine_id = ? ORDER BY id")
+      .all(machineId) as Target[];
+  }
+
+  /** Whether any target still uses an image (an image in use must not be deleted). */
+  usingImage(imageId: number): number {
+    return this.count("system_image_id = @i OR extra_disk_image_id = @i", { i: imageId });
+  }
+}
