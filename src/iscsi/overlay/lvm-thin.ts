@@ -1,0 +1,318 @@
+import type { Logger } from "pino";
+import { errMessage, OverlayError } from "./errors.js";
+import { KeyedLock } from "./keyed-lock.js";
+import { validateLvName, validateOverlayId, validateVgName } from "./names.js";
+import { CommandError, type CommandRunner, execFileRunner } from "./run.js";
+import type { OverlayDriver, OverlayRef, OverlayUsage } from "./types.js";
+
+export interface LvmThinDriverOptions {
+  /** The volume group that holds the images' thin pool; every overlay is made in it. */
+  vg: string;
+  logger: Logger;
+  /** Runs lvs, lvcreate, ...; defaults to execFile. Tests hand in a recording runner. */
+  run?: CommandRunner;
+  /** Prefix of overlay LV names, so list() never reports an LV bootfleet did not make. */
+  prefix?: string;
+  /** Prefix of the LV a reset builds before it takes the overlay's name; must differ from prefix. */
+  resetPrefix?: string;
+}
+
+export interface LvRow {
+  name: string;
+  sizeBytes: number;
+  /** Percent of the LV's size mapped in the pool; undefined for a non-thin LV. */
+  dataPercent: number | undefined;
+  origin: string;
+  /** lv_attr; its first letter is "V" for a thin volume. */
+  attr: string;
+}
+
+const REPORT_FIELDS = "lv_name,lv_size,data_percent,origin,lv_attr";
+// lvm2's messages when a VG or thin pool has no room: recognised to give a NO_SPACE error.
+const NO_SPACE_PATTERN =
+  /insufficient free space|free space in thin pool|out of (data|metadata) space|reached threshold|no space left/i;
+
+/**
+ * Overlays as thin snapshots of the image's thin LV, served as block devices. Snapshots share
+ * the pool's chunks with their origin until written, so creation is instant at any size.
+ */
+export function createLvmThinDriver(options: LvmThinDriverOptions): OverlayDriver {
+  return new LvmThinDriver(options);
+}
+
+class LvmThinDriver implements OverlayDriver {
+  readonly name = "lvm-thin" as const;
+  readonly #vg: string;
+  readonly #prefix: string;
+  readonly #resetPrefix: string;
+  readonly #log: Logger;
+  readonly #run: CommandRunner;
+  readonly #lock = new KeyedLock();
+
+  constructor(o: LvmThinDriverOptions) {
+    this.#vg = validateVgName(o.vg);
+    this.#prefix = o.prefix ?? "bfov_";
+    this.#resetPrefix = o.resetPrefix ?? "bfovnew_";
+    if (this.#prefix.startsWith(this.#resetPrefix) || this.#resetPrefix.startsWith(this.#prefix)) {
+      throw new OverlayError(
+        "INVALID_NAME",
+        `LV prefixes ${JSON.stringify(this.#prefix)} and ${JSON.stringify(this.#resetPrefix)} must not be prefixes of each other`,
+      );
+    }
+    this.#log = o.logger.child({ overlayDriver: "lvm-thin", vg: this.#vg });
+    this.#run = o.run ?? execFileRunner();
+  }
+
+  /** The LV name of an overlay, checked against LVM's naming rules. */
+  lvNameOf(overlayId: string): string {
+    return validateLvName(`${this.#prefix}${validateOverlayId(overlayId)}`, this.#vg);
+  }
+
+  #resetLvNameOf(overlayId: string): string {
+    return validateLvName(`${this.#resetPrefix}${validateOverlayId(overlayId)}`, this.#vg);
+  }
+
+  #devicePath(lv: string): string {
+    return `/dev/${this.#vg}/${lv}`;
+  }
+
+  async check(): Promise<void> {
+    try {
+      await this.#run("vgs", ["--reportformat", "json", "-o", "vg_name", this.#vg]);
+    } catch (err) {
+      throw new OverlayError(
+        "COMMAND_FAILED",
+        `lvm-thin overlays need LVM (package lvm2), device-mapper and the volume group ${this.#vg}: ${errMessage(err)}`,
+        { cause: err },
+      );
+    }
+  }
+
+  async create(imagePath: string, overlayId: string): Promise<OverlayRef> {
+    const lv = this.lvNameOf(overlayId);
+    const resetLv = this.#resetLvNameOf(overlayId);
+    return this.#lock.run(overlayId, async () => {
+      const image = this.#imageLv(imagePath, overlayId);
+      const rows = await this.#report(overlayId);
+      this.#requireThinImage(rows, image, overlayId);
+      const existing = rows.get(lv);
+      if (existing !== undefined) {
+        if (existing.origin !== image) {
+          this.#log.warn(
+            { overlayId, origin: existing.origin, image },
+            "overlay kept although it was made from another image",
+          );
+        }
+        await this.#activate(lv, overlayId);
+        return { kind: "block", path: this.#devicePath(lv), sizeBytes: existing.sizeBytes };
+      }
+      // A reset interrupted after removing the old overlay left only its replacement.
+      if (rows.has(resetLv)) await this.#remove(resetLv, overlayId);
+      await this.#snapshot(image, lv, overlayId);
+      await this.#activate(lv, overlayId);
+      const sizeBytes = await this.#sizeOf(lv, overlayId);
+      this.#log.info({ overlayId, lv, image }, "overlay created");
+      return { kind: "block", path: this.#devicePath(lv), sizeBytes };
+    });
+  }
+
+  async reset(imagePath: string, overlayId: string): Promise<OverlayRef> {
+    const lv = this.lvNameOf(overlayId);
+    const resetLv = this.#resetLvNameOf(overlayId);
+    return this.#lock.run(overlayId, async () => {
+      const image = this.#imageLv(imagePath, overlayId);
+      const rows = await this.#report(overlayId);
+      this.#requireThinImage(rows, image, overlayId);
+      if (rows.has(resetLv)) await this.#remove(resetLv, overlayId);
+      // The fresh snapshot exists before the old one goes, so a failed snapshot (a full pool)
+      // leaves the machine its old disk.
+      await this.#snapshot(image, resetLv, overlayId);
+      if (rows.has(lv)) await this.#remove(lv, overlayId);
+      await this.#lvm(overlayId, "lvrename", [this.#vg, resetLv, lv]);
+      await this.#activate(lv, overlayId);
+      const sizeBytes = await this.#sizeOf(lv, overlayId);
+      this.#log.info({ overlayId, lv, image }, "overlay reset to its image");
+      return { kind: "block", path: this.#devicePath(lv), sizeBytes };
+    });
+  }
+
+  async delete(overlayId: string): Promise<void> {
+    const lv = this.lvNameOf(overlayId);
+    const resetLv = this.#resetLvNameOf(overlayId);
+    return this.#lock.run(overlayId, async () => {
+      const rows = await this.#report(overlayId);
+      if (rows.has(resetLv)) await this.#remove(resetLv, overlayId);
+      if (!rows.has(lv)) return;
+      await this.#remove(lv, overlayId);
+      this.#log.info({ overlayId, lv }, "overlay deleted");
+    });
+  }
+
+  async usage(overlayId: string): Promise<OverlayUsage> {
+    const lv = this.lvNameOf(overlayId);
+    const row = (await this.#report(overlayId)).get(lv);
+    if (row === undefined) {
+      throw new OverlayError(
+        "NOT_FOUND",
+        `overlay "${overlayId}": logical volume ${this.#vg}/${lv} does not exist`,
+        { overlayId, path: this.#devicePath(lv) },
+      );
+    }
+    // data_percent of a thin snapshot counts the chunks it still shares with its origin, so
+    // it cannot tell what the machine wrote: uniqueBytes stays unknown (thin_ls could, from a
+    // metadata snapshot, at a cost not worth paying per poll).
+    return { allocatedBytes: Math.round(((row.dataPercent ?? 0) / 100) * row.sizeBytes) };
+  }
+
+  async list(): Promise<string[]> {
+    const ids: string[] = [];
+    for (const name of (await this.#report(undefined)).keys()) {
+      if (!name.startsWith(this.#prefix)) continue;
+      const id = name.slice(this.#prefix.length);
+      try {
+        validateOverlayId(id);
+      } catch {
+        continue;
+      }
+      ids.push(id);
+    }
+    return ids.sort();
+  }
+
+  /** Accepts "VG/LV" or "/dev/VG/LV"; the image must live in this driver's VG. */
+  #imageLv(imagePath: string, overlayId: string): string {
+    const m = /^(?:\/dev\/)?([^/]+)\/([^/]+)$/.exec(imagePath);
+    const vg = m?.[1];
+    const lv = m?.[2];
+    if (vg === undefined || lv === undefined) {
+      throw new OverlayError(
+        "INVALID_NAME",
+        `overlay "${overlayId}": image ${JSON.stringify(imagePath)} is not a logical volume (expected VG/LV or /dev/VG/LV)`,
+        { overlayId, path: imagePath },
+      );
+    }
+    validateVgName(vg);
+    validateLvName(lv, vg);
+    if (vg !== this.#vg) {
+      throw new OverlayError(
+        "INVALID_NAME",
+        `overlay "${overlayId}": image ${imagePath} is in volume group ${vg}, but thin snapshots must be made in ${this.#vg}, the overlays' group`,
+        { overlayId, path: imagePath },
+      );
+    }
+    return lv;
+  }
+
+  #requireThinImage(rows: Map<string, LvRow>, image: string, overlayId: string): void {
+    const row = rows.get(image);
+    if (row === undefined) {
+      throw new OverlayError(
+        "NOT_FOUND",
+        `overlay "${overlayId}": image logical volume ${this.#vg}/${image} does not exist`,
+        { overlayId, path: this.#devicePath(image) },
+      );
+    }
+    if (!row.attr.startsWith("V")) {
+      throw new OverlayError(
+        "NOT_THIN",
+        `overlay "${overlayId}": image ${this.#vg}/${image} is not a thin volume (lv_attr ${row.attr}); lvm-thin overlays snapshot thin volumes only: put the image in a thin pool`,
+        { overlayId, path: this.#devicePath(image) },
+      );
+    }
+  }
+
+  async #snapshot(image: string, lv: string, overlayId: string): Promise<void> {
+    // -kn: without it a thin snapshot carries the activation-skip flag and stays inactive.
+    await this.#lvm(overlayId, "lvcreate", ["-s", "-kn", "-n", lv, `${this.#vg}/${image}`]);
+  }
+
+  async #activate(lv: string, overlayId: string): Promise<void> {
+    await this.#lvm(overlayId, "lvchange", ["-ay", "-K", `${this.#vg}/${lv}`]);
+  }
+
+  async #remove(lv: string, overlayId: string): Promise<void> {
+    await this.#lvm(overlayId, "lvremove", ["-y", `${this.#vg}/${lv}`]);
+  }
+
+  async #sizeOf(lv: string, overlayId: string): Promise<number> {
+    const row = (await this.#report(overlayId)).get(lv);
+    if (row === undefined) {
+      throw new OverlayError(
+        "NOT_FOUND",
+        `overlay "${overlayId}": logical volume ${this.#vg}/${lv} is missing right after it was made`,
+        { overlayId, path: this.#devicePath(lv) },
+      );
+    }
+    return row.sizeBytes;
+  }
+
+  async #report(overlayId: string | undefined): Promise<Map<string, LvRow>> {
+    const { stdout } = await this.#lvm(overlayId, "lvs", [
+      "--reportformat",
+      "json",
+      "--units",
+      "b",
+      "--nosuffix",
+      "-o",
+      REPORT_FIELDS,
+      this.#vg,
+    ]);
+    return parseLvsReport(stdout);
+  }
+
+  async #lvm(overlayId: string | undefined, cmd: string, args: string[]) {
+    try {
+      return await this.#run(cmd, args);
+    } catch (err) {
+      const who = overlayId === undefined ? "" : `overlay "${overlayId}": `;
+      const stderr = err instanceof CommandError ? err.stderr : "";
+      if (NO_SPACE_PATTERN.test(stderr)) {
+        throw new OverlayError(
+          "NO_SPACE",
+          `${who}${cmd} ${args.join(" ")} failed: the thin pool or volume group ${this.#vg} is full; extend it (lvextend the pool, vgextend the group): ${stderr.trim()}`,
+          { overlayId, cause: err },
+        );
+      }
+      throw new OverlayError(
+        "COMMAND_FAILED",
+        `${who}${cmd} ${args.join(" ")} failed: ${errMessage(err)}`,
+        { overlayId, cause: err },
+      );
+    }
+  }
+}
+
+/** Parses `lvs --reportformat json --units b --nosuffix` output into rows by LV name. */
+export function parseLvsReport(stdout: string): Map<string, LvRow> {
+  const rows = new Map<string, LvRow>();
+  let doc: unknown;
+  try {
+    doc = JSON.parse(stdout);
+  } catch (err) {
+    throw new OverlayError("COMMAND_FAILED", `lvs printed no JSON: ${errMessage(err)}`, {
+      cause: err,
+    });
+  }
+  const reports = (doc as { report?: unknown })?.report;
+  if (!Array.isArray(reports)) {
+    throw new OverlayError("COMMAND_FAILED", "lvs JSON has no report array");
+  }
+  for (const report of reports) {
+    const lvs = (report as { lv?: unknown })?.lv;
+    if (!Array.isArray(lvs)) continue;
+    for (const raw of lvs as Record<string, unknown>[]) {
+      const name = String(raw.lv_name ?? "");
+      if (name === "") continue;
+      const percent = String(raw.data_percent ?? "").trim();
+      rows.set(name, {
+        name,
+        // --nosuffix drops the unit, but tolerate a "B" in case a config forces suffixes.
+        sizeBytes: Number(String(raw.lv_size ?? "0").replace(/B$/i, "")),
+        dataPercent: percent === "" ? undefined : Number(percent),
+        origin: String(raw.origin ?? ""),
+        attr: String(raw.lv_attr ?? ""),
+      });
+    }
+  }
+  return rows;
+}

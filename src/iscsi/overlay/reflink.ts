@@ -1,0 +1,378 @@
+import { randomBytes } from "node:crypto";
+import { constants as fsConstants } from "node:fs";
+import { copyFile, link, lstat, open, readdir, rename, stat, unlink } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import type { Logger } from "pino";
+import {
+  errMessage,
+  errnoCode,
+  isNoSpace,
+  NO_CLONE_ERRNOS,
+  OverlayError,
+  type OverlayErrorCode,
+} from "./errors.js";
+import { parseXfsIoFiemap, summarizeExtents, xfsIoFiemapArgs } from "./fiemap.js";
+import { fileSystemType } from "./fstype.js";
+import { KeyedLock } from "./keyed-lock.js";
+import { validateOverlayId } from "./names.js";
+import { CommandError, type CommandRunner, execFileRunner } from "./run.js";
+import type { OverlayDriver, OverlayRef, OverlayUsage } from "./types.js";
+
+export interface ReflinkDriverOptions {
+  /** Folder of the overlay files; must be on the same XFS (reflink=1) or btrfs as the images. */
+  dir: string;
+  logger: Logger;
+  /** When given, check() also proves the images can be cloned into `dir` (same file system). */
+  imageDir?: string;
+  /** Runs xfs_io for usage(); defaults to execFile. */
+  run?: CommandRunner;
+  xfsIoPath?: string;
+}
+
+const SUFFIX = ".img";
+// Temp files start with "." so list() never mistakes one for an overlay.
+const TMP_MARK = ".tmp-";
+
+export const REFLINK_FIX = "put the overlay folder on XFS made with reflink=1 or on btrfs";
+
+/**
+ * Overlays as reflinked copies of the image file: creation costs metadata only, whatever the
+ * image size, and each machine's writes land in blocks only its overlay owns.
+ */
+export function createReflinkDriver(options: ReflinkDriverOptions): OverlayDriver {
+  return new ReflinkDriver(options);
+}
+
+class ReflinkDriver implements OverlayDriver {
+  readonly name = "reflink" as const;
+  readonly #dir: string;
+  readonly #imageDir: string | undefined;
+  readonly #log: Logger;
+  readonly #run: CommandRunner;
+  readonly #xfsIo: string;
+  readonly #lock = new KeyedLock();
+  /** Temp names this instance is writing, which a sweep of crash leftovers must not touch. */
+  readonly #inFlight = new Set<string>();
+
+  constructor(o: ReflinkDriverOptions) {
+    this.#dir = resolve(o.dir);
+    this.#imageDir = o.imageDir === undefined ? undefined : resolve(o.imageDir);
+    this.#log = o.logger.child({ overlayDriver: "reflink" });
+    this.#run = o.run ?? execFileRunner();
+    this.#xfsIo = o.xfsIoPath ?? "xfs_io";
+  }
+
+  pathOf(overlayId: string): string {
+    return join(this.#dir, `${validateOverlayId(overlayId)}${SUFFIX}`);
+  }
+
+  async check(): Promise<void> {
+    await this.#requireDir(this.#dir, "overlay folder");
+    if (this.#imageDir !== undefined) {
+      await this.#requireDir(this.#imageDir, "image folder");
+      const [a, b] = await Promise.all([stat(this.#dir), stat(this.#imageDir)]);
+      if (a.dev !== b.dev) {
+        throw new OverlayError(
+          "CROSS_DEVICE",
+          `overlay folder ${this.#dir} and image folder ${this.#imageDir} are on different file systems; reflink clones only within one: ${REFLINK_FIX}, the same one as the images`,
+          { path: this.#dir },
+        );
+      }
+    }
+    await this.#sweepLeftovers();
+    await this.#probeClone();
+    try {
+      await this.#run(this.#xfsIo, ["-V"]);
+    } catch (err) {
+      this.#log.warn(
+        { err: errMessage(err) },
+        "xfs_io (package xfsprogs) does not run: overlay usage will lack the bytes each machine wrote",
+      );
+    }
+  }
+
+  async create(imagePath: string, overlayId: string): Promise<OverlayRef> {
+    const final = this.pathOf(overlayId);
+    return this.#lock.run(overlayId, async () => {
+      const image = await this.#imageSize(imagePath, overlayId);
+      const existing = await this.#existingOverlay(final, overlayId);
+      if (existing !== undefined) {
+        if (existing !== image) {
+          this.#log.warn(
+            { overlayId, overlaySize: existing, imageSize: image },
+            "overlay kept although its size differs from its image",
+          );
+        }
+        return { kind: "file", path: final, sizeBytes: existing };
+      }
+      const started = performance.now();
+      const tmp = await this.#cloneToTemp(imagePath, overlayId);
+      try {
+        // link() publishes the finished clone under its final name and, unlike rename(),
+        // fails if a concurrent creator (another process) got there first: never replace.
+        await link(tmp, final);
+      } catch (err) {
+        if (errnoCode(err) !== "EEXIST") {
+          throw this.#fsError(err, overlayId, `cannot publish overlay as ${final}`, final);
+        }
+      } finally {
+        await this.#removeTemp(tmp);
+      }
+      await this.#syncDir(overlayId);
+      const sizeBytes = (await stat(final)).size;
+      this.#log.info(
+        { overlayId, image: imagePath, ms: Math.round(performance.now() - started) },
+        "overlay created",
+      );
+      return { kind: "file", path: final, sizeBytes };
+    });
+  }
+
+  async reset(imagePath: string, overlayId: string): Promise<OverlayRef> {
+    const final = this.pathOf(overlayId);
+    return this.#lock.run(overlayId, async () => {
+      const sizeBytes = await this.#imageSize(imagePath, overlayId);
+      const tmp = await this.#cloneToTemp(imagePath, overlayId);
+      try {
+        // rename() swaps atomically: a reader sees the old overlay or the fresh one, never neither.
+        await rename(tmp, final);
+      } catch (err) {
+        await this.#removeTemp(tmp);
+        throw this.#fsError(err, overlayId, `cannot replace ${final}`, final);
+      }
+      this.#inFlight.delete(tmp);
+      await this.#syncDir(overlayId);
+      this.#log.info({ overlayId, image: imagePath }, "overlay reset to its image");
+      return { kind: "file", path: final, sizeBytes };
+    });
+  }
+
+  async delete(overlayId: string): Promise<void> {
+    const final = this.pathOf(overlayId);
+    return this.#lock.run(overlayId, async () => {
+      try {
+        await unlink(final);
+      } catch (err) {
+        if (errnoCode(err) === "ENOENT") return;
+        throw this.#fsError(err, overlayId, `cannot delete ${final}`, final);
+      }
+      await this.#syncDir(overlayId);
+      this.#log.info({ overlayId }, "overlay deleted");
+    });
+  }
+
+  async usage(overlayId: string): Promise<OverlayUsage> {
+    const final = this.pathOf(overlayId);
+    let blocks: number;
+    try {
+      blocks = (await stat(final)).blocks;
+    } catch (err) {
+      throw this.#fsError(err, overlayId, `cannot read ${final}`, final);
+    }
+    const allocatedBytes = blocks * 512;
+    let output: string;
+    try {
+      output = (await this.#run(this.#xfsIo, xfsIoFiemapArgs(final))).stdout;
+    } catch (err) {
+      if (err instanceof CommandError && err.exitCode === "ENOENT") {
+        return { allocatedBytes };
+      }
+      throw new OverlayError(
+        "COMMAND_FAILED",
+        `overlay "${overlayId}": cannot read the extent map of ${final}: ${errMessage(err)}`,
+        { overlayId, path: final, cause: err },
+      );
+    }
+    const { uniqueBytes } = summarizeExtents(parseXfsIoFiemap(output));
+    return { allocatedBytes, uniqueBytes };
+  }
+
+  async list(): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.#dir);
+    } catch (err) {
+      throw this.#fsError(err, undefined, `cannot list overlay folder ${this.#dir}`, this.#dir);
+    }
+    const ids: string[] = [];
+    for (const name of names) {
+      if (!name.endsWith(SUFFIX)) continue;
+      const id = name.slice(0, -SUFFIX.length);
+      try {
+        validateOverlayId(id);
+      } catch {
+        continue;
+      }
+      ids.push(id);
+    }
+    return ids.sort();
+  }
+
+  async #requireDir(dir: string, what: string): Promise<void> {
+    let isDir: boolean;
+    try {
+      isDir = (await stat(dir)).isDirectory();
+    } catch (err) {
+      throw this.#fsError(err, undefined, `${what} ${dir} is not usable`, dir);
+    }
+    if (!isDir) {
+      throw new OverlayError("NOT_FOUND", `${what} ${dir} is not a directory`, { path: dir });
+    }
+  }
+
+  async #imageSize(imagePath: string, overlayId: string): Promise<number> {
+    let st: Awaited<ReturnType<typeof stat>>;
+    try {
+      st = await stat(imagePath);
+    } catch (err) {
+      throw this.#fsError(err, overlayId, `image ${imagePath} is not readable`, imagePath);
+    }
+    if (!st.isFile()) {
+      throw new OverlayError(
+        "NOT_FOUND",
+        `overlay "${overlayId}": image ${imagePath} is not a regular file`,
+        { overlayId, path: imagePath },
+      );
+    }
+    return st.size;
+  }
+
+  async #existingOverlay(final: string, overlayId: string): Promise<number | undefined> {
+    try {
+      const st = await lstat(final);
+      if (!st.isFile()) {
+        throw new OverlayError(
+          "IO",
+          `overlay "${overlayId}": ${final} exists but is not a regular file; remove it by hand`,
+          { overlayId, path: final },
+        );
+      }
+      return st.size;
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") return undefined;
+      if (err instanceof OverlayError) throw err;
+      throw this.#fsError(err, overlayId, `cannot read ${final}`, final);
+    }
+  }
+
+  /** Clones the image under a temp name, flushed, and returns that name. */
+  async #cloneToTemp(imagePath: string, overlayId: string): Promise<string> {
+    const tmp = join(this.#dir, `.${overlayId}${TMP_MARK}${randomBytes(6).toString("hex")}`);
+    this.#inFlight.add(tmp);
+    try {
+      // FICLONE_FORCE: fail rather than silently write a full copy of a 100 GB image.
+      await copyFile(imagePath, tmp, fsConstants.COPYFILE_FICLONE_FORCE);
+      const fh = await open(tmp, "r");
+      try {
+        // Published names must never point at a clone the journal has not yet recorded.
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      return tmp;
+    } catch (err) {
+      await this.#removeTemp(tmp);
+      throw await this.#cloneError(err, imagePath, overlayId, tmp);
+    }
+  }
+
+  async #cloneError(
+    err: unknown,
+    imagePath: string,
+    overlayId: string | undefined,
+    target: string,
+  ): Promise<OverlayError> {
+    const who = overlayId === undefined ? "" : `overlay "${overlayId}": `;
+    const code = errnoCode(err);
+    if (code !== undefined && NO_CLONE_ERRNOS.has(code)) {
+      const fsType = await fileSystemType(this.#dir);
+      return new OverlayError(
+        "NO_REFLINK",
+        `${who}cannot reflink ${imagePath} into ${target}: the ${fsType} file system of ${this.#dir} does not support reflink copies (${code}); ${REFLINK_FIX}. bootfleet never falls back to a full copy.`,
+        { overlayId, path: target, cause: err },
+      );
+    }
+    if (code === "EXDEV") {
+      return new OverlayError(
+        "CROSS_DEVICE",
+        `${who}cannot reflink ${imagePath} into ${target}: the image and the overlay folder ${this.#dir} are on different file systems (EXDEV); ${REFLINK_FIX}, the same one as the images`,
+        { overlayId, path: target, cause: err },
+      );
+    }
+    return this.#fsError(err, overlayId, `cannot clone ${imagePath} into ${target}`, target);
+  }
+
+  #fsError(err: unknown, overlayId: string | undefined, what: string, path: string): OverlayError {
+    const who = overlayId === undefined ? "" : `overlay "${overlayId}": `;
+    const errno = errnoCode(err);
+    let code: OverlayErrorCode = "IO";
+    let why = errMessage(err);
+    if (isNoSpace(err)) {
+      code = "NO_SPACE";
+      why = `the file system of ${this.#dir} is full (${errno}); free space there or grow it`;
+    } else if (errno === "ENOENT") {
+      code = "NOT_FOUND";
+      why = `${path} does not exist (ENOENT)`;
+    }
+    return new OverlayError(code, `${who}${what}: ${why}`, { overlayId, path, cause: err });
+  }
+
+  async #removeTemp(tmp: string): Promise<void> {
+    this.#inFlight.delete(tmp);
+    try {
+      await unlink(tmp);
+    } catch (err) {
+      if (errnoCode(err) !== "ENOENT") {
+        this.#log.warn({ path: tmp, err: errMessage(err) }, "cannot remove temporary overlay");
+      }
+    }
+  }
+
+  async #syncDir(overlayId: string): Promise<void> {
+    try {
+      const fh = await open(this.#dir, "r");
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      throw this.#fsError(err, overlayId, `cannot flush overlay folder ${this.#dir}`, this.#dir);
+    }
+  }
+
+  /** Temp clones a crash left behind hold space and are never anyone's overlay. */
+  async #sweepLeftovers(): Promise<void> {
+    for (const name of await readdir(this.#dir)) {
+      if (!name.startsWith(".") || !name.includes(TMP_MARK)) continue;
+      const path = join(this.#dir, name);
+      if (this.#inFlight.has(path)) continue;
+      this.#log.warn({ path }, "removing a temporary overlay left by an interrupted clone");
+      await this.#removeTemp(path);
+    }
+  }
+
+  /** Clones a small file, so a file system without reflink is refused before any machine boots. */
+  async #probeClone(): Promise<void> {
+    const base = join(
+      this.#dir,
+      `.bootfleet-probe-${process.pid}-${randomBytes(4).toString("hex")}`,
+    );
+    const src = `${base}.src`;
+    const dst = `${base}.dst`;
+    try {
+      const fh = await open(src, "wx");
+      try {
+        await fh.write(Buffer.alloc(4096, 0x5a));
+      } finally {
+        await fh.close();
+      }
+      await copyFile(src, dst, fsConstants.COPYFILE_FICLONE_FORCE);
+    } catch (err) {
+      throw await this.#cloneError(err, src, undefined, dst);
+    } finally {
+      await unlink(src).catch(() => {});
+      await unlink(dst).catch(() => {});
+    }
+  }
+}

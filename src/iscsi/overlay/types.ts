@@ -1,0 +1,34 @@
+/** A machine's private writable disk, as a target driver needs to serve it. */
+export interface OverlayRef {
+  /** "file" for a fileio backstore (reflink), "block" for a block device (lvm-thin). */
+  kind: "file" | "block";
+  path: string;
+  sizeBytes: number;
+}
+
+export interface OverlayUsage {
+  /** Space the overlay holds, including what it still shares with its image. */
+  allocatedBytes: number;
+  /** Space only this overlay holds: what its machine wrote. Absent when the driver cannot tell. */
+  uniqueBytes?: number;
+}
+
+export type OverlayDriverName = "reflink" | "lvm-thin";
+
+export interface OverlayDriver {
+  readonly name: OverlayDriverName;
+  /** Refuses early, with an error that says what to fix, when the driver cannot work here. */
+  check(): Promise<void>;
+  /** Idempotent: an existing overlay is kept as it is, with the machine's writes. */
+  create(imagePath: string, overlayId: string): Promise<OverlayRef>;
+  /**
+   * Throws the machine's writes away: a fresh clone replaces the old overlay atomically.
+   * The caller must first make sure no session is using the overlay.
+   */
+  reset(imagePath: string, overlayId: string): Promise<OverlayRef>;
+  /** Idempotent: deleting a missing overlay succeeds. */
+  delete(overlayId: string): Promise<void>;
+  usage(overlayId: string): Promise<OverlayUsage>;
+  /** Ids of the overlays that exist, sorted, so a reconciler can find orphans. */
+  list(): Promise<string[]>;
+}
