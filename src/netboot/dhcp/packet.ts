@@ -1,0 +1,185 @@
+// BOOTP/DHCP message codec (RFC 951, RFC 2131 section 2, RFC 2132, RFC 3396).
+// decodeDhcp() takes untrusted bytes off the wire and never throws; encodeDhcp() takes a
+// packet this server built and throws only on values that cannot be represented.
+
+import {
+  checkKnownOptions,
+  type DhcpOptions,
+  encodeTlv,
+  ipv4ToBytes,
+  ipv4ToString,
+  Opt,
+  parseTlv,
+} from "./options.js";
+
+export const BOOTREQUEST = 1;
+export const BOOTREPLY = 2;
+
+/** 236 bytes of fixed header, then the 4-byte magic cookie. */
+export const HEADER_LENGTH = 236;
+export const MAGIC_COOKIE = 0x63825363;
+/** RFC 1542 2.1: relay agents and old clients expect at least a 300-byte BOOTP message. */
+export const MIN_PACKET_LENGTH = 300;
+
+export interface DhcpPacket {
+  op: number;
+  htype: number;
+  hlen: number;
+  hops: number;
+  xid: number;
+  secs: number;
+  flags: number;
+  ciaddr: string;
+  yiaddr: string;
+  siaddr: string;
+  giaddr: string;
+  /** All 16 bytes of the field; the hardware address is the first hlen of them. */
+  chaddr: Buffer;
+  /** Server host name; "" when absent or when the field carried options (option 52). */
+  sname: string;
+  /** Boot file name; "" when absent or when the field carried options (option 52). */
+  file: string;
+  /** Options from the options field and, under option 52, from file and sname, merged. */
+  options: DhcpOptions;
+}
+
+export type DecodeResult = { ok: true; packet: DhcpPacket } | { ok: false; error: string };
+
+/** Broadcast flag (RFC 2131 figure 2): the client cannot receive unicast before it has an address. */
+export const FLAG_BROADCAST = 0x8000;
+
+function cString(b: Uint8Array): string {
+  const nul = b.indexOf(0);
+  return Buffer.from(nul < 0 ? b : b.subarray(0, nul)).toString("latin1");
+}
+
+export function decodeDhcp(buf: Uint8Array): DecodeResult {
+  if (!(buf instanceof Uint8Array)) return { ok: false, error: "not a byte buffer" };
+  if (buf.length < HEADER_LENGTH + 4) {
+    return {
+      ok: false,
+      error: `too short: ${buf.length} bytes, a BOOTP header and magic cookie need ${HEADER_LENGTH + 4}`,
+    };
+  }
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  const op = b[0]!;
+  if (op !== BOOTREQUEST && op !== BOOTREPLY) return { ok: false, error: `bad op ${op}` };
+  const hlen = b[2]!;
+  if (hlen > 16) return { ok: false, error: `hardware address length ${hlen} exceeds 16` };
+  const cookie = b.readUInt32BE(HEADER_LENGTH);
+  if (cookie !== MAGIC_COOKIE) {
+    return { ok: false, error: `bad magic cookie 0x${cookie.toString(16).padStart(8, "0")}` };
+  }
+
+  const snameField = b.subarray(44, 108);
+  const fileField = b.subarray(108, 236);
+  const main = parseTlv(b.subarray(HEADER_LENGTH + 4));
+  if (!main.ok) return { ok: false, error: `options field: ${main.error}` };
+  const options = main.options;
+
+  // Option 52 is only honoured in the options field (RFC 2131 4.1); the order options, file,
+  // sname is RFC 3396 section 5's, so split options concatenate in that order.
+  let overload = 0;
+  const ov = options.get(Opt.overload);
+  if (ov !== undefined) {
+    if (ov.length !== 1 || ov[0]! < 1 || ov[0]! > 3) {
+      return { ok: false, error: `option 52 (overload) malformed: ${ov.toString("hex")}` };
+    }
+    overload = ov[0]!;
+  }
+  if (overload & 1) {
+    const r = parseTlv(fileField, options);
+    if (!r.ok) return { ok: false, error: `file field (overloaded): ${r.error}` };
+  }
+  if (overload & 2) {
+    const r = parseTlv(snameField, options);
+    if (!r.ok) return { ok: false, error: `sname field (overloaded): ${r.error}` };
+  }
+  // A repeat of 52 inside file/sname would have been concatenated onto the real one.
+  if (overload !== 0) options.set(Opt.overload, Buffer.from([overload]));
+
+  const bad = checkKnownOptions(options);
+  if (bad) return { ok: false, error: bad };
+
+  return {
+    ok: true,
+    packet: {
+      op,
+      htype: b[1]!,
+      hlen,
+      hops: b[3]!,
+      xid: b.readUInt32BE(4),
+      secs: b.readUInt16BE(8),
+      flags: b.readUInt16BE(10),
+      ciaddr: ipv4ToString(b, 12),
+      yiaddr: ipv4ToString(b, 16),
+      siaddr: ipv4ToString(b, 20),
+      giaddr: ipv4ToString(b, 24),
+      chaddr: Buffer.from(b.subarray(28, 44)),
+      sname: overload & 2 ? "" : cString(snameField),
+      file: overload & 1 ? "" : cString(fileField),
+      options,
+    },
+  };
+}
+
+/**
+ * Encodes a packet. Option 53 goes first (some ROMs look for it there), then the others in
+ * map order, then end, padded to MIN_PACKET_LENGTH. Never uses option 52: a reply that
+ * does not fit is a bug in whoever built it. Throws RangeError on unrepresentable fields
+ * (sname over 63 bytes, file over 127, a bad address).
+ */
+export function encodeDhcp(p: DhcpPacket): Buffer {
+  const head = Buffer.alloc(HEADER_LENGTH + 4);
+  head[0] = p.op;
+  head[1] = p.htype;
+  head[2] = p.hlen;
+  head[3] = p.hops;
+  head.writeUInt32BE(p.xid >>> 0, 4);
+  head.writeUInt16BE(p.secs, 8);
+  head.writeUInt16BE(p.flags, 10);
+  ipv4ToBytes(p.ciaddr).copy(head, 12);
+  ipv4ToBytes(p.yiaddr).copy(head, 16);
+  ipv4ToBytes(p.siaddr).copy(head, 20);
+  ipv4ToBytes(p.giaddr).copy(head, 24);
+  if (p.chaddr.length > 16) throw new RangeError("chaddr longer than 16 bytes");
+  p.chaddr.copy(head, 28);
+  const sname = Buffer.from(p.sname, "latin1");
+  if (sname.length > 63) throw new RangeError(`sname is ${sname.length} bytes, at most 63 fit`);
+  sname.copy(head, 44);
+  const file = Buffer.from(p.file, "latin1");
+  if (file.length > 127) throw new RangeError(`file is ${file.length} bytes, at most 127 fit`);
+  file.copy(head, 108);
+  head.writeUInt32BE(MAGIC_COOKIE, HEADER_LENGTH);
+
+  const ordered: [number, Buffer][] = [];
+  const mt = p.options.get(Opt.messageType);
+  if (mt) ordered.push([Opt.messageType, mt]);
+  for (const [code, v] of p.options) {
+    if (code === Opt.messageType || code === Opt.overload) continue;
+    ordered.push([code, v]);
+  }
+  const body = Buffer.concat([head, encodeTlv(ordered), Buffer.from([Opt.end])]);
+  if (body.length >= MIN_PACKET_LENGTH) return body;
+  return Buffer.concat([body, Buffer.alloc(MIN_PACKET_LENGTH - body.length)]);
+}
+
+/** The client's MAC as lowercase aa:bb:cc:dd:ee:ff, or undefined when it is not Ethernet. */
+export function macOf(p: Pick<DhcpPacket, "htype" | "hlen" | "chaddr">): string | undefined {
+  if (p.htype !== 1 || p.hlen !== 6) return undefined;
+  return formatMac(p.chaddr.subarray(0, 6));
+}
+
+export function formatMac(b: Uint8Array): string {
+  return [...b].map((x) => x.toString(16).padStart(2, "0")).join(":");
+}
+
+/** Parses aa:bb:cc:dd:ee:ff (or with dashes, any case) into 6 bytes. */
+export function parseMac(s: string): Buffer | undefined {
+  const m =
+    /^([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})$/i.exec(
+      s,
+    );
+  if (!m) return undefined;
+  return Buffer.from(m.slice(1).map((h) => Number.parseInt(h, 16)));
+}
