@@ -1,0 +1,473 @@
+// The proxy-DHCP UDP transport: moves raw DHCP payloads and knows which interface each
+// one came in on. Node's dgram cannot say that (no IP_PKTINFO, no SO_BINDTODEVICE), and a
+// PXE DISCOVER comes from 0.0.0.0 to 255.255.255.255, so neither address tells. One raw
+// IPPROTO_UDP socket per configured interface, bound to that device, sees every UDP
+// datagram delivered on it; replies go out through the same socket with our own IPv4+UDP
+// header, so a limited broadcast leaves by that device only.
+import dgram from "node:dgram";
+import { createRequire } from "node:module";
+import { isIPv4 } from "node:net";
+import { networkInterfaces } from "node:os";
+import type { Logger } from "pino";
+import { buildIpv4Udp, type DropReason, parseIpv4Udp } from "./ipudp.js";
+
+export interface DhcpInterface {
+  name: string;
+  /** The IPv4 address of that interface: source of replies, reported as localAddress. */
+  address: string;
+}
+
+export interface InboundDatagram {
+  ifname: string;
+  localAddress: string;
+  srcAddress: string;
+  srcPort: number;
+  dstAddress: string;
+  dstPort: number;
+  payload: Buffer;
+}
+
+export interface OutboundDatagram {
+  ifname: string;
+  srcPort: number;
+  dstAddress: string;
+  dstPort: number;
+  payload: Buffer;
+}
+
+export interface DhcpTransportStats {
+  /** UDP datagrams read from the raw sockets, whatever their port. */
+  received: number;
+  /** Handed to onDatagram. */
+  delivered: number;
+  /** Well-formed but for a port we do not serve (TFTP, our own replies looped back, ...). */
+  ignored: number;
+  /** Malformed IPv4/UDP framing, by reason. */
+  dropped: Partial<Record<DropReason, number>>;
+  sent: number;
+  sendErrors: number;
+}
+
+export interface DhcpTransportOptions {
+  interfaces: DhcpInterface[];
+  /** Destination ports handed to onDatagram. Default 67 and 4011. */
+  ports?: number[];
+  /**
+   * Ports held with an ordinary socket on 0.0.0.0 (SO_REUSEADDR) and drained, so the kernel
+   * does not answer unicast requests with ICMP port-unreachable. Default: `ports` without
+   * 67. Linux hands a unicast datagram to the newest of several SO_REUSEADDR sockets, so a
+   * socket held on 67 would take renewals away from a DHCP server on the same host; and a
+   * broadcast to 67, what PXE clients send there, never draws an ICMP error.
+   */
+  reservePorts?: number[];
+  /**
+   * Pause between two queued sends, so a burst of replies does not overrun a client's small
+   * receive buffer (PXE ROMs have a few packets' worth). Node timers resolve to 1 ms, so the
+   * default 1 ms caps a burst at about 1000 replies a second; 0 sends back to back.
+   */
+  sendIntervalMs?: number;
+  log: Logger;
+  onDatagram: (d: InboundDatagram) => void;
+}
+
+export interface DhcpTransport {
+  /**
+   * Queues one datagram; resolves true once the kernel took it, false when it could not be
+   * sent (the reason is logged). Never rejects, so a reply can be fired from a receive
+   * handler without a catch.
+   */
+  send(d: OutboundDatagram): Promise<boolean>;
+  stats(): DhcpTransportStats;
+  /** Sends what is queued (bounded wait), then closes every socket. */
+  close(): Promise<void>;
+}
+
+// raw-socket ships no typings; this is the part of its API used here.
+interface RawSocket {
+  on(event: "message", listener: (packet: Buffer, source: string) => void): this;
+  on(event: "error", listener: (err: Error) => void): this;
+  on(event: "close", listener: () => void): this;
+  setOption(level: number, option: number, value: number): void;
+  setOption(level: number, option: number, value: Buffer, length: number): void;
+  send(
+    buf: Buffer,
+    offset: number,
+    length: number,
+    address: string,
+    cb: (err: Error | null, bytes: number) => void,
+  ): this;
+  close(): this;
+}
+interface RawSocketModule {
+  createSocket(opts: { addressFamily?: number; protocol?: number; bufferSize?: number }): RawSocket;
+  AddressFamily: { IPv4: number };
+  Protocol: { UDP: number };
+  SocketLevel: { SOL_SOCKET: number; IPPROTO_IP: number };
+  SocketOption: Record<
+    "SO_BINDTODEVICE" | "SO_BROADCAST" | "SO_RCVBUF" | "SO_SNDBUF" | "IP_HDRINCL",
+    number
+  >;
+}
+
+const DEFAULT_PORTS = [67, 4011];
+const RECEIVE_BUFFER_BYTES = 1 << 20;
+// raw-socket reads into one buffer of this size; a whole IPv4 packet always fits.
+const READ_BUFFER_BYTES = 0xffff;
+const SEND_RETRIES = 6;
+const CLOSE_DRAIN_MS = 1000;
+// The kernel's (and so raw-socket's) wording of EAGAIN / ENOBUFS: the socket or device
+// queue is full for a moment, which a short wait clears.
+const TRANSIENT_SEND_ERROR = /temporarily unavailable|no buffer space/i;
+const NO_PERMISSION = /not permitted|permission denied/i;
+const NO_DEVICE = /no such device/i;
+
+let rawModule: RawSocketModule | undefined;
+function loadRaw(): RawSocketModule {
+  rawModule ??= createRequire(import.meta.url)("raw-socket") as RawSocketModule;
+  return rawModule;
+}
+
+interface Port {
+  iface: DhcpInterface;
+  socket: RawSocket;
+  open: boolean;
+}
+
+interface SendJob {
+  port: Port;
+  packet: Buffer;
+  dstAddress: string;
+  label: string;
+  resolve: (ok: boolean) => void;
+}
+
+function checkConfig(opts: DhcpTransportOptions): void {
+  if (opts.interfaces.length === 0) throw new Error("DHCP transport: no interface configured");
+  const names = new Set<string>();
+  for (const iface of opts.interfaces) {
+    if (!iface.name || iface.name.length > 15 || /[\s/]/.test(iface.name)) {
+      throw new Error(`DHCP transport: invalid interface name ${JSON.stringify(iface.name)}`);
+    }
+    if (names.has(iface.name)) {
+      throw new Error(`DHCP transport: interface "${iface.name}" is configured twice`);
+    }
+    names.add(iface.name);
+    if (!isIPv4(iface.address) || iface.address === "0.0.0.0") {
+      throw new Error(
+        `DHCP transport: interface "${iface.name}" needs its own IPv4 address, got ${JSON.stringify(iface.address)}`,
+      );
+    }
+  }
+  for (const port of [...(opts.ports ?? []), ...(opts.reservePorts ?? [])]) {
+    if (!Number.isInteger(port) || port < 1 || port > 0xffff) {
+      throw new Error(`DHCP transport: port out of range: ${port}`);
+    }
+  }
+}
+
+function openRawSocket(raw: RawSocketModule, iface: DhcpInterface): RawSocket {
+  let socket: RawSocket;
+  try {
+    socket = raw.createSocket({
+      addressFamily: raw.AddressFamily.IPv4,
+      protocol: raw.Protocol.UDP,
+      bufferSize: READ_BUFFER_BYTES,
+    });
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (NO_PERMISSION.test(msg)) {
+      throw new Error(
+        `DHCP transport: cannot open a raw socket for interface "${iface.name}" (${msg}): ` +
+          "bootfleetd needs CAP_NET_RAW for proxy-DHCP. Run it as root, or give the service " +
+          "AmbientCapabilities=CAP_NET_RAW CAP_NET_BIND_SERVICE, or leave DHCP off.",
+      );
+    }
+    throw new Error(
+      `DHCP transport: cannot open a raw socket for interface "${iface.name}": ${msg}`,
+    );
+  }
+  try {
+    const { SOL_SOCKET, IPPROTO_IP } = raw.SocketLevel;
+    const opt = raw.SocketOption;
+    const name = Buffer.from(`${iface.name}\0`);
+    socket.setOption(SOL_SOCKET, opt.SO_BINDTODEVICE, name, name.length);
+    socket.setOption(IPPROTO_IP, opt.IP_HDRINCL, 1);
+    socket.setOption(SOL_SOCKET, opt.SO_BROADCAST, 1);
+    // Raw sockets see every UDP datagram on the device (TFTP included): a roomy buffer
+    // keeps a DHCP request from being dropped behind them. The kernel caps it at rmem_max.
+    socket.setOption(SOL_SOCKET, opt.SO_RCVBUF, RECEIVE_BUFFER_BYTES);
+  } catch (err) {
+    socket.close();
+    const msg = (err as Error).message;
+    if (NO_DEVICE.test(msg)) {
+      throw new Error(
+        `DHCP transport: interface "${iface.name}" does not exist (${msg}). ` +
+          "Check the configured DHCP interfaces against `ip -br link`.",
+      );
+    }
+    if (NO_PERMISSION.test(msg)) {
+      throw new Error(
+        `DHCP transport: cannot bind a raw socket to interface "${iface.name}" (${msg}): ` +
+          "bootfleetd needs CAP_NET_RAW for proxy-DHCP.",
+      );
+    }
+    throw new Error(`DHCP transport: cannot set up interface "${iface.name}": ${msg}`);
+  }
+  return socket;
+}
+
+async function reservePort(port: number, log: Logger): Promise<dgram.Socket | undefined> {
+  const socket = dgram.createSocket({ type: "udp4", reuseAddr: true });
+  // Only here so the port is bound; the raw socket already sees the same datagrams.
+  socket.on("message", () => {});
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once("error", reject);
+      socket.bind({ port, address: "0.0.0.0", exclusive: true }, () => {
+        socket.off("error", reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    socket.close();
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === "EADDRINUSE") {
+      // Someone holds it without SO_REUSEADDR; either way the kernel will not answer with
+      // port-unreachable, and our raw sockets still see the traffic.
+      log.warn(
+        { port },
+        "DHCP transport: port held by another process; receiving through raw sockets only",
+      );
+      return undefined;
+    }
+    if (e.code === "EACCES") {
+      throw new Error(
+        `DHCP transport: cannot bind UDP port ${port} (EACCES): bootfleetd needs CAP_NET_BIND_SERVICE, or leave ${port} out of the reserved ports`,
+      );
+    }
+    throw new Error(`DHCP transport: cannot bind UDP port ${port}: ${e.message}`);
+  }
+  socket.on("error", (err) => log.warn({ err, port }, "DHCP transport: error on reserved port"));
+  return socket;
+}
+
+function warnIfAddressMissing(iface: DhcpInterface, log: Logger): void {
+  const addrs = networkInterfaces()[iface.name] ?? [];
+  if (!addrs.some((a) => a.family === "IPv4" && a.address === iface.address)) {
+    log.warn(
+      { ifname: iface.name, address: iface.address },
+      "DHCP transport: the interface does not carry this address now; replies will name it anyway",
+    );
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Opens one raw socket per interface (CAP_NET_RAW) and holds the reserved ports. Throws a
+ * message naming the interface and the fix when an interface is missing or the process
+ * lacks the capability; nothing stays open after a failed start.
+ */
+export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<DhcpTransport> {
+  checkConfig(opts);
+  const { log, onDatagram } = opts;
+  const servedPorts = new Set(opts.ports ?? DEFAULT_PORTS);
+  const reserved = opts.reservePorts ?? [...servedPorts].filter((p) => p !== 67);
+  const sendIntervalMs = opts.sendIntervalMs ?? 1;
+  const ownAddresses = new Set(opts.interfaces.map((i) => i.address));
+  const raw = loadRaw();
+
+  const stats: DhcpTransportStats = {
+    received: 0,
+    delivered: 0,
+    ignored: 0,
+    dropped: {},
+    sent: 0,
+    sendErrors: 0,
+  };
+
+  const ports = new Map<string, Port>();
+  const reservedSockets: dgram.Socket[] = [];
+  const closeAll = () => {
+    for (const p of ports.values()) {
+      if (p.open) {
+        p.open = false;
+        p.socket.close();
+      }
+    }
+    for (const s of reservedSockets) s.close();
+  };
+
+  try {
+    for (const iface of opts.interfaces) {
+      const port: Port = { iface, socket: openRawSocket(raw, iface), open: true };
+      ports.set(iface.name, port);
+      warnIfAddressMissing(iface, log);
+    }
+    for (const p of reserved) {
+      const s = await reservePort(p, log);
+      if (s) reservedSockets.push(s);
+    }
+  } catch (err) {
+    closeAll();
+    throw err;
+  }
+
+  const receive = (port: Port, packet: Buffer) => {
+    stats.received++;
+    const parsed = parseIpv4Udp(packet);
+    if (!parsed.ok) {
+      stats.dropped[parsed.reason] = (stats.dropped[parsed.reason] ?? 0) + 1;
+      log.debug(
+        { ifname: port.iface.name, reason: parsed.reason },
+        "DHCP transport: dropped datagram",
+      );
+      return;
+    }
+    const d = parsed.datagram;
+    // Our own broadcasts come back to us through the kernel's loopback of broadcasts.
+    if (!servedPorts.has(d.dstPort) || ownAddresses.has(d.srcAddress)) {
+      stats.ignored++;
+      return;
+    }
+    stats.delivered++;
+    const inbound: InboundDatagram = {
+      ifname: port.iface.name,
+      localAddress: port.iface.address,
+      srcAddress: d.srcAddress,
+      srcPort: d.srcPort,
+      dstAddress: d.dstAddress,
+      dstPort: d.dstPort,
+      // raw-socket reuses its read buffer for the next packet: the consumer gets its own copy.
+      payload: Buffer.from(d.payload),
+    };
+    try {
+      onDatagram(inbound);
+    } catch (err) {
+      log.error({ err, ifname: inbound.ifname }, "DHCP transport: datagram handler threw");
+    }
+  };
+
+  for (const port of ports.values()) {
+    port.socket.on("message", (packet) => receive(port, packet));
+    port.socket.on("error", (err) => {
+      log.error({ err, ifname: port.iface.name }, "DHCP transport: raw socket error");
+    });
+    port.socket.on("close", () => {
+      if (port.open) {
+        port.open = false;
+        log.error(
+          { ifname: port.iface.name },
+          "DHCP transport: raw socket closed; interface no longer served",
+        );
+      }
+    });
+  }
+
+  // One queue for all interfaces: replies leave one at a time, paced, and a full socket
+  // buffer (EAGAIN/ENOBUFS) is waited out instead of losing the reply (nodejs/node#24310).
+  const queue: SendJob[] = [];
+  let pumping = false;
+  let drained: Promise<void> = Promise.resolve();
+  let current: SendJob | undefined;
+  let closing = false;
+
+  const sendOnce = (job: SendJob) =>
+    new Promise<Error | null>((resolve) => {
+      job.port.socket.send(job.packet, 0, job.packet.length, job.dstAddress, (err) => resolve(err));
+    });
+
+  const pump = async () => {
+    for (;;) {
+      current = queue.shift();
+      if (!current) {
+        // Cleared in the same tick the queue is seen empty, so a send() made from a
+        // continuation of the last job starts a new pump instead of waiting forever.
+        pumping = false;
+        return;
+      }
+      const job = current;
+      let err: Error | null = null;
+      for (let attempt = 0; attempt <= SEND_RETRIES; attempt++) {
+        // raw-socket would quietly make a new, unbound socket if asked to send on a closed one.
+        if (!job.port.open) {
+          err = new Error("socket closed");
+          break;
+        }
+        err = await sendOnce(job);
+        if (!err || !TRANSIENT_SEND_ERROR.test(err.message)) break;
+        await sleep(2 ** attempt);
+      }
+      if (err) {
+        stats.sendErrors++;
+        log.warn({ err, datagram: job.label }, "DHCP transport: send failed");
+        job.resolve(false);
+      } else {
+        stats.sent++;
+        job.resolve(true);
+      }
+      if (sendIntervalMs > 0 && queue.length > 0) await sleep(sendIntervalMs);
+    }
+  };
+
+  const send = (d: OutboundDatagram): Promise<boolean> => {
+    const label = `${d.ifname} :${d.srcPort} -> ${d.dstAddress}:${d.dstPort}`;
+    const fail = (why: string) => {
+      stats.sendErrors++;
+      log.warn({ datagram: label }, `DHCP transport: not sent: ${why}`);
+      return Promise.resolve(false);
+    };
+    if (closing) return fail("transport closed");
+    const port = ports.get(d.ifname);
+    if (!port) return fail(`interface "${d.ifname}" is not configured`);
+    let packet: Buffer;
+    try {
+      packet = buildIpv4Udp({
+        srcAddress: port.iface.address,
+        dstAddress: d.dstAddress,
+        srcPort: d.srcPort,
+        dstPort: d.dstPort,
+        payload: d.payload,
+      });
+    } catch (err) {
+      return fail((err as Error).message);
+    }
+    return new Promise<boolean>((resolve) => {
+      queue.push({ port, packet, dstAddress: d.dstAddress, label, resolve });
+      if (!pumping) {
+        pumping = true;
+        drained = pump();
+      }
+    });
+  };
+
+  log.info(
+    {
+      interfaces: opts.interfaces.map((i) => `${i.name}=${i.address}`),
+      ports: [...servedPorts],
+      reserved: reservedSockets.length > 0 ? reserved : [],
+    },
+    "DHCP transport open",
+  );
+
+  return {
+    send,
+    stats: () => ({ ...stats, dropped: { ...stats.dropped } }),
+    close: async () => {
+      if (closing) return;
+      closing = true;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        drained,
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, CLOSE_DRAIN_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+      // Whatever did not leave in time is reported as not sent.
+      current?.resolve(false);
+      for (const job of queue.splice(0)) job.resolve(false);
+      closeAll();
+    },
+  };
+}
