@@ -1,21 +1,73 @@
 import { Hono } from "hono";
 import type { Logger } from "pino";
-import { ApiError, errorBody } from "./errors.js";
-import { type HealthDeps, healthRoutes } from "./health.js";
+import type { Store } from "../store/index.js";
+import { TokenService } from "./auth/tokens.js";
+import type { ApiEnv } from "./env.js";
+import { errorBody } from "./errors.js";
+import { mountRoutes } from "./mount.js";
+import { docsRoutes } from "./openapi.js";
+import { RateLimiter } from "./ratelimit.js";
 import { requestId } from "./request-id.js";
+import {
+  type ApiDeps,
+  type ApiServices,
+  DEFAULT_RATE_LIMITS,
+  type IscsiSettings,
+  type RateLimits,
+  type RouteDef,
+  type RouteModule,
+} from "./route.js";
+import type { DaemonState } from "./routes/health.js";
+import { ROUTE_MODULES } from "./routes.js";
 
-export type ApiEnv = { Variables: { requestId: string } };
+export type { ApiEnv } from "./env.js";
+export type { DaemonState } from "./routes/health.js";
 
-export interface AppDeps extends HealthDeps {
+export interface AppDeps {
   log: Logger;
+  version: string;
+  state: () => DaemonState;
+  store: Store;
+  /** HS256 key of the API's tokens (loadOrCreateSigningKey). */
+  signingKey: Uint8Array;
+  clock?: () => number;
+  /** The contract's defaults when left out; tests raise them. */
+  rateLimits?: Partial<RateLimits>;
+  services?: ApiServices;
+  iscsi?: Partial<IscsiSettings>;
+  onTargetChanged?: (machineId: number) => void;
+  directories?: Record<string, string>;
+  /** The modules to mount (ROUTE_MODULES by default). */
+  modules?: readonly RouteModule[];
 }
+
+export const DEFAULT_ISCSI: IscsiSettings = {
+  portalIp: "127.0.0.1",
+  portalPort: 3260,
+  iqnPrefix: "iqn.2024-01.io.bootfleet",
+};
 
 /**
  * The daemon's HTTP application: the REST API under /api (and the boot scripts iPXE
  * fetches, added by netboot). Every response has a request id; every error has the
- * contract's body; no stack trace ever reaches a client.
+ * contract's body; no stack trace ever reaches a client. Returns the route registry
+ * with the app, for the OpenAPI document and the route × role tests.
  */
-export function createApp(deps: AppDeps) {
+export function createApi(deps: AppDeps): { app: Hono<ApiEnv>; routes: readonly RouteDef[] } {
+  const clock = deps.clock ?? Date.now;
+  const tokens = new TokenService(deps.signingKey, deps.store, clock);
+  const apiDeps: ApiDeps = {
+    tokens,
+    log: deps.log,
+    store: deps.store,
+    version: deps.version,
+    state: deps.state,
+    clock,
+    services: deps.services ?? ({} as ApiServices),
+    iscsi: { ...DEFAULT_ISCSI, ...deps.iscsi },
+    onTargetChanged: deps.onTargetChanged ?? (() => {}),
+    directories: deps.directories ?? {},
+  };
   const app = new Hono<ApiEnv>();
   app.use("*", requestId());
   app.use("*", async (c, next) => {
@@ -32,15 +84,21 @@ export function createApp(deps: AppDeps) {
       "request",
     );
   });
-  app.route("/api/health", healthRoutes(deps));
+
+  const apiRoutes = (deps.modules ?? ROUTE_MODULES).flatMap((m) => m(apiDeps));
+  const routes = [...apiRoutes, ...docsRoutes(() => apiRoutes, deps.version)];
+  mountRoutes(app, routes, {
+    tokens,
+    limiter: new RateLimiter({ ...DEFAULT_RATE_LIMITS, ...deps.rateLimits }, clock),
+    store: deps.store,
+    log: deps.log,
+    clock,
+  });
 
   app.notFound((c) =>
     c.json(errorBody(c, "not_found", `no route for ${c.req.method} ${c.req.path}`), 404),
   );
   app.onError((err, c) => {
-    if (err instanceof ApiError) {
-      return c.json(errorBody(c, err.code, err.message, err.extra), err.status);
-    }
     deps.log.error({ err, request_id: c.get("requestId"), path: c.req.path }, "request failed");
     return c.json(
       errorBody(
@@ -51,5 +109,9 @@ export function createApp(deps: AppDeps) {
       500,
     );
   });
-  return app;
+  return { app, routes };
+}
+
+export function createApp(deps: AppDeps): Hono<ApiEnv> {
+  return createApi(deps).app;
 }

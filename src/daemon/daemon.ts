@@ -1,8 +1,8 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { createApp } from "../api/app.js";
-import type { DaemonState } from "../api/health.js";
+import { createApp, type DaemonState } from "../api/app.js";
+import { loadOrCreateSigningKey } from "../api/auth/keys.js";
 import { Store } from "../store/index.js";
 import { VERSION } from "../version.js";
 import type { Config } from "./config.js";
@@ -46,7 +46,20 @@ export class Daemon {
     if (interrupted.length)
       this.log.warn({ jobs: interrupted }, "marked interrupted jobs as failed");
 
-    const app = createApp({ version: VERSION, state: () => this.state, log: this.log });
+    const app = createApp({
+      version: VERSION,
+      state: () => this.state,
+      log: this.log,
+      store: this.store,
+      signingKey: loadOrCreateSigningKey(join(c.data_dir, "api-signing.key")),
+      iscsi: { portalIp: c.netboot.server_address || "127.0.0.1", portalPort: c.iscsi.portal_port },
+      directories: {
+        data: c.data_dir,
+        images: c.images_dir,
+        tftp: c.tftp.root,
+        overlays: c.iscsi.overlays_dir,
+      },
+    });
     this.http = await startHttpServer({ fetch: app.fetch, listen: c.http.listen, log: this.log });
     this.log.info(
       { address: this.http.address.address, port: this.http.address.port },

@@ -1,3 +1,4 @@
+import { AuthSessionsRepo } from "./auth-sessions.js";
 import { type Db, type OpenStoreOptions, openStore } from "./db.js";
 import { HistoryRepo } from "./history.js";
 import { ImagesRepo } from "./images.js";
@@ -18,6 +19,7 @@ export class Store {
   readonly sessions: SessionsRepo;
   readonly jobs: JobsRepo;
   readonly history: HistoryRepo;
+  readonly authSessions: AuthSessionsRepo;
 
   constructor(
     readonly db: Db,
@@ -30,6 +32,7 @@ export class Store {
     this.sessions = new SessionsRepo(db, clock);
     this.jobs = new JobsRepo(db, clock);
     this.history = new HistoryRepo(db, clock);
+    this.authSessions = new AuthSessionsRepo(db, clock);
   }
 
   static open(opts: OpenStoreOptions, clock?: () => number): Store {

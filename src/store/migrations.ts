@@ -207,6 +207,30 @@ CREATE INDEX history_at ON history_events(at);
 CREATE INDEX history_resource ON history_events(resource_type, resource_id);
 `,
   },
+  {
+    version: 2,
+    name: "login sessions (refresh-token families) and history look-ups",
+    sql: `
+-- One row per login: the family of its rotating refresh tokens. Only refresh_jti may be
+-- exchanged; presenting an older one of the family means it was stolen and replayed, so
+-- the whole family is revoked. Access tokens carry the family id and die with it.
+CREATE TABLE auth_sessions (
+  id             TEXT PRIMARY KEY,
+  user_id        INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  refresh_jti    TEXT NOT NULL,
+  created_at     TEXT NOT NULL DEFAULT ${NOW},
+  last_used_at   TEXT NOT NULL DEFAULT ${NOW},
+  expires_at     TEXT NOT NULL,
+  revoked_at     TEXT,
+  revoked_reason TEXT,
+  client_ip      TEXT
+);
+CREATE INDEX auth_sessions_user ON auth_sessions(user_id);
+
+CREATE INDEX history_user ON history_events(user_id, at);
+CREATE INDEX history_machine ON history_events(machine_id, at);
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
