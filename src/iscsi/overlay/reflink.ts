@@ -94,17 +94,11 @@ class ReflinkDriver implements OverlayDriver {
   async create(imagePath: string, overlayId: string): Promise<OverlayRef> {
     const final = this.pathOf(overlayId);
     return this.#lock.run(overlayId, async () => {
-      const image = await this.#imageSize(imagePath, overlayId);
+      // An existing overlay no longer needs its image (the clone owns its blocks), so a
+      // machine keeps booting even when its image was renamed or removed meanwhile.
       const existing = await this.#existingOverlay(final, overlayId);
-      if (existing !== undefined) {
-        if (existing !== image) {
-          this.#log.warn(
-            { overlayId, overlaySize: existing, imageSize: image },
-            "overlay kept although its size differs from its image",
-          );
-        }
-        return { kind: "file", path: final, sizeBytes: existing };
-      }
+      if (existing !== undefined) return { kind: "file", path: final, sizeBytes: existing };
+      await this.#imageSize(imagePath, overlayId);
       const started = performance.now();
       const tmp = await this.#cloneToTemp(imagePath, overlayId);
       try {

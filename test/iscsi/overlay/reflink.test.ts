@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, open, readdir, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pino } from "pino";
 import t from "tap";
@@ -8,7 +8,7 @@ import { OverlayError } from "../../../src/iscsi/overlay/errors.js";
 import { createReflinkDriver, REFLINK_FIX } from "../../../src/iscsi/overlay/reflink.js";
 import { execFileRunner } from "../../../src/iscsi/overlay/run.js";
 import type { OverlayDriver } from "../../../src/iscsi/overlay/types.js";
-import { isRoot, type LoopFs, mountLoopFs } from "./loopfs.js";
+import { isRoot, type LoopFs, mountLoopFs } from "./fixtures/loopfs.js";
 
 const logger = pino({ level: "silent" });
 const MiB = 1024 * 1024;
@@ -140,6 +140,25 @@ t.test(
     t.same(again, a, "create of an existing overlay returns the same ref");
     t.same(await readAt(a.path, 8 * MiB, MiB), written, "and keeps the machine's writes");
 
+    const [c1, c2] = await Promise.all([
+      driver.create(image, "pc-c"),
+      driver.create(image, "pc-c"),
+    ]);
+    t.same(c1, c2, "two concurrent creates of one overlay agree");
+    // A second driver on the same folder stands for another process: link() must not replace.
+    const other = createReflinkDriver({ dir: overlays, logger });
+    const [c3, c4] = await Promise.all([driver.create(image, "pc-d"), other.create(image, "pc-d")]);
+    t.same(c3, c4, "two processes creating one overlay agree");
+    await writeAt(c3.path, 0, Buffer.from("machine d was here"));
+    await other.create(image, "pc-d");
+    t.same(
+      await readAt(c3.path, 0, 18),
+      Buffer.from("machine d was here"),
+      "a create from another process keeps the existing overlay",
+    );
+    await driver.delete("pc-c");
+    await other.delete("pc-d");
+
     // A clone a crash left behind is not an overlay, and check() sweeps it.
     await writeFile(join(overlays, ".pc-c.tmp-deadbeef0000"), "half");
     t.same(await driver.list(), ["pc-a", "pc-b"], "list finds both overlays and not the temp file");
@@ -168,6 +187,17 @@ t.test(
         `id ${JSON.stringify(bad)} is refused`,
       );
     }
+    const moved = join(images, "moved.img");
+    await rename(image, moved);
+    t.same(
+      await driver.create(image, "pc-a"),
+      a,
+      "an existing overlay is served without its image",
+    );
+    await t.rejects(driver.reset(image, "pc-a"), { code: "NOT_FOUND" }, "reset needs the image");
+    t.same(await driver.list(), ["pc-a"], "and a failed reset keeps the overlay");
+    await rename(moved, image);
+
     const missing = join(images, "nope.img");
     const err = await driver.create(missing, "pc-x").catch((e: unknown) => e);
     t.equal(codeOf(err), "NOT_FOUND", "a missing image is NOT_FOUND");
