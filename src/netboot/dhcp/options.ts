@@ -248,19 +248,26 @@ export function readClientNdi(
 }
 
 /**
- * Option 97: type 0 then 16 bytes. Formatted in wire order as 8-4-4-4-12 hex, the way
- * dnsmasq and ISC dhcpd print it (firmware differs on SMBIOS byte order; wire order is what
- * the same machine sends every time, which is all an identifier needs).
+ * Option 97: type 0 then 16 bytes, formatted as the machine's SMBIOS UUID. Firmware copies
+ * the SMBIOS bytes, whose first three fields are little-endian (SMBIOS 2.6 7.2.1): OVMF and
+ * iPXE both sent 33 22 11 00 55 44 77 66 88 99 ... for a QEMU given -uuid
+ * 00112233-4455-6677-8899-... (test/fixtures/dhcp). Read that way, the value is the one
+ * dmidecode and the firmware setup screen show, which is what an admin will type in.
  */
 export function readClientUuid(o: DhcpOptions): string | undefined {
   const v = o.get(Opt.clientUuid);
   if (v?.length !== 17 || v[0] !== 0) return undefined;
-  return formatUuid(v.subarray(1));
+  return formatGuid(v.subarray(1));
 }
 
-export function formatUuid(b: Uint8Array): string {
-  const h = Buffer.from(b).toString("hex");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+/** 16 bytes as 8-4-4-4-12 hex with the first three fields little-endian (GUID layout). */
+export function formatGuid(b: Uint8Array): string {
+  const h = (from: number, to: number, reverse = false) => {
+    const part = [...b.subarray(from, to)];
+    if (reverse) part.reverse();
+    return Buffer.from(part).toString("hex");
+  };
+  return `${h(0, 4, true)}-${h(4, 6, true)}-${h(6, 8, true)}-${h(8, 10)}-${h(10, 16)}`;
 }
 
 export function readOverload(o: DhcpOptions): number | undefined {

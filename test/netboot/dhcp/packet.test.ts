@@ -175,7 +175,8 @@ t.test("option 93 lists, option 97 shapes", async (t) => {
     0xff,
   ];
   const withUuid = mustDecode(t, rawPacket({ options: [...opt(97, uuidBytes), 255] }));
-  t.equal(readClientUuid(withUuid.options), "00112233-4455-6677-8899-aabbccddeeff");
+  // SMBIOS 2.6 7.2.1: the first three fields are stored little-endian.
+  t.equal(readClientUuid(withUuid.options), "33221100-5544-7766-8899-aabbccddeeff");
 
   const noUuid = mustDecode(t, rawPacket({ options: [...opt(53, [1]), 255] }));
   t.equal(readClientUuid(noUuid.options), undefined, "absent UUID is fine");

@@ -139,7 +139,8 @@ t.test("reply options: 54, 60, 97, siaddr, file", async (t) => {
   const o = d.reply.options;
   t.same([...(o.get(Opt.serverId) ?? [])], [10, 99, 0, 1], "54 is the server address");
   t.equal(o.get(Opt.vendorClass)?.toString(), "PXEClient");
-  t.equal(readClientUuid(o), "01020304-0506-0708-090a-0b0c0d0e0f10", "97 echoed");
+  t.equal(readClientUuid(o), "04030201-0605-0807-090a-0b0c0d0e0f10", "97 echoed");
+  t.same([...(o.get(Opt.clientUuid) ?? [])], UUID, "97 echoed byte for byte");
   t.equal(d.reply.siaddr, "10.99.0.1");
   t.equal(d.reply.file, "snponly.efi");
   t.same([...d.reply.chaddr.subarray(0, 6)], MAC);
