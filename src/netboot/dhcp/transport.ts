@@ -286,10 +286,10 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
     sendErrors: 0,
   };
 
-  const ports = new Map<string, Port>();
+  const sockets = new Map<string, Port>();
   const reservedSockets: dgram.Socket[] = [];
   const closeAll = () => {
-    for (const p of ports.values()) {
+    for (const p of sockets.values()) {
       if (p.open) {
         p.open = false;
         p.socket.close();
@@ -297,21 +297,6 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
     }
     for (const s of reservedSockets) s.close();
   };
-
-  try {
-    for (const iface of opts.interfaces) {
-      const port: Port = { iface, socket: openRawSocket(raw, iface), open: true };
-      ports.set(iface.name, port);
-      warnIfAddressMissing(iface, log);
-    }
-    for (const p of reserved) {
-      const s = await reservePort(p, log);
-      if (s) reservedSockets.push(s);
-    }
-  } catch (err) {
-    closeAll();
-    throw err;
-  }
 
   const receive = (port: Port, packet: Buffer) => {
     stats.received++;
@@ -348,7 +333,9 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
     }
   };
 
-  for (const port of ports.values()) {
+  // Listeners go on as each socket opens: it is polled from creation, and an "error"
+  // emitted with no listener would throw out of the event loop.
+  const attach = (port: Port) => {
     port.socket.on("message", (packet) => receive(port, packet));
     port.socket.on("error", (err) => {
       log.error({ err, ifname: port.iface.name }, "DHCP transport: raw socket error");
@@ -362,6 +349,22 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
         );
       }
     });
+  };
+
+  try {
+    for (const iface of opts.interfaces) {
+      const port: Port = { iface, socket: openRawSocket(raw, iface), open: true };
+      sockets.set(iface.name, port);
+      attach(port);
+      warnIfAddressMissing(iface, log);
+    }
+    for (const p of reserved) {
+      const s = await reservePort(p, log);
+      if (s) reservedSockets.push(s);
+    }
+  } catch (err) {
+    closeAll();
+    throw err;
   }
 
   // One queue for all interfaces: replies leave one at a time, paced, and a full socket
@@ -418,7 +421,7 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
       return Promise.resolve(false);
     };
     if (closing) return fail("transport closed");
-    const port = ports.get(d.ifname);
+    const port = sockets.get(d.ifname);
     if (!port) return fail(`interface "${d.ifname}" is not configured`);
     let packet: Buffer;
     try {
@@ -445,7 +448,7 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
     {
       interfaces: opts.interfaces.map((i) => `${i.name}=${i.address}`),
       ports: [...servedPorts],
-      reserved: reservedSockets.length > 0 ? reserved : [],
+      reserved: reservedSockets.map((s) => s.address().port),
     },
     "DHCP transport open",
   );
