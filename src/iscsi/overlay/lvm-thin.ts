@@ -94,7 +94,7 @@ class LvmThinDriver implements OverlayDriver {
     return this.#lock.run(overlayId, async () => {
       const image = this.#imageLv(imagePath, overlayId);
       const rows = await this.#report(overlayId);
-      this.#requireThinImage(rows, image, overlayId);
+      // A thin snapshot outlives its origin, so an existing overlay is served without its image.
       const existing = rows.get(lv);
       if (existing !== undefined) {
         if (existing.origin !== image) {
@@ -106,6 +106,7 @@ class LvmThinDriver implements OverlayDriver {
         await this.#activate(lv, overlayId);
         return { kind: "block", path: this.#devicePath(lv), sizeBytes: existing.sizeBytes };
       }
+      this.#requireThinImage(rows, image, overlayId);
       // A reset interrupted after removing the old overlay left only its replacement.
       if (rows.has(resetLv)) await this.#remove(resetLv, overlayId);
       await this.#snapshot(image, lv, overlayId);

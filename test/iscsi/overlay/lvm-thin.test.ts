@@ -128,6 +128,15 @@ t.test("recorded-command runner: create makes and activates a thin snapshot", as
   const again = await driver.create("/dev/vgbf/golden", "pc-01");
   t.same(again, ref, "create of an existing overlay returns the same ref (a /dev path works too)");
   t.same(lvm.changes(), [["lvchange", "-ay", "-K", "vgbf/bfov_pc-01"]], "and only activates it");
+
+  lvm.lvs.delete("golden");
+  t.same(
+    await driver.create("vgbf/golden", "pc-01"),
+    ref,
+    "an existing overlay outlives its image",
+  );
+  await t.rejects(driver.reset("vgbf/golden", "pc-01"), { code: "NOT_FOUND" }, "reset needs it");
+  t.ok(lvm.lvs.has("bfov_pc-01"), "and a failed reset keeps the overlay");
 });
 
 t.test("recorded-command runner: list, usage and delete", async (t) => {
