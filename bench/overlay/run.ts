@@ -18,7 +18,7 @@ import {
 } from "../../src/iscsi/overlay/fiemap.js";
 import { createReflinkDriver } from "../../src/iscsi/overlay/reflink.js";
 import { execFileRunner } from "../../src/iscsi/overlay/run.js";
-import { mountLoopFs } from "../../test/iscsi/overlay/fixtures/loopfs.js";
+import { mountLoopFs } from "../../test/iscsi/overlay/loopfs.js";
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;

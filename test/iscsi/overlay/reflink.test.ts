@@ -8,7 +8,7 @@ import { OverlayError } from "../../../src/iscsi/overlay/errors.js";
 import { createReflinkDriver, REFLINK_FIX } from "../../../src/iscsi/overlay/reflink.js";
 import { execFileRunner } from "../../../src/iscsi/overlay/run.js";
 import type { OverlayDriver } from "../../../src/iscsi/overlay/types.js";
-import { isRoot, type LoopFs, mountLoopFs } from "./fixtures/loopfs.js";
+import { isRoot, type LoopFs, mountLoopFs } from "./loopfs.js";
 
 const logger = pino({ level: "silent" });
 const MiB = 1024 * 1024;
