@@ -37,6 +37,8 @@ export interface AppDeps {
   iscsi?: Partial<IscsiSettings>;
   onTargetChanged?: (machineId: number) => void;
   directories?: Record<string, string>;
+  /** <data_dir>/initial-admin-password, when the daemon manages one. */
+  initialPasswordFile?: string;
   /** The modules to mount (ROUTE_MODULES by default). */
   modules?: readonly RouteModule[];
 }
@@ -67,6 +69,7 @@ export function createApi(deps: AppDeps): { app: Hono<ApiEnv>; routes: readonly 
     iscsi: { ...DEFAULT_ISCSI, ...deps.iscsi },
     onTargetChanged: deps.onTargetChanged ?? (() => {}),
     directories: deps.directories ?? {},
+    initialPasswordFile: deps.initialPasswordFile,
   };
   const app = new Hono<ApiEnv>();
   app.use("*", requestId());

@@ -107,7 +107,9 @@ async function handle(def: RouteDef, c: Context<ApiEnv>, m: MountContext): Promi
     if (def.body) {
       let raw: unknown;
       try {
-        raw = await c.req.json();
+        // An empty body is "no body", so schemas that make the body optional accept it.
+        const text = await c.req.text();
+        raw = text.trim() === "" ? undefined : JSON.parse(text);
       } catch {
         throw new ApiError(400, "validation_error", "body: not valid JSON", { field: "body" });
       }

@@ -121,6 +121,8 @@ export interface ApiDeps {
   onTargetChanged: (machineId: number) => void;
   /** Folders shown by /api/health/detailed, by label. */
   directories: Record<string, string>;
+  /** The one-time admin password file, retired after changes to users (auth/initial-admin.ts). */
+  initialPasswordFile?: string | undefined;
 }
 
 export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";

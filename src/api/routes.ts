@@ -1,8 +1,22 @@
 import type { RouteModule } from "./route.js";
+import { authRoutes } from "./routes/auth.js";
 import { healthRoutes } from "./routes/health.js";
+import { historyRoutes } from "./routes/history.js";
+import { machinesRoutes } from "./routes/machines.js";
+import { sessionsRoutes } from "./routes/sessions.js";
+import { targetsRoutes } from "./routes/targets.js";
+import { usersRoutes } from "./routes/users.js";
 
 /**
  * Every route module of the API, one per line. Append a line to add a module: the
  * route × role matrix test, /api/openapi.json and /api/docs pick it up by themselves.
  */
-export const ROUTE_MODULES: readonly RouteModule[] = [healthRoutes];
+export const ROUTE_MODULES: readonly RouteModule[] = [
+  healthRoutes,
+  authRoutes,
+  usersRoutes,
+  machinesRoutes,
+  targetsRoutes,
+  sessionsRoutes,
+  historyRoutes,
+];

@@ -80,3 +80,67 @@ export function parseOr422<S extends z.ZodType>(
   if (!r.success) throw validationError(where, r.error);
   return r.data;
 }
+
+/** A short label that may be empty (location, room, asset tag): one line, no controls. */
+export function zLabel(max = 128) {
+  return z
+    .string()
+    .trim()
+    .max(max, `at most ${max} characters`)
+    .refine((s) => !CONTROL.test(s), "must not contain control characters");
+}
+
+/** A password as typed by a person: 8..1024 characters, no control characters. */
+export const zPassword = z
+  .string()
+  .min(8, "at least 8 characters")
+  .max(1024, "at most 1024 characters")
+  .refine((s) => !CONTROL.test(s), "must not contain control characters");
+
+export const zUsername = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/,
+    "1 to 64 letters, digits, . _ @ - (starting with a letter or digit)",
+  );
+
+export const zEmail = z.email("a valid email address").max(254);
+
+const IPV4 = /^((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+export const zIPv4 = z.string().regex(IPV4, "an IPv4 address such as 192.168.1.10");
+
+/** An RFC 1123 host name (labels of letters, digits and hyphens). */
+export const zHostname = z
+  .string()
+  .max(253)
+  .regex(
+    /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/,
+    "a host name (letters, digits, hyphens and dots)",
+  );
+
+/**
+ * A MAC address in any usual spelling (00:11:22:AA:BB:CC, 00-11-22-aa-bb-cc,
+ * 0011.22aa.bbcc, 001122aabbcc), normalised to lowercase colon form; multicast and
+ * all-zero addresses are no network card's address and are refused.
+ */
+export function normaliseMac(input: string): string | undefined {
+  const s = input.trim();
+  let hex: string;
+  if (/^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$/.test(s))
+    hex = s.replace(/[:-]/g, "");
+  else if (/^[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}$/.test(s)) hex = s.replace(/\./g, "");
+  else if (/^[0-9A-Fa-f]{12}$/.test(s)) hex = s;
+  else return undefined;
+  hex = hex.toLowerCase();
+  if (hex === "000000000000" || (Number.parseInt(hex.slice(0, 2), 16) & 1) === 1) return undefined;
+  return hex.match(/../g)!.join(":");
+}
+
+export const zMac = z.string().transform((s, ctx) => {
+  const mac = normaliseMac(s);
+  if (!mac) {
+    ctx.addIssue({ code: "custom", message: "a unicast MAC address such as 00:11:22:33:44:55" });
+    return z.NEVER;
+  }
+  return mac;
+});

@@ -1,8 +1,11 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { createApp, type DaemonState } from "../api/app.js";
+import { ensureInitialAdmin, INITIAL_PASSWORD_FILE } from "../api/auth/initial-admin.js";
 import { loadOrCreateSigningKey } from "../api/auth/keys.js";
+import { createNetboot, type Netboot } from "../netboot/service.js";
 import { Store } from "../store/index.js";
 import { VERSION } from "../version.js";
 import type { Config } from "./config.js";
@@ -19,6 +22,7 @@ export class Daemon {
   private state: DaemonState = "starting";
   private store: Store | undefined;
   private http: RunningHttpServer | undefined;
+  private netboot: Netboot | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -46,7 +50,10 @@ export class Daemon {
     if (interrupted.length)
       this.log.warn({ jobs: interrupted }, "marked interrupted jobs as failed");
 
+    const initialPasswordFile = join(c.data_dir, INITIAL_PASSWORD_FILE);
+    await ensureInitialAdmin(this.store, initialPasswordFile, this.log);
     const app = createApp({
+      initialPasswordFile,
       version: VERSION,
       state: () => this.state,
       log: this.log,
@@ -60,11 +67,22 @@ export class Daemon {
         overlays: c.iscsi.overlays_dir,
       },
     });
+    this.netboot = await createNetboot({
+      config: c,
+      store: this.store,
+      log: this.log,
+      bootKey: loadOrCreateSigningKey(join(c.data_dir, "boot-token.key")),
+      templatesDir: fileURLToPath(new URL("../../ipxe/", import.meta.url)),
+      httpPort: () => this.http?.address.port ?? 0,
+      replyDelayMs: () => this.config.dhcp.reply_delay_ms,
+    });
+    app.route("/boot", this.netboot.routes as unknown as typeof app);
     this.http = await startHttpServer({ fetch: app.fetch, listen: c.http.listen, log: this.log });
     this.log.info(
       { address: this.http.address.address, port: this.http.address.port },
       "HTTP listening",
     );
+    await this.netboot.start();
 
     this.state = "ready";
     this.notifier.ready(this.summary());
@@ -110,6 +128,8 @@ export class Daemon {
     clearInterval(this.watchdogTimer);
     this.notifier.stopping("draining requests in flight");
     this.log.info({ in_flight: this.http?.inFlight() ?? 0 }, "stopping: draining");
+    // No new boots first, then let transfers and requests in flight finish.
+    await this.netboot?.close();
     await this.http?.close(this.config.shutdown.drain_timeout_ms);
     this.store?.close();
     this.log.info("stopped");
@@ -127,8 +147,7 @@ export class Daemon {
   private summary(): string {
     const c = this.config;
     const parts = [`HTTP ${c.http.listen}`];
-    parts.push(c.tftp.enabled ? `TFTP :${c.tftp.port}` : "TFTP off");
-    parts.push(c.dhcp.enabled ? "proxy-DHCP on" : "proxy-DHCP off");
+    if (this.netboot) parts.push(this.netboot.summary());
     if (this.store) parts.push(`${this.store.machines.count()} machines`);
     return parts.join(", ");
   }

@@ -1,0 +1,299 @@
+import { z } from "zod";
+import type { Machine } from "../../store/machines.js";
+import { conflictOnUnique, notFound, uniqueColumn } from "../conflict.js";
+import { ApiError } from "../errors.js";
+import {
+  ANY_USER,
+  type ApiDeps,
+  type AuthUser,
+  defineRoute,
+  idParams,
+  listQuery,
+  OPERATORS,
+  type RouteModule,
+  runList,
+  sendList,
+} from "../route.js";
+import { zHostname, zIPv4, zLabel, zMac, zName, zText } from "../validate.js";
+
+type MachineRow = Machine & { is_online: number };
+
+const MACHINE_STATUSES = [
+  "discovered",
+  "active",
+  "inactive",
+  "maintenance",
+  "retired",
+  "error",
+] as const;
+const BOOT_ACTIONS = ["sanboot", "menu", "local", "kernel", "custom", "disabled"] as const;
+/** The API speaks "reset-on-reboot"; the store keeps "reset". "reset" is accepted too. */
+const overlayPolicy = z
+  .enum(["reset-on-reboot", "reset", "persistent"])
+  .transform((v) => (v === "persistent" ? "persistent" : "reset") as Machine["overlay_policy"]);
+
+/**
+ * What the API shows of a machine. The BMC user name and password are write-only: only
+ * whether they are set is shown.
+ */
+export function machineView(m: MachineRow) {
+  return {
+    id: m.id,
+    name: m.name,
+    description: m.description,
+    mac_address: m.mac_address,
+    ip_address: m.ip_address,
+    hostname: m.hostname,
+    boot_mode: m.boot_mode,
+    secure_boot_enabled: m.secure_boot_enabled === 1,
+    status: m.status,
+    status_reason: m.status_reason,
+    is_online: m.is_online === 1,
+    location: m.location,
+    room: m.room,
+    asset_tag: m.asset_tag,
+    boot_action: m.boot_action,
+    boot_image_id: m.boot_image_id,
+    overlay_policy: m.overlay_policy === "reset" ? "reset-on-reboot" : "persistent",
+    owner_user_id: m.owner_user_id,
+    client_arch: m.client_arch,
+    client_uuid: m.client_uuid,
+    vendor_class: m.vendor_class,
+    bmc_address: m.bmc_address,
+    bmc_credentials_set: m.bmc_username !== null || m.bmc_password !== null,
+    created_at: m.created_at,
+    updated_at: m.updated_at,
+    first_seen: m.first_seen,
+    last_seen: m.last_seen,
+    last_boot: m.last_boot,
+    boot_count: m.boot_count,
+  };
+}
+
+const fields = {
+  name: zName(64),
+  description: zText(1000),
+  mac_address: zMac,
+  ip_address: zIPv4.nullable(),
+  hostname: zHostname.nullable(),
+  boot_mode: z.enum(["bios", "uefi"]),
+  secure_boot_enabled: z.boolean(),
+  status: z.enum(MACHINE_STATUSES),
+  status_reason: zLabel(500).nullable(),
+  location: zLabel(128),
+  room: zLabel(128),
+  asset_tag: zLabel(64),
+  boot_action: z.enum(BOOT_ACTIONS),
+  boot_image_id: z.number().int().positive().nullable(),
+  custom_script: zText(65536).nullable(),
+  overlay_policy: overlayPolicy,
+  owner_user_id: z.number().int().positive().nullable(),
+  bmc_address: z.union([zIPv4, zHostname]).nullable(),
+  bmc_username: zName(64).nullable(),
+  bmc_password: zName(128).nullable(),
+};
+
+const updateBody = z
+  .object(
+    Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, v.optional()])) as {
+      [K in keyof typeof fields]: z.ZodOptional<(typeof fields)[K]>;
+    },
+  )
+  .strict();
+
+const createBody = updateBody
+  .extend({ name: fields.name, mac_address: fields.mac_address })
+  .strict();
+
+const SELECT = `m.*, EXISTS (SELECT 1 FROM boot_sessions s WHERE s.machine_id = m.id AND s.status = 'active') AS is_online`;
+
+/** Machines visible to a caller: all of them, or for a client only the ones it owns. */
+export function visibleMachine(deps: ApiDeps, user: AuthUser, id: number): MachineRow {
+  const row = deps.store.db.prepare(`SELECT ${SELECT} FROM machines m WHERE m.id = ?`).get(id) as
+    | MachineRow
+    | undefined;
+  if (!row || (user.role === "client" && row.owner_user_id !== user.id)) {
+    throw notFound("machine", id);
+  }
+  return row;
+}
+
+function checkReferences(
+  deps: ApiDeps,
+  b: { boot_image_id?: number | null; owner_user_id?: number | null },
+) {
+  if (b.boot_image_id != null && !deps.store.images.get(b.boot_image_id)) {
+    throw new ApiError(422, "validation_error", "boot_image_id: no such image", {
+      field: "boot_image_id",
+    });
+  }
+  if (b.owner_user_id != null && !deps.store.users.get(b.owner_user_id)) {
+    throw new ApiError(422, "validation_error", "owner_user_id: no such user", {
+      field: "owner_user_id",
+    });
+  }
+}
+
+const conflictDetail = (err: Error) =>
+  uniqueColumn(err) === "mac_address"
+    ? "a machine with this MAC address exists"
+    : "a machine with this name exists";
+
+function toRow(b: Partial<z.output<typeof updateBody>>): Partial<Machine> {
+  const { secure_boot_enabled, ...rest } = b;
+  return {
+    ...rest,
+    ...(secure_boot_enabled === undefined
+      ? {}
+      : { secure_boot_enabled: secure_boot_enabled ? 1 : 0 }),
+  } as Partial<Machine>;
+}
+
+/** /api/machines: CRUD over the store; clients see only the machines assigned to them. */
+export const machinesRoutes: RouteModule = (deps) => {
+  const { store } = deps;
+  const getRow = (id: number) =>
+    store.db.prepare(`SELECT ${SELECT} FROM machines m WHERE m.id = ?`).get(id) as MachineRow;
+  return [
+    defineRoute({
+      method: "GET",
+      path: "/machines",
+      tag: "machines",
+      summary: "List machines (a client sees only its own)",
+      roles: ANY_USER,
+      query: listQuery(
+        {
+          sort: [
+            "id",
+            "name",
+            "mac_address",
+            "ip_address",
+            "status",
+            "location",
+            "room",
+            "created_at",
+            "last_seen",
+            "last_boot",
+            "boot_count",
+          ],
+        },
+        {
+          status: z.enum(MACHINE_STATUSES).optional(),
+          location: z.string().max(128).optional(),
+          room: z.string().max(128).optional(),
+          owner_user_id: z.coerce.number().int().positive().optional(),
+        },
+      ),
+      handler: ({ c, query, user }) => {
+        const own = user!.role === "client";
+        const { rows, total } = runList<MachineRow>(
+          store.db,
+          {
+            select: SELECT,
+            from: "machines m",
+            where: [
+              query.status && "m.status = @status",
+              query.location !== undefined && "m.location = @location",
+              query.room !== undefined && "m.room = @room",
+              query.owner_user_id !== undefined && "m.owner_user_id = @owner",
+              own && "m.owner_user_id = @me",
+            ],
+            params: {
+              status: query.status,
+              location: query.location,
+              room: query.room,
+              owner: query.owner_user_id,
+              me: user!.id,
+            },
+            search: [
+              "m.name",
+              "m.description",
+              "m.mac_address",
+              "m.ip_address",
+              "m.hostname",
+              "m.asset_tag",
+              "m.location",
+              "m.room",
+            ],
+            sort: Object.fromEntries(
+              [
+                "id",
+                "name",
+                "mac_address",
+                "ip_address",
+                "status",
+                "location",
+                "room",
+                "created_at",
+                "last_seen",
+                "last_boot",
+                "boot_count",
+              ].map((k) => [k, `m.${k}`]),
+            ),
+            tiebreak: "m.id",
+          },
+          query,
+        );
+        return sendList(c, rows.map(machineView), total, query);
+      },
+    }),
+    defineRoute({
+      method: "POST",
+      path: "/machines",
+      tag: "machines",
+      summary: "Create a machine (MAC normalised to lowercase colon form)",
+      roles: OPERATORS,
+      resource: "machine",
+      status: 201,
+      body: createBody,
+      handler: ({ body }) => {
+        checkReferences(deps, body);
+        const m = conflictOnUnique(
+          () => store.machines.create(toRow(body) as Machine),
+          conflictDetail,
+        );
+        return machineView(getRow(m.id));
+      },
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/machines/:id",
+      tag: "machines",
+      summary: "Get a machine",
+      roles: ANY_USER,
+      params: idParams,
+      handler: ({ params, user }) => machineView(visibleMachine(deps, user!, params.id)),
+    }),
+    defineRoute({
+      method: "PUT",
+      path: "/machines/:id",
+      tag: "machines",
+      summary: "Update a machine (any subset of its fields)",
+      roles: OPERATORS,
+      resource: "machine",
+      params: idParams,
+      body: updateBody,
+      handler: ({ params, body }) => {
+        if (!store.machines.get(params.id)) throw notFound("machine", params.id);
+        checkReferences(deps, body);
+        conflictOnUnique(() => store.machines.update(params.id, toRow(body)), conflictDetail);
+        return machineView(getRow(params.id));
+      },
+    }),
+    defineRoute({
+      method: "DELETE",
+      path: "/machines/:id",
+      tag: "machines",
+      summary: "Delete a machine (and its targets and sessions)",
+      roles: OPERATORS,
+      resource: "machine",
+      params: idParams,
+      handler: ({ params }) => {
+        const hadTargets = store.targets.forMachine(params.id).length > 0;
+        if (!store.machines.delete(params.id)) throw notFound("machine", params.id);
+        if (hadTargets) deps.onTargetChanged(params.id);
+        return { message: "machine deleted", id: params.id };
+      },
+    }),
+  ];
+};
