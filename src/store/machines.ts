@@ -95,6 +95,10 @@ export class MachinesRepo extends Table<Machine> {
     return this.insert(m);
   }
 
+  countByStatus(status: MachineStatus): number {
+    return this.count("status = @status", { status });
+  }
+
   getByMac(mac: string): Machine | undefined {
     return this.db.prepare("SELECT * FROM machines WHERE mac_address = ?").get(mac) as
       | Machine
