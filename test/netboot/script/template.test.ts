@@ -1,3 +1,4 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: "${...}" in these strings is iPXE syntax, not a JS template
 import t from "tap";
 import {
   parseTemplate,

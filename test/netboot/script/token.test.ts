@@ -166,8 +166,16 @@ t.test("the tag is HMAC-SHA256 over the claims, truncated to 128 bits", async (t
 
 t.test("issuing refuses bad input", async (t) => {
   t.throws(() => issueBootToken(randomBytes(16), { mac, expiresAt }), TypeError, "short key");
-  t.throws(() => issueBootToken(key, { mac: "x", expiresAt }), { name: "ScriptValueError", message: /mac/ }, "bad MAC");
-  t.throws(() => issueBootToken(key, { mac, ip: "10.0.0", expiresAt }), { name: "ScriptValueError", message: /ip/ }, "bad IP");
+  t.throws(
+    () => issueBootToken(key, { mac: "x", expiresAt }),
+    { name: "ScriptValueError", message: /mac/ },
+    "bad MAC",
+  );
+  t.throws(
+    () => issueBootToken(key, { mac, ip: "10.0.0", expiresAt }),
+    { name: "ScriptValueError", message: /ip/ },
+    "bad IP",
+  );
   t.throws(() => issueBootToken(key, { mac, expiresAt: Number.NaN }), RangeError);
   t.throws(() => issueBootToken(key, { mac, expiresAt: 2 ** 33 * 1000 }), RangeError);
 });
