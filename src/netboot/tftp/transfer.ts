@@ -1,0 +1,232 @@
+// One read transfer on its own ephemeral socket (the server's TID, RFC 1350), sending windows of
+// blocks (RFC 7440; windowsize 1 is plain lock-step RFC 1350).
+//
+// Retransmission is driven by the timer only. A duplicate ACK never triggers a resend: answering
+// every duplicate with data is the "sorcerer's apprentice" bug (RFC 1123 4.2.3.1), where each
+// late ACK doubles the traffic until the transfer drowns.
+
+import type { RemoteInfo, Socket } from "node:dgram";
+import type { Logger } from "pino";
+import type { FileSource } from "./filestore.js";
+import {
+  ERR_NOT_DEFINED,
+  ERR_UNKNOWN_TID,
+  encodeDataHeader,
+  encodeError,
+  parseTftpPacket,
+} from "./packet.js";
+
+export interface TransferResult {
+  ok: boolean;
+  /** File bytes the client acknowledged. */
+  bytes: number;
+  error?: string;
+  /** TFTP error code, when the transfer ended with an ERROR packet either way. */
+  errorCode?: number;
+  /** True when the client ended it in answer to our OACK (UEFI's tsize probe does this). */
+  abortedAtOack?: boolean;
+}
+
+export interface TransferParams {
+  socket: Socket;
+  clientAddress: string;
+  clientPort: number;
+  source: FileSource;
+  blksize: number;
+  windowsize: number;
+  timeoutMs: number;
+  /** Retransmissions of the same window before the transfer is dropped. */
+  retries: number;
+  /** Sent first when options were accepted; the client answers with ACK 0. */
+  oack: Buffer | undefined;
+  log: Logger;
+  onDone(result: TransferResult): void;
+}
+
+export class Transfer {
+  readonly #p: TransferParams;
+  readonly #totalBlocks: number;
+  #state: "oack" | "data" | "done" = "data";
+  /** Highest block (absolute, not wrapped at 65536) the client has acknowledged in order. */
+  #acked = 0;
+  /** Highest block (absolute) put on the wire so far. */
+  #sent = 0;
+  #attempts = 0;
+  #generation = 0;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(params: TransferParams) {
+    this.#p = params;
+    // The last block is shorter than blksize, so a file that is an exact multiple ends with an
+    // empty block.
+    this.#totalBlocks = Math.floor(params.source.size / params.blksize) + 1;
+    params.socket.on("message", (msg, rinfo) => this.#onMessage(msg, rinfo));
+    params.socket.on("error", (err) => {
+      params.log.debug({ err }, "tftp transfer socket error");
+    });
+  }
+
+  get clientKey(): string {
+    return `${this.#p.clientAddress}|${this.#p.clientPort}`;
+  }
+
+  start(): void {
+    if (this.#p.oack !== undefined) {
+      this.#state = "oack";
+      this.#sendOack();
+    } else {
+      this.#state = "data";
+      void this.#sendWindow();
+    }
+  }
+
+  /** Ends the transfer now, telling the client why. */
+  abort(message: string): void {
+    if (this.#state === "done") return;
+    this.#finish(
+      { ok: false, bytes: this.#ackedBytes(), error: message, errorCode: ERR_NOT_DEFINED },
+      encodeError(ERR_NOT_DEFINED, message),
+    );
+  }
+
+  #ackedBytes(): number {
+    return Math.min(this.#acked * this.#p.blksize, this.#p.source.size);
+  }
+
+  #send(buf: Buffer | Buffer[]): void {
+    this.#p.socket.send(buf, this.#p.clientPort, this.#p.clientAddress, (err) => {
+      if (err) this.#p.log.debug({ err }, "tftp send failed");
+    });
+  }
+
+  #arm(): void {
+    if (this.#timer === undefined) {
+      this.#timer = setTimeout(() => this.#onTimeout(), this.#p.timeoutMs);
+    } else {
+      this.#timer.refresh();
+    }
+  }
+
+  #sendOack(): void {
+    this.#send(this.#p.oack!);
+    this.#arm();
+  }
+
+  async #sendWindow(): Promise<void> {
+    const generation = ++this.#generation;
+    const { blksize, windowsize, source } = this.#p;
+    const first = this.#acked + 1;
+    const last = Math.min(this.#acked + windowsize, this.#totalBlocks);
+    const start = (first - 1) * blksize;
+    const end = Math.min(last * blksize, source.size);
+    // Armed before the read so a read that never completes still ends in a timeout.
+    this.#arm();
+    let bytes: Buffer;
+    try {
+      bytes = await source.read(start, end - start);
+    } catch (err) {
+      if (this.#state === "done") return;
+      this.#p.log.warn({ err }, "tftp read failed");
+      this.#finish(
+        { ok: false, bytes: this.#ackedBytes(), error: "read error", errorCode: ERR_NOT_DEFINED },
+        encodeError(ERR_NOT_DEFINED, "read error"),
+      );
+      return;
+    }
+    // An ACK or a timeout that arrived during the read started a newer window.
+    if (generation !== this.#generation || this.#state !== "data") return;
+    for (let block = first; block <= last; block++) {
+      const from = (block - 1) * blksize - start;
+      this.#send([
+        encodeDataHeader(block),
+        bytes.subarray(from, Math.min(from + blksize, bytes.length)),
+      ]);
+    }
+    if (last > this.#sent) this.#sent = last;
+    this.#arm();
+  }
+
+  #onTimeout(): void {
+    if (this.#state === "done") return;
+    this.#attempts++;
+    if (this.#attempts > this.#p.retries) {
+      const error = `timed out after ${this.#p.retries} retransmissions`;
+      this.#finish(
+        { ok: false, bytes: this.#ackedBytes(), error },
+        encodeError(ERR_NOT_DEFINED, "timeout"),
+      );
+      return;
+    }
+    if (this.#state === "oack") this.#sendOack();
+    else void this.#sendWindow();
+  }
+
+  #onMessage(msg: Buffer, rinfo: RemoteInfo): void {
+    if (this.#state === "done") return;
+    if (rinfo.address !== this.#p.clientAddress || rinfo.port !== this.#p.clientPort) {
+      // RFC 1350: a packet from a foreign TID gets an error and does not disturb the transfer.
+      this.#p.socket.send(
+        encodeError(ERR_UNKNOWN_TID, "Unknown transfer ID"),
+        rinfo.port,
+        rinfo.address,
+        () => {},
+      );
+      return;
+    }
+    const parsed = parseTftpPacket(msg);
+    if (!parsed.ok) return;
+    const packet = parsed.packet;
+    if (packet.op === "ERROR") {
+      const atOack = this.#state === "oack";
+      this.#finish({
+        ok: false,
+        bytes: this.#ackedBytes(),
+        error: `client error ${packet.code}: ${packet.message}`,
+        errorCode: packet.code,
+        abortedAtOack: atOack,
+      });
+      return;
+    }
+    if (packet.op !== "ACK") return;
+    if (this.#state === "oack") {
+      if (packet.block !== 0) return;
+      this.#state = "data";
+      this.#attempts = 0;
+      void this.#sendWindow();
+      return;
+    }
+    // Block numbers wrap at 65536; the ACK can only be for a block between the last one acked and
+    // the last one sent, which identifies it uniquely as long as the window is below 65536.
+    const delta = (packet.block - (this.#acked & 0xffff) + 0x10000) & 0xffff;
+    const block = this.#acked + delta;
+    if (delta === 0 || block > this.#sent) return; // duplicate or bogus: the timer handles loss
+    this.#acked = block;
+    this.#attempts = 0;
+    if (this.#acked >= this.#totalBlocks) {
+      this.#finish({ ok: true, bytes: this.#p.source.size });
+      return;
+    }
+    // RFC 7440: an ACK inside the window means the rest was lost; the next window starts after it.
+    void this.#sendWindow();
+  }
+
+  /** `lastPacket` is sent before the socket closes (closing first would drop it unsent). */
+  #finish(result: TransferResult, lastPacket?: Buffer): void {
+    if (this.#state === "done") return;
+    this.#state = "done";
+    this.#generation++;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#p.source.release();
+    const { socket } = this.#p;
+    const close = () => {
+      try {
+        socket.close();
+      } catch {
+        // already closed
+      }
+    };
+    if (lastPacket === undefined) close();
+    else socket.send(lastPacket, this.#p.clientPort, this.#p.clientAddress, close);
+    this.#p.onDone(result);
+  }
+}
