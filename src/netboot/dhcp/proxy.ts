@@ -86,25 +86,26 @@ export const BOOTFLEET_PXE_TYPE = 0x8000;
 
 /**
  * Option 43 for a reply, or undefined to leave it out.
- * - Already iPXE: none (iPXE needs no PXE menu; a menu could make it run one).
+ * - Any client on 4011, iPXE included: only the boot item (71), echoed when the client
+ *   sent one. The PXE boot server ACK must carry it, and iPXE drops a boot server ACK
+ *   whose item type differs from the one it asked for (the e1000 ROM capture asks so).
+ * - Already iPXE on 67: none (iPXE needs no PXE menu; a menu could make it run one).
  * - UEFI on 67: none, so the firmware asks again on 4011 (what dnsmasq and Pixiecore do;
  *   EDK2 sends its proxy request when 43 is absent).
  * - BIOS on 67: discovery control 8 (boot the file in this packet, no discovery), plus a
  *   one-item menu and a zero-timeout prompt, because some BIOS ROMs ignore PXE offers
  *   without sub-options 9 and 10. The item uses a vendor type so a ROM that does use the
  *   menu discovers this server instead of booting the local disk.
- * - Any client on 4011: only the boot item (71) echoed when the client sent one, as the
- *   PXE boot server ACK must carry it.
  */
 export function pxeVendorOptionsFor(
   client: ClientInfo,
   port: ProxyPort,
 ): Omit<PxeVendorOptions, "raw"> | undefined {
-  if (client.isIpxe) return undefined;
   if (port === 4011) {
     const sent = readPxeVendorOptions(client.packet.options);
     return sent?.bootItem ? { bootItem: sent.bootItem } : undefined;
   }
+  if (client.isIpxe) return undefined;
   if (client.isHttpBoot || client.arch !== Arch.bios) return undefined;
   return {
     discoveryControl: 8,

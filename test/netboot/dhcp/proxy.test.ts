@@ -213,6 +213,18 @@ t.test("option 43 per architecture and port", async (t) => {
   const raw = ack.reply.options.get(43)!;
   t.equal(raw[raw.length - 1], 255);
   t.same(decodePxeVendorOptions(raw)?.bootItem, { type: 0x8000, layer: 0 });
+
+  // iPXE doing boot server discovery drops an ACK without the matching item.
+  const ipxeItem = bios({
+    type: 3,
+    ipxe: true,
+    extra: opt(43, [71, 4, 0x80, 0x00, 0x00, 0x00, 255]),
+  });
+  t.same(
+    pxeVendorOptionsFor(ipxeItem, 4011),
+    { bootItem: { type: 0x8000, layer: 0 } },
+    "iPXE on 4011: item echoed",
+  );
 });
 
 t.test("boot file by architecture", async (t) => {
