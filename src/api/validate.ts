@@ -51,6 +51,8 @@ export function validationError(where: "body" | "query" | "params", error: z.Zod
     }
     return { field: path.join(".") || where, message: describe(issue) };
   });
+  // A value the caller sent and got wrong says more than a field it left out.
+  problems.sort((a, b) => Number(a.message === "required") - Number(b.message === "required"));
   const first = problems[0] ?? { field: where, message: "invalid" };
   return new ApiError(422, "validation_error", `${first.field}: ${first.message}`, {
     field: first.field,

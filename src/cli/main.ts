@@ -1,22 +1,161 @@
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import pino from "pino";
+import { INITIAL_PASSWORD_FILE, retireInitialPassword } from "../api/auth/initial-admin.js";
+import { hashPassword } from "../api/auth/password.js";
+import { zEmail, zLabel, zPassword, zUsername } from "../api/validate.js";
+import { ConfigError, loadConfig } from "../daemon/config.js";
+import { detectPrivileges } from "../daemon/privileges.js";
+import { Store, StoreError } from "../store/index.js";
+import { ROLES, type Role } from "../store/users.js";
 import { VERSION } from "../version.js";
+import { readPassword } from "./password-input.js";
 
-const USAGE = `Usage: bootfleet <command>
+const USAGE = `Usage: bootfleet <command> [options]
 
-  version           print the version
+  version                               print the version
+  user add NAME --role ROLE --password-stdin [--email E] [--full-name N]
+                                        create a user (roles: ${ROLES.join(", ")}); the
+                                        password is read from stdin (prompted, not echoed,
+                                        on a terminal)
+  user list                             list users
 
-More commands (user add, ...) come with the management API.`;
+  --config PATH     the daemon's configuration file (default /etc/bootfleet/bootfleetd.toml)
+
+The command opens the daemon's database (data_dir of the configuration).`;
+
+export interface CliIo {
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown };
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+}
+
+const defaultIo = (): CliIo => ({
+  stdin: process.stdin,
+  stdout: process.stdout,
+  stderr: process.stderr,
+});
 
 /** The `bootfleet` admin command. Returns the exit code. */
-export async function main(argv: string[], _env: NodeJS.ProcessEnv): Promise<number> {
-  const [command] = argv;
+export async function main(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  io: CliIo = defaultIo(),
+): Promise<number> {
+  const [command, ...rest] = argv;
   if (command === "version" || command === "--version") {
-    process.stdout.write(`bootfleet ${VERSION}\n`);
+    io.stdout.write(`bootfleet ${VERSION}\n`);
     return 0;
   }
   if (command === undefined || command === "help" || command === "--help") {
-    process.stdout.write(`${USAGE}\n`);
+    (command === undefined ? io.stderr : io.stdout).write(`${USAGE}\n`);
     return command === undefined ? 2 : 0;
   }
-  process.stderr.write(`bootfleet: unknown command "${command}"\n${USAGE}\n`);
+  if (command === "user") {
+    try {
+      return await user(rest, env, io);
+    } catch (err) {
+      if (err instanceof UsageError || err instanceof ConfigError || err instanceof StoreError) {
+        io.stderr.write(`bootfleet: ${err.message}\n`);
+        return err instanceof UsageError ? 2 : 1;
+      }
+      throw err;
+    }
+  }
+  io.stderr.write(`bootfleet: unknown command "${command}"\n${USAGE}\n`);
   return 2;
+}
+
+class UsageError extends Error {}
+
+async function user(argv: string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
+  let parsed: ReturnType<typeof parseUser>;
+  try {
+    parsed = parseUser(argv);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  const [sub, name, ...extra] = positionals;
+  if (sub !== "add" && sub !== "list")
+    throw new UsageError(`unknown user command "${sub ?? ""}"\n${USAGE}`);
+  if (extra.length) throw new UsageError(`unexpected argument "${extra[0]}"`);
+
+  const { config } = loadConfig({ path: values.config, env, privileges: detectPrivileges() });
+  const store = Store.open({
+    path: join(config.data_dir, "bootfleet.db"),
+    busyTimeoutMs: config.store.busy_timeout_ms,
+  });
+  try {
+    if (sub === "list") {
+      for (const u of store.db
+        .prepare("SELECT id, username, role, status, email FROM users ORDER BY id")
+        .all() as {
+        id: number;
+        username: string;
+        role: string;
+        status: string;
+        email: string | null;
+      }[]) {
+        io.stdout.write(`${u.id}\t${u.username}\t${u.role}\t${u.status}\t${u.email ?? ""}\n`);
+      }
+      return 0;
+    }
+
+    const username = zUsername.safeParse(name ?? "");
+    if (!username.success) throw new UsageError(`user name: ${username.error.issues[0]?.message}`);
+    const role = values.role as Role | undefined;
+    if (!role || !ROLES.includes(role))
+      throw new UsageError(`--role must be one of ${ROLES.join(", ")}`);
+    if (!values["password-stdin"]) {
+      throw new UsageError(
+        "give --password-stdin (the password is never taken from the command line)",
+      );
+    }
+    const email = values.email === undefined ? undefined : zEmail.safeParse(values.email);
+    if (email && !email.success) throw new UsageError("--email: not a valid email address");
+    const fullName = zLabel(128).safeParse(values["full-name"] ?? "");
+    if (!fullName.success)
+      throw new UsageError("--full-name: at most 128 characters, no control characters");
+    if (store.users.findByLogin(username.data)) {
+      io.stderr.write(`bootfleet: user ${username.data} already exists\n`);
+      return 1;
+    }
+
+    const password = await readPassword(io.stdin as never, io.stderr as never);
+    const ok = zPassword.safeParse(password);
+    if (!ok.success) throw new UsageError(`password: ${ok.error.issues[0]?.message}`);
+    const hash = await hashPassword(password);
+    const created = store.users.create({
+      username: username.data,
+      role,
+      password_hash: hash,
+      email: email?.data ?? null,
+      full_name: fullName.data,
+    });
+    await retireInitialPassword(
+      store,
+      join(config.data_dir, INITIAL_PASSWORD_FILE),
+      pino({ level: "silent" }),
+    );
+    io.stdout.write(`created user ${created.username} (id ${created.id}, role ${created.role})\n`);
+    return 0;
+  } finally {
+    store.close();
+  }
+}
+
+function parseUser(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      role: { type: "string" },
+      "password-stdin": { type: "boolean", default: false },
+      email: { type: "string" },
+      "full-name": { type: "string" },
+      config: { type: "string" },
+    },
+  });
 }
