@@ -89,7 +89,8 @@ export function createApi(deps: AppDeps): { app: Hono<ApiEnv>; routes: readonly 
   });
 
   const apiRoutes = (deps.modules ?? ROUTE_MODULES).flatMap((m) => m(apiDeps));
-  const routes = [...apiRoutes, ...docsRoutes(() => apiRoutes, deps.version)];
+  const routes: RouteDef[] = [...apiRoutes];
+  routes.push(...docsRoutes(() => routes, deps.version));
   mountRoutes(app, routes, {
     tokens,
     limiter: new RateLimiter({ ...DEFAULT_RATE_LIMITS, ...deps.rateLimits }, clock),

@@ -42,14 +42,19 @@ export const idParams = z.object({ id: z.coerce.number().int().positive() });
  * Turns a zod failure into the contract's 422: `detail` and `field` name the first
  * field at fault ("field: problem"); `errors` lists them all.
  */
-export function validationError(where: "body" | "query" | "params", error: z.ZodError): ApiError {
+export function validationError(
+  where: "body" | "query" | "params",
+  error: z.ZodError,
+  input?: unknown,
+): ApiError {
   const problems = error.issues.map((issue) => {
     const path = issue.path.map(String);
     if (issue.code === "unrecognized_keys") {
       const key = issue.keys[0] ?? "";
       return { field: [...path, key].join("."), message: `unknown field "${key}"` };
     }
-    return { field: path.join(".") || where, message: describe(issue) };
+    const missing = path.length > 0 && valueAt(input, path) === undefined;
+    return { field: path.join(".") || where, message: missing ? "required" : describe(issue) };
   });
   // A value the caller sent and got wrong says more than a field it left out.
   problems.sort((a, b) => Number(a.message === "required") - Number(b.message === "required"));
@@ -61,10 +66,19 @@ export function validationError(where: "body" | "query" | "params", error: z.Zod
   });
 }
 
+function valueAt(input: unknown, path: string[]): unknown {
+  let cur = input;
+  for (const p of path) {
+    if (cur === null || typeof cur !== "object") return undefined;
+    cur = (cur as Record<string, unknown>)[p];
+  }
+  return cur;
+}
+
 function describe(issue: z.core.$ZodIssue): string {
   switch (issue.code) {
     case "invalid_type":
-      return issue.input === undefined ? "required" : `expected ${issue.expected}`;
+      return `expected ${issue.expected}`;
     case "invalid_value":
       return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`;
     default:
@@ -79,7 +93,7 @@ export function parseOr422<S extends z.ZodType>(
   where: "body" | "query" | "params",
 ): z.output<S> {
   const r = schema.safeParse(value);
-  if (!r.success) throw validationError(where, r.error);
+  if (!r.success) throw validationError(where, r.error, value);
   return r.data;
 }
 

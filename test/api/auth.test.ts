@@ -1,46 +1,61 @@
-import { statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { SignJWT, UnsecuredJWT } from "jose";
 import t from "tap";
 import { loadOrCreateSigningKey } from "../../src/api/auth/keys.js";
 import { hashPassword, verifyPassword } from "../../src/api/auth/password.js";
 import { addUser, call, makeApi, seedJsonAfter, tokenFor } from "./helpers.js";
-import { readFileSync } from "node:fs";
 
 const seed = readFileSync(new URL("./fixtures/ggnet-api.md", import.meta.url), "utf8");
 
-t.test("password hashes: scrypt with parameters and salt stored, verified in constant time", async (t) => {
-  const h1 = await hashPassword("correct horse");
-  const h2 = await hashPassword("correct horse");
-  t.match(h1, /^scrypt\$32768\$8\$3\$[A-Za-z0-9_-]{22}\$[A-Za-z0-9_-]{43}$/);
-  t.not(h1, h2, "a fresh salt each time");
-  t.equal(await verifyPassword("correct horse", h1), true);
-  t.equal(await verifyPassword("correct horsE", h1), false);
-  t.equal(await verifyPassword("x", "scrypt$1$1$1$AA$AA"), false, "malformed hash refused");
-});
+t.test(
+  "password hashes: scrypt with parameters and salt stored, verified in constant time",
+  async (t) => {
+    const h1 = await hashPassword("correct horse");
+    const h2 = await hashPassword("correct horse");
+    t.match(h1, /^scrypt\$32768\$8\$3\$[A-Za-z0-9_-]{22}\$[A-Za-z0-9_-]{43}$/);
+    t.not(h1, h2, "a fresh salt each time");
+    t.equal(await verifyPassword("correct horse", h1), true);
+    t.equal(await verifyPassword("correct horsE", h1), false);
+    t.equal(await verifyPassword("x", "scrypt$1$1$1$AA$AA"), false, "malformed hash refused");
+  },
+);
 
-t.test("login: the seed's response shape, by username and by email; bad passwords refused", async (t) => {
-  const api = makeApi(t);
-  await addUser(api, "admin", "admin", "admin123", { email: "admin@ggnet.local" });
-  const [expected] = seedJsonAfter(seed, "### Login") as [Record<string, unknown>];
-  const r = await call(api, "POST", "/api/auth/login", { body: { username: "admin", password: "admin123" } });
-  t.equal(r.status, 200);
-  t.same(Object.keys(r.json).sort(), Object.keys(expected).sort());
-  t.equal(r.json.token_type, expected.token_type);
-  t.equal(r.json.expires_in, expected.expires_in);
-  const byEmail = await call(api, "POST", "/api/auth/login", {
-    body: { email: "admin@ggnet.local", password: "admin123" },
-  });
-  t.equal(byEmail.status, 200);
-  const bad = await call(api, "POST", "/api/auth/login", { body: { username: "admin", password: "nope" } });
-  t.equal(bad.status, 401);
-  t.equal(bad.json.error, "authentication_error");
-  t.type(bad.json.timestamp, "number");
-  const unknown = await call(api, "POST", "/api/auth/login", { body: { username: "ghost", password: "nope" } });
-  t.equal(unknown.status, 401);
-  t.equal(unknown.json.detail, bad.json.detail, "same answer for unknown user and wrong password");
-  t.ok(api.store.users.findByLogin("admin")!.last_login, "last_login stamped");
-});
+t.test(
+  "login: the seed's response shape, by username and by email; bad passwords refused",
+  async (t) => {
+    const api = makeApi(t);
+    await addUser(api, "admin", "admin", "admin123", { email: "admin@ggnet.local" });
+    const [expected] = seedJsonAfter(seed, "### Login") as [Record<string, unknown>];
+    const r = await call(api, "POST", "/api/auth/login", {
+      body: { username: "admin", password: "admin123" },
+    });
+    t.equal(r.status, 200);
+    t.same(Object.keys(r.json).sort(), Object.keys(expected).sort());
+    t.equal(r.json.token_type, expected.token_type);
+    t.equal(r.json.expires_in, expected.expires_in);
+    const byEmail = await call(api, "POST", "/api/auth/login", {
+      body: { email: "admin@ggnet.local", password: "admin123" },
+    });
+    t.equal(byEmail.status, 200);
+    const bad = await call(api, "POST", "/api/auth/login", {
+      body: { username: "admin", password: "nope" },
+    });
+    t.equal(bad.status, 401);
+    t.equal(bad.json.error, "authentication_error");
+    t.type(bad.json.timestamp, "number");
+    const unknown = await call(api, "POST", "/api/auth/login", {
+      body: { username: "ghost", password: "nope" },
+    });
+    t.equal(unknown.status, 401);
+    t.equal(
+      unknown.json.detail,
+      bad.json.detail,
+      "same answer for unknown user and wrong password",
+    );
+    t.ok(api.store.users.findByLogin("admin")!.last_login, "last_login stamped");
+  },
+);
 
 t.test("login for an unknown user costs as much as for a known one", async (t) => {
   const api = makeApi(t);
@@ -68,7 +83,10 @@ t.test("login for an unknown user costs as much as for a known one", async (t) =
 
 t.test("/auth/me has the seed's fields", async (t) => {
   const api = makeApi(t);
-  const u = await addUser(api, "admin", "admin", "admin123", { email: "admin@ggnet.local", full_name: "System Administrator" });
+  const u = await addUser(api, "admin", "admin", "admin123", {
+    email: "admin@ggnet.local",
+    full_name: "System Administrator",
+  });
   const [expected] = seedJsonAfter(seed, "#### GET /auth/me") as [Record<string, unknown>];
   const r = await call(api, "GET", "/api/auth/me", { token: await tokenFor(api, u) });
   t.equal(r.status, 200);
@@ -82,16 +100,26 @@ t.test("refresh rotates; reusing a used refresh token revokes the whole family",
   const api = makeApi(t);
   const u = await addUser(api, "op", "operator");
   const first = await api.tokens.issue(u, null);
-  const r1 = await call(api, "POST", "/api/auth/refresh", { body: { refresh_token: first.refresh_token } });
+  const r1 = await call(api, "POST", "/api/auth/refresh", {
+    body: { refresh_token: first.refresh_token },
+  });
   t.equal(r1.status, 200);
   t.not(r1.json.refresh_token, first.refresh_token);
   t.equal((await call(api, "GET", "/api/auth/me", { token: r1.json.access_token })).status, 200);
   // the old one again: theft assumed, family revoked
-  const reuse = await call(api, "POST", "/api/auth/refresh", { body: { refresh_token: first.refresh_token } });
+  const reuse = await call(api, "POST", "/api/auth/refresh", {
+    body: { refresh_token: first.refresh_token },
+  });
   t.equal(reuse.status, 401);
   t.equal(reuse.json.error, "authentication_error");
-  t.equal((await call(api, "GET", "/api/auth/me", { token: r1.json.access_token })).status, 401, "new access token dead");
-  const r2 = await call(api, "POST", "/api/auth/refresh", { body: { refresh_token: r1.json.refresh_token } });
+  t.equal(
+    (await call(api, "GET", "/api/auth/me", { token: r1.json.access_token })).status,
+    401,
+    "new access token dead",
+  );
+  const r2 = await call(api, "POST", "/api/auth/refresh", {
+    body: { refresh_token: r1.json.refresh_token },
+  });
   t.equal(r2.status, 401, "new refresh token dead too");
   // another login of the same user is untouched
   const other = await api.tokens.issue(u, null);
@@ -107,7 +135,11 @@ t.test("logout: the session's tokens are refused afterwards", async (t) => {
   const me = await call(api, "GET", "/api/auth/me", { token: pair.access_token });
   t.equal(me.status, 401);
   t.equal(me.json.error, "authentication_error");
-  t.equal((await call(api, "POST", "/api/auth/refresh", { body: { refresh_token: pair.refresh_token } })).status, 401);
+  t.equal(
+    (await call(api, "POST", "/api/auth/refresh", { body: { refresh_token: pair.refresh_token } }))
+      .status,
+    401,
+  );
   t.equal((await call(api, "POST", "/api/auth/logout", { token: pair.access_token })).status, 401);
 });
 
@@ -144,11 +176,20 @@ t.test("forged, expired, early, misused and orphaned tokens are refused", async 
     .encode();
   t.equal((await me(none)).status, 401, "alg none");
   t.equal((await me(await build(new Uint8Array(32).fill(7)))).status, 401, "wrong key");
-  t.equal((await me(await build(api.key, now - 4000, now - 4000, now - 2000))).status, 401, "expired");
-  t.equal((await me(await build(api.key, now, now + 3600, now + 7200))).status, 401, "not yet valid");
+  t.equal(
+    (await me(await build(api.key, now - 4000, now - 4000, now - 2000))).status,
+    401,
+    "expired",
+  );
+  t.equal(
+    (await me(await build(api.key, now, now + 3600, now + 7200))).status,
+    401,
+    "not yet valid",
+  );
   t.equal((await me(pair.refresh_token)).status, 401, "refresh token as access token");
   t.equal(
-    (await call(api, "POST", "/api/auth/refresh", { body: { refresh_token: pair.access_token } })).status,
+    (await call(api, "POST", "/api/auth/refresh", { body: { refresh_token: pair.access_token } }))
+      .status,
     401,
     "access token as refresh token",
   );
@@ -167,7 +208,10 @@ t.test("forged, expired, early, misused and orphaned tokens are refused", async 
   const gt = await tokenFor(api, g);
   api.store.users.delete(g.id);
   t.equal((await me(gt)).status, 401, "deleted user");
-  t.equal((await call(api, "GET", "/api/auth/me", { headers: { authorization: "Basic YTpi" } })).status, 401);
+  t.equal(
+    (await call(api, "GET", "/api/auth/me", { headers: { authorization: "Basic YTpi" } })).status,
+    401,
+  );
 });
 
 t.test("signing key: made 0600 at first start, the same one after a restart", async (t) => {
