@@ -23,6 +23,8 @@ export class TestLan {
   readonly dir: string;
   private procs: ChildProcess[] = [];
   private taps = 0;
+  private hosts = 0;
+  private children: string[] = [];
 
   private constructor(
     readonly ns: string,
@@ -90,6 +92,33 @@ export class TestLan {
       `--pid-file=${join(this.dir, `${subnet.bridge}.dnsmasq.pid`)}`,
       "--log-dhcp",
     ]);
+  }
+
+  /**
+   * Another host on a bridge: a namespace of its own joined by a veth pair, with the
+   * given address. Returns its namespace name, for execIn.
+   */
+  addHost(bridge: string, address: string): string {
+    const host = `${this.ns}-h${this.hosts++}`;
+    const outer = `vh${this.hosts}${process.pid % 10000}`;
+    execFileSync("ip", ["netns", "add", host]);
+    this.children.push(host);
+    this.exec("ip", ["link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", host]);
+    this.exec("ip", ["link", "set", outer, "master", bridge]);
+    this.exec("ip", ["link", "set", outer, "up"]);
+    for (const args of [
+      ["link", "set", "lo", "up"],
+      ["addr", "add", `${address}/24`, "dev", "eth0"],
+      ["link", "set", "eth0", "up"],
+    ]) {
+      execFileSync("ip", ["netns", "exec", host, "ip", ...args]);
+    }
+    return host;
+  }
+
+  /** Runs a command inside a host made by addHost and returns its stdout. */
+  execIn(host: string, cmd: string, args: string[]): string {
+    return execFileSync("ip", ["netns", "exec", host, cmd, ...args], { encoding: "utf8" });
   }
 
   /** A tap device on a bridge, for one QEMU client. */
@@ -171,6 +200,13 @@ export class TestLan {
       if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
     }
     this.procs = [];
+    for (const host of this.children) {
+      try {
+        execFileSync("ip", ["netns", "del", host], { stdio: "ignore" });
+      } catch {
+        // already gone
+      }
+    }
     try {
       execFileSync("ip", ["netns", "del", this.ns], { stdio: "ignore" });
     } catch {

@@ -1,0 +1,181 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import t from "tap";
+import { issueBootToken } from "../../src/netboot/script/token.js";
+import { Store } from "../../src/store/index.js";
+import { startDaemon, tempDir } from "../helpers/daemon.js";
+import { TestLan } from "../helpers/lan.js";
+
+// Real firmware against the built daemon, in a network namespace with dnsmasq as the
+// site's DHCP server (addresses only) and bootfleetd in proxy mode beside it.
+const skip =
+  process.getuid?.() === 0 ? false : "needs root: network namespaces, tap devices and QEMU";
+const BOOT_TIMEOUT = 150_000;
+
+async function bootServer(
+  t: { teardown(fn: () => void | Promise<void>): void },
+  lan: TestLan,
+  dataDir: string,
+) {
+  return startDaemon(t, {
+    wrapper: lan.wrapper,
+    env: {
+      BOOTFLEET_DATA_DIR: dataDir,
+      BOOTFLEET_HTTP_LISTEN: ":80",
+      BOOTFLEET_TFTP_PORT: "69",
+      BOOTFLEET_DHCP_ENABLED: "true",
+      BOOTFLEET_NETBOOT_INTERFACES: lan.subnets.map((s) => s.bridge).join(","),
+      BOOTFLEET_LOG_LEVEL: "debug",
+    },
+  });
+}
+
+/** A machine whose boot action is an admin's script that prints a marker. */
+function addScriptedMachine(dataDir: string, name: string, mac: string, marker: string) {
+  const store = Store.open({ path: join(dataDir, "bootfleet.db"), busyTimeoutMs: 1000 });
+  try {
+    store.machines.create({
+      name,
+      mac_address: mac,
+      status: "active",
+      boot_action: "custom",
+      custom_script: `#!ipxe\necho ${marker}\nsleep 600\n`,
+    });
+  } finally {
+    store.close();
+  }
+}
+
+t.test(
+  "BIOS client with the NIC's iPXE ROM reaches the script assigned to its MAC",
+  { skip },
+  async (t) => {
+    const lan = TestLan.create(t, "bf-e2e-bios", [
+      { bridge: "br0", address: "10.99.0.1", dhcpRange: ["10.99.0.50", "10.99.0.99"] },
+    ]);
+    const data = tempDir(t);
+    const mac = "52:54:00:bf:10:01";
+    addScriptedMachine(data, "lab-pc-01", mac, "BOOTFLEET-SCRIPT-LAB-PC-01");
+    lan.startSiteDhcp(lan.subnets[0]!);
+    const daemon = await bootServer(t, lan, data);
+    const pc = lan.startBiosClient({ bridge: "br0", mac });
+    t.teardown(() => pc.kill());
+    await pc.waitFor(/BOOTFLEET-SCRIPT-LAB-PC-01/, BOOT_TIMEOUT);
+    t.pass("the assigned script ran on the client");
+
+    // The timeline of that boot: an offer, then the script, on one session.
+    const store = Store.open({
+      path: join(data, "bootfleet.db"),
+      busyTimeoutMs: 1000,
+      readonly: true,
+    });
+    t.teardown(() => store.close());
+    const machine = store.machines.getByMac(mac)!;
+    const session = store.sessions.current(machine.id);
+    t.ok(session?.dhcp_offer_at, "DHCP offer stamped");
+    t.ok(session?.script_served_at, "script served stamped");
+    t.ok(Date.parse(session!.script_served_at!) >= Date.parse(session!.dhcp_offer_at!), "in order");
+    t.match(session?.client_ip, /^10\.99\.0\.\d+$/);
+    t.equal(machine.boot_count, 1);
+
+    // Another host on the LAN presents a token for that MAC (as if sniffed from the
+    // broadcast offer): refused, since the proxy saw the MAC at another address.
+    const key = readFileSync(join(data, "boot-token.key"), "utf8").trim();
+    const token = issueBootToken(Buffer.from(key, "base64url"), {
+      mac,
+      expiresAt: Date.now() + 60_000,
+    });
+    const url = `http://10.99.0.1/boot/${mac.replace(/:/g, "")}/${token}`;
+    const intruder = lan.addHost("br0", "10.99.0.200");
+    const refused = lan.execIn(intruder, "curl", [
+      "-s",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      "-m",
+      "5",
+      url,
+    ]);
+    t.equal(refused, "403", "another host is refused the machine's script");
+    const forged = lan.execIn(intruder, "curl", [
+      "-s",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      "-m",
+      "5",
+      `http://10.99.0.1/boot/${mac.replace(/:/g, "")}/${"A".repeat(36)}`,
+    ]);
+    t.equal(forged, "403", "a forged token is refused");
+    const logged = await daemon.waitForLog((l) => l.msg === "boot script refused", 5000);
+    t.match(
+      logged.reason,
+      /expected from 10\.99\.0\.|token/,
+      "refusals are logged with the reason",
+    );
+  },
+);
+
+t.test(
+  "an unknown MAC is registered as discovered and gets the discovery script",
+  { skip },
+  async (t) => {
+    const lan = TestLan.create(t, "bf-e2e-disc", [
+      { bridge: "br0", address: "10.99.0.1", dhcpRange: ["10.99.0.50", "10.99.0.99"] },
+    ]);
+    const data = tempDir(t);
+    lan.startSiteDhcp(lan.subnets[0]!);
+    await bootServer(t, lan, data);
+    const mac = "52:54:00:bf:10:99";
+    const pc = lan.startBiosClient({ bridge: "br0", mac });
+    t.teardown(() => pc.kill());
+    await pc.waitFor(/52:54:00:bf:10:99[\s\S]*registered/i, BOOT_TIMEOUT);
+    const store = Store.open({
+      path: join(data, "bootfleet.db"),
+      busyTimeoutMs: 1000,
+      readonly: true,
+    });
+    t.teardown(() => store.close());
+    const m = store.machines.getByMac(mac);
+    t.equal(m?.status, "discovered");
+    t.equal(m?.client_arch, 0, "architecture from option 93");
+    t.ok(m?.first_seen && m?.last_seen);
+  },
+);
+
+t.test(
+  "UEFI client (OVMF's own PXE) gets snponly.efi over TFTP and comes back as iPXE",
+  { skip },
+  async (t) => {
+    const lan = TestLan.create(t, "bf-e2e-uefi", [
+      { bridge: "br0", address: "10.99.0.1", dhcpRange: ["10.99.0.50", "10.99.0.99"] },
+    ]);
+    const data = tempDir(t);
+    const mac = "52:54:00:bf:20:01";
+    addScriptedMachine(data, "lab-pc-uefi", mac, "BOOTFLEET-SCRIPT-UEFI");
+    lan.startSiteDhcp(lan.subnets[0]!);
+    const daemon = await bootServer(t, lan, data);
+    const pc = lan.startUefiClient({ bridge: "br0", mac });
+    t.teardown(() => pc.kill());
+    await pc.waitFor(/BOOTFLEET-SCRIPT-UEFI/, BOOT_TIMEOUT);
+    const tftp = daemon.logs.filter((l) => l.msg === "TFTP transfer finished" && l.ok === true);
+    t.ok(
+      tftp.some((l) => l.file === "snponly.efi"),
+      "snponly.efi went over TFTP",
+    );
+    const served = daemon.logs.filter((l) => l.msg === "boot script served");
+    t.equal(served.length, 1, "one script, no chainload loop");
+    const store = Store.open({
+      path: join(data, "bootfleet.db"),
+      busyTimeoutMs: 1000,
+      readonly: true,
+    });
+    t.teardown(() => store.close());
+    const session = store.sessions.current(store.machines.getByMac(mac)!.id);
+    t.equal(session?.tftp_file, "snponly.efi");
+    t.ok((session?.tftp_bytes ?? 0) > 100_000, `TFTP bytes ${session?.tftp_bytes}`);
+    t.ok(session?.tftp_done_at && session.script_served_at);
+  },
+);
