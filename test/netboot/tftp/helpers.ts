@@ -266,6 +266,8 @@ export async function startServer(
   const server = createTftpServer({
     address: "127.0.0.1",
     port: 0,
+    // Tests that leave a transfer hanging on purpose should not wait 5 s in teardown.
+    closeTimeoutMs: 200,
     log: pino({ level: "debug" }, sink),
     onTransfer: (e) => {
       events.push(e);
