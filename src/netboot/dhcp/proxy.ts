@@ -10,11 +10,17 @@
 // - INFORM on 67 is answered (ACK to ciaddr:68, RFC 2131 4.3.5) so a client that already
 //   has an address can still learn its boot file; DISCOVER on 4011 is not a thing and is
 //   ignored.
-// - noBootFile (machine boots locally or is disabled): no answer at all. With only the
-//   site's address offer and no PXE offer, firmware finds no boot file and moves to the
-//   next boot device; an offer without a boot file would instead invite a round of
-//   boot-server discovery on 4011 before the same failure. The captures in
-//   test/fixtures/dhcp show how long each firmware takes to give up when nobody answers.
+// - noBootFile (machine boots locally or is disabled): PXE firmware gets the PXE "local
+//   boot" answer, a boot menu whose only item has type 0, and no boot file; iPXE and UEFI
+//   HTTP boot get silence. Silence was the first idea, but measured on OVMF it is the slow
+//   way out: with nobody offering PXE, OVMF's PXEv4 retried DISCOVER for over 30 s and
+//   reached its next boot option (HTTPv4) 130 s after its first DISCOVER; given the
+//   local-boot menu on 4011 (by dnsmasq, the same bytes this module sends) it printed
+//   "PXE-E21: Remote boot cancelled" 4 s in and reached HTTPv4 at 88 s (fixtures README).
+//   PXE BIOS ROMs read a type-0 item as "exit to the BIOS boot order" the same way, so
+//   they get the menu on 67 straight away. iPXE does not wait for proxy offers (the e1000
+//   ROM took the address offer within milliseconds), so silence costs it nothing, and
+//   HTTP boot has no menu to read.
 // - Option 43 is decided in pxeVendorOptionsFor() alone (see there).
 // - The boot file goes in the `file` field when it fits (127 bytes), and in option 67 when
 //   the client asked for option 67 in its parameter request list or the name does not fit.
@@ -53,7 +59,7 @@ export interface ProxyContext {
   bootFiles: BootFiles;
   /** The HTTP URL of the iPXE script for a MAC (already-iPXE clients get this). */
   ipxeScriptUrl(mac: string): string;
-  /** The machine must not netboot (local boot or disabled): the proxy stays silent. */
+  /** The machine must not netboot (local boot or disabled): PXE firmware is told to boot locally, iPXE and HTTP boot get silence. */
   noBootFile?: boolean;
 }
 
@@ -83,6 +89,15 @@ export type ProxyOutcome =
 
 /** Vendor range of PXE boot server types (PXE 2.1 table 2-1): not 0, which means local boot. */
 export const BOOTFLEET_PXE_TYPE = 0x8000;
+/** Boot menu item type that tells PXE firmware to leave PXE and boot the next device. */
+export const PXE_LOCAL_BOOT_TYPE = 0;
+
+/** The PXE "boot locally" answer: broadcast and multicast discovery off, one type-0 item, no delay. */
+export const LOCAL_BOOT_VENDOR_OPTIONS: Omit<PxeVendorOptions, "raw"> = {
+  discoveryControl: 3,
+  bootMenu: [{ type: PXE_LOCAL_BOOT_TYPE, description: "local boot" }],
+  menuPrompt: { timeout: 0, prompt: "bootfleet" },
+};
 
 /**
  * Option 43 for a reply, or undefined to leave it out.
@@ -96,11 +111,19 @@ export const BOOTFLEET_PXE_TYPE = 0x8000;
  *   one-item menu and a zero-timeout prompt, because some BIOS ROMs ignore PXE offers
  *   without sub-options 9 and 10. The item uses a vendor type so a ROM that does use the
  *   menu discovers this server instead of booting the local disk.
+ * - localBoot (the machine must not netboot): LOCAL_BOOT_VENDOR_OPTIONS on 4011 and, for
+ *   BIOS, on 67; UEFI on 67 still gets none, so it asks on 4011 and reads it there.
  */
 export function pxeVendorOptionsFor(
   client: ClientInfo,
   port: ProxyPort,
+  localBoot = false,
 ): Omit<PxeVendorOptions, "raw"> | undefined {
+  if (localBoot) {
+    if (client.isIpxe || client.isHttpBoot) return undefined;
+    if (port === 4011 || client.arch === Arch.bios) return LOCAL_BOOT_VENDOR_OPTIONS;
+    return undefined;
+  }
   if (port === 4011) {
     const sent = readPxeVendorOptions(client.packet.options);
     return sent?.bootItem ? { bootItem: sent.bootItem } : undefined;
@@ -163,7 +186,9 @@ function whyIgnore(req: ProxyRequest, ctx: ProxyContext): string | null {
   } else if (mt !== MessageType.request && mt !== MessageType.inform) {
     return `message type ${mt ?? "none"} is not answered on 4011`;
   }
-  if (ctx.noBootFile) return "machine must not netboot";
+  if (ctx.noBootFile && (client.isIpxe || client.isHttpBoot)) {
+    return "machine must not netboot (iPXE and HTTP boot fall through on silence)";
+  }
   if (!isIpv4(ctx.serverAddress) || ctx.serverAddress === "0.0.0.0") {
     return "no usable server address";
   }
@@ -175,8 +200,11 @@ export function evaluateProxy(req: ProxyRequest, ctx: ProxyContext): ProxyOutcom
   const why = whyIgnore(req, ctx);
   if (why) return { action: "ignore", reason: why };
   const { client, port } = req;
-  const bootFile = bootFileFor(client, ctx);
-  if (!bootFile) return { action: "ignore", reason: `no boot file for ${client.archKind}` };
+  const localBoot = ctx.noBootFile === true;
+  const bootFile = localBoot ? "" : bootFileFor(client, ctx);
+  if (bootFile === undefined || (!localBoot && bootFile === "")) {
+    return { action: "ignore", reason: `no boot file for ${client.archKind}` };
+  }
 
   const p = client.packet;
   const isOffer = port === 67 && client.messageTypeCode === MessageType.discover;
@@ -186,12 +214,13 @@ export function evaluateProxy(req: ProxyRequest, ctx: ProxyContext): ProxyOutcom
   options.set(Opt.vendorClass, Buffer.from(client.isHttpBoot ? "HTTPClient" : "PXEClient"));
   const uuid = p.options.get(Opt.clientUuid);
   if (uuid && client.uuid !== undefined) options.set(Opt.clientUuid, uuid);
-  const vendor = pxeVendorOptionsFor(client, port);
+  const vendor = pxeVendorOptionsFor(client, port, localBoot);
   if (vendor) options.set(Opt.vendorSpecific, encodePxeVendorOptions(vendor));
   const fileBytes = Buffer.byteLength(bootFile, "latin1");
   const fits = fileBytes <= 127 && /^[\x20-\x7e]*$/.test(bootFile);
   const asked = readParamRequestList(p.options)?.includes(Opt.bootfileName) ?? false;
-  if (asked || !fits) options.set(Opt.bootfileName, Buffer.from(bootFile, "utf8"));
+  if (bootFile !== "" && (asked || !fits))
+    options.set(Opt.bootfileName, Buffer.from(bootFile, "utf8"));
 
   const reply: DhcpPacket = {
     op: BOOTREPLY,

@@ -274,10 +274,41 @@ t.test("the proxy decision on real requests", async (t) => {
   const noUrl = { ...ctx, bootFiles: { bios: "undionly.kpxe", uefiX64: "snponly.efi" } };
   t.equal(decide("ovmf-http-discover", 67, undefined, noUrl), null, "no URL configured: silent");
 
+  // noBootFile: OVMF cancelled PXE at once on dnsmasq's local-boot ACK; ours must say the same.
+  const local = decide(
+    "ovmf-pxe-request-4011",
+    4011,
+    { address: "10.99.0.91", port: 4011 },
+    {
+      ...ctx,
+      noBootFile: true,
+    },
+  );
+  const theirs = readPxeVendorOptions(packet("dnsmasq-proxy-ack-4011-local").options);
+  const ours = readPxeVendorOptions(local!.reply.options);
+  t.same(
+    theirs?.bootMenu?.map((m) => m.type),
+    [0],
+    "dnsmasq's local-boot menu: one type-0 item",
+  );
+  t.same(
+    ours?.bootMenu?.map((m) => m.type),
+    theirs?.bootMenu?.map((m) => m.type),
+  );
+  t.equal(ours?.discoveryControl, theirs?.discoveryControl);
+  t.equal(ours?.menuPrompt?.timeout, theirs?.menuPrompt?.timeout);
+  t.equal(
+    local!.reply.file,
+    packet("dnsmasq-proxy-ack-4011-local").file,
+    "no boot file, like dnsmasq",
+  );
+  t.equal(decide("ipxe-snponly-discover", 67, undefined, { ...ctx, noBootFile: true }), null);
+
   for (const server of [
     "dnsmasq-offer-address",
     "dnsmasq-proxy-offer-bios",
     "dnsmasq-proxy-ack-4011-bios",
+    "dnsmasq-proxy-ack-4011-local",
   ]) {
     t.equal(decide(server, 67), null, `${server}: a server's packet is never answered`);
   }

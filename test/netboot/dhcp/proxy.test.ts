@@ -267,14 +267,46 @@ t.test("already-iPXE clients get their script URL", async (t) => {
   t.notOk(bios({ userClass: "iPXE-other" }).isIpxe, "user class must be exactly iPXE");
 });
 
-t.test("noBootFile: silence", async (t) => {
-  const c = { ...ctx, noBootFile: true };
-  t.equal(decide(bios(), 67, c), null);
-  t.equal(decide(uefi({ type: 3 }), 4011, c), null);
-  t.equal(decide(bios({ ipxe: true }), 67, c), null);
-  const out = evaluateProxy({ client: bios(), port: 67, source: src }, c);
-  t.match(out, { action: "ignore", reason: /must not netboot/ });
-});
+t.test(
+  "noBootFile: PXE firmware is told to boot locally, iPXE and HTTP boot get silence",
+  async (t) => {
+    const c = { ...ctx, noBootFile: true };
+    t.equal(decide(bios({ ipxe: true }), 67, c), null, "iPXE: silence");
+    t.equal(decide(uefi({ type: 3, ipxe: true }), 4011, c), null, "iPXE on 4011: silence");
+    const http = client({ vendor: "HTTPClient:Arch:00016:UNDI:003000", arch: [16] });
+    t.equal(decide(http, 67, c), null, "HTTP boot: silence");
+    const out = evaluateProxy({ client: bios({ ipxe: true }), port: 67, source: src }, c);
+    t.match(out, { action: "ignore", reason: /must not netboot/ });
+
+    const isLocalMenu = (o: Map<number, Buffer>, what: string) => {
+      const v = readPxeVendorOptions(o);
+      t.same(
+        v?.bootMenu?.map((m) => m.type),
+        [0],
+        `${what}: the only menu item is type 0, local boot`,
+      );
+      t.equal(v?.menuPrompt?.timeout, 0, `${what}: no prompt delay`);
+      t.equal((v?.discoveryControl ?? 0) & 8, 0, `${what}: not "use the boot file in this packet"`);
+    };
+    const biosOffer = decide(bios(), 67, c)!;
+    t.equal(biosOffer.reply.file, "", "BIOS: no boot file");
+    t.notOk(biosOffer.reply.options.has(Opt.bootfileName));
+    isLocalMenu(biosOffer.reply.options, "BIOS on 67");
+    const uefiOffer = decide(uefi({ prl: [67] }), 67, c)!;
+    t.equal(uefiOffer.reply.file, "", "UEFI: no boot file");
+    t.notOk(uefiOffer.reply.options.has(Opt.bootfileName), "no empty option 67 even when asked");
+    t.notOk(uefiOffer.reply.options.has(43), "UEFI on 67: no 43, so it asks on 4011");
+    const uefiAck = decide(uefi({ type: 3 }), 4011, c)!;
+    t.equal(readMessageType(uefiAck.reply.options), 5);
+    t.equal(uefiAck.reply.file, "");
+    isLocalMenu(uefiAck.reply.options, "UEFI on 4011");
+    const ia32 = client({ vendor: "PXEClient:Arch:00006:UNDI:003000", arch: [6], type: 3 });
+    isLocalMenu(
+      decide(ia32, 4011, c)!.reply.options,
+      "an architecture with no boot file configured",
+    );
+  },
+);
 
 t.test("destination", async (t) => {
   t.same(decide(bios(), 67)!.destination, {
