@@ -1,0 +1,264 @@
+import { createHash, randomBytes } from "node:crypto";
+import { open, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import { Readable, Transform, type TransformCallback } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import busboy from "busboy";
+import { ApiError } from "../api/errors.js";
+
+/** Temp files of uploads in progress: the prefix lets cleanup recognise dead ones. */
+export const UPLOAD_TEMP_PREFIX = ".upload-";
+export const UPLOAD_TEMP_SUFFIX = ".part";
+
+export interface ReceiveUploadOptions {
+  /** The request's headers (content-type carries the multipart boundary). */
+  headers: Record<string, string | undefined>;
+  /** The request body, as a Node stream or a web stream (Hono's `c.req.raw.body`). */
+  body: Readable | ReadableStream<Uint8Array>;
+  /** The folder the temp file goes into: images_dir, so the final rename stays on one fs. */
+  dir: string;
+  /** Largest accepted file, in bytes; one byte more and the upload fails with 413. */
+  maxBytes: number;
+  /** The multipart field that carries the file. */
+  fileField?: string;
+  /** Called once the temp file exists, and again (with undefined) when it is gone or kept. */
+  onTempFile?: (path: string) => void;
+}
+
+export interface ReceivedUpload {
+  /** The complete, fsynced temp file; the caller renames it or removes it. */
+  tempPath: string;
+  bytes: number;
+  md5: string;
+  sha256: string;
+  /** The name the client gave, made safe for display; never used as a path. */
+  clientFilename: string;
+  /** The other form fields, as text. */
+  fields: Record<string, string>;
+}
+
+/** Thrown when the client went away (or the stream broke) before the upload completed. */
+export class UploadAborted extends Error {
+  override name = "UploadAborted";
+}
+
+/**
+ * Streams one multipart upload to a temp file, computing md5 and sha256 on the way, with
+ * backpressure from the disk to the socket: memory use does not depend on the file's size.
+ * On any failure (too large, disk full, client gone, bad form) the temp file is removed
+ * before the promise rejects, so nothing of a failed upload is left on disk.
+ */
+export async function receiveUpload(opts: ReceiveUploadOptions): Promise<ReceivedUpload> {
+  const fileField = opts.fileField ?? "file";
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(opts.headers))
+    if (v !== undefined) headers[k.toLowerCase()] = v;
+  if (!/^multipart\/form-data/i.test(headers["content-type"] ?? "")) {
+    throw new ApiError(422, "validation_error", "the upload must be multipart/form-data", {
+      field: "file",
+    });
+  }
+  const declared = Number(headers["content-length"]);
+  // A declared length far over the limit is refused before a byte is written (multipart
+  // framing adds a little, so allow some slack for it).
+  if (Number.isFinite(declared) && declared > opts.maxBytes + 1024 * 1024) {
+    throw tooLarge(opts.maxBytes);
+  }
+
+  let bb: busboy.Busboy;
+  try {
+    bb = busboy({
+      headers,
+      // busboy stops at its limit before our count can tell "exactly max" from "max + 1".
+      limits: {
+        files: 1,
+        fileSize: opts.maxBytes + 1,
+        fields: 32,
+        fieldSize: 64 * 1024,
+        parts: 40,
+      },
+      defParamCharset: "utf8",
+    });
+  } catch (err) {
+    throw new ApiError(
+      422,
+      "validation_error",
+      `malformed multipart request: ${(err as Error).message}`,
+      {
+        field: "file",
+      },
+    );
+  }
+
+  const body = opts.body instanceof Readable ? opts.body : Readable.fromWeb(opts.body as never);
+  const fields: Record<string, string> = {};
+  const tempPath = join(
+    opts.dir,
+    `${UPLOAD_TEMP_PREFIX}${randomBytes(12).toString("hex")}${UPLOAD_TEMP_SUFFIX}`,
+  );
+  let tempCreated = false;
+  let fileDone: Promise<{ bytes: number; md5: string; sha256: string }> | undefined;
+  let clientFilename = "";
+  let failure: unknown;
+
+  const parsed = new Promise<void>((resolve, reject) => {
+    const fail = (err: unknown) => {
+      failure ??= err;
+      reject(failure);
+    };
+    bb.on("field", (name, value, info) => {
+      if (info.valueTruncated) {
+        fail(
+          new ApiError(422, "validation_error", `form field ${name} is too long`, { field: name }),
+        );
+        return;
+      }
+      fields[name] = value;
+    });
+    bb.on("file", (name, stream, info) => {
+      if (name !== fileField || fileDone) {
+        stream.resume();
+        return;
+      }
+      clientFilename = safeDisplayName(info.filename);
+      const hasher = new Hasher(opts.maxBytes);
+      stream.once("limit", () => hasher.destroy(tooLarge(opts.maxBytes)));
+      fileDone = (async () => {
+        const fh = await open(tempPath, "wx", 0o640);
+        tempCreated = true;
+        opts.onTempFile?.(tempPath);
+        // flush: fsync before close, because the row that follows promises a complete file.
+        await pipeline(stream, hasher, fh.createWriteStream({ flush: true }));
+        return hasher.result();
+      })();
+      fileDone.catch(fail);
+    });
+    bb.once("filesLimit", () => {});
+    bb.once("partsLimit", () => fail(new ApiError(422, "validation_error", "too many form parts")));
+    bb.once("fieldsLimit", () =>
+      fail(new ApiError(422, "validation_error", "too many form fields")),
+    );
+    bb.on("error", (err) =>
+      fail(
+        failure ??
+          (isAbort(err)
+            ? new UploadAborted("the client closed the connection during the upload")
+            : new ApiError(
+                422,
+                "validation_error",
+                `malformed multipart request: ${(err as Error).message}`,
+                {
+                  field: "file",
+                },
+              )),
+      ),
+    );
+    bb.once("close", () => resolve());
+    body.on("error", (err) => {
+      fail(new UploadAborted(`the upload stream broke: ${err.message}`));
+      bb.destroy();
+    });
+    body.once("aborted", () =>
+      fail(new UploadAborted("the client closed the connection during the upload")),
+    );
+  });
+
+  body.pipe(bb);
+  try {
+    await parsed;
+    if (!fileDone) {
+      throw new ApiError(422, "validation_error", `the form has no file in field ${fileField}`, {
+        field: fileField,
+      });
+    }
+    const sums = await fileDone;
+    if (failure) throw failure;
+    return { tempPath, clientFilename, fields, ...sums };
+  } catch (err) {
+    // The rest of the body is not read: the route answers and closes the connection
+    // (reading on would mean receiving the remaining gigabytes only to throw them away).
+    body.unpipe(bb);
+    bb.destroy();
+    // Let a write still in flight fail or finish before the file is removed.
+    await fileDone?.catch(() => {});
+    if (tempCreated) await unlink(tempPath).catch(() => {});
+    opts.onTempFile?.("");
+    throw mapError(failure ?? err, opts.maxBytes);
+  }
+}
+
+/** Counts and hashes what passes through; refuses to pass more than the limit. */
+class Hasher extends Transform {
+  #md5 = createHash("md5");
+  #sha256 = createHash("sha256");
+  #bytes = 0;
+  constructor(private readonly max: number) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.#bytes += chunk.length;
+    if (this.#bytes > this.max) {
+      cb(tooLarge(this.max));
+      return;
+    }
+    this.#md5.update(chunk);
+    this.#sha256.update(chunk);
+    cb(null, chunk);
+  }
+  result() {
+    return { bytes: this.#bytes, md5: this.#md5.digest("hex"), sha256: this.#sha256.digest("hex") };
+  }
+}
+
+function tooLarge(max: number): ApiError {
+  return new ApiError(
+    413,
+    "payload_too_large",
+    `the image is larger than the upload limit of ${max} bytes`,
+    {
+      max_bytes: max,
+    },
+  );
+}
+
+function isAbort(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return (
+    e.code === "ECONNRESET" ||
+    e.code === "ERR_STREAM_PREMATURE_CLOSE" ||
+    /unexpected end of form|aborted/i.test(e.message ?? "")
+  );
+}
+
+function mapError(err: unknown, max: number): unknown {
+  if (err instanceof ApiError || err instanceof UploadAborted) return err;
+  const e = err as NodeJS.ErrnoException;
+  if (e.code === "ENOSPC" || e.code === "EDQUOT") {
+    return new ApiError(
+      507,
+      "insufficient_storage",
+      "the image folder is full; free space or remove unused images",
+      {},
+    );
+  }
+  if (e.code === "EFBIG") return tooLarge(max);
+  if (isAbort(err)) return new UploadAborted("the client closed the connection during the upload");
+  return err;
+}
+
+/**
+ * The client's file name for display only: no directories, no control characters (NUL
+ * included), bounded length. The stored file is always named by us.
+ */
+export function safeDisplayName(name: string | undefined): string {
+  const base = (name ?? "").split(/[/\\]/).pop() ?? "";
+  const clean = [...base]
+    .filter((ch) => {
+      const c = ch.codePointAt(0)!;
+      return c >= 0x20 && c !== 0x7f;
+    })
+    .join("")
+    .trim()
+    .slice(0, 255);
+  return clean === "" || clean === "." || clean === ".." ? "upload" : clean;
+}
