@@ -1,0 +1,142 @@
+import { lstat, readdir, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import type { JobContext, JobRunner } from "../jobs/runner.js";
+
+export const STORAGE_CLEANUP_JOB = "storage_cleanup";
+
+export interface Orphan {
+  path: string;
+  bytes: number;
+  reason: "unreferenced image file" | "dead upload" | "unreferenced overlay" | "dead overlay temp";
+}
+
+export interface OrphanScanOptions {
+  imagesDir: string;
+  overlaysDir?: string;
+  /** Absolute paths of image-folder files something still uses (ImageService.referencedFiles). */
+  referencedImageFiles: () => Set<string>;
+  /**
+   * Overlay ids that a target still uses. Without it, overlays are not touched at all: an
+   * overlay is a machine's disk, and guessing wrong would delete it.
+   */
+  referencedOverlayIds?: () => Set<string>;
+  /** Files younger than this are never orphans: they may belong to work in progress. */
+  minAgeMs?: number;
+  clock?: () => number;
+}
+
+// Only names bootfleet makes are ever considered; anything else in the folders is the
+// admin's and is left alone.
+const IMAGE_FILE = /^img-[0-9a-f-]{36}\.(upload|raw|raw\.part)$/;
+const UPLOAD_TEMP = /^\.upload-[0-9a-f]+\.part$/;
+const OVERLAY_FILE = /^([A-Za-z0-9][A-Za-z0-9_.-]{0,99})\.img$/;
+const OVERLAY_TEMP = /^\.[A-Za-z0-9][A-Za-z0-9_.-]*\.tmp-[0-9a-f]+$/;
+
+/** Lists files of ours that nothing references and that are old enough to be dead. */
+export async function findOrphans(opts: OrphanScanOptions): Promise<Orphan[]> {
+  const now = (opts.clock ?? Date.now)();
+  const minAge = opts.minAgeMs ?? 60 * 60_000;
+  const out: Orphan[] = [];
+  const referenced = opts.referencedImageFiles();
+  for (const name of await listDir(opts.imagesDir)) {
+    const upload = UPLOAD_TEMP.test(name);
+    if (!upload && !IMAGE_FILE.test(name)) continue;
+    const path = join(opts.imagesDir, name);
+    if (referenced.has(path)) continue;
+    const st = await fileStat(path);
+    if (!st || now - st.mtimeMs < minAge) continue;
+    out.push({ path, bytes: st.size, reason: upload ? "dead upload" : "unreferenced image file" });
+  }
+  if (opts.overlaysDir && opts.referencedOverlayIds) {
+    const ids = opts.referencedOverlayIds();
+    for (const name of await listDir(opts.overlaysDir)) {
+      const m = OVERLAY_FILE.exec(name);
+      const temp = OVERLAY_TEMP.test(name);
+      if (!m && !temp) continue;
+      if (m && ids.has(m[1]!)) continue;
+      const path = join(opts.overlaysDir, name);
+      const st = await fileStat(path);
+      if (!st || now - st.mtimeMs < minAge) continue;
+      out.push({
+        path,
+        bytes: st.size,
+        reason: temp ? "dead overlay temp" : "unreferenced overlay",
+      });
+    }
+  }
+  return out.sort((a, b) => a.path.localeCompare(b.path));
+}
+
+export interface CleanupResult {
+  dry_run: boolean;
+  files: Orphan[];
+  /** Bytes of the files removed (or that would be, in a dry run). */
+  bytes: number;
+  removed: number;
+  failed: { path: string; error: string }[];
+}
+
+/**
+ * The cleanup job (`POST /storage/cleanup`): scan, then remove; `dry_run` lists without
+ * removing. Each file is checked again just before it goes, in case an import started
+ * using it since the scan.
+ */
+export function registerCleanupJob(runner: JobRunner, opts: OrphanScanOptions): void {
+  runner.register(STORAGE_CLEANUP_JOB, async (params, ctx) =>
+    runCleanup(opts, (params as { dry_run?: boolean }).dry_run !== false, ctx),
+  );
+}
+
+async function runCleanup(
+  opts: OrphanScanOptions,
+  dryRun: boolean,
+  ctx: JobContext,
+): Promise<CleanupResult> {
+  const files = await ctx.step("scan", () => findOrphans(opts));
+  const bytes = files.reduce((n, f) => n + f.bytes, 0);
+  ctx.log("info", `${files.length} orphaned file(s), ${bytes} bytes${dryRun ? " (dry run)" : ""}`);
+  const result: CleanupResult = { dry_run: dryRun, files, bytes, removed: 0, failed: [] };
+  if (dryRun) {
+    ctx.skip("remove", "dry run");
+    return result;
+  }
+  await ctx.step("remove", async () => {
+    const stillReferenced = opts.referencedImageFiles();
+    const overlays = opts.referencedOverlayIds?.();
+    for (const [i, f] of files.entries()) {
+      ctx.throwIfCancelled();
+      const overlayId = OVERLAY_FILE.exec(f.path.split("/").pop() ?? "")?.[1];
+      if (stillReferenced.has(f.path) || (overlayId && overlays?.has(overlayId))) continue;
+      try {
+        await unlink(f.path);
+        result.removed++;
+        ctx.log("info", `removed ${f.path} (${f.reason}, ${f.bytes} bytes)`);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        if (e.code === "ENOENT") continue;
+        result.failed.push({ path: f.path, error: e.message });
+        ctx.log("warn", `cannot remove ${f.path}: ${e.message}`);
+      }
+      ctx.progress(((i + 1) / files.length) * 100);
+    }
+  });
+  return result;
+}
+
+async function listDir(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
+  }
+}
+
+async function fileStat(path: string) {
+  try {
+    const st = await lstat(path);
+    return st.isFile() ? st : undefined;
+  } catch {
+    return undefined;
+  }
+}
