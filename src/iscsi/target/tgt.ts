@@ -1,0 +1,447 @@
+import { readdir, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { writeFileAtomic } from "./atomic-write.js";
+import { type CommandRunner, describeCommand, execRunner } from "./exec.js";
+import { Serial } from "./serial.js";
+import {
+  parseTgtConf,
+  renderTgtConf,
+  TGT_NO_ADDRESS,
+  type TgtConfView,
+  tgtConfFileName,
+} from "./tgt-conf.js";
+import {
+  parseTgtShowAccounts,
+  parseTgtShowPortals,
+  parseTgtShowTargets,
+  type TgtTargetView,
+} from "./tgt-show.js";
+import {
+  type RemoveOptions,
+  type TargetDriver,
+  TargetError,
+  type TargetSession,
+  type TargetSpec,
+} from "./types.js";
+import { isUnderPrefix, isValidIqn, redact, secretsOf, specProblems } from "./validate.js";
+
+export interface TgtDriverOptions {
+  /** e.g. "iqn.2026-11.lan.bootfleet": only targets under it are listed or touched. */
+  iqnPrefix: string;
+  /** Where one config file per target is kept (production /etc/tgt/conf.d). */
+  confDir: string;
+  /** tgtd's management port (`tgtd -C N`); 0 is tgtd's default. */
+  controlPort?: number;
+  logger: Logger;
+  run?: CommandRunner;
+  tgtadm?: string;
+}
+
+const WILDCARDS = new Set(["0.0.0.0", "::"]);
+
+/**
+ * Drives an already running tgtd through tgtadm. It never starts or restarts tgtd:
+ * that would drop every booted machine.
+ */
+export class TgtDriver implements TargetDriver {
+  readonly name = "tgt" as const;
+  readonly firstLun = 1 as const;
+  readonly #o: {
+    iqnPrefix: string;
+    confDir: string;
+    controlPort: number;
+    logger: Logger;
+    run: CommandRunner;
+    tgtadm: string;
+  };
+  readonly #serial = new Serial();
+
+  constructor(options: TgtDriverOptions) {
+    this.#o = {
+      iqnPrefix: options.iqnPrefix,
+      confDir: options.confDir,
+      controlPort: options.controlPort ?? 0,
+      logger: options.logger,
+      run: options.run ?? execRunner(),
+      tgtadm: options.tgtadm ?? "tgtadm",
+    };
+  }
+
+  apply(spec: TargetSpec): Promise<void> {
+    const problems = specProblems(spec, this.firstLun);
+    if (problems.length > 0)
+      return Promise.reject(new TargetError(spec.iqn, `invalid spec: ${problems.join("; ")}`));
+    if (!isUnderPrefix(spec.iqn, this.#o.iqnPrefix))
+      return Promise.reject(
+        new TargetError(spec.iqn, `is not under this driver's prefix ${this.#o.iqnPrefix}`),
+      );
+    return this.#serial.run(() => this.#apply(spec));
+  }
+
+  remove(iqn: string, options: RemoveOptions = {}): Promise<void> {
+    if (!isValidIqn(iqn) || !isUnderPrefix(iqn, this.#o.iqnPrefix))
+      return Promise.reject(new TargetError(iqn, `is not a target under ${this.#o.iqnPrefix}`));
+    return this.#serial.run(() => this.#remove(iqn, options));
+  }
+
+  async list(): Promise<string[]> {
+    const running = (await this.#showTargets("*")).map((t) => t.iqn);
+    const persisted: string[] = [];
+    for (const f of await readdir(this.#o.confDir).catch(() => [] as string[])) {
+      if (f.endsWith(".conf")) persisted.push(f.slice(0, -".conf".length));
+    }
+    return [...new Set([...running, ...persisted])]
+      .filter((iqn) => isValidIqn(iqn) && isUnderPrefix(iqn, this.#o.iqnPrefix))
+      .sort();
+  }
+
+  async sessions(iqn: string): Promise<TargetSession[]> {
+    const t = (await this.#showTargets(iqn)).find((x) => x.iqn === iqn);
+    if (!t) return [];
+    return t.nexuses.map((n) =>
+      n.addresses[0] === undefined
+        ? { initiatorIqn: n.initiator }
+        : { initiatorIqn: n.initiator, address: n.addresses[0] },
+    );
+  }
+
+  async #apply(spec: TargetSpec): Promise<void> {
+    const iqn = spec.iqn;
+    const secrets = secretsOf(spec);
+    const tgtadm = (args: string[]) => this.#tgtadm(iqn, args, secrets);
+    const changes: string[] = [];
+
+    const targets = await this.#showTargets(iqn);
+    const existing = targets.find((t) => t.iqn === iqn);
+    const stored = await this.#readConf(iqn);
+
+    // tgt accounts are global: a user bound to another target belongs to that machine.
+    for (const user of [spec.acl.chapUser, spec.acl.mutualUser]) {
+      if (!user) continue;
+      const owner = targets.find(
+        (t) => t.iqn !== iqn && (t.incomingUsers.includes(user) || t.outgoingUsers.includes(user)),
+      );
+      if (owner) throw new TargetError(iqn, `CHAP user ${user} is already used by ${owner.iqn}`);
+    }
+
+    await this.#ensurePortal(iqn, spec.portal, changes);
+
+    if (!existing) {
+      const tid = freeTid(targets);
+      await tgtadm(["--op", "new", "--mode", "target", "--tid", `${tid}`, "--targetname", iqn]);
+      try {
+        for (const l of spec.luns) await this.#addLun(iqn, tid, l, secrets);
+        await this.#setAccounts(iqn, tid, spec, undefined, secrets);
+        // Bound last: until then no initiator is allowed in, so nobody logs in without CHAP.
+        await this.#bindAcl(iqn, tid, spec, [], secrets);
+      } catch (err) {
+        await this.#tgtadm(iqn, ["--op", "delete", "--mode", "target", "--tid", `${tid}`], secrets)
+          .then(() => undefined)
+          .catch((cleanupErr: unknown) =>
+            this.#o.logger.error(
+              { iqn, tid, err: String(cleanupErr) },
+              "could not remove half-created tgt target",
+            ),
+          );
+        throw err;
+      }
+      changes.push(`created tid ${tid} with luns ${spec.luns.map((l) => l.lun).join(",")}`);
+    } else {
+      const tid = existing.tid;
+      const wanted = new Map(spec.luns.map((l) => [l.lun, l]));
+      for (const cur of existing.luns) {
+        if (cur.lun === 0) continue;
+        const want = wanted.get(cur.lun);
+        if (!want || want.path !== cur.backingStorePath) {
+          await tgtadm([
+            "--op",
+            "delete",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            `${tid}`,
+            "--lun",
+            `${cur.lun}`,
+          ]);
+          changes.push(`removed lun ${cur.lun}`);
+        }
+      }
+      for (const l of spec.luns) {
+        const cur = existing.luns.find((x) => x.lun === l.lun);
+        if (!cur || cur.backingStorePath !== l.path) {
+          await this.#addLun(iqn, tid, l, secrets);
+          changes.push(`added lun ${l.lun}`);
+        } else if (cur.readOnly !== l.readOnly || cur.scsiSn !== l.wwn || cur.scsiId !== l.wwn) {
+          await tgtadm(lunParams(tid, l));
+          changes.push(`updated lun ${l.lun}`);
+        }
+      }
+
+      const wantOut = spec.acl.mutualUser ? [spec.acl.mutualUser] : [];
+      const accountsDiffer =
+        !sameSet(existing.incomingUsers, [spec.acl.chapUser]) ||
+        !sameSet(existing.outgoingUsers, wantOut) ||
+        !storedSecretsMatch(stored, spec);
+      const aclDiffers = !sameSet(existing.acl, wantedAcl(spec));
+      if (accountsDiffer) {
+        // While accounts change there may be a moment with no incoming user bound, and tgt
+        // lets anyone in then: close the ACL first. Logged-in sessions are not affected.
+        for (const entry of existing.acl) await this.#unbindAcl(iqn, tid, entry, secrets);
+        await this.#setAccounts(iqn, tid, spec, existing, secrets, stored);
+        await this.#bindAcl(iqn, tid, spec, [], secrets);
+        changes.push("updated accounts");
+      } else if (aclDiffers) {
+        await this.#bindAcl(iqn, tid, spec, existing.acl, secrets);
+        for (const entry of existing.acl)
+          if (!wantedAcl(spec).includes(entry)) await this.#unbindAcl(iqn, tid, entry, secrets);
+      }
+      if (aclDiffers) changes.push(`acl set to ${spec.acl.initiatorIqn}`);
+    }
+
+    const confPath = join(this.#o.confDir, tgtConfFileName(iqn));
+    const text = renderTgtConf(spec);
+    const before = await readFile(confPath, "utf8").catch(() => undefined);
+    if (before !== text) {
+      await writeFileAtomic(confPath, text);
+      changes.push("persisted");
+    }
+    if (changes.length > 0) this.#o.logger.info({ iqn, changes }, "tgt target applied");
+    else this.#o.logger.debug({ iqn }, "tgt target already as specified");
+  }
+
+  async #remove(iqn: string, options: RemoveOptions): Promise<void> {
+    const targets = await this.#showTargets(iqn);
+    const t = targets.find((x) => x.iqn === iqn);
+    if (t) {
+      if (t.nexuses.length > 0 && !options.force) {
+        const who = t.nexuses.map((n) => n.initiator).join(", ");
+        throw new TargetError(iqn, `has logged-in sessions (${who}); not removing without force`);
+      }
+      const del = ["--op", "delete", "--mode", "target", "--tid", `${t.tid}`];
+      if (options.force) del.push("--force");
+      await this.#tgtadm(iqn, del, []);
+      // Accounts are global in tgt; these were this machine's alone (apply refuses sharing).
+      const stillUsed = new Set(
+        targets
+          .filter((x) => x.iqn !== iqn)
+          .flatMap((x) => [...x.incomingUsers, ...x.outgoingUsers]),
+      );
+      for (const user of [...t.incomingUsers, ...t.outgoingUsers]) {
+        if (!stillUsed.has(user))
+          await this.#tgtadm(iqn, ["--op", "delete", "--mode", "account", "--user", user], []);
+      }
+    }
+    await rm(join(this.#o.confDir, tgtConfFileName(iqn)), { force: true });
+    this.#o.logger.info({ iqn, wasRunning: t !== undefined }, "tgt target removed");
+  }
+
+  async #addLun(iqn: string, tid: number, l: TargetSpec["luns"][number], secrets: string[]) {
+    await this.#tgtadm(
+      iqn,
+      [
+        "--op",
+        "new",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        `${tid}`,
+        "--lun",
+        `${l.lun}`,
+        "--backing-store",
+        l.path,
+      ],
+      secrets,
+    );
+    // tgtadm takes no parameters when a unit is created, only afterwards.
+    await this.#tgtadm(iqn, lunParams(tid, l), secrets);
+  }
+
+  async #setAccounts(
+    iqn: string,
+    tid: number,
+    spec: TargetSpec,
+    existing: TgtTargetView | undefined,
+    secrets: string[],
+    stored?: TgtConfView,
+  ): Promise<void> {
+    const tgtadm = (args: string[]) => this.#tgtadm(iqn, args, secrets);
+    const accounts = parseTgtShowAccounts(
+      (await this.#tgtadmOut(iqn, ["--op", "show", "--mode", "account"], secrets)).stdout,
+    );
+    const want: { user: string; password: string; outgoing: boolean }[] = [
+      { user: spec.acl.chapUser, password: spec.acl.chapPassword, outgoing: false },
+    ];
+    if (spec.acl.mutualUser && spec.acl.mutualPassword)
+      want.push({ user: spec.acl.mutualUser, password: spec.acl.mutualPassword, outgoing: true });
+
+    for (const user of existing?.incomingUsers ?? []) {
+      if (!want.some((w) => !w.outgoing && w.user === user))
+        await tgtadm(["--op", "unbind", "--mode", "account", "--tid", `${tid}`, "--user", user]);
+    }
+    for (const user of existing?.outgoingUsers ?? []) {
+      if (!want.some((w) => w.outgoing && w.user === user))
+        await tgtadm([
+          "--op",
+          "unbind",
+          "--mode",
+          "account",
+          "--tid",
+          `${tid}`,
+          "--user",
+          user,
+          "--outgoing",
+        ]);
+    }
+    for (const w of want) {
+      const known = [...(stored?.incoming ?? []), ...(stored?.outgoing ?? [])].find(
+        (a) => a.user === w.user,
+      );
+      let bound = w.outgoing
+        ? (existing?.outgoingUsers.includes(w.user) ?? false)
+        : (existing?.incomingUsers.includes(w.user) ?? false);
+      if (accounts.includes(w.user) && known?.password !== w.password) {
+        // tgtadm cannot change a password: delete (which also unbinds) and create again.
+        await tgtadm(["--op", "delete", "--mode", "account", "--user", w.user]);
+        bound = false;
+        accounts.splice(accounts.indexOf(w.user), 1);
+      }
+      if (!accounts.includes(w.user))
+        await tgtadm([
+          "--op",
+          "new",
+          "--mode",
+          "account",
+          "--user",
+          w.user,
+          "--password",
+          w.password,
+        ]);
+      if (!bound) {
+        const args = ["--op", "bind", "--mode", "account", "--tid", `${tid}`, "--user", w.user];
+        if (w.outgoing) args.push("--outgoing");
+        await tgtadm(args);
+      }
+    }
+  }
+
+  /** Binds what the ACL lacks: the same two entries tgt-admin makes of the config file. */
+  async #bindAcl(
+    iqn: string,
+    tid: number,
+    spec: TargetSpec,
+    have: readonly string[],
+    secrets: string[],
+  ): Promise<void> {
+    const base = ["--op", "bind", "--mode", "target", "--tid", `${tid}`];
+    if (!have.includes(TGT_NO_ADDRESS))
+      await this.#tgtadm(iqn, [...base, "--initiator-address", TGT_NO_ADDRESS], secrets);
+    if (!have.includes(spec.acl.initiatorIqn))
+      await this.#tgtadm(iqn, [...base, "--initiator-name", spec.acl.initiatorIqn], secrets);
+  }
+
+  async #unbindAcl(iqn: string, tid: number, entry: string, secrets: string[]): Promise<void> {
+    // tgtadm lists initiator names and addresses in one list; only one of these applies.
+    try {
+      await this.#tgtadm(
+        iqn,
+        ["--op", "unbind", "--mode", "target", "--tid", `${tid}`, "--initiator-name", entry],
+        secrets,
+      );
+    } catch {
+      await this.#tgtadm(
+        iqn,
+        ["--op", "unbind", "--mode", "target", "--tid", `${tid}`, "--initiator-address", entry],
+        secrets,
+      );
+    }
+  }
+
+  async #ensurePortal(iqn: string, portal: TargetSpec["portal"], changes: string[]) {
+    const portals = parseTgtShowPortals(
+      (await this.#tgtadmOut(iqn, ["--op", "show", "--mode", "portal"], [])).stdout,
+    );
+    const covered = portals.some(
+      (p) => p.port === portal.port && (p.address === portal.address || WILDCARDS.has(p.address)),
+    );
+    if (covered) return;
+    // tgt's portals belong to the whole daemon, not to one target: added, never removed here.
+    const host = portal.address.includes(":") ? `[${portal.address}]` : portal.address;
+    await this.#tgtadm(
+      iqn,
+      ["--op", "new", "--mode", "portal", "--param", `portal=${host}:${portal.port}`],
+      [],
+    );
+    changes.push(`added portal ${host}:${portal.port}`);
+  }
+
+  async #readConf(iqn: string): Promise<TgtConfView | undefined> {
+    const text = await readFile(join(this.#o.confDir, tgtConfFileName(iqn)), "utf8").catch(
+      () => undefined,
+    );
+    return text === undefined ? undefined : parseTgtConf(text);
+  }
+
+  async #showTargets(iqn: string): Promise<TgtTargetView[]> {
+    const out = await this.#tgtadmOut(iqn, ["--op", "show", "--mode", "target"], []);
+    return parseTgtShowTargets(out.stdout);
+  }
+
+  async #tgtadm(iqn: string, args: string[], secrets: readonly string[]): Promise<void> {
+    await this.#tgtadmOut(iqn, args, secrets);
+  }
+
+  async #tgtadmOut(iqn: string, args: string[], secrets: readonly string[]) {
+    const full = ["--control-port", `${this.#o.controlPort}`, "--lld", "iscsi", ...args];
+    try {
+      return await this.#o.run(this.#o.tgtadm, full);
+    } catch (err) {
+      const said = redact(err instanceof Error ? err.message : String(err), secrets);
+      throw new TargetError(
+        iqn,
+        `${describeCommand(this.#o.tgtadm, full, secrets)} failed: ${said}`,
+      );
+    }
+  }
+}
+
+function freeTid(targets: TgtTargetView[]): number {
+  const used = new Set(targets.map((t) => t.tid));
+  let tid = 1;
+  while (used.has(tid)) tid++;
+  return tid;
+}
+
+function wantedAcl(spec: TargetSpec): string[] {
+  return [TGT_NO_ADDRESS, spec.acl.initiatorIqn];
+}
+
+function lunParams(tid: number, l: TargetSpec["luns"][number]): string[] {
+  // scsi_id too: tgt's default id is derived from the tid, which differs after a restart.
+  const params = `readonly=${l.readOnly ? 1 : 0},scsi_sn=${l.wwn},scsi_id=${l.wwn}`;
+  return [
+    "--op",
+    "update",
+    "--mode",
+    "logicalunit",
+    "--tid",
+    `${tid}`,
+    "--lun",
+    `${l.lun}`,
+    "--params",
+    params,
+  ];
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x) => b.includes(x));
+}
+
+function storedSecretsMatch(stored: TgtConfView | undefined, spec: TargetSpec): boolean {
+  if (!stored) return false;
+  const inc = stored.incoming.find((a) => a.user === spec.acl.chapUser);
+  if (inc?.password !== spec.acl.chapPassword) return false;
+  if (!spec.acl.mutualUser) return true;
+  const out = stored.outgoing.find((a) => a.user === spec.acl.mutualUser);
+  return out?.password === spec.acl.mutualPassword;
+}

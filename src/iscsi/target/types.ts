@@ -1,0 +1,67 @@
+/** One logical unit of a machine's target. */
+export interface LunSpec {
+  /** LUN number as the initiator sees it (LIO: system disk is 0; tgt: 1, its 0 is the controller). */
+  lun: number;
+  /** Backing file (reflink overlay) or block device (lvm-thin). */
+  path: string;
+  kind: "file" | "block";
+  readOnly: boolean;
+  /** Size LIO's fileio backstore is created with; tgt takes the backing file's own size. */
+  sizeBytes: number;
+  /** Stable unit serial (VPD 0x80), so the client OS sees the same disk after every restart. */
+  wwn: string;
+}
+
+export interface AclSpec {
+  initiatorIqn: string;
+  chapUser: string;
+  chapPassword: string;
+  /** Mutual CHAP: what the target answers with, so the client can check the server too. */
+  mutualUser?: string;
+  mutualPassword?: string;
+}
+
+export interface TargetSpec {
+  iqn: string;
+  portal: { address: string; port: number };
+  luns: LunSpec[];
+  acl: AclSpec;
+}
+
+export interface TargetSession {
+  initiatorIqn: string;
+  address?: string;
+}
+
+export interface RemoveOptions {
+  /**
+   * Remove even while an initiator is logged in. Off by default: removing a target
+   * under a booted machine kills it, so the caller has to mean it.
+   */
+  force?: boolean;
+}
+
+export interface TargetDriver {
+  readonly name: "lio" | "tgt";
+  /** The LUN number the system disk gets with this driver. */
+  readonly firstLun: 0 | 1;
+  /** Create or change one target, idempotent, never touching others. */
+  apply(spec: TargetSpec): Promise<void>;
+  /** Remove one target; refuses while a session is logged in unless forced. */
+  remove(iqn: string, options?: RemoveOptions): Promise<void>;
+  /** IQNs under bootfleet's prefix that are running or persisted, so orphans can be found. */
+  list(): Promise<string[]>;
+  /** Who is logged in to this target now. */
+  sessions(iqn: string): Promise<TargetSession[]>;
+}
+
+export class TargetError extends Error {
+  constructor(
+    readonly iqn: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`target ${iqn}: ${message}`, options);
+    this.name = "TargetError";
+  }
+}

@@ -1,0 +1,373 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, open, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import t from "tap";
+import { execRunner } from "../../../src/iscsi/target/exec.js";
+import { TgtDriver } from "../../../src/iscsi/target/tgt.js";
+import { parseTgtConf } from "../../../src/iscsi/target/tgt-conf.js";
+import { parseTgtShowAccounts, parseTgtShowTargets } from "../../../src/iscsi/target/tgt-show.js";
+import type { TargetSpec } from "../../../src/iscsi/target/types.js";
+import { iscsiUrl, readCapacity, run, TestTgtd, unitSerial } from "../../fixtures/iscsi/tgtd.js";
+
+const MiB = 1024 * 1024;
+const PREFIX = "iqn.2026-11.lan.bootfleet";
+const notRoot = process.getuid?.() !== 0;
+
+t.test(
+  "tgt driver against a real tgtd and a real initiator (libiscsi)",
+  { skip: notRoot ? "needs root: starts tgtd" : false },
+  async (t) => {
+    for (const tool of ["/usr/sbin/tgtd", "/usr/bin/iscsi-readcapacity16", "/usr/bin/iscsi-perf"]) {
+      // A root run is CI: a missing tool is a missing install step, not a reason to skip.
+      if (!existsSync(tool)) t.fail(`${tool} missing: apt-get install tgt libiscsi-bin`);
+    }
+    if (t.passing() === false) return;
+
+    const dir = await mkdtemp(join(tmpdir(), `bf-iscsi-tgt-${process.pid}-`));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const confDir = join(dir, "conf.d");
+    await (await import("node:fs/promises")).mkdir(confDir);
+    const mkfile = async (name: string, size: number) => {
+      const p = join(dir, name);
+      const fh = await open(p, "w");
+      await fh.truncate(size);
+      await fh.close();
+      return p;
+    };
+    const sysA = await mkfile("sys-a.img", 64 * MiB);
+    const games = await mkfile("games.img", 32 * MiB);
+    const sysB = await mkfile("sys-b.img", 16 * MiB);
+    const extraB = await mkfile("extra-b.img", 8 * MiB);
+
+    const tgtd = await TestTgtd.start();
+    t.teardown(() => tgtd.stop());
+    const children: ChildProcess[] = [];
+    t.teardown(() => {
+      for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+    });
+
+    // Someone else's target with tid 1: the driver must work around it and never touch it.
+    const other = "iqn.2000-01.com.example:not-ours";
+    t.equal(
+      (await tgtd.tgtadm(["--op", "new", "--mode", "target", "--tid", "1", "--targetname", other]))
+        .code,
+      0,
+    );
+
+    const logLines: string[] = [];
+    const logger = pino({ level: "debug" }, { write: (s: string) => void logLines.push(s) });
+    const commands: string[][] = [];
+    const real = execRunner();
+    const driver = new TgtDriver({
+      iqnPrefix: PREFIX,
+      confDir,
+      controlPort: tgtd.controlPort,
+      logger,
+      run: (file, args) => {
+        commands.push([...args]);
+        return real(file, args);
+      },
+    });
+
+    const specA: TargetSpec = {
+      iqn: `${PREFIX}:pc-a`,
+      portal: { address: "127.0.0.1", port: tgtd.portalPort },
+      luns: [
+        {
+          lun: 1,
+          path: sysA,
+          kind: "file",
+          readOnly: false,
+          sizeBytes: 64 * MiB,
+          wwn: "0b6f7c1e-3d2a-4f5b-9c8d-7e6f5a4b3c2d",
+        },
+        {
+          lun: 2,
+          path: games,
+          kind: "file",
+          readOnly: true,
+          sizeBytes: 32 * MiB,
+          wwn: "games-0001",
+        },
+      ],
+      acl: {
+        initiatorIqn: "iqn.2010-04.org.ipxe:pc-a",
+        chapUser: "pca",
+        chapPassword: "pcaSecret.001",
+      },
+    };
+    const specB: TargetSpec = {
+      iqn: `${PREFIX}:pc-b`,
+      portal: { address: "127.0.0.1", port: tgtd.portalPort },
+      luns: [
+        {
+          lun: 1,
+          path: sysB,
+          kind: "file",
+          readOnly: false,
+          sizeBytes: 16 * MiB,
+          wwn: "sys-b-0001",
+        },
+      ],
+      acl: {
+        initiatorIqn: "iqn.2010-04.org.ipxe:pc-b",
+        chapUser: "pcb",
+        chapPassword: "pcbSecret.002",
+        mutualUser: "server-b",
+        mutualPassword: "srvSecret.003",
+      },
+    };
+    const loginA = {
+      portalPort: tgtd.portalPort,
+      iqn: specA.iqn,
+      lun: 1,
+      initiator: specA.acl.initiatorIqn,
+      user: "pca",
+      password: "pcaSecret.001",
+    };
+    const show = async () =>
+      parseTgtShowTargets((await tgtd.tgtadm(["--op", "show", "--mode", "target"])).stdout);
+
+    await t.test(
+      "apply creates a target that only the right initiator with CHAP gets into",
+      async (t) => {
+        await driver.apply(specA);
+        t.equal(
+          (await readCapacity(loginA)).size,
+          64 * MiB,
+          "system LUN: size of the backing file",
+        );
+        t.equal((await readCapacity({ ...loginA, lun: 2 })).size, 32 * MiB, "games LUN");
+        t.equal(
+          await unitSerial(loginA),
+          specA.luns[0]?.wwn,
+          "the client sees the wwn as unit serial",
+        );
+        const wrongPw = await readCapacity({ ...loginA, password: "pcaSecret.999" });
+        t.equal(wrongPw.size, undefined, "wrong password refused");
+        t.match(wrongPw.output, /Authentication failure/);
+        const wrongIni = await readCapacity({
+          ...loginA,
+          initiator: "iqn.2010-04.org.ipxe:intruder",
+        });
+        t.equal(wrongIni.size, undefined, "wrong initiator IQN refused");
+        const noChap = await readCapacity({ ...loginA, user: undefined, password: undefined });
+        t.equal(noChap.size, undefined, "no CHAP refused");
+
+        const a = (await show()).find((x) => x.iqn === specA.iqn);
+        t.not(a?.tid, 1, "tid of the foreign target not reused");
+        t.equal(a?.luns.find((l) => l.lun === 2)?.readOnly, true, "games LUN read-only in tgtd");
+        t.same(
+          [...(a?.acl ?? [])].sort(),
+          ["0.0.0.0", specA.acl.initiatorIqn].sort(),
+          "bound to the initiator name (and an address no peer has), not ALL",
+        );
+
+        const confPath = join(confDir, `${specA.iqn}.conf`);
+        t.equal((await stat(confPath)).mode & 0o777, 0o600, "persisted 0600");
+        const conf = parseTgtConf(await readFile(confPath, "utf8"));
+        t.same(
+          conf?.luns.map((l) => [l.lun, l.path, l.readOnly]),
+          [
+            [1, sysA, false],
+            [2, games, true],
+          ],
+        );
+        t.notMatch(logLines.join(""), /pcaSecret/, "no secret in the log");
+      },
+    );
+
+    await t.test("applying the same spec again changes nothing", async (t) => {
+      commands.length = 0;
+      await driver.apply(specA);
+      const changing = commands.filter((c) => !c.includes("show"));
+      t.same(changing, [], "only show commands ran");
+    });
+
+    await t.test("mutual CHAP", async (t) => {
+      await driver.apply(specB);
+      const loginB = {
+        portalPort: tgtd.portalPort,
+        iqn: specB.iqn,
+        lun: 1,
+        initiator: specB.acl.initiatorIqn,
+        user: "pcb",
+        password: "pcbSecret.002",
+        mutualUser: "server-b",
+        mutualPassword: "srvSecret.003",
+      };
+      t.equal((await readCapacity(loginB)).size, 16 * MiB, "both directions authenticated");
+      t.equal(
+        (await readCapacity({ ...loginB, mutualPassword: "srvSecret.999" })).size,
+        undefined,
+        "the initiator refuses a target that does not know the mutual secret",
+      );
+    });
+
+    await t.test("a CHAP user of another machine is not taken over", async (t) => {
+      const thief = {
+        ...specA,
+        iqn: `${PREFIX}:pc-c`,
+        acl: { ...specA.acl, initiatorIqn: "iqn.2010-04.org.ipxe:pc-c" },
+      };
+      await t.rejects(driver.apply(thief), /CHAP user pca is already used by .*pc-a/);
+      t.notOk(
+        (await show()).some((x) => x.iqn === thief.iqn),
+        "no half target left",
+      );
+    });
+
+    await t.test("changes to B, and to A's own password and LUNs, keep A's session", async (t) => {
+      const perf = spawn(
+        "iscsi-perf",
+        ["-i", specA.acl.initiatorIqn, "-t", "8", "-x", "0", iscsiUrl(loginA)],
+        { stdio: ["ignore", "ignore", "pipe"] },
+      );
+      children.push(perf);
+      const perfExit = new Promise<number | null>((resolve) =>
+        perf.once("exit", (code) => resolve(code)),
+      );
+      let nexusBefore: number | undefined;
+      const deadline = Date.now() + 5000;
+      while (nexusBefore === undefined && Date.now() < deadline) {
+        nexusBefore = (await show()).find((x) => x.iqn === specA.iqn)?.nexuses[0]?.nexus;
+        if (nexusBefore === undefined) await new Promise((r) => setTimeout(r, 100));
+      }
+      t.not(nexusBefore, undefined, "A logged in");
+      t.same(await driver.sessions(specA.iqn), [
+        { initiatorIqn: specA.acl.initiatorIqn, address: "127.0.0.1" },
+      ]);
+      await t.rejects(
+        driver.remove(specA.iqn),
+        /logged-in sessions/,
+        "remove refuses a booted machine",
+      );
+
+      await driver.apply({
+        ...specB,
+        luns: [
+          ...specB.luns,
+          {
+            lun: 2,
+            path: extraB,
+            kind: "file",
+            readOnly: false,
+            sizeBytes: 8 * MiB,
+            wwn: "extra-b",
+          },
+        ],
+      });
+      const newA: TargetSpec = {
+        ...specA,
+        luns: [specA.luns[0]!],
+        acl: { ...specA.acl, chapPassword: "pcaSecret.NEW" },
+      };
+      await driver.apply(newA);
+
+      const a = (await show()).find((x) => x.iqn === specA.iqn);
+      t.same(
+        a?.nexuses.map((n) => n.nexus),
+        [nexusBefore],
+        "A's I_T nexus is the same one",
+      );
+      t.same(
+        a?.luns.map((l) => l.lun),
+        [0, 1],
+        "games LUN removed from A",
+      );
+      t.same(
+        (await show()).find((x) => x.iqn === specB.iqn)?.luns.map((l) => l.lun),
+        [0, 1, 2],
+        "extra LUN added to B",
+      );
+      const code = await Promise.race([
+        perfExit,
+        new Promise<string>((r) => setTimeout(() => r("timeout"), 20_000)),
+      ]);
+      t.equal(code, 0, "the read load on A ran to its end without an error");
+      t.equal(
+        (await readCapacity({ ...loginA, password: "pcaSecret.NEW" })).size,
+        64 * MiB,
+        "new password works",
+      );
+      t.equal((await readCapacity(loginA)).size, undefined, "old password refused");
+      t.notMatch(logLines.join(""), /pcaSecret|pcbSecret|srvSecret/, "no secret in the log");
+    });
+
+    await t.test("remove removes only its own target", async (t) => {
+      await driver.remove(specB.iqn);
+      const targets = await show();
+      t.same(targets.map((x) => x.iqn).sort(), [other, specA.iqn].sort());
+      t.same(await driver.list(), [specA.iqn], "list shows bootfleet's targets only");
+      const accounts = parseTgtShowAccounts(
+        (await tgtd.tgtadm(["--op", "show", "--mode", "account"])).stdout,
+      );
+      t.same(accounts, ["pca"], "B's accounts went with it");
+      t.notOk(existsSync(join(confDir, `${specB.iqn}.conf`)), "B's file removed");
+      t.equal(
+        (await readCapacity({ ...loginA, password: "pcaSecret.NEW" })).size,
+        64 * MiB,
+        "A still serves",
+      );
+      await driver.remove(specB.iqn);
+      t.pass("removing again is a no-op");
+    });
+
+    await t.test(
+      "the persisted file is real tgt config: tgt-admin loads it into a fresh tgtd",
+      async (t) => {
+        const tgtd2 = await TestTgtd.start();
+        t.teardown(() => tgtd2.stop());
+        const conf = join(confDir, `${specA.iqn}.conf`);
+        const r = await run("tgt-admin", ["-C", `${tgtd2.controlPort}`, "-c", conf, "-e"]);
+        t.equal(r.code, 0, `tgt-admin: ${r.stderr}`);
+        const loaded = parseTgtShowTargets(
+          (await tgtd2.tgtadm(["--op", "show", "--mode", "target"])).stdout,
+        );
+        const orig = (await show()).find((x) => x.iqn === specA.iqn);
+        const a = loaded.find((x) => x.iqn === specA.iqn);
+        const view = (v: typeof a) =>
+          v && {
+            luns: v.luns
+              .filter((l) => l.lun > 0)
+              .map((l) => [l.lun, l.backingStorePath, l.readOnly, l.scsiSn, l.scsiId]),
+            incoming: v.incomingUsers,
+            acl: [...v.acl].sort(),
+          };
+        t.same(view(a), view(orig), "same LUNs, serials, accounts and ACL as the live target");
+        t.notOk(a?.acl.includes("ALL"), "tgt-admin did not open it to ALL");
+        t.equal(
+          (
+            await readCapacity({
+              ...loginA,
+              portalPort: tgtd2.portalPort,
+              password: "pcaSecret.NEW",
+              initiator: "iqn.2010-04.org.ipxe:intruder",
+            })
+          ).size,
+          undefined,
+          "an intruder's initiator name is refused after a reload too",
+        );
+        t.equal(
+          (
+            await readCapacity({
+              ...loginA,
+              portalPort: tgtd2.portalPort,
+              password: "pcaSecret.NEW",
+            })
+          ).size,
+          64 * MiB,
+          "and the stored secret logs in",
+        );
+      },
+    );
+
+    t.ok(
+      (await show()).some((x) => x.iqn === other),
+      "the foreign target survived everything",
+    );
+  },
+);

@@ -1,0 +1,183 @@
+import t from "tap";
+import type { TargetSpec } from "../../../src/iscsi/target/types.js";
+import {
+  isUnderPrefix,
+  isValidInitiatorName,
+  isValidIqn,
+  machineIqn,
+  redact,
+  specProblems,
+} from "../../../src/iscsi/target/validate.js";
+
+const PREFIX = "iqn.2026-11.lan.bootfleet";
+
+export function goodSpec(): TargetSpec {
+  return {
+    iqn: `${PREFIX}:pc01`,
+    portal: { address: "10.99.0.1", port: 3260 },
+    luns: [
+      {
+        lun: 1,
+        path: "/var/lib/bootfleet/overlays/pc01.img",
+        kind: "file",
+        readOnly: false,
+        sizeBytes: 64 * 1024 * 1024,
+        wwn: "0b6f7c1e-3d2a-4f5b-9c8d-7e6f5a4b3c2d",
+      },
+    ],
+    acl: {
+      initiatorIqn: "iqn.2010-04.org.ipxe:pc01",
+      chapUser: "pc01",
+      chapPassword: "Zq3.x_9-Lm2+",
+    },
+  };
+}
+
+t.test("machine IQNs follow RFC 3720's iqn. form", async (t) => {
+  t.equal(machineIqn(PREFIX, "pc-01"), "iqn.2026-11.lan.bootfleet:pc-01");
+  t.throws(() => machineIqn(PREFIX, "PC01"), /lowercase/, "uppercase is refused, not folded");
+  t.throws(() => machineIqn(PREFIX, "pc 01"), /cannot go into an IQN/);
+  t.throws(() => machineIqn(PREFIX, "pc/01"), /cannot go into an IQN/);
+  t.throws(() => machineIqn(PREFIX, ""), /cannot go into an IQN/);
+  t.throws(() => machineIqn("iqn.2026-13.lan.x", "pc"), /prefix/, "month 13");
+  t.throws(() => machineIqn("eui.0123456789abcdef", "pc"), /prefix/);
+  // 223 bytes is the limit (RFC 3720 3.2.6.1).
+  const room = 223 - PREFIX.length - 1;
+  t.equal(machineIqn(PREFIX, "a".repeat(room)).length, 223);
+  t.throws(() => machineIqn(PREFIX, "a".repeat(room + 1)), /more than 223/);
+});
+
+t.test("names", async (t) => {
+  t.ok(isValidIqn("iqn.1991-05.com.microsoft:desktop-7"));
+  t.notOk(isValidIqn("iqn.1991-05.com.microsoft:Desktop"));
+  t.ok(isValidInitiatorName("eui.02004567A425678D"), "RFC 3720 eui. example");
+  t.ok(isValidInitiatorName("naa.52004567BA64678D"));
+  t.notOk(isValidInitiatorName("ALL"), "tgt's wildcard is never an initiator name");
+  t.ok(isUnderPrefix(`${PREFIX}:pc01`, PREFIX));
+  t.notOk(isUnderPrefix(`${PREFIX}x:pc01`, PREFIX), "a longer prefix is another prefix");
+});
+
+t.test("a good spec has no problems; each bad field is named", async (t) => {
+  t.same(specProblems(goodSpec(), 1), []);
+  const cases: [string, (s: TargetSpec) => void, RegExp][] = [
+    [
+      "lun 0 on tgt",
+      (s) => {
+        s.luns[0]!.lun = 0;
+      },
+      /lun 0: number/,
+    ],
+    [
+      "comma in path",
+      (s) => {
+        s.luns[0]!.path = "/x,fd_dev_size=1";
+      },
+      /path/,
+    ],
+    [
+      "relative path",
+      (s) => {
+        s.luns[0]!.path = "x.img";
+      },
+      /path/,
+    ],
+    [
+      "dot-dot path",
+      (s) => {
+        s.luns[0]!.path = "/a/../etc/shadow";
+      },
+      /path/,
+    ],
+    [
+      "size not sector",
+      (s) => {
+        s.luns[0]!.sizeBytes = 1000;
+      },
+      /sizeBytes/,
+    ],
+    [
+      "long wwn",
+      (s) => {
+        s.luns[0]!.wwn = "a".repeat(37);
+      },
+      /wwn/,
+    ],
+    [
+      "no luns",
+      (s) => {
+        s.luns = [];
+      },
+      /no LUNs/,
+    ],
+    [
+      "hostname portal",
+      (s) => {
+        s.portal.address = "boot.lan";
+      },
+      /portal address/,
+    ],
+    [
+      "port 0",
+      (s) => {
+        s.portal.port = 0;
+      },
+      /portal port/,
+    ],
+    [
+      "short secret",
+      (s) => {
+        s.acl.chapPassword = "short";
+      },
+      /chapPassword/,
+    ],
+    [
+      "space in secret",
+      (s) => {
+        s.acl.chapPassword = "twelve chars!";
+      },
+      /chapPassword/,
+    ],
+    [
+      "mutual half",
+      (s) => {
+        s.acl.mutualUser = "srv";
+      },
+      /go together/,
+    ],
+    [
+      "mutual same secret",
+      (s) => {
+        s.acl.mutualUser = "srv";
+        s.acl.mutualPassword = s.acl.chapPassword;
+      },
+      /must differ/,
+    ],
+    [
+      "initiator ALL",
+      (s) => {
+        s.acl.initiatorIqn = "ALL";
+      },
+      /initiator/,
+    ],
+  ];
+  for (const [name, mutate, re] of cases) {
+    const s = goodSpec();
+    mutate(s);
+    const p = specProblems(s, 1);
+    t.match(p.join("\n"), re, name);
+    t.notMatch(p.join("\n"), s.acl.chapPassword, `${name}: no secret in the problem text`);
+  }
+  const dup = goodSpec();
+  dup.luns.push({ ...dup.luns[0]! });
+  t.match(specProblems(dup, 1).join(), /appears twice/);
+  const lio = goodSpec();
+  lio.luns[0]!.lun = 0;
+  t.same(specProblems(lio, 0), [], "LUN 0 is fine for LIO");
+});
+
+t.test("redact", async (t) => {
+  t.equal(
+    redact("--password s3cretvalue99 x s3cretvalue99", ["s3cretvalue99"]),
+    "--password <redacted> x <redacted>",
+  );
+});
