@@ -119,7 +119,8 @@ t.test("machines, targets, sessions: the seed's requests and fields", async (t) 
 t.test("health/detailed and errors have the seed's shape", async (t) => {
   const api = makeApi(t);
   const token = await tokenFor(api, await addUser(api, "viewer", "viewer"));
-  const [expected] = seedJsonAfter(seed, "#### GET /health/detailed") as [Record<string, any>];
+  type Detailed = { checks: { system: { memory: object } } & Record<string, object> };
+  const [expected] = seedJsonAfter(seed, "#### GET /health/detailed") as [Detailed];
   const r = await call(api, "GET", "/api/health/detailed", { token });
   t.equal(r.status, 200);
   for (const k of keysOf(expected)) t.ok(k in r.json, k);

@@ -125,6 +125,7 @@ export async function call(
     opts.env,
   );
   const text = await res.text();
+  // biome-ignore lint/suspicious/noExplicitAny: tests read arbitrary JSON answers
   let json: any;
   try {
     json = text ? JSON.parse(text) : undefined;
