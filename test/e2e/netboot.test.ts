@@ -179,3 +179,51 @@ t.test(
     t.ok(session?.tftp_done_at && session.script_served_at);
   },
 );
+
+t.test(
+  "two interfaces in two subnets: each client is sent its own subnet's server address",
+  { skip },
+  async (t) => {
+    const lan = TestLan.create(t, "bf-e2e-2net", [
+      { bridge: "br0", address: "10.99.0.1", dhcpRange: ["10.99.0.50", "10.99.0.99"] },
+      { bridge: "br1", address: "10.98.0.1", dhcpRange: ["10.98.0.50", "10.98.0.99"] },
+    ]);
+    const data = tempDir(t);
+    const store = Store.open({ path: join(data, "bootfleet.db"), busyTimeoutMs: 1000 });
+    // The script prints what the proxy-DHCP told iPXE: its boot file (the script URL) and
+    // the next server, both of which must carry the address of the client's own subnet.
+    for (const [name, mac] of [
+      ["room-a-01", "52:54:00:bf:30:01"],
+      ["room-b-01", "52:54:00:bf:30:02"],
+    ] as const) {
+      store.machines.create({
+        name,
+        mac_address: mac,
+        status: "active",
+        boot_action: "custom",
+        custom_script: `#!ipxe\necho BF-${name} next=\${proxydhcp/next-server} END\nsleep 600\n`,
+      });
+    }
+    store.close();
+    for (const s of lan.subnets) lan.startSiteDhcp(s);
+    await bootServer(t, lan, data);
+    const a = lan.startBiosClient({ bridge: "br0", mac: "52:54:00:bf:30:01" });
+    const b = lan.startBiosClient({ bridge: "br1", mac: "52:54:00:bf:30:02" });
+    t.teardown(() => {
+      a.kill();
+      b.kill();
+    });
+    const [ma, mb] = await Promise.all([
+      a.waitFor(/BF-room-a-01 next=(\S*) END/, BOOT_TIMEOUT),
+      b.waitFor(/BF-room-b-01 next=(\S*) END/, BOOT_TIMEOUT),
+    ]);
+    // iPXE prints the boot file it was given; the script URL's start comes before the
+    // 80-column wrap of the serial console.
+    const fileA = a.serial().match(/Filename: (http:\/\/[0-9.]+:\d+\/boot\/)/)?.[1];
+    const fileB = b.serial().match(/Filename: (http:\/\/[0-9.]+:\d+\/boot\/)/)?.[1];
+    t.equal(ma[1], "10.99.0.1", "room A's next-server is br0's address");
+    t.equal(fileA, "http://10.99.0.1:80/boot/", "and its script URL");
+    t.equal(mb[1], "10.98.0.1", "room B's next-server is br1's address");
+    t.equal(fileB, "http://10.98.0.1:80/boot/", "and its script URL");
+  },
+);
