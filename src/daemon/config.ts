@@ -65,6 +65,7 @@ export const configSchema = z
         enabled: z.boolean(),
         mode: z.literal("proxy"),
         reply_delay_ms: z.number().int().min(0).max(10000),
+        chainload_nic_ipxe: z.boolean(),
       })
       .strict(),
     iscsi: z
@@ -132,6 +133,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
       enabled: low && privileges.canUseRawSockets,
       mode: "proxy",
       reply_delay_ms: 0,
+      chainload_nic_ipxe: false,
     },
     iscsi: {
       target_driver: "auto",

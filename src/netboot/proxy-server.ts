@@ -16,6 +16,11 @@ export interface ClientPolicy {
   noBootFile: boolean;
   /** The iPXE script URL handed to clients already running iPXE. */
   scriptUrl: string;
+  /**
+   * Answer an iPXE client as plain PXE firmware, so it loads bootfleet's own iPXE over
+   * TFTP first (for NIC option ROMs whose built-in iPXE is old or broken).
+   */
+  chainload?: boolean;
 }
 
 export interface ProxyRequestInfo {
@@ -88,8 +93,9 @@ export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<Prox
       port,
     };
     const policy = opts.policy(info);
+    const asked = policy.chainload ? { ...client, isIpxe: false } : client;
     const outcome = evaluateProxy(
-      { client, port, source: { address: d.srcAddress, port: d.srcPort } },
+      { client: asked, port, source: { address: d.srcAddress, port: d.srcPort } },
       {
         serverAddress: info.serverAddress,
         bootFiles: opts.bootFiles,

@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import type { Config } from "../daemon/config.js";
 import { interfaceIPv4 } from "../daemon/netinfo.js";
 import type { Store } from "../store/index.js";
+import type { Machine } from "../store/machines.js";
 import { bootRoutes } from "./boot-routes.js";
 import type { SanbootPreparer } from "./boot-script.js";
 import { ClientAddresses } from "./client-addresses.js";
@@ -103,9 +104,9 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
     if (req.sourceAddress !== "0.0.0.0") addresses.record(client.mac, req.sourceAddress);
     else if (client.ciaddr !== "0.0.0.0") addresses.record(client.mac, client.ciaddr);
     const machine = recordSeen(req);
-    // Local boot, disabled, retired or in maintenance: the proxy stays silent, so the
-    // firmware moves on to its next boot device at once instead of loading iPXE to be
-    // told to exit.
+    // Local boot, disabled, retired or in maintenance: no boot file (PXE firmware is told
+    // to boot locally, iPXE gets silence: see dhcp/proxy.ts), so the PC moves on to its
+    // next boot device instead of loading iPXE to be told to exit.
     const noBootFile =
       machine !== undefined &&
       (machine.boot_action === "local" ||
@@ -116,7 +117,20 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
     return {
       noBootFile,
       scriptUrl: scriptUrlFor(req.serverAddress, client.mac, addresses.get(client.mac)),
+      chainload: config.dhcp.chainload_nic_ipxe && client.isIpxe && !chainloadedThisBoot(machine),
     };
+  };
+
+  /**
+   * Whether this boot already loaded bootfleet's iPXE over TFTP: the iPXE asking now is
+   * that one, and gets its script (no chainload loop).
+   */
+  const chainloadedThisBoot = (machine: Machine | undefined) => {
+    if (!machine) return false;
+    const current = store.sessions.current(machine.id);
+    return (
+      current?.status === "starting" && current.tftp_done_at !== null && !current.script_served_at
+    );
   };
 
   const recordSeen = (req: ProxyRequestInfo) => {

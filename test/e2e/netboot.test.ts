@@ -16,6 +16,7 @@ async function bootServer(
   t: { teardown(fn: () => void | Promise<void>): void },
   lan: TestLan,
   dataDir: string,
+  env: Record<string, string> = {},
 ) {
   return startDaemon(t, {
     wrapper: lan.wrapper,
@@ -26,6 +27,7 @@ async function bootServer(
       BOOTFLEET_DHCP_ENABLED: "true",
       BOOTFLEET_NETBOOT_INTERFACES: lan.subnets.map((s) => s.bridge).join(","),
       BOOTFLEET_LOG_LEVEL: "debug",
+      ...env,
     },
   });
 }
@@ -225,5 +227,47 @@ t.test(
     t.equal(fileA, "http://10.99.0.1:80/boot/", "and its script URL");
     t.equal(mb[1], "10.98.0.1", "room B's next-server is br1's address");
     t.equal(fileB, "http://10.98.0.1:80/boot/", "and its script URL");
+  },
+);
+
+t.test(
+  "a BIOS client chainloads undionly.kpxe over TFTP, then that iPXE reaches its script",
+  { skip },
+  async (t) => {
+    const lan = TestLan.create(t, "bf-e2e-chain", [
+      { bridge: "br0", address: "10.99.0.1", dhcpRange: ["10.99.0.50", "10.99.0.99"] },
+    ]);
+    const data = tempDir(t);
+    const mac = "52:54:00:bf:40:01";
+    addScriptedMachine(data, "lab-pc-chain", mac, "BOOTFLEET-SCRIPT-CHAINED");
+    lan.startSiteDhcp(lan.subnets[0]!);
+    // The NIC's own iPXE is answered as plain PXE firmware: PXE ROM -> TFTP -> iPXE -> script.
+    const daemon = await bootServer(t, lan, data, { BOOTFLEET_DHCP_CHAINLOAD_NIC_IPXE: "true" });
+    const pc = lan.startBiosClient({ bridge: "br0", mac });
+    t.teardown(() => pc.kill());
+    await pc.waitFor(/BOOTFLEET-SCRIPT-CHAINED/, BOOT_TIMEOUT);
+    t.match(pc.serial(), /undionly\.kpxe\.\.\. ok/, "the firmware loaded undionly.kpxe");
+    const transfers = daemon.logs.filter(
+      (l) => l.msg === "TFTP transfer finished" && l.ok === true,
+    );
+    t.same(
+      transfers.map((l) => l.file),
+      ["undionly.kpxe"],
+      "one TFTP transfer of undionly.kpxe",
+    );
+    const served = daemon.logs.filter((l) => l.msg === "boot script served");
+    t.equal(served.length, 1, "the chainloaded iPXE got its script once: no loop");
+    const store = Store.open({
+      path: join(data, "bootfleet.db"),
+      busyTimeoutMs: 1000,
+      readonly: true,
+    });
+    t.teardown(() => store.close());
+    const session = store.sessions.current(store.machines.getByMac(mac)!.id);
+    t.equal(session?.tftp_file, "undionly.kpxe");
+    t.ok(
+      session?.dhcp_offer_at && session.tftp_done_at && session.script_served_at,
+      "every phase stamped",
+    );
   },
 );
