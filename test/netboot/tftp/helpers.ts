@@ -155,6 +155,8 @@ export interface FetchOptions {
   options?: Array<[string, string]>;
   /** Per-packet wait before the client gives up. */
   timeoutMs?: number;
+  /** Whole-transfer bound, so a server that resends forever fails the test instead of hanging it. */
+  deadlineMs?: number;
 }
 
 export interface FetchResult {
@@ -176,6 +178,7 @@ export async function fetchFile(
   const client = await RawClient.open();
   try {
     const timeoutMs = opts.timeoutMs ?? 3000;
+    const deadline = Date.now() + (opts.deadlineMs ?? 30_000);
     await client.send(request(name, opts.mode ?? "octet", opts.options ?? []), serverPort);
     let blksize = 512;
     let windowsize = 1;
@@ -186,6 +189,8 @@ export async function fetchFile(
     let expected = 1; // absolute block number
     let sinceAck = 0;
     for (;;) {
+      if (Date.now() > deadline)
+        throw new Error(`transfer not done by its deadline (at block ${expected})`);
       const p = await client.next(timeoutMs);
       if (p === undefined)
         throw new Error(`no packet from server within ${timeoutMs} ms (at block ${expected})`);
@@ -305,6 +310,16 @@ export async function startServer(
       });
     },
   };
+}
+
+/** Polls `cond` until it holds or `timeoutMs` passes; returns whether it held. */
+export async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) return false;
+    await sleep(10);
+  }
+  return true;
 }
 
 export function sleep(ms: number): Promise<void> {

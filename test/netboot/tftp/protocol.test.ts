@@ -117,62 +117,68 @@ t.test("tsize is not sent when not asked", async (t) => {
   t.same(oackOptions(p.buf), new Map([["blksize", "1024"]]));
 });
 
-t.test("a lost ACK brings one resend, duplicate ACKs bring nothing (sorcerer's apprentice)", async (t) => {
-  const f = await startServer(t, { timeoutMs: 1000 });
-  await writeFile(join(f.root, "f"), randomBytes(512 * 4 + 10));
-  const c = await client(t);
-  await c.send(request("f"), f.port);
-  const first = await must(c);
-  t.equal(blockOf(first.buf), 1);
-  const tid = first.rinfo.port;
-  // Our ACK 1 is "lost": the server resends block 1 once per timeout, not in a loop.
-  const resent = await c.collect(1500);
-  t.same(
-    resent.map((p) => blockOf(p.buf)),
-    [1],
-    "exactly one retransmission of block 1 after one timeout",
-  );
-  // The ACK arrives twice (the late original and the answer to the resend).
-  await c.send(ack(1), tid);
-  await c.send(ack(1), tid);
-  t.same(blocks(await take(c, 1)), [2]);
-  t.same(await c.collect(300), [], "block 2 sent once, not once per duplicate ACK");
-  await c.send(ack(1), tid);
-  t.same(await c.collect(300), [], "a stale duplicate ACK triggers no send");
-  for (let b = 2; b <= 5; b++) {
-    await c.send(ack(b), tid);
-    if (b < 5) t.equal(blockOf((await must(c)).buf), b + 1);
-  }
-  const event = await f.nextEvent();
-  t.equal(event.ok, true);
-  t.equal(event.bytes, 512 * 4 + 10);
-});
+t.test(
+  "a lost ACK brings one resend, duplicate ACKs bring nothing (sorcerer's apprentice)",
+  async (t) => {
+    const f = await startServer(t, { timeoutMs: 1000 });
+    await writeFile(join(f.root, "f"), randomBytes(512 * 4 + 10));
+    const c = await client(t);
+    await c.send(request("f"), f.port);
+    const first = await must(c);
+    t.equal(blockOf(first.buf), 1);
+    const tid = first.rinfo.port;
+    // Our ACK 1 is "lost": the server resends block 1 once per timeout, not in a loop.
+    const resent = await c.collect(1500);
+    t.same(
+      resent.map((p) => blockOf(p.buf)),
+      [1],
+      "exactly one retransmission of block 1 after one timeout",
+    );
+    // The ACK arrives twice (the late original and the answer to the resend).
+    await c.send(ack(1), tid);
+    await c.send(ack(1), tid);
+    t.same(blocks(await take(c, 1)), [2]);
+    t.same(await c.collect(300), [], "block 2 sent once, not once per duplicate ACK");
+    await c.send(ack(1), tid);
+    t.same(await c.collect(300), [], "a stale duplicate ACK triggers no send");
+    for (let b = 2; b <= 5; b++) {
+      await c.send(ack(b), tid);
+      if (b < 5) t.equal(blockOf((await must(c)).buf), b + 1);
+    }
+    const event = await f.nextEvent();
+    t.equal(event.ok, true);
+    t.equal(event.bytes, 512 * 4 + 10);
+  },
+);
 
-t.test("windowsize: duplicate ACKs of a window do not resend it; an ACK inside the window restarts after it", async (t) => {
-  const f = await startServer(t, { timeoutMs: 1000 });
-  const content = randomBytes(512 * 20);
-  await writeFile(join(f.root, "f"), content);
-  const c = await client(t);
-  await c.send(request("f", "octet", [["windowsize", "4"]]), f.port);
-  const oack = await must(c);
-  t.same(oackOptions(oack.buf), new Map([["windowsize", "4"]]));
-  const tid = oack.rinfo.port;
-  await c.send(ack(0), tid);
-  t.same(blocks(await take(c, 4)), [1, 2, 3, 4]);
-  t.same(await c.collect(200), [], "one window, then the server waits");
-  await c.send(ack(4), tid);
-  await c.send(ack(4), tid);
-  await c.send(ack(4), tid);
-  t.same(blocks(await take(c, 4)), [5, 6, 7, 8]);
-  t.same(await c.collect(300), [], "three ACKs of block 4 bring one window, not three");
-  // The client saw 5 and 6 but lost 7: it acknowledges 6 (RFC 7440 section 4).
-  await c.send(ack(6), tid);
-  t.same(blocks(await take(c, 4)), [7, 8, 9, 10]);
-  // A timeout resends the whole current window once.
-  const before = Date.now();
-  t.same(blocks(await take(c, 4)), [7, 8, 9, 10]);
-  t.ok(Date.now() - before >= 800, "the resend waited for the timeout");
-});
+t.test(
+  "windowsize: duplicate ACKs of a window do not resend it; an ACK inside the window restarts after it",
+  async (t) => {
+    const f = await startServer(t, { timeoutMs: 1000 });
+    const content = randomBytes(512 * 20);
+    await writeFile(join(f.root, "f"), content);
+    const c = await client(t);
+    await c.send(request("f", "octet", [["windowsize", "4"]]), f.port);
+    const oack = await must(c);
+    t.same(oackOptions(oack.buf), new Map([["windowsize", "4"]]));
+    const tid = oack.rinfo.port;
+    await c.send(ack(0), tid);
+    t.same(blocks(await take(c, 4)), [1, 2, 3, 4]);
+    t.same(await c.collect(200), [], "one window, then the server waits");
+    await c.send(ack(4), tid);
+    await c.send(ack(4), tid);
+    await c.send(ack(4), tid);
+    t.same(blocks(await take(c, 4)), [5, 6, 7, 8]);
+    t.same(await c.collect(300), [], "three ACKs of block 4 bring one window, not three");
+    // The client saw 5 and 6 but lost 7: it acknowledges 6 (RFC 7440 section 4).
+    await c.send(ack(6), tid);
+    t.same(blocks(await take(c, 4)), [7, 8, 9, 10]);
+    // A timeout resends the whole current window once.
+    const before = Date.now();
+    t.same(blocks(await take(c, 4)), [7, 8, 9, 10]);
+    t.ok(Date.now() - before >= 800, "the resend waited for the timeout");
+  },
+);
 
 t.test("a stalled transfer is dropped after the retries and its file handle closed", async (t) => {
   // maxCachedFileBytes 0 serves the file from an open handle, which must be closed afterwards.
@@ -200,28 +206,37 @@ t.test("a stalled transfer is dropped after the retries and its file handle clos
   t.notOk((await openFds()).includes(path), "no descriptor left on the file");
 });
 
-t.test("tsize probe then error 8 (UEFI) is logged at debug level, reported as a size probe", async (t) => {
-  const f = await startServer(t);
-  await writeFile(join(f.root, "snponly.efi"), randomBytes(3000));
-  const c = await client(t);
-  await c.send(request("snponly.efi", "octet", [["tsize", "0"], ["blksize", "1468"]]), f.port);
-  const oack = await must(c);
-  t.equal(oackOptions(oack.buf).get("tsize"), "3000");
-  await c.send(errorPacket(8, "User aborted the transfer"), oack.rinfo.port);
-  const event = await f.nextEvent();
-  t.equal(event.ok, false);
-  t.equal(event.errorCode, 8);
-  t.equal(event.sizeProbe, true);
-  const lines = f.logs.filter((l) => l.file === "snponly.efi");
-  t.ok(lines.length > 0, "it is logged");
-  t.ok(
-    lines.every((l) => l.level <= 20),
-    "at debug level or below, never as a warning",
-  );
-  // The real request that follows is served.
-  const got = await fetchFile(f.port, "snponly.efi", { options: [["blksize", "1468"]] });
-  t.equal(got.data.length, 3000);
-});
+t.test(
+  "tsize probe then error 8 (UEFI) is logged at debug level, reported as a size probe",
+  async (t) => {
+    const f = await startServer(t);
+    await writeFile(join(f.root, "snponly.efi"), randomBytes(3000));
+    const c = await client(t);
+    await c.send(
+      request("snponly.efi", "octet", [
+        ["tsize", "0"],
+        ["blksize", "1468"],
+      ]),
+      f.port,
+    );
+    const oack = await must(c);
+    t.equal(oackOptions(oack.buf).get("tsize"), "3000");
+    await c.send(errorPacket(8, "User aborted the transfer"), oack.rinfo.port);
+    const event = await f.nextEvent();
+    t.equal(event.ok, false);
+    t.equal(event.errorCode, 8);
+    t.equal(event.sizeProbe, true);
+    const lines = f.logs.filter((l) => l.file === "snponly.efi");
+    t.ok(lines.length > 0, "it is logged");
+    t.ok(
+      lines.every((l) => l.level <= 20),
+      "at debug level or below, never as a warning",
+    );
+    // The real request that follows is served.
+    const got = await fetchFile(f.port, "snponly.efi", { options: [["blksize", "1468"]] });
+    t.equal(got.data.length, 3000);
+  },
+);
 
 t.test("a client error in the middle of a transfer ends it and is reported", async (t) => {
   const f = await startServer(t);
