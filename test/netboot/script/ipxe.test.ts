@@ -186,7 +186,7 @@ t.test("sanboot failure: a clear message and a retry, never a reboot", { skip },
   const run = await runIpxe(t, {
     script: `#!ipxe\ndhcp\nchain ${GUEST_HTTP}/boot\n`,
     // Two failures in a row prove the retry loop came back without a reboot.
-    until: /could not boot from iSCSI target[^]*could not boot from iSCSI target/,
+    until: /could not boot from iSCSI target[\s\S]*could not boot from iSCSI target/,
     timeoutMs: 120_000,
     forwards: [
       { guestPort: 8080, hostPort: port },

@@ -1,3 +1,4 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: "${...}" in these strings is iPXE syntax
 // The sanboot script on real iPXE against a real iSCSI target (tgtd): hostile CHAP
 // credentials must reach the target byte for byte, and the disk must boot.
 
