@@ -266,6 +266,9 @@ t.test("templates", async (t) => {
       ],
     );
     t.equal(setting(m, "bf-item-1"), "Linux");
+    const failed = m.slice(m.indexOf("\n:bf-failed\n"));
+    t.match(failed, /^autoboot \|\|$/m, "a failed entry asks DHCP for a fresh menu (fresh tokens)");
+    t.match(failed, /^goto bf-menu$/m);
   });
 
   t.test("kernel: initrds named on the command line for the EFI stub", async (t) => {
