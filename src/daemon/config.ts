@@ -74,7 +74,18 @@ export const configSchema = z
         overlay_driver: z.enum(["reflink", "lvm-thin"]),
         overlays_dir: derivedPathSchema,
         portal_port: portSchema,
+        portal_address: z.union([z.literal(""), ipv4Schema]),
+        iqn_prefix: z
+          .string()
+          .regex(
+            /^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*$/,
+            'an IQN prefix such as "iqn.2024-01.io.bootfleet" (lowercase)',
+          ),
         tgt_control_port: z.number().int().min(0).max(65535),
+        tgt_conf_dir: pathSchema,
+        lio_saveconfig: pathSchema,
+        lvm_volume_group: z.string(),
+        session_poll_ms: z.number().int().min(500).max(600000),
       })
       .strict(),
     store: z.object({ busy_timeout_ms: z.number().int().min(0).max(600000) }).strict(),
@@ -140,7 +151,13 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
       overlay_driver: "reflink",
       overlays_dir: "",
       portal_port: 3260,
+      portal_address: "",
+      iqn_prefix: "iqn.2024-01.io.bootfleet",
       tgt_control_port: 0,
+      tgt_conf_dir: "/etc/tgt/conf.d",
+      lio_saveconfig: "/etc/target/saveconfig.json",
+      lvm_volume_group: "",
+      session_poll_ms: 5000,
     },
     store: { busy_timeout_ms: 5000 },
     log: { level: "info" },
@@ -216,6 +233,7 @@ function complete(
   if (!c.netboot.server_address && c.netboot.interfaces[0]) {
     c.netboot.server_address = detectAddress(c.netboot.interfaces[0]) ?? "";
   }
+  c.iscsi.portal_address ||= c.netboot.server_address;
   return c;
 }
 

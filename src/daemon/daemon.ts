@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import { createApp, type DaemonState } from "../api/app.js";
 import { ensureInitialAdmin, INITIAL_PASSWORD_FILE } from "../api/auth/initial-admin.js";
 import { loadOrCreateSigningKey } from "../api/auth/keys.js";
+import { type Iscsi, startIscsi } from "../iscsi/service.js";
 import { createNetboot, type Netboot } from "../netboot/service.js";
 import { Store } from "../store/index.js";
 import { VERSION } from "../version.js";
@@ -23,6 +24,8 @@ export class Daemon {
   private store: Store | undefined;
   private http: RunningHttpServer | undefined;
   private netboot: Netboot | undefined;
+  private iscsi: Iscsi | undefined;
+  private iscsiProblem: string | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -50,6 +53,16 @@ export class Daemon {
     if (interrupted.length)
       this.log.warn({ jobs: interrupted }, "marked interrupted jobs as failed");
 
+    this.iscsi = await startIscsi({ config: c, store: this.store, log: this.log }).catch(
+      (err: unknown) => {
+        // Everything else still serves (API, netboot, discovery); sanboot machines are told
+        // their disk is not ready, and the reason is in the log and the STATUS line.
+        this.iscsiProblem = err instanceof Error ? err.message : String(err);
+        this.log.error({ reason: this.iscsiProblem }, "iSCSI unavailable");
+        return undefined;
+      },
+    );
+
     const initialPasswordFile = join(c.data_dir, INITIAL_PASSWORD_FILE);
     await ensureInitialAdmin(this.store, initialPasswordFile, this.log);
     const app = createApp({
@@ -59,7 +72,12 @@ export class Daemon {
       log: this.log,
       store: this.store,
       signingKey: loadOrCreateSigningKey(join(c.data_dir, "api-signing.key")),
-      iscsi: { portalIp: c.netboot.server_address || "127.0.0.1", portalPort: c.iscsi.portal_port },
+      iscsi: {
+        portalIp: c.iscsi.portal_address || "127.0.0.1",
+        portalPort: c.iscsi.portal_port,
+        iqnPrefix: c.iscsi.iqn_prefix,
+      },
+      onTargetChanged: (machineId) => this.iscsi?.onTargetChanged(machineId),
       directories: {
         data: c.data_dir,
         images: c.images_dir,
@@ -75,6 +93,7 @@ export class Daemon {
       templatesDir: fileURLToPath(new URL("../../ipxe/", import.meta.url)),
       httpPort: () => this.http?.address.port ?? 0,
       replyDelayMs: () => this.config.dhcp.reply_delay_ms,
+      ...(this.iscsi ? { sanboot: this.iscsi.sanboot } : {}),
     });
     app.route("/boot", this.netboot.routes as unknown as typeof app);
     this.http = await startHttpServer({ fetch: app.fetch, listen: c.http.listen, log: this.log });
@@ -130,6 +149,7 @@ export class Daemon {
     this.log.info({ in_flight: this.http?.inFlight() ?? 0 }, "stopping: draining");
     // No new boots first, then let transfers and requests in flight finish.
     await this.netboot?.close();
+    this.iscsi?.close();
     await this.http?.close(this.config.shutdown.drain_timeout_ms);
     this.store?.close();
     this.log.info("stopped");
@@ -148,6 +168,11 @@ export class Daemon {
     const c = this.config;
     const parts = [`HTTP ${c.http.listen}`];
     if (this.netboot) parts.push(this.netboot.summary());
+    parts.push(
+      this.iscsi
+        ? this.iscsi.summary()
+        : `iSCSI unavailable: ${this.iscsiProblem ?? "not started"}`,
+    );
     if (this.store) parts.push(`${this.store.machines.count()} machines`);
     return parts.join(", ");
   }

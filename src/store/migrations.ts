@@ -231,6 +231,18 @@ CREATE INDEX history_user ON history_events(user_id, at);
 CREATE INDEX history_machine ON history_events(machine_id, at);
 `,
   },
+  {
+    version: 3,
+    name: "overlay usage per target",
+    sql: `
+-- What each machine's overlay holds of its own (bytes written since it was cloned), read
+-- from the overlay driver now and then, so admins see who writes how much.
+ALTER TABLE targets ADD COLUMN overlay_allocated_bytes INTEGER;
+ALTER TABLE targets ADD COLUMN overlay_unique_bytes INTEGER;
+ALTER TABLE targets ADD COLUMN overlay_usage_at TEXT;
+ALTER TABLE targets ADD COLUMN overlay_reset_at TEXT;
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -25,6 +25,10 @@ export interface Target {
   mutual_chap_username: string | null;
   mutual_chap_password: string | null;
   is_active: number;
+  overlay_allocated_bytes: number | null;
+  overlay_unique_bytes: number | null;
+  overlay_usage_at: string | null;
+  overlay_reset_at: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -49,6 +53,10 @@ const WRITABLE = [
   "mutual_chap_username",
   "mutual_chap_password",
   "is_active",
+  "overlay_allocated_bytes",
+  "overlay_unique_bytes",
+  "overlay_usage_at",
+  "overlay_reset_at",
 ] as const satisfies readonly (keyof Target)[];
 
 export type NewTarget = Pick<
@@ -77,6 +85,13 @@ export class TargetsRepo extends Table<Target> {
     return this.db
       .prepare("SELECT * FROM targets WHERE machine_id = ? ORDER BY id")
       .all(machineId) as Target[];
+  }
+
+  /** Every active target, for the reconciler's start-up pass and session polling. */
+  allActive(): Target[] {
+    return this.db
+      .prepare("SELECT * FROM targets WHERE is_active = 1 ORDER BY id")
+      .all() as Target[];
   }
 
   /** Whether any target still uses an image (an image in use must not be deleted). */
