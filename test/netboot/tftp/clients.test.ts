@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { readFile, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
-import { makeTempDir, startServer } from "./helpers.js";
+import { makeTempDir, startServer } from "./fixtures/helpers.js";
 
 const IPXE = {
   "undionly.kpxe": "/usr/lib/ipxe/undionly.kpxe",

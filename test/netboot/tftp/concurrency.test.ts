@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
-import { fetchFile, makeTempDir, startServer, waitFor } from "./helpers.js";
+import { fetchFile, makeTempDir, startServer, waitFor } from "./fixtures/helpers.js";
 
 async function fiftyAtOnce(t: Tap, shareFiles: boolean) {
   const f = await startServer(t, { shareFiles, maxTransfers: 64 });

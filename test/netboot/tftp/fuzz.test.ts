@@ -8,7 +8,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
 import { parseTftpPacket, parseTftpRequest } from "../../../src/netboot/tftp/packet.js";
-import { makeTempDir, RawClient, request, sleep, startServer } from "./helpers.js";
+import { makeTempDir, RawClient, request, sleep, startServer } from "./fixtures/helpers.js";
 
 // Seeded so a failure can be replayed: the seed is printed in the test name.
 function prng(seed: number): () => number {

@@ -20,7 +20,7 @@ import {
   request,
   sleep,
   startServer,
-} from "./helpers.js";
+} from "./fixtures/helpers.js";
 
 const DATA = 3;
 const ERROR = 5;

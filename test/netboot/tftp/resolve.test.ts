@@ -4,7 +4,7 @@ import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
 import { normaliseTftpName, resolveTftpPath } from "../../../src/netboot/tftp/resolve.js";
-import { makeTempDir } from "./helpers.js";
+import { makeTempDir } from "./fixtures/helpers.js";
 
 t.test("normalisation", async (t) => {
   t.same(normaliseTftpName("/undionly.kpxe"), { ok: true, name: "undionly.kpxe" });
