@@ -49,7 +49,8 @@ async function freePort(): Promise<number> {
 async function startTgtd(t: Test, disk: string): Promise<number> {
   const portal = await freePort();
   // Control channel of our own tgtd (its socket path is shared by all tgtd instances).
-  const control = 20000 + (process.pid % 20000);
+  // tgtadm accepts -C values up to 32767.
+  const control = 20000 + (process.pid % 12000);
   const tgtadm = (...args: string[]) =>
     run("tgtadm", ["-C", String(control), "--lld", "iscsi", ...args]);
   const child: ChildProcess = spawn(
