@@ -19,6 +19,8 @@ import {
 } from "./route.js";
 import type { DaemonState } from "./routes/health.js";
 import { ROUTE_MODULES } from "./routes.js";
+import { installEventAuth } from "./services-routes/events.js";
+import { installMetrics } from "./services-routes/metrics.js";
 
 export type { ApiEnv } from "./env.js";
 export type { DaemonState } from "./routes/health.js";
@@ -87,6 +89,10 @@ export function createApi(deps: AppDeps): { app: Hono<ApiEnv>; routes: readonly 
       "request",
     );
   });
+
+  // Services' own middleware and /metrics, before the routes they wrap.
+  installMetrics(app, apiDeps.services.metrics);
+  installEventAuth(app);
 
   const apiRoutes = (deps.modules ?? ROUTE_MODULES).flatMap((m) => m(apiDeps));
   const routes: RouteDef[] = [...apiRoutes];

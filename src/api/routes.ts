@@ -6,6 +6,11 @@ import { machinesRoutes } from "./routes/machines.js";
 import { sessionsRoutes } from "./routes/sessions.js";
 import { targetsRoutes } from "./routes/targets.js";
 import { usersRoutes } from "./routes/users.js";
+import { eventsRoutes } from "./services-routes/events.js";
+import { imagesRoutes } from "./services-routes/images.js";
+import { jobsRoutes } from "./services-routes/jobs.js";
+import { powerRoutes } from "./services-routes/power.js";
+import { storageRoutes } from "./services-routes/storage.js";
 
 /**
  * Every route module of the API, one per line. Append a line to add a module: the
@@ -19,4 +24,9 @@ export const ROUTE_MODULES: readonly RouteModule[] = [
   targetsRoutes,
   sessionsRoutes,
   historyRoutes,
+  imagesRoutes,
+  jobsRoutes,
+  eventsRoutes,
+  powerRoutes,
+  storageRoutes,
 ];

@@ -1,0 +1,210 @@
+import { z } from "zod";
+import { IMAGE_TYPES, type ImageService } from "../../images/service.js";
+import { UploadAborted } from "../../images/upload.js";
+import type { Image } from "../../store/images.js";
+import { conflictOnUnique, notFound } from "../conflict.js";
+import { ApiError } from "../errors.js";
+import {
+  ADMIN_ONLY,
+  type ApiDeps,
+  defineRoute,
+  idParams,
+  listQuery,
+  READERS,
+  type RouteModule,
+  runList,
+  sendList,
+} from "../route.js";
+import { zName, zText } from "../validate.js";
+
+declare module "../route.js" {
+  interface ApiServices {
+    /** Uploads, import jobs and deletion of golden images. */
+    images?: ImageService;
+  }
+}
+
+const IMAGE_STATUSES = ["uploading", "processing", "ready", "error"] as const;
+const SORTS = [
+  "id",
+  "name",
+  "created_at",
+  "updated_at",
+  "size_bytes",
+  "virtual_size_bytes",
+  "status",
+  "image_type",
+  "format",
+] as const;
+
+type ImageRow = Image & { created_by_username: string | null };
+
+/** An image in the GGnet shape (plus status_reason and the current version). */
+export function imageView(i: ImageRow) {
+  return {
+    id: i.id,
+    name: i.name,
+    description: i.description,
+    filename: i.filename,
+    format: i.format,
+    size_bytes: i.size_bytes,
+    virtual_size_bytes: i.virtual_size_bytes,
+    status: i.status,
+    status_reason: i.status_reason,
+    image_type: i.image_type,
+    checksum_md5: i.checksum_md5,
+    checksum_sha256: i.checksum_sha256,
+    current_version: i.current_version,
+    created_at: i.created_at,
+    updated_at: i.updated_at,
+    created_by: i.created_by,
+    created_by_username: i.created_by_username,
+  };
+}
+
+const SELECT = "i.*, u.username AS created_by_username";
+const FROM = "images i LEFT JOIN users u ON u.id = i.created_by";
+
+const updateBody = z
+  .object({
+    name: zName(200),
+    description: zText(2000),
+    image_type: z.enum(IMAGE_TYPES),
+  })
+  .partial()
+  .strict();
+
+function service(deps: ApiDeps): ImageService {
+  const s = deps.services.images;
+  if (!s) throw new ApiError(503, "service_unavailable", "the image service is not running");
+  return s;
+}
+
+/** /api/images: the golden image library (admins write; operators and viewers read). */
+export const imagesRoutes: RouteModule = (deps) => {
+  const { store } = deps;
+  const getRow = (id: number) =>
+    store.db.prepare(`SELECT ${SELECT} FROM ${FROM} WHERE i.id = ?`).get(id) as
+      | ImageRow
+      | undefined;
+  const view = (id: number) => {
+    const row = getRow(id);
+    if (!row) throw notFound("image", id);
+    return imageView(row);
+  };
+  return [
+    defineRoute({
+      method: "GET",
+      path: "/images",
+      tag: "images",
+      summary: "List disk images",
+      roles: READERS,
+      query: listQuery(
+        { sort: SORTS },
+        {
+          image_type: z.enum(IMAGE_TYPES).optional(),
+          status: z.enum(IMAGE_STATUSES).optional(),
+        },
+      ),
+      handler: ({ c, query }) => {
+        const { rows, total } = runList<ImageRow>(
+          store.db,
+          {
+            select: SELECT,
+            from: FROM,
+            where: [
+              query.image_type && "i.image_type = @type",
+              query.status && "i.status = @status",
+            ],
+            params: { type: query.image_type, status: query.status },
+            search: ["i.name", "i.description", "i.filename"],
+            sort: Object.fromEntries(SORTS.map((k) => [k, `i.${k}`])),
+            tiebreak: "i.id",
+          },
+          query,
+        );
+        return sendList(c, rows.map(imageView), total, query);
+      },
+    }),
+    defineRoute({
+      method: "POST",
+      path: "/images/upload",
+      tag: "images",
+      summary:
+        "Upload a disk image (multipart: file, name, description, image_type); it is imported by a job",
+      roles: ADMIN_ONLY,
+      resource: "image",
+      operation: "upload",
+      status: 201,
+      rateLimit: "upload",
+      handler: async ({ c, user, audit }) => {
+        const images = service(deps);
+        const body = c.req.raw.body;
+        if (!body) {
+          throw new ApiError(422, "validation_error", "file: required", { field: "file" });
+        }
+        const headers: Record<string, string> = {};
+        c.req.raw.headers.forEach((v, k) => {
+          headers[k] = v;
+        });
+        try {
+          const { image, job } = await images.upload({ headers, body, userId: user!.id });
+          audit({ resource_id: image.id, detail: { job_id: job.id, bytes: image.size_bytes } });
+          c.header("Location", `/api/images/${image.id}`);
+          return { ...view(image.id), job_id: job.id };
+        } catch (err) {
+          // The upload code stops reading the body when it fails; the rest of a large
+          // upload must not be read into the next request on this connection.
+          c.header("Connection", "close");
+          if (err instanceof UploadAborted) {
+            deps.log.info({ reason: err.message }, "image upload cut off by the client");
+            throw new ApiError(400, "validation_error", err.message, { field: "file" });
+          }
+          throw err;
+        }
+      },
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/images/:id",
+      tag: "images",
+      summary: "Get an image",
+      roles: READERS,
+      params: idParams,
+      handler: ({ params }) => view(params.id),
+    }),
+    defineRoute({
+      method: "PUT",
+      path: "/images/:id",
+      tag: "images",
+      summary: "Update an image's name, description or type",
+      roles: ADMIN_ONLY,
+      resource: "image",
+      params: idParams,
+      body: updateBody,
+      handler: ({ params, body }) => {
+        if (!store.images.get(params.id)) throw notFound("image", params.id);
+        const images = deps.services.images;
+        conflictOnUnique(
+          () => (images ? images.update(params.id, body) : store.images.update(params.id, body)),
+          () => "an image with this name exists",
+        );
+        return view(params.id);
+      },
+    }),
+    defineRoute({
+      method: "DELETE",
+      path: "/images/:id",
+      tag: "images",
+      summary: "Delete an image and its files (409 while a target uses it or a job imports it)",
+      roles: ADMIN_ONLY,
+      resource: "image",
+      params: idParams,
+      handler: async ({ params }) => {
+        if (!store.images.get(params.id)) throw notFound("image", params.id);
+        await service(deps).delete(params.id);
+        return { message: "image deleted", id: params.id };
+      },
+    }),
+  ];
+};
