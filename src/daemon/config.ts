@@ -43,6 +43,16 @@ export const configSchema = z
     data_dir: pathSchema,
     images_dir: derivedPathSchema,
     http: z.object({ listen: listenSchema }).strict(),
+    images: z
+      .object({
+        /** Largest image upload accepted, in bytes (413 above it). */
+        upload_max_bytes: z
+          .number()
+          .int()
+          .min(1024 * 1024)
+          .max(2 ** 50),
+      })
+      .strict(),
     netboot: z
       .object({
         interfaces: z.array(ifnameSchema),
@@ -130,6 +140,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
     data_dir: privileges.isRoot ? "/var/lib/bootfleet" : "./var",
     images_dir: "",
     http: { listen: low ? ":80" : ":8080" },
+    images: { upload_max_bytes: 200 * 1024 ** 3 },
     netboot: { interfaces: detectedInterface ? [detectedInterface] : [], server_address: "" },
     tftp: {
       enabled: true,

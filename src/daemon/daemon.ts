@@ -5,13 +5,26 @@ import type { Logger } from "pino";
 import { createApp, type DaemonState } from "../api/app.js";
 import { ensureInitialAdmin, INITIAL_PASSWORD_FILE } from "../api/auth/initial-admin.js";
 import { loadOrCreateSigningKey } from "../api/auth/keys.js";
+import type { ApiServices } from "../api/route.js";
+import { EventStreams } from "../api/services-routes/event-streams.js";
+import { connectMetrics } from "../api/services-routes/metrics.js";
+import { EventBus } from "../events/bus.js";
+import { ImageService } from "../images/service.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
+import { runProcess } from "../jobs/child.js";
+import { JobRunner } from "../jobs/runner.js";
+import { BootfleetMetrics } from "../metrics/bootfleet.js";
 import { createNetboot, type Netboot } from "../netboot/service.js";
+import { IpmiPower, PowerError } from "../power/ipmi.js";
+import { PowerService } from "../power/service.js";
+import { wakeOnLan } from "../power/wol.js";
+import { registerCleanupJob } from "../storage/cleanup.js";
 import { Store } from "../store/index.js";
 import { VERSION } from "../version.js";
 import type { Config } from "./config.js";
 import { changedKeys, LIVE_KEYS } from "./config-diff.js";
 import { type RunningHttpServer, startHttpServer } from "./http-server.js";
+import { interfaceIPv4 } from "./netinfo.js";
 import type { Notifier } from "./sdnotify.js";
 
 /**
@@ -27,6 +40,15 @@ export class Daemon {
   private iscsi: Iscsi | undefined;
   private iscsiProblem: string | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
+  private jobs: JobRunner | undefined;
+  private streams: EventStreams | undefined;
+  /**
+   * The event bus and the metrics, for the services that report to them (netboot:
+   * `metrics.dhcpOffer`, `tftpTransfer`, `scriptServed`, `bootPhase`; bus events
+   * `machine_discovered`, `session_started`...). Set in start(), before netboot is built.
+   */
+  bus: EventBus | undefined;
+  metrics: BootfleetMetrics | undefined;
 
   constructor(
     private config: Config,
@@ -47,11 +69,7 @@ export class Daemon {
       path: join(c.data_dir, "bootfleet.db"),
       busyTimeoutMs: c.store.busy_timeout_ms,
     });
-    const interrupted = this.store.jobs.failInterrupted(
-      "interrupted: bootfleetd stopped while the job ran",
-    );
-    if (interrupted.length)
-      this.log.warn({ jobs: interrupted }, "marked interrupted jobs as failed");
+    const services = this.startServices(this.store);
 
     this.iscsi = await startIscsi({ config: c, store: this.store, log: this.log }).catch(
       (err: unknown) => {
@@ -84,6 +102,7 @@ export class Daemon {
         tftp: c.tftp.root,
         overlays: c.iscsi.overlays_dir,
       },
+      services,
     });
     this.netboot = await createNetboot({
       config: c,
@@ -147,13 +166,81 @@ export class Daemon {
     clearInterval(this.watchdogTimer);
     this.notifier.stopping("draining requests in flight");
     this.log.info({ in_flight: this.http?.inFlight() ?? 0 }, "stopping: draining");
+    // Event streams never end by themselves: end them, or the drain waits its whole bound.
+    this.streams?.closeAll();
     // No new boots first, then let transfers and requests in flight finish.
     await this.netboot?.close();
     this.iscsi?.close();
     await this.http?.close(this.config.shutdown.drain_timeout_ms);
+    // Running jobs are cancelled and awaited while the store can still record how they ended.
+    await this.jobs?.stop(this.config.shutdown.drain_timeout_ms);
     this.store?.close();
     this.log.info("stopped");
     this.notifier.close();
+  }
+
+  /**
+   * The API's services: event bus and streams, metrics, job runner (with every job type
+   * registered before `recover()` settles what a previous process left), images, storage
+   * cleanup and power.
+   */
+  private startServices(store: Store): ApiServices {
+    const c = this.config;
+    const bus = new EventBus({
+      onListenerError: (err, e) =>
+        this.log.warn({ err: (err as Error).message, event: e.type }, "event listener failed"),
+    });
+    this.bus = bus;
+    const metrics = new BootfleetMetrics();
+    this.metrics = metrics;
+    connectMetrics({ metrics, bus, store });
+    const jobs = new JobRunner({ store, log: this.log, bus });
+    this.jobs = jobs;
+    const images = new ImageService({
+      store,
+      runner: jobs,
+      log: this.log,
+      bus,
+      imagesDir: c.images_dir,
+      maxUploadBytes: c.images.upload_max_bytes,
+    });
+    // Overlays are left out until the iSCSI side can say which overlay ids targets use:
+    // without that list the cleanup never touches a machine's disk.
+    registerCleanupJob(jobs, {
+      imagesDir: c.images_dir,
+      referencedImageFiles: () => images.referencedFiles(),
+    });
+    const recovered = jobs.recover();
+    if (recovered.failed.length || recovered.requeued.length) {
+      this.log.warn(
+        { failed: recovered.failed, requeued: recovered.requeued },
+        "jobs left by the previous run: interrupted ones failed, queued ones resumed",
+      );
+    }
+    const power = new PowerService({
+      ipmi: new IpmiPower({
+        run: (command, args, o) => runProcess(command, args, o),
+        baseEnv: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
+      }),
+      wake: async (mac) => {
+        const source = wakeSource(c);
+        if (!source) {
+          throw new PowerError(
+            "no address to send Wake-on-LAN from: set [netboot] server_address or interfaces",
+          );
+        }
+        await wakeOnLan({ mac, sourceAddress: source });
+      },
+    });
+    this.streams = new EventStreams({ bus });
+    return {
+      images,
+      jobs,
+      events: this.streams,
+      power,
+      metrics,
+      storage: { imagesDir: c.images_dir },
+    };
   }
 
   private startWatchdog() {
@@ -176,4 +263,11 @@ export class Daemon {
     if (this.store) parts.push(`${this.store.machines.count()} machines`);
     return parts.join(", ");
   }
+}
+
+/** The server's address on the LAN: the magic packet is a broadcast out of that interface. */
+function wakeSource(c: Config): string | undefined {
+  if (c.netboot.server_address) return c.netboot.server_address;
+  const first = c.netboot.interfaces[0];
+  return first ? interfaceIPv4(first) : undefined;
 }

@@ -2,6 +2,7 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
 import type { Logger } from "pino";
+import { WebSocketServer } from "ws";
 import { parseListen } from "./config.js";
 
 export interface RunningHttpServer {
@@ -20,7 +21,11 @@ export async function startHttpServer(opts: {
   listen: string;
   log: Logger;
 }): Promise<RunningHttpServer> {
-  const server = createAdaptorServer({ fetch: opts.fetch }) as Server;
+  // Upgrades go through the app like any request (so /api/ws is authenticated by the
+  // same route wrapper); ws only does the handshake and framing. Clients send us nothing
+  // but control frames, so messages are kept small.
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+  const server = createAdaptorServer({ fetch: opts.fetch, websocket: { server: wss } }) as Server;
   // iPXE and firmware HTTP stacks are slow and simple; keep the defaults generous but
   // bounded so a stuck client cannot hold a socket forever.
   server.headersTimeout = 30_000;
@@ -66,6 +71,8 @@ export async function startHttpServer(opts: {
             "drain timeout: closing the requests still in flight",
           );
           server.closeAllConnections();
+          // Upgraded sockets are no longer the HTTP server's to close.
+          for (const ws of wss.clients) ws.terminate();
         }, timeoutMs);
         server.close(() => {
           clearTimeout(timer);
