@@ -194,8 +194,8 @@ t.test("relative paths resolve against the working directory", async (t) => {
 
 t.test("--print-config masks secrets and round-trips as TOML", async (t) => {
   const { config } = load();
-  const withSecret = { ...config, api: { jwt_secret: "s3cr3t-value", chap_password: "p4ss" } };
-  const text = printableConfig(withSecret as typeof config);
+  const withSecret = { ...config, vault: { jwt_secret: "s3cr3t-value", chap_password: "p4ss" } };
+  const text = printableConfig(withSecret as unknown as typeof config);
   t.notMatch(text, /s3cr3t-value|p4ss/);
   t.match(text, /jwt_secret = "\*\*\*\*\*\*\*\*"/);
   t.match(text, /\[http\]\nlisten = ":80"/);
