@@ -2,6 +2,7 @@
 // PXE firmware the iPXE binary; everything after that goes over HTTP.
 
 import { createSocket, type RemoteInfo, type Socket, type SocketType } from "node:dgram";
+import { type LookupOneOptions, lookup } from "node:dns";
 import { realpath } from "node:fs/promises";
 import { isIP } from "node:net";
 import type { Logger } from "pino";
@@ -93,6 +94,18 @@ export interface TftpServer {
 
 function socketType(address: string): SocketType {
   return isIP(address) === 6 ? "udp6" : "udp4";
+}
+
+// dgram resolves the destination of every send through dns.lookup, which for an IP literal still
+// defers the send by a tick; transfer sockets only ever send to literal client addresses.
+function literalLookup(
+  hostname: string,
+  options: LookupOneOptions,
+  callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
+): void {
+  const family = isIP(hostname);
+  if (family !== 0) callback(null, hostname, family);
+  else lookup(hostname, options, callback);
 }
 
 export function createTftpServer(opts: TftpServerOptions): TftpServer {
@@ -384,7 +397,7 @@ export function createTftpServer(opts: TftpServerOptions): TftpServer {
 
   function bindTransferSocket(): Promise<Socket> {
     return new Promise((resolve, reject) => {
-      const s = createSocket({ type: socketType(address) });
+      const s = createSocket({ type: socketType(address), lookup: literalLookup });
       const onError = (err: Error) => {
         s.close();
         reject(err);

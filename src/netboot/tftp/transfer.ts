@@ -93,10 +93,10 @@ export class Transfer {
     return Math.min(this.#acked * this.#p.blksize, this.#p.source.size);
   }
 
+  // No per-send callback: it costs an allocation per packet, and send errors reach the socket's
+  // "error" listener anyway. Loss is handled by the retransmission timer.
   #send(buf: Buffer | Buffer[]): void {
-    this.#p.socket.send(buf, this.#p.clientPort, this.#p.clientAddress, (err) => {
-      if (err) this.#p.log.debug({ err }, "tftp send failed");
-    });
+    this.#p.socket.send(buf, this.#p.clientPort, this.#p.clientAddress);
   }
 
   #arm(): void {
