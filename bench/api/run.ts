@@ -1,0 +1,584 @@
+// bootfleet's HTTP stack against a bare Hono handler answering the same bytes, on loopback:
+//
+//   list:            GET /api/machines?limit=100 (admin token) with 5,000 machines in the store
+//   boot-custom:     GET /boot/<mac>/<token> of a known machine with boot_action "custom"
+//   boot-discovery:  GET /boot/<mac>/<token> of an unknown MAC (the discovery script, which
+//                    carries a freshly issued token, so its bytes change every second)
+//
+//   node --import tsx bench/api/run.ts [--duration 10] [--warmup 2] [--reps 2]
+//        [--connections 32] [--threads 2] [--machines 5000] [--no-build] [--json FILE]
+//
+// Needs wrk (apt-get install -y wrk). Builds the daemon (npm run build) unless --no-build.
+// The boot scripts are served by the built daemon (node bin/bootfleetd.js). The list is served
+// by createApi in a process of its own (serve.ts), because the daemon cannot raise its API rate
+// limit (100/min per user, src/api/route.ts DEFAULT_RATE_LIMITS; createApp is called without
+// rateLimits in src/daemon/daemon.ts and the configuration has no key for it): the run shows that
+// limit on the daemon, and checks that serve.ts answers the list with the daemon's exact bytes.
+// Every server listens on 127.0.0.1; each is stopped by its pid; the temp folder is removed.
+
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadOrCreateSigningKey } from "../../src/api/auth/keys.js";
+import { issueBootToken } from "../../src/netboot/script/token.js";
+import { Store } from "../../src/store/index.js";
+import type { BootAction, MachineStatus, NewMachine } from "../../src/store/machines.js";
+import type { CannedResponse } from "./serve.js";
+
+const args = process.argv.slice(2);
+const opt = (name: string, dflt: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : dflt;
+};
+const DURATION = Number(opt("duration", "10"));
+const WARMUP = Number(opt("warmup", "2"));
+const REPS = Number(opt("reps", "2"));
+const CONNECTIONS = Number(opt("connections", "32"));
+const THREADS = Number(opt("threads", "2"));
+const MACHINES = Number(opt("machines", "5000"));
+const JSON_OUT = opt("json", "");
+const BUILD = !args.includes("--no-build");
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const HERE = new URL(".", import.meta.url).pathname;
+const HOST = "127.0.0.1";
+const CUSTOM_MAC = "02:bf:00:00:09:c4"; // machine 2500 of the fill
+const UNKNOWN_MAC = "02:bf:ff:00:00:01";
+const CUSTOM_SCRIPT = [
+  "#!ipxe",
+  "echo bootfleet bench: custom script",
+  "kernel http://10.99.0.1/images/rescue/vmlinuz initrd=initrd.img console=ttyS0 boot=live quiet",
+  "initrd http://10.99.0.1/images/rescue/initrd.img",
+  "boot || shell",
+  "",
+].join("\n");
+
+const children: ChildProcess[] = [];
+let tmp: string | undefined;
+
+function log(msg: string) {
+  process.stderr.write(`[bench/api] ${msg}\n`);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, HOST, () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** CPU seconds (user + system) of one process, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/** Busy and total jiffies of the whole host, to tell how loaded the 2 cores were. */
+function hostJiffies(): { busy: number; total: number } {
+  const line = readFileSync("/proc/stat", "utf8").split("\n")[0]!;
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  const total = v.reduce((a, b) => a + b, 0);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
+async function stopChild(child: ChildProcess) {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 12_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function cleanup() {
+  await Promise.all(children.map(stopChild));
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+  tmp = undefined;
+}
+
+/** Starts serve.ts in a mode and waits (bounded) for the port it prints. */
+function startServe(mode: string, arg: string): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(process.execPath, ["--import", "tsx", join(HERE, "serve.ts"), mode, arg], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`serve.ts ${mode}: no port in 30 s`)), 30_000);
+    child.once("exit", (code) => reject(new Error(`serve.ts ${mode} exited with ${code}`)));
+    child.stdout!.on("data", (d) => {
+      out += d;
+      const nl = out.indexOf("\n");
+      if (nl < 0) return;
+      clearTimeout(timer);
+      resolve({ child, port: (JSON.parse(out.slice(0, nl)) as { port: number }).port });
+    });
+  });
+}
+
+async function waitHttp(url: string, child: ChildProcess, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`${url}: the server exited (${child.exitCode})`);
+    try {
+      const r = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      if (r.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await sleep(200);
+  }
+  throw new Error(`${url} did not answer within ${timeoutMs} ms`);
+}
+
+function fillStore(path: string) {
+  const store = Store.open({ path, busyTimeoutMs: 5000 });
+  const statuses: MachineStatus[] = ["active", "active", "active", "inactive", "maintenance"];
+  const actions: BootAction[] = ["sanboot", "sanboot", "sanboot", "menu", "local"];
+  store.transaction(() => {
+    for (let i = 1; i <= MACHINES; i++) {
+      const mac = `02:bf:00:00:${((i >> 8) & 0xff).toString(16).padStart(2, "0")}:${(i & 0xff).toString(16).padStart(2, "0")}`;
+      const room = `room-${1 + (i % 12)}`;
+      const m: NewMachine = {
+        name: `pc-${String(i).padStart(4, "0")}`,
+        description: `Lab workstation ${i}`,
+        mac_address: mac,
+        ip_address: `10.${20 + (i >> 16)}.${(i >> 8) & 0xff}.${i & 0xff}`,
+        hostname: `pc-${String(i).padStart(4, "0")}.lab.example`,
+        boot_mode: i % 3 === 0 ? "bios" : "uefi",
+        status: statuses[i % statuses.length]!,
+        location: `building-${1 + (i % 3)}`,
+        room,
+        asset_tag: `AT-${100000 + i}`,
+        boot_action: actions[i % actions.length]!,
+        overlay_policy: i % 2 ? "reset" : "persistent",
+      };
+      if (mac === CUSTOM_MAC) {
+        m.status = "active";
+        m.boot_action = "custom";
+        m.custom_script = CUSTOM_SCRIPT;
+      }
+      store.machines.create(m);
+    }
+  });
+  const n = store.machines.count();
+  store.close();
+  if (n !== MACHINES) throw new Error(`store holds ${n} machines, expected ${MACHINES}`);
+}
+
+interface WrkResult {
+  requests: number;
+  duration_us: number;
+  bytes: number;
+  errors: { connect: number; read: number; write: number; status: number; timeout: number };
+  latency_us: { p50: number; p90: number; p99: number; max: number; mean: number };
+}
+
+// wrk's latency histogram is in microseconds; done() runs once with every thread merged.
+const WRK_LUA = `
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,' ..
+    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
+    '"latency_us":{"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%.1f}}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, latency.mean))
+end
+`;
+
+function wrk(url: string, seconds: number, headers: string[]): Promise<WrkResult> {
+  const argv = [
+    `-t${THREADS}`,
+    `-c${CONNECTIONS}`,
+    `-d${seconds}s`,
+    "--timeout",
+    "5s",
+    "-s",
+    join(tmp!, "report.lua"),
+    ...headers.flatMap((h) => ["-H", h]),
+    url,
+  ];
+  return new Promise((resolve, reject) => {
+    const child = spawn("wrk", argv, { stdio: ["ignore", "pipe", "pipe"] });
+    children.push(child);
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+    });
+    child.stderr.on("data", (d) => {
+      err += d;
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), (seconds + 30) * 1000);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      const line = out.split("\n").find((l) => l.startsWith("WRKJSON "));
+      if (code !== 0 || !line) {
+        reject(new Error(`wrk ${url} exited ${code}: ${err.trim() || out.trim()}`));
+        return;
+      }
+      resolve(JSON.parse(line.slice(8)) as WrkResult);
+    });
+  });
+}
+
+interface Target {
+  label: string;
+  url: string;
+  pid: number;
+}
+
+interface Scenario {
+  name: string;
+  description: string;
+  headers: string[];
+  bootfleet: Target;
+  bare: Target;
+}
+
+interface Measurement {
+  scenario: string;
+  server: "bootfleet" | "bare";
+  rep: number;
+  rps: number;
+  p50_ms: number;
+  p90_ms: number;
+  p99_ms: number;
+  max_ms: number;
+  server_cpu_us_per_req: number;
+  host_busy_pct: number;
+  bytes_per_response: number;
+}
+
+async function measure(
+  s: Scenario,
+  which: "bootfleet" | "bare",
+  rep: number,
+): Promise<Measurement> {
+  const t = s[which];
+  await wrk(t.url, WARMUP, s.headers);
+  const cpu0 = cpuSeconds(t.pid);
+  const host0 = hostJiffies();
+  const r = await wrk(t.url, DURATION, s.headers);
+  const cpu1 = cpuSeconds(t.pid);
+  const host1 = hostJiffies();
+  const e = r.errors;
+  const failed = e.connect + e.read + e.write + e.status + e.timeout;
+  if (failed > 0 || r.requests === 0) {
+    throw new Error(`${s.name} on ${which}: ${r.requests} requests, errors ${JSON.stringify(e)}`);
+  }
+  const seconds = r.duration_us / 1e6;
+  const ms = (us: number) => Math.round(us / 10) / 100;
+  return {
+    scenario: s.name,
+    server: which,
+    rep,
+    rps: Math.round(r.requests / seconds),
+    p50_ms: ms(r.latency_us.p50),
+    p90_ms: ms(r.latency_us.p90),
+    p99_ms: ms(r.latency_us.p99),
+    max_ms: ms(r.latency_us.max),
+    server_cpu_us_per_req: Math.round(((cpu1 - cpu0) * 1e6) / r.requests),
+    host_busy_pct: Math.round((100 * (host1.busy - host0.busy)) / (host1.total - host0.total)),
+    bytes_per_response: Math.round(r.bytes / r.requests),
+  };
+}
+
+async function getBytes(url: string, headers: Record<string, string> = {}) {
+  const r = await fetch(url, { headers, signal: AbortSignal.timeout(10_000) });
+  const body = Buffer.from(await r.arrayBuffer());
+  return { status: r.status, body, type: r.headers.get("content-type") ?? "", headers: r.headers };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+async function main() {
+  // wrk --version prints its banner and exits 1: only a missing binary is an error.
+  const wrkVersion = spawnSync("wrk", ["--version"], { encoding: "utf8" });
+  if (wrkVersion.error) throw new Error("wrk is missing: apt-get install -y wrk");
+  const started = Date.now();
+  if (BUILD) {
+    log("npm run build");
+    execFileSync("npm", ["run", "--silent", "build"], {
+      cwd: ROOT,
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+  }
+  tmp = mkdtempSync(join(tmpdir(), `bf-benchapi-${process.pid}-`));
+  writeFileSync(join(tmp, "report.lua"), WRK_LUA);
+  writeFileSync(join(tmp, "empty.toml"), "");
+  const dataDir = join(tmp, "data");
+  execFileSync("mkdir", ["-p", dataDir]);
+  log(`filling the store with ${MACHINES} machines`);
+  fillStore(join(dataDir, "bootfleet.db"));
+
+  const daemonPort = await freePort();
+  const daemon = spawn(
+    process.execPath,
+    [join(ROOT, "bin/bootfleetd.js"), "--config", join(tmp, "empty.toml")],
+    {
+      cwd: tmp,
+      stdio: ["ignore", "ignore", "inherit"],
+      env: {
+        PATH: process.env.PATH,
+        BOOTFLEET_DATA_DIR: dataDir,
+        BOOTFLEET_HTTP_LISTEN: `${HOST}:${daemonPort}`,
+        BOOTFLEET_DHCP_ENABLED: "false",
+        BOOTFLEET_TFTP_PORT: "0",
+        BOOTFLEET_LOG_LEVEL: "warn",
+        // Keep the iSCSI side inside the temp folder whatever it tries.
+        BOOTFLEET_ISCSI_TARGET_DRIVER: "tgt",
+        BOOTFLEET_ISCSI_TGT_CONF_DIR: join(tmp, "tgt-conf"),
+        BOOTFLEET_ISCSI_LIO_SAVECONFIG: join(tmp, "saveconfig.json"),
+      },
+    },
+  );
+  children.push(daemon);
+  const daemonBase = `http://${HOST}:${daemonPort}`;
+  await waitHttp(`${daemonBase}/api/health`, daemon, 30_000);
+  log(`daemon (pid ${daemon.pid}) on ${daemonBase}`);
+
+  const password = readFileSync(join(dataDir, "initial-admin-password"), "utf8").trim();
+  const login = await fetch(`${daemonBase}/api/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: "admin", password }),
+  });
+  if (!login.ok) throw new Error(`login: ${login.status} ${await login.text()}`);
+  const { access_token: access } = (await login.json()) as { access_token: string };
+  const auth = { authorization: `Bearer ${access}` };
+
+  const api = await startServe("api", dataDir);
+  const apiBase = `http://${HOST}:${api.port}`;
+  log(`createApi server (pid ${api.child.pid}) on ${apiBase}`);
+
+  // The list: same bytes from the daemon and from the in-process API.
+  const listPath = "/api/machines?limit=100";
+  const fromDaemon = await getBytes(`${daemonBase}${listPath}`, auth);
+  const fromApi = await getBytes(`${apiBase}${listPath}`, auth);
+  if (fromDaemon.status !== 200 || fromApi.status !== 200) {
+    throw new Error(`list: daemon ${fromDaemon.status}, createApi ${fromApi.status}`);
+  }
+  if (!fromDaemon.body.equals(fromApi.body))
+    throw new Error("list: createApi's bytes differ from the daemon's");
+  const items = JSON.parse(fromDaemon.body.toString("utf8")) as unknown[];
+  if (items.length !== 100 || fromDaemon.headers.get("x-total-count") !== String(MACHINES)) {
+    throw new Error(
+      `list: ${items.length} items, X-Total-Count ${fromDaemon.headers.get("x-total-count")}`,
+    );
+  }
+
+  // Boot scripts: tokens bound to the MAC and to 127.0.0.1, valid for the whole run.
+  const bootKey = loadOrCreateSigningKey(join(dataDir, "boot-token.key"));
+  const expiresAt = Date.now() + 60 * 60_000;
+  const bootPath = (mac: string) =>
+    `/boot/${mac.replaceAll(":", "")}/${issueBootToken(bootKey, { mac, ip: HOST, expiresAt })}`;
+  const customPath = bootPath(CUSTOM_MAC);
+  const discoveryPath = bootPath(UNKNOWN_MAC);
+  const custom = await getBytes(`${daemonBase}${customPath}`);
+  if (custom.status !== 200 || custom.body.toString("utf8") !== CUSTOM_SCRIPT) {
+    throw new Error(
+      `custom script: ${custom.status} ${JSON.stringify(custom.body.toString("utf8"))}`,
+    );
+  }
+  const discovery = await getBytes(`${daemonBase}${discoveryPath}`);
+  const discoveryText = discovery.body.toString("utf8");
+  if (
+    discovery.status !== 200 ||
+    !discoveryText.startsWith("#!ipxe") ||
+    !discoveryText.includes(UNKNOWN_MAC.replaceAll(":", ""))
+  ) {
+    throw new Error(`discovery script: ${discovery.status} ${JSON.stringify(discoveryText)}`);
+  }
+
+  const canned: Record<string, CannedResponse> = {
+    "/api/machines": { body: fromDaemon.body.toString("base64"), type: fromDaemon.type },
+    [`/boot/${CUSTOM_MAC.replaceAll(":", "")}`]: {
+      body: custom.body.toString("base64"),
+      type: custom.type,
+    },
+    [`/boot/${UNKNOWN_MAC.replaceAll(":", "")}`]: {
+      body: discovery.body.toString("base64"),
+      type: discovery.type,
+    },
+  };
+  writeFileSync(join(tmp, "canned.json"), JSON.stringify(canned));
+  const bare = await startServe("bare", join(tmp, "canned.json"));
+  const bareBase = `http://${HOST}:${bare.port}`;
+  log(`bare Hono server (pid ${bare.child.pid}) on ${bareBase}`);
+  for (const [path, want] of [
+    [listPath, fromDaemon.body],
+    [customPath, custom.body],
+    [discoveryPath, discovery.body],
+  ] as const) {
+    const got = await getBytes(`${bareBase}${path}`);
+    if (got.status !== 200 || !got.body.equals(want)) throw new Error(`bare ${path}: other bytes`);
+  }
+
+  const scenarios: Scenario[] = [
+    {
+      name: "list",
+      description: `GET ${listPath} (${MACHINES} machines, admin token; ${fromDaemon.body.length} B JSON)`,
+      headers: [`Authorization: ${auth.authorization}`],
+      bootfleet: { label: "createApi", url: `${apiBase}${listPath}`, pid: api.child.pid! },
+      bare: { label: "bare", url: `${bareBase}${listPath}`, pid: bare.child.pid! },
+    },
+    {
+      name: "boot-custom",
+      description: `GET /boot/<mac>/<token>, known machine, boot_action custom (${custom.body.length} B)`,
+      headers: [],
+      bootfleet: { label: "daemon", url: `${daemonBase}${customPath}`, pid: daemon.pid! },
+      bare: { label: "bare", url: `${bareBase}${customPath}`, pid: bare.child.pid! },
+    },
+    {
+      name: "boot-discovery",
+      description: `GET /boot/<mac>/<token>, unknown MAC: discovery script (${discovery.body.length} B)`,
+      headers: [],
+      bootfleet: { label: "daemon", url: `${daemonBase}${discoveryPath}`, pid: daemon.pid! },
+      bare: { label: "bare", url: `${bareBase}${discoveryPath}`, pid: bare.child.pid! },
+    },
+  ];
+
+  const results: Measurement[] = [];
+  for (const s of scenarios) {
+    for (let rep = 1; rep <= REPS; rep++) {
+      // ABBA order, so a drift in the machine's other load falls on both sides.
+      const order: ("bootfleet" | "bare")[] =
+        rep % 2 ? ["bootfleet", "bare"] : ["bare", "bootfleet"];
+      for (const which of order) {
+        const m = await measure(s, which, rep);
+        results.push(m);
+        log(
+          `${s.name} ${which} rep ${rep}: ${m.rps} req/s, p50 ${m.p50_ms} ms, p99 ${m.p99_ms} ms, ` +
+            `${m.server_cpu_us_per_req} µs CPU/req, host ${m.host_busy_pct}% busy`,
+        );
+      }
+    }
+  }
+
+  // The daemon's own API limit, for the record: sequential list requests until the first 429.
+  let allowed = 0;
+  let limitedAt: number | undefined;
+  for (let i = 0; i < 150; i++) {
+    const r = await fetch(`${daemonBase}/api/machines?limit=1`, { headers: auth });
+    await r.arrayBuffer();
+    if (r.status === 429) {
+      limitedAt = i + 1;
+      break;
+    }
+    if (r.ok) allowed++;
+  }
+
+  const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+  const env = {
+    cpu: `${cpus().length} × ${cpus()[0]?.model ?? "?"}`,
+    node: process.version,
+    wrk: wrkVersion.stdout.split("\n")[0]?.split(" [")[0] ?? "",
+    commit: execFileSync("git", ["rev-parse", "--short", "HEAD"], {
+      cwd: ROOT,
+      encoding: "utf8",
+    }).trim(),
+    loadavg_after: load,
+    duration_s: DURATION,
+    warmup_s: WARMUP,
+    reps: REPS,
+    threads: THREADS,
+    connections: CONNECTIONS,
+    machines: MACHINES,
+    wall_s: 0,
+  };
+
+  const lines: string[] = [];
+  lines.push(
+    `Machine: ${env.cpu}; Node ${env.node}; ${env.wrk}; commit ${env.commit}; load average at the end ${env.loadavg_after}.`,
+    `wrk -t${THREADS} -c${CONNECTIONS}, ${DURATION} s per measurement after ${WARMUP} s of warm-up, ${REPS} reps (ABBA order). Median of the reps; each rep below.`,
+    "",
+  );
+  for (const s of scenarios)
+    lines.push(`- **${s.name}**: ${s.description}; bootfleet = ${s.bootfleet.label}`);
+  lines.push(
+    "",
+    "| scenario | server | req/s | p50 ms | p99 ms | server CPU µs/req | bare ÷ bootfleet req/s | bootfleet ÷ bare p99 | CPU/req ratio |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  );
+  const med = (sc: string, server: string, k: keyof Measurement) =>
+    median(
+      results.filter((r) => r.scenario === sc && r.server === server).map((r) => r[k] as number),
+    );
+  for (const s of scenarios) {
+    const bf = {
+      rps: med(s.name, "bootfleet", "rps"),
+      p50: med(s.name, "bootfleet", "p50_ms"),
+      p99: med(s.name, "bootfleet", "p99_ms"),
+      cpu: med(s.name, "bootfleet", "server_cpu_us_per_req"),
+    };
+    const ba = {
+      rps: med(s.name, "bare", "rps"),
+      p50: med(s.name, "bare", "p50_ms"),
+      p99: med(s.name, "bare", "p99_ms"),
+      cpu: med(s.name, "bare", "server_cpu_us_per_req"),
+    };
+    lines.push(
+      `| ${s.name} | bootfleet (${s.bootfleet.label}) | ${bf.rps} | ${bf.p50} | ${bf.p99} | ${bf.cpu} | ${(ba.rps / bf.rps).toFixed(2)}× | ${(bf.p99 / ba.p99).toFixed(2)}× | ${(bf.cpu / ba.cpu).toFixed(2)}× |`,
+      `| ${s.name} | bare Hono | ${ba.rps} | ${ba.p50} | ${ba.p99} | ${ba.cpu} | | | |`,
+    );
+  }
+  lines.push(
+    "",
+    "Each measurement:",
+    "",
+    "| scenario | server | rep | req/s | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/req | host busy % | bytes/response (with headers) |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ...results.map(
+      (r) =>
+        `| ${r.scenario} | ${r.server} | ${r.rep} | ${r.rps} | ${r.p50_ms} | ${r.p90_ms} | ${r.p99_ms} | ${r.max_ms} | ${r.server_cpu_us_per_req} | ${r.host_busy_pct} | ${r.bytes_per_response} |`,
+    ),
+    "",
+    limitedAt !== undefined
+      ? `The daemon's API limit: ${allowed} list requests answered, request ${limitedAt} got 429 (fixed 60 s window per user).`
+      : `The daemon's API limit: no 429 within 150 requests (${allowed} answered).`,
+  );
+  env.wall_s = Math.round((Date.now() - started) / 1000);
+  lines.push(`Whole run: ${env.wall_s} s.`);
+  process.stdout.write(`${lines.join("\n")}\n`);
+  if (JSON_OUT)
+    writeFileSync(
+      JSON_OUT,
+      `${JSON.stringify({ env, results, daemon_limit: { allowed, limitedAt } }, null, 2)}\n`,
+    );
+}
+
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => {
+    void cleanup().then(() => process.exit(130));
+  });
+}
+
+try {
+  await main();
+} catch (err) {
+  process.exitCode = 1;
+  log(`failed: ${err instanceof Error ? err.message : String(err)}`);
+} finally {
+  await cleanup();
+}
