@@ -1,3 +1,4 @@
+import type { IncomingMessage } from "node:http";
 import { upgradeWebSocket } from "@hono/node-server";
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import type { WebSocket } from "ws";
@@ -145,7 +146,7 @@ export const eventsRoutes: RouteModule = (deps) => [
         throw new ApiError(503, "service_unavailable", "the event stream is not available");
       }
       const token = bearerToken(c)!;
-      return sseResponse(deps, streams, user!, token, filter, query.types, after);
+      return sseResponse(c, deps, streams, user!, token, filter, query.types, after);
     },
   }),
   defineRoute({
@@ -213,6 +214,7 @@ function sseFrame(d: Delivery): Uint8Array {
  * its bounded subscription queue and is disconnected instead of growing our memory.
  */
 function sseResponse(
+  c: Context,
   deps: ApiDeps,
   streams: EventStreams,
   user: AuthUser,
@@ -227,6 +229,23 @@ function sseResponse(
   let lastSent = backlog.at(-1)?.id ?? after;
   let greeted = false;
   let checkedAt = Date.now();
+  let finished = false;
+  const finish = () => {
+    finished = true;
+    stopWatch();
+    streams.release(sub);
+  };
+  // A client that stopped reading stalls pull(), so nothing inside it sees the
+  // subscription end (overflow or shutdown): the connection is cut from outside.
+  const stopWatch = watchStalled(
+    sub,
+    streams,
+    () => finished,
+    () => {
+      finish();
+      (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket?.destroy();
+    },
+  );
   const body = new ReadableStream<Uint8Array>(
     {
       pull: async (controller) => {
@@ -246,7 +265,7 @@ function sseResponse(
           const due = !d || Date.now() - checkedAt >= streams.heartbeatMs;
           if (due) checkedAt = Date.now();
           if (sub.closed || (due && !(await stillAuthorized(deps, token, user)))) {
-            streams.release(sub);
+            finish();
             controller.close();
             return;
           }
@@ -260,7 +279,7 @@ function sseResponse(
           return;
         }
       },
-      cancel: () => streams.release(sub),
+      cancel: finish,
     },
     { highWaterMark: 0 },
   );
@@ -273,6 +292,30 @@ function sseResponse(
       "x-accel-buffering": "no",
     },
   });
+}
+
+/**
+ * Calls `cut` once the subscription has ended but its stream has not finished within a
+ * tick: the consumer is stuck behind a full socket. Returns the function that stops it.
+ */
+function watchStalled(
+  sub: Subscription,
+  streams: EventStreams,
+  done: () => boolean,
+  cut: () => void,
+): () => void {
+  const timer = setInterval(
+    () => {
+      if (done()) clearInterval(timer);
+      else if (sub.closed) {
+        clearInterval(timer);
+        cut();
+      }
+    },
+    Math.min(500, streams.heartbeatMs),
+  );
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 function send(ws: WebSocket, data: string): Promise<Error | undefined> {
@@ -297,6 +340,28 @@ async function pumpWebSocket(
   let closeCode: number | undefined;
   let reason = "";
   let checkedAt = Date.now();
+  let finished = false;
+  const end = () => {
+    if (finished) return;
+    finished = true;
+    stopWatch();
+    streams.release(sub);
+    if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) {
+      ws.close(closeCode ?? 1000, reason);
+      // A peer that never answers the close frame (or never reads) is cut off.
+      setTimeout(() => ws.terminate(), 1000).unref();
+    }
+  };
+  // A send to a client that stopped reading never completes: end it from outside.
+  const stopWatch = watchStalled(
+    sub,
+    streams,
+    () => finished,
+    () => {
+      [closeCode, reason] = endReason(sub);
+      end();
+    },
+  );
   try {
     const backlog = after > 0 ? streams.recent(after, filter, types) : [];
     let lastSent = after;
@@ -309,13 +374,7 @@ async function pumpWebSocket(
       if (ws.readyState !== ws.OPEN) return;
       if (!d) {
         if (sub.closed) {
-          if (sub.endReason === "overflow") {
-            closeCode = WS_CLOSE.tooSlow;
-            reason = "too slow: events were dropped; reconnect with ?after=<last id>";
-          } else {
-            closeCode = WS_CLOSE.shutdown;
-            reason = "server shutting down";
-          }
+          [closeCode, reason] = endReason(sub);
           return;
         }
         ws.ping();
@@ -338,11 +397,12 @@ async function pumpWebSocket(
     closeCode = 1011;
     reason = "internal error";
   } finally {
-    streams.release(sub);
-    if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) {
-      ws.close(closeCode ?? 1000, reason);
-      // A peer that never answers the close frame (or never reads) is cut off.
-      setTimeout(() => ws.terminate(), 1000).unref();
-    }
+    end();
   }
+}
+
+function endReason(sub: Subscription): [number, string] {
+  return sub.endReason === "overflow"
+    ? [WS_CLOSE.tooSlow, "too slow: events were dropped; reconnect with ?after=<last id>"]
+    : [WS_CLOSE.shutdown, "server shutting down"];
 }
