@@ -7,6 +7,7 @@
 //
 //   node --import tsx bench/api/run.ts [--duration 10] [--warmup 2] [--reps 2]
 //        [--connections 32] [--threads 2] [--machines 5000] [--no-build] [--json FILE]
+//        [--profile DIR]
 //
 // Needs wrk (apt-get install -y wrk). Builds the daemon (npm run build) unless --no-build.
 // The boot scripts are served by the built daemon (node bin/bootfleetd.js). The list is served
@@ -40,6 +41,9 @@ const THREADS = Number(opt("threads", "2"));
 const MACHINES = Number(opt("machines", "5000"));
 const JSON_OUT = opt("json", "");
 const BUILD = !args.includes("--no-build");
+// A folder for V8 CPU profiles of the servers (.cpuprofile, open in Chrome DevTools).
+const PROFILE = opt("profile", "");
+const nodeFlags = PROFILE ? ["--cpu-prof", "--cpu-prof-dir", PROFILE] : [];
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const HERE = new URL(".", import.meta.url).pathname;
@@ -110,10 +114,14 @@ async function cleanup() {
 
 /** Starts serve.ts in a mode and waits (bounded) for the port it prints. */
 function startServe(mode: string, arg: string): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, ["--import", "tsx", join(HERE, "serve.ts"), mode, arg], {
-    cwd: ROOT,
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const child = spawn(
+    process.execPath,
+    [...nodeFlags, "--import", "tsx", join(HERE, "serve.ts"), mode, arg],
+    {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
   children.push(child);
   return new Promise((resolve, reject) => {
     let out = "";
@@ -335,7 +343,7 @@ async function main() {
   const daemonPort = await freePort();
   const daemon = spawn(
     process.execPath,
-    [join(ROOT, "bin/bootfleetd.js"), "--config", join(tmp, "empty.toml")],
+    [...nodeFlags, join(ROOT, "bin/bootfleetd.js"), "--config", join(tmp, "empty.toml")],
     {
       cwd: tmp,
       stdio: ["ignore", "ignore", "inherit"],
@@ -526,20 +534,16 @@ async function main() {
       results.filter((r) => r.scenario === sc && r.server === server).map((r) => r[k] as number),
     );
   for (const s of scenarios) {
-    const bf = {
-      rps: med(s.name, "bootfleet", "rps"),
-      p50: med(s.name, "bootfleet", "p50_ms"),
-      p99: med(s.name, "bootfleet", "p99_ms"),
-      cpu: med(s.name, "bootfleet", "server_cpu_us_per_req"),
-    };
-    const ba = {
-      rps: med(s.name, "bare", "rps"),
-      p50: med(s.name, "bare", "p50_ms"),
-      p99: med(s.name, "bare", "p99_ms"),
-      cpu: med(s.name, "bare", "server_cpu_us_per_req"),
-    };
+    const pick = (server: string) => ({
+      rps: Math.round(med(s.name, server, "rps")),
+      p50: med(s.name, server, "p50_ms").toFixed(2),
+      p99: med(s.name, server, "p99_ms").toFixed(2),
+      cpu: Math.round(med(s.name, server, "server_cpu_us_per_req")),
+    });
+    const bf = pick("bootfleet");
+    const ba = pick("bare");
     lines.push(
-      `| ${s.name} | bootfleet (${s.bootfleet.label}) | ${bf.rps} | ${bf.p50} | ${bf.p99} | ${bf.cpu} | ${(ba.rps / bf.rps).toFixed(2)}× | ${(bf.p99 / ba.p99).toFixed(2)}× | ${(bf.cpu / ba.cpu).toFixed(2)}× |`,
+      `| ${s.name} | bootfleet (${s.bootfleet.label}) | ${bf.rps} | ${bf.p50} | ${bf.p99} | ${bf.cpu} | ${(ba.rps / bf.rps).toFixed(2)}× | ${(Number(bf.p99) / Number(ba.p99)).toFixed(2)}× | ${(bf.cpu / ba.cpu).toFixed(2)}× |`,
       `| ${s.name} | bare Hono | ${ba.rps} | ${ba.p50} | ${ba.p99} | ${ba.cpu} | | | |`,
     );
   }
