@@ -49,7 +49,12 @@ function oackOptions(buf: Buffer): Map<string, string> {
 /** One fetch on its own socket (a fresh TID per transfer, as firmware does). */
 function fetchOnce(cfg: Config, expected: Buffer, totals: Totals): Promise<void> {
   return new Promise((resolve) => {
-    const sock: Socket = createSocket("udp4");
+    // Sends go to a literal address: skip dgram's per-send dns.lookup and its extra tick, which
+    // otherwise makes the generator the bottleneck sooner.
+    const sock: Socket = createSocket({
+      type: "udp4",
+      lookup: (host, _opts, cb) => cb(null, host, 4),
+    });
     const timeoutMs = cfg.timeoutMs ?? 1000;
     let tid: number | undefined;
     let blksize = 512;
