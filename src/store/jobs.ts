@@ -71,7 +71,7 @@ export class JobsRepo extends Table<Job> {
   failInterrupted(reason: string): number[] {
     return this.db.transaction(() => {
       const ids = (
-        this.db.prepare("SELECT id FROM jobs WHERE status = 'running'").all() as { id: number }[]
+        this.stmt("SELECT id FROM jobs WHERE status = 'running'").all() as { id: number }[]
       ).map((r) => r.id);
       const now = nowIso(this.clock);
       for (const id of ids) {

@@ -100,7 +100,7 @@ export class MachinesRepo extends Table<Machine> {
   }
 
   getByMac(mac: string): Machine | undefined {
-    return this.db.prepare("SELECT * FROM machines WHERE mac_address = ?").get(mac) as
+    return this.stmt("SELECT * FROM machines WHERE mac_address = ?").get(mac) as
       | Machine
       | undefined;
   }

@@ -59,7 +59,7 @@ export class SessionsRepo extends Table<BootSession> {
   }
 
   getBySessionId(sessionId: string): BootSession | undefined {
-    return this.db.prepare("SELECT * FROM boot_sessions WHERE session_id = ?").get(sessionId) as
+    return this.stmt("SELECT * FROM boot_sessions WHERE session_id = ?").get(sessionId) as
       | BootSession
       | undefined;
   }

@@ -1,3 +1,4 @@
+import type Database from "better-sqlite3";
 import type { Db } from "./db.js";
 import { nowIso, setClause } from "./util.js";
 
@@ -6,6 +7,8 @@ import { nowIso, setClause } from "./util.js";
  * count. Column names come only from the repository's allow-list, never from a caller.
  */
 export class Table<Row extends { id: number }> {
+  private readonly statements = new Map<string, Database.Statement>();
+
   constructor(
     protected readonly db: Db,
     readonly name: string,
@@ -15,8 +18,21 @@ export class Table<Row extends { id: number }> {
     private readonly stamped = true,
   ) {}
 
+  /**
+   * A prepared statement, made once per SQL text: preparing costs more than running a
+   * simple query, and the boot path looks machines up on every DHCP packet.
+   */
+  protected stmt(sql: string): Database.Statement {
+    let s = this.statements.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.statements.set(sql, s);
+    }
+    return s;
+  }
+
   get(id: number): Row | undefined {
-    return this.db.prepare(`SELECT * FROM ${this.name} WHERE id = ?`).get(id) as Row | undefined;
+    return this.stmt(`SELECT * FROM ${this.name} WHERE id = ?`).get(id) as Row | undefined;
   }
 
   insert(values: Partial<Row>): Row {
@@ -30,7 +46,7 @@ export class Table<Row extends { id: number }> {
     const sql = allCols.length
       ? `INSERT INTO ${this.name} (${allCols.join(", ")}) VALUES (${allVals.join(", ")})`
       : `INSERT INTO ${this.name} DEFAULT VALUES`;
-    const info = this.db.prepare(sql).run(this.stamped ? { ...params, __now: now } : params);
+    const info = this.stmt(sql).run(this.stamped ? { ...params, __now: now } : params);
     return this.get(Number(info.lastInsertRowid))!;
   }
 
@@ -46,12 +62,12 @@ export class Table<Row extends { id: number }> {
   }
 
   delete(id: number): boolean {
-    return this.db.prepare(`DELETE FROM ${this.name} WHERE id = ?`).run(id).changes > 0;
+    return this.stmt(`DELETE FROM ${this.name} WHERE id = ?`).run(id).changes > 0;
   }
 
   count(where = "1 = 1", params: Record<string, unknown> = {}): number {
     return (
-      this.db.prepare(`SELECT count(*) AS n FROM ${this.name} WHERE ${where}`).get(params) as {
+      this.stmt(`SELECT count(*) AS n FROM ${this.name} WHERE ${where}`).get(params) as {
         n: number;
       }
     ).n;
