@@ -452,3 +452,25 @@ t.test("close() aborts a transfer that does not finish within the bound", async 
   t.match(errorMessageOf(p.buf), /shutting down/i);
   t.equal(f.server.stats().activeTransfers, 0);
 });
+
+t.test(
+  "a negotiated timeout (RFC 2349) drives retransmission instead of the default",
+  async (t) => {
+    const f = await startServer(t, { timeoutMs: 10_000 });
+    await writeFile(join(f.root, "f"), randomBytes(2000));
+    const c = await client(t);
+    await c.send(request("f", "octet", [["timeout", "1"]]), f.port);
+    const oack = await must(c);
+    t.same(oackOptions(oack.buf), new Map([["timeout", "1"]]));
+    await c.send(ack(0), oack.rinfo.port);
+    t.equal(blockOf((await must(c)).buf), 1);
+    const started = Date.now();
+    const resent = await must(c, 3000);
+    const waited = Date.now() - started;
+    t.equal(blockOf(resent.buf), 1, "block 1 resent");
+    t.ok(
+      waited >= 800 && waited < 2500,
+      `after the client's 1 s, not the default 10 s (${waited} ms)`,
+    );
+  },
+);
