@@ -11,11 +11,12 @@ import { silent, tempStore } from "../jobs/helpers.js";
 import { multipart } from "./multipart.js";
 
 function setup(t: Parameters<typeof tempStore>[0], maxUploadBytes = 256 << 20) {
-  const { store, dir } = tempStore(t, "images");
+  const { store, dir, beforeClose } = tempStore(t, "images");
   const imagesDir = join(dir, "images");
   execFileSync("mkdir", ["-p", imagesDir]);
   const bus = new EventBus();
   const runner = new JobRunner({ store, bus, log: silent });
+  beforeClose(() => runner.stop(10_000));
   const images = new ImageService({ store, runner, bus, log: silent, imagesDir, maxUploadBytes });
   return { store, bus, runner, images, imagesDir, work: dir };
 }

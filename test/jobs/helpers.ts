@@ -8,16 +8,19 @@ export const silent = pino({ level: "silent" });
 
 /** A store in a fresh temp folder, removed in teardown. */
 export function tempStore(
-  t: { teardown(fn: () => void): void },
+  t: { teardown(fn: () => void | Promise<void>): void },
   label: string,
-): { store: Store; dir: string } {
+): { store: Store; dir: string; beforeClose(fn: () => void | Promise<void>): void } {
   const dir = mkdtempSync(join(tmpdir(), `bf-${label}-${process.pid}-`));
   const store = Store.open({ path: join(dir, "bootfleet.db"), busyTimeoutMs: 2000 });
-  t.teardown(() => {
+  // What still writes to the store (a job runner) stops before the store closes.
+  const hooks: (() => void | Promise<void>)[] = [];
+  t.teardown(async () => {
+    for (const hook of hooks) await hook();
     store.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  return { store, dir };
+  return { store, dir, beforeClose: (fn) => hooks.push(fn) };
 }
 
 export function deferred<T = void>() {
