@@ -264,6 +264,7 @@ def ramp(ifname, cfg):
     lo, hi = cfg["macs"]
     n = hi - lo
     timeout = cfg.get("timeout", 1.0)
+    timeout_ns = int(timeout * 1e9)
     steps = []
     k = 0
     for rate in cfg["rates"]:
@@ -283,6 +284,7 @@ def ramp(ifname, cfg):
                 k += 1
                 i += 1
             c.drain()
+            c.expire(timeout_ns)
             next_at = t0 + i * interval
             c.wait(int((next_at - time.monotonic_ns()) / 1e6))
         sent_end = time.monotonic_ns()
@@ -290,6 +292,7 @@ def ramp(ifname, cfg):
         while c.pending and time.monotonic() < deadline:
             c.wait(10)
             c.drain()
+            c.expire(timeout_ns)
         c.expire(0)
         # Answers over the span they arrived in: a server that falls behind keeps answering
         # after the schedule ended, and that tail belongs to its rate.

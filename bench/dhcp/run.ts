@@ -45,6 +45,9 @@ const RATES = opt("rates", "250,500,1000,2000,4000").split(",").map(Number);
 const STEP_SECONDS = Number(opt("step-seconds", "2"));
 const CPU_PROF = argv.includes("--cpu-prof") ? resolve(opt("cpu-prof", "bench-dhcp-prof")) : "";
 const JSON_OUT = opt("json", "");
+// An experiment, not the product: rewrites the built transport's default pause between two
+// queued replies (1 ms), to see how much of bootfleet's rate that pause costs.
+const PATCH_SEND_INTERVAL = opt("patch-send-interval", "");
 const TIMEOUT_S = 1.0;
 const PROBE_MAC = 0xf00000;
 
@@ -133,6 +136,19 @@ function buildSnapshot(): string {
     [join(REPO, "node_modules/typescript/bin/tsc"), "-p", join(snap, "tsconfig.build.json")],
     { stdio: "inherit" },
   );
+  if (PATCH_SEND_INTERVAL !== "") {
+    const file = join(snap, "dist/netboot/dhcp/transport.js");
+    const before = readFileSync(file, "utf8");
+    const after = before.replace(
+      "opts.sendIntervalMs ?? 1",
+      `opts.sendIntervalMs ?? ${Number(PATCH_SEND_INTERVAL)}`,
+    );
+    if (after === before)
+      throw new Error("--patch-send-interval: default not found in transport.js");
+    writeFileSync(file, after);
+    log(`EXPERIMENT: transport sendIntervalMs default patched to ${PATCH_SEND_INTERVAL} ms`);
+    return `${commit}+sendInterval=${PATCH_SEND_INTERVAL}`;
+  }
   return commit;
 }
 
@@ -426,11 +442,14 @@ const median = (xs: number[]) => {
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
-const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+const fmt = (x: number) =>
+  Number.isNaN(x) ? "–" : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2);
 const spread = (xs: number[]) =>
-  xs.length > 1
-    ? `${fmt(median(xs))} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`
-    : fmt(xs[0]!);
+  xs.every(Number.isNaN)
+    ? "–"
+    : xs.length > 1
+      ? `${fmt(median(xs))} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`
+      : fmt(xs[0]!);
 
 function table(rounds: Round[]): string {
   const of = (s: Round["server"]) => rounds.filter((r) => r.server === s);
