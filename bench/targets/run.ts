@@ -18,7 +18,7 @@
 import { ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, open, readdir, readFile, rm, stat } from "node:fs/promises";
-import { cpus, release, tmpdir } from "node:os";
+import { cpus, loadavg, release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { pino } from "pino";
@@ -279,6 +279,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const benchStarted = performance.now();
+  const loadAtStart = loadavg()[0] ?? 0;
   const checks: { ok: boolean; what: string }[] = [];
   const check = (ok: boolean, what: string) => {
     checks.push({ ok, what });
@@ -485,6 +486,17 @@ async function main(): Promise<void> {
     [...baseBlocks].every(([iqn, b]) => baseAfter.get(iqn) === b),
     "baseline CHAP change leaves every target's show output as it was (account re-bound)",
   );
+  // The cost of one process start, alone: the same cheap tgtadm call from Node's execFile (what
+  // the driver uses) and from bash, on the baseline tgtd.
+  const sys = ["-C", String(base.controlPort), "--op", "show", "--mode", "sys"];
+  const nodeRunner = execRunner();
+  const SPAWNS = 50;
+  const nodeSpawn = await measure(async () => {
+    for (let r = 0; r < SPAWNS; r++) await nodeRunner("tgtadm", sys);
+  });
+  const bashSpawn = await measure(() =>
+    bash(`for i in $(seq ${SPAWNS}); do tgtadm ${sys.join(" ")} >/dev/null; done`, {}),
+  );
   const bShow: number[] = [];
   for (let r = 0; r < 5; r++) {
     const started = performance.now();
@@ -505,7 +517,7 @@ async function main(): Promise<void> {
   const totalMs = performance.now() - benchStarted;
   const { stdout: tgtVer } = await run("tgtd", ["--version"]);
   line(
-    `Machine: ${cpus().length} × ${cpus()[0]?.model.trim() ?? "?"}, Linux ${release()}, Node ${process.version}, tgt ${tgtVer.trim() || "?"}; ${N} machines; whole run ${f1(totalMs / 1000)} s.`,
+    `Machine: ${cpus().length} × ${cpus()[0]?.model.trim() ?? "?"}, Linux ${release()}, Node ${process.version}, tgt ${tgtVer.trim() || "?"}; ${N} machines; whole run ${f1(totalMs / 1000)} s; 1-min load average ${f1(loadAtStart)} at start, ${f1(loadavg()[0] ?? 0)} at end.`,
   );
   line();
   const chMs = changeRuns.map((r) => r.ms);
@@ -583,6 +595,11 @@ async function main(): Promise<void> {
   );
   line(
     `- Baseline per target: ${f1(bTargets.ms / N)} ms for 6 tgtadm (${f2(bTargets.ms / N / 6)} ms per tgtadm, from bash).`,
+  );
+  const perSpawnNode = nodeSpawn.ms / SPAWNS;
+  const tgCalls = sum(scratch.c.tgtadm);
+  line(
+    `- One cheap tgtadm call (\`show --mode sys\`), mean of ${SPAWNS}: ${f2(perSpawnNode)} ms from Node's execFile, ${f2(bashSpawn.ms / SPAWNS)} ms from bash. At the Node price, phase 1's ${tgCalls} calls cost ~${f1((tgCalls * perSpawnNode) / 1000)} s of its ${f1(scratch.ms / 1000)} s before tgtd does any work.`,
   );
   const spawnsBy = (c: Counters) =>
     [...c.spawns]
