@@ -71,15 +71,19 @@ export class Daemon {
     });
     const services = this.startServices(this.store);
 
-    this.iscsi = await startIscsi({ config: c, store: this.store, log: this.log }).catch(
-      (err: unknown) => {
-        // Everything else still serves (API, netboot, discovery); sanboot machines are told
-        // their disk is not ready, and the reason is in the log and the STATUS line.
-        this.iscsiProblem = err instanceof Error ? err.message : String(err);
-        this.log.error({ reason: this.iscsiProblem }, "iSCSI unavailable");
-        return undefined;
-      },
-    );
+    this.iscsi = await startIscsi({
+      config: c,
+      store: this.store,
+      log: this.log,
+      ...(this.bus ? { bus: this.bus } : {}),
+      ...(this.metrics ? { metrics: this.metrics } : {}),
+    }).catch((err: unknown) => {
+      // Everything else still serves (API, netboot, discovery); sanboot machines are told
+      // their disk is not ready, and the reason is in the log and the STATUS line.
+      this.iscsiProblem = err instanceof Error ? err.message : String(err);
+      this.log.error({ reason: this.iscsiProblem }, "iSCSI unavailable");
+      return undefined;
+    });
 
     const initialPasswordFile = join(c.data_dir, INITIAL_PASSWORD_FILE);
     await ensureInitialAdmin(this.store, initialPasswordFile, this.log);
@@ -113,6 +117,8 @@ export class Daemon {
       httpPort: () => this.http?.address.port ?? 0,
       replyDelayMs: () => this.config.dhcp.reply_delay_ms,
       ...(this.iscsi ? { sanboot: this.iscsi.sanboot } : {}),
+      ...(this.bus ? { bus: this.bus } : {}),
+      ...(this.metrics ? { metrics: this.metrics } : {}),
     });
     app.route("/boot", this.netboot.routes as unknown as typeof app);
     this.http = await startHttpServer({ fetch: app.fetch, listen: c.http.listen, log: this.log });

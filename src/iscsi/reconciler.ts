@@ -1,6 +1,8 @@
 import { createHash } from "node:crypto";
 import { stat } from "node:fs/promises";
 import type { Logger } from "pino";
+import type { EventBus } from "../events/bus.js";
+import type { BootfleetMetrics } from "../metrics/bootfleet.js";
 import type { SanbootData } from "../netboot/script/kinds.js";
 import type { Store } from "../store/index.js";
 import type { Machine } from "../store/machines.js";
@@ -17,6 +19,9 @@ export interface ReconcilerDeps {
   imagePath(imageId: number): string | undefined;
   portal: { address: string; port: number };
   clock?: () => number;
+  /** session_started / session_stopped for the API's event streams. */
+  bus?: EventBus;
+  metrics?: BootfleetMetrics;
 }
 
 export type Prepared = { ok: true; data: SanbootData } | { ok: false; reason: string };
@@ -127,6 +132,11 @@ export class Reconciler {
         s.sessions.update(current.id, { iscsi_logout_at: now });
         s.sessions.end(current.id, "stopped");
         this.d.log.info({ machine_id: target.machine_id, iqn: target.iqn }, "iSCSI session ended");
+        this.d.bus?.publish("session_stopped", {
+          session_id: current.session_id,
+          machine_id: target.machine_id,
+          status: "stopped",
+        });
       }
     }
   }

@@ -1,6 +1,8 @@
 import { mkdirSync } from "node:fs";
 import type { Logger } from "pino";
 import type { Config } from "../daemon/config.js";
+import type { EventBus } from "../events/bus.js";
+import type { BootfleetMetrics } from "../metrics/bootfleet.js";
 import type { SanbootPreparer } from "../netboot/boot-script.js";
 import type { Store } from "../store/index.js";
 import { createLvmThinDriver } from "./overlay/lvm-thin.js";
@@ -31,6 +33,8 @@ export async function startIscsi(opts: {
   config: Config;
   store: Store;
   log: Logger;
+  bus?: EventBus;
+  metrics?: BootfleetMetrics;
 }): Promise<Iscsi> {
   const { config, store } = opts;
   const log = opts.log.child({ module: "iscsi" });
@@ -57,6 +61,8 @@ export async function startIscsi(opts: {
   });
   const reconciler = new Reconciler({
     store,
+    ...(opts.bus ? { bus: opts.bus } : {}),
+    ...(opts.metrics ? { metrics: opts.metrics } : {}),
     targets,
     overlays,
     log,

@@ -14,8 +14,8 @@ import { createLogLimiter } from "./tftp/ratelimit.js";
 export interface ClientPolicy {
   /** Stay silent: the machine boots locally or is disabled. */
   noBootFile: boolean;
-  /** The iPXE script URL handed to clients already running iPXE. */
-  scriptUrl: string;
+  /** The iPXE script URL handed to clients already running iPXE (made only for them: it is signed). */
+  scriptUrl: () => string;
   /**
    * Answer an iPXE client as plain PXE firmware, so it loads bootfleet's own iPXE over
    * TFTP first (for NIC option ROMs whose built-in iPXE is old or broken).
@@ -99,7 +99,7 @@ export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<Prox
       {
         serverAddress: info.serverAddress,
         bootFiles: opts.bootFiles,
-        ipxeScriptUrl: () => policy.scriptUrl,
+        ipxeScriptUrl: () => policy.scriptUrl(),
         noBootFile: policy.noBootFile,
       },
     );

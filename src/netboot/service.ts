@@ -4,6 +4,8 @@ import type { Hono } from "hono";
 import type { Logger } from "pino";
 import type { Config } from "../daemon/config.js";
 import { interfaceIPv4 } from "../daemon/netinfo.js";
+import type { EventBus } from "../events/bus.js";
+import type { BootfleetMetrics } from "../metrics/bootfleet.js";
 import type { Store } from "../store/index.js";
 import type { Machine } from "../store/machines.js";
 import { bootRoutes } from "./boot-routes.js";
@@ -30,6 +32,10 @@ export interface NetbootDeps {
   /** Read at each reply so SIGHUP can change it. */
   replyDelayMs: () => number;
   sanboot?: SanbootPreparer;
+  /** Counters and phase durations for /metrics. */
+  metrics?: BootfleetMetrics;
+  /** machine_discovered events for the API's event streams. */
+  bus?: EventBus;
 }
 
 export interface Netboot {
@@ -44,6 +50,7 @@ export interface Netboot {
 /** New machines registered at most this often, and this many waiting at most. */
 const DISCOVERIES_PER_MINUTE = 60;
 const MAX_DISCOVERED = 5000;
+const LAST_SEEN_RESOLUTION_MS = 10_000;
 
 /**
  * Netboot as one service: proxy-DHCP decides, TFTP hands out iPXE, HTTP hands iPXE its
@@ -116,7 +123,7 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
         machine.status === "inactive");
     return {
       noBootFile,
-      scriptUrl: scriptUrlFor(req.serverAddress, client.mac, addresses.get(client.mac)),
+      scriptUrl: () => scriptUrlFor(req.serverAddress, client.mac, addresses.get(client.mac)),
       chainload: config.dhcp.chainload_nic_ipxe && client.isIpxe && !chainloadedThisBoot(machine),
     };
   };
@@ -137,6 +144,10 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
     const { client } = req;
     const known = store.machines.getByMac(client.mac);
     if (!known && !limiter.allow(store.machines.countByStatus("discovered"))) return undefined;
+    // A PC sends several requests per boot: last_seen to the second is not worth a write each.
+    if (known?.last_seen && Date.now() - Date.parse(known.last_seen) < LAST_SEEN_RESOLUTION_MS) {
+      return known;
+    }
     const { machine, created } = store.machines.recordSeen({
       mac_address: client.mac,
       client_arch: client.arch ?? null,
@@ -152,6 +163,8 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
   };
 
   const onReply = (req: ProxyRequestInfo, kind: "offer" | "ack") => {
+    if (kind === "offer")
+      deps.metrics?.dhcpOffer(req.client.isIpxe ? "ipxe" : (req.client.arch ?? 0));
     const machine = store.machines.getByMac(req.client.mac);
     if (!machine || kind !== "offer") return;
     store.transaction(() => {
@@ -177,6 +190,7 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
 
   const onTransfer = (e: TftpTransferEvent) => {
     if (e.sizeProbe) return;
+    deps.metrics?.tftpTransfer(e.ok ? "ok" : e.errorCode === 8 ? "aborted" : "error", e.bytes);
     const mac = macForIp(e.clientAddress);
     const machine = mac ? store.machines.getByMac(mac) : undefined;
     log.info(
@@ -195,6 +209,7 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
         tftp_bytes: e.bytes,
         tftp_duration_ms: Math.round(e.durationMs),
       });
+      deps.metrics?.bootPhase("tftp", e.durationMs / 1000);
     }
   };
 
@@ -270,4 +285,8 @@ function netbootInterfaces(config: Config, log: Logger): DhcpInterface[] {
     out.push({ name, address });
   });
   return out;
+}
+
+function secondsBetween(fromIso: string, toIso: string): number {
+  return Math.max(0, (Date.parse(toIso) - Date.parse(fromIso)) / 1000);
 }

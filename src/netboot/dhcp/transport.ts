@@ -66,6 +66,13 @@ export interface DhcpTransportOptions {
    * default 1 ms caps a burst at about 1000 replies a second; 0 sends back to back.
    */
   sendIntervalMs?: number;
+  /**
+   * Sends allowed back to back before that pause. The pause is for a client's own reply
+   * not to be lost among many; a timer per reply, though, fires late on a busy server and
+   * capped the offer rate (bench/dhcp: ~590 offers/s with a pause after each, 1,600+ without).
+   * A small burst keeps both. Default 8.
+   */
+  sendBurst?: number;
   log: Logger;
   onDatagram: (d: InboundDatagram) => void;
 }
@@ -274,6 +281,8 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
   const servedPorts = new Set(opts.ports ?? DEFAULT_PORTS);
   const reserved = opts.reservePorts ?? [...servedPorts].filter((p) => p !== 67);
   const sendIntervalMs = opts.sendIntervalMs ?? 1;
+  const sendBurst = Math.max(1, opts.sendBurst ?? 8);
+  let sentInBurst = 0;
   const ownAddresses = new Set(opts.interfaces.map((i) => i.address));
   const raw = loadRaw();
 
@@ -409,7 +418,12 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
         stats.sent++;
         job.resolve(true);
       }
-      if (sendIntervalMs > 0 && queue.length > 0) await sleep(sendIntervalMs);
+      sentInBurst++;
+      if (queue.length === 0) sentInBurst = 0;
+      else if (sendIntervalMs > 0 && sentInBurst >= sendBurst) {
+        sentInBurst = 0;
+        await sleep(sendIntervalMs);
+      }
     }
   };
 
