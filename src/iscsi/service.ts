@@ -69,7 +69,7 @@ export async function startIscsi(opts: {
     portal: { address: c.portal_address || "0.0.0.0", port: c.portal_port },
     imagePath: (imageId) => {
       const image = store.images.get(imageId);
-      if (!image || image.status !== "ready" || image.current_version === null) return undefined;
+      if (image?.status !== "ready" || image.current_version === null) return undefined;
       return store.images.versions(imageId).find((v) => v.version === image.current_version)?.path;
     },
   });

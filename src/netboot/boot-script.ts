@@ -73,8 +73,7 @@ export async function scriptFor(
       const image = machine.boot_image_id
         ? deps.store.images.get(machine.boot_image_id)
         : undefined;
-      if (!image || image.status !== "ready")
-        return waiting("No bootable kernel image is assigned.");
+      if (image?.status !== "ready") return waiting("No bootable kernel image is assigned.");
       return render("kernel", {
         name: machine.name,
         kernelUrl: deps.fileUrl(image.id, "vmlinuz"),

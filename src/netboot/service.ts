@@ -96,10 +96,17 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
       const path = join(config.images_dir, image.filename, "cmdline.txt");
       return existsSync(path) ? readFileSync(path, "utf8").trim() : "";
     },
-    onScriptServed: (mac, clientIp) => {
+    onScriptServed: (mac, clientIp, kind) => {
+      deps.metrics?.scriptServed(kind);
       const machine = store.machines.getByMac(mac);
-      if (machine)
-        store.sessions.stampPhase(machine.id, "script_served_at", { client_ip: clientIp });
+      if (!machine) return;
+      const session = store.sessions.stampPhase(machine.id, "script_served_at", {
+        client_ip: clientIp,
+      });
+      const from = session.tftp_done_at ?? session.dhcp_offer_at;
+      if (from && session.script_served_at) {
+        deps.metrics?.bootPhase("script", secondsBetween(from, session.script_served_at));
+      }
     },
   });
 
@@ -154,11 +161,17 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
       client_uuid: client.uuid ?? null,
       vendor_class: client.vendorClass ?? null,
     });
-    if (created)
+    if (created) {
       log.info(
         { mac: client.mac, arch: client.archKind, name: machine.name },
         "machine discovered",
       );
+      deps.bus?.publish("machine_discovered", {
+        machine_id: machine.id,
+        mac_address: machine.mac_address,
+        client_arch: machine.client_arch,
+      });
+    }
     return machine;
   };
 

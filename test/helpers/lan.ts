@@ -237,7 +237,10 @@ export class FirmwareClient {
   serial(): string {
     try {
       // Firmware writes ANSI escapes and CRs; markers are matched on plain text.
-      return readFileSync(this.serialPath, "latin1").replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "");
+      return readFileSync(this.serialPath, "latin1").replace(
+        new RegExp(`${String.fromCharCode(27)}\\[[0-9;?]*[A-Za-z]`, "g"),
+        "",
+      );
     } catch {
       return "";
     }
