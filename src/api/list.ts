@@ -93,3 +93,8 @@ export function sendList<T>(
   c.header("X-Page-Count", String(Math.ceil(total / q.limit)));
   return rows;
 }
+
+/** The sort map of a list whose sort fields are columns of one table alias: `name` → `m.name`. */
+export function sortColumns(alias: string, fields: readonly string[]): Record<string, string> {
+  return Object.fromEntries(fields.map((k) => [k, `${alias}.${k}`]));
+}

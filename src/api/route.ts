@@ -53,7 +53,14 @@ export type { Role } from "../store/users.js";
 export { ROLES } from "../store/users.js";
 export type { ApiEnv } from "./env.js";
 export { ApiError } from "./errors.js";
-export { type ListQuery, type ListSpec, listQuery, runList, sendList } from "./list.js";
+export {
+  type ListQuery,
+  type ListSpec,
+  listQuery,
+  runList,
+  sendList,
+  sortColumns,
+} from "./list.js";
 export { idParams, zName, zOptionalText, zText } from "./validate.js";
 
 /** Everyone with an account (a client only ever sees its own machines: the handler filters). */

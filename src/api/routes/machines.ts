@@ -13,6 +13,7 @@ import {
   type RouteModule,
   runList,
   sendList,
+  sortColumns,
 } from "../route.js";
 import { zHostname, zIPv4, zLabel, zMac, zName, zText } from "../validate.js";
 
@@ -26,6 +27,21 @@ const MACHINE_STATUSES = [
   "retired",
   "error",
 ] as const;
+/** Fields a machine list can be sorted on (columns of `machines`). */
+const SORTS = [
+  "id",
+  "name",
+  "mac_address",
+  "ip_address",
+  "status",
+  "location",
+  "room",
+  "created_at",
+  "last_seen",
+  "last_boot",
+  "boot_count",
+] as const;
+
 const BOOT_ACTIONS = ["sanboot", "menu", "local", "kernel", "custom", "disabled"] as const;
 /** The API speaks "reset-on-reboot"; the store keeps "reset". "reset" is accepted too. */
 const overlayPolicy = z
@@ -163,19 +179,7 @@ export const machinesRoutes: RouteModule = (deps) => {
       roles: ANY_USER,
       query: listQuery(
         {
-          sort: [
-            "id",
-            "name",
-            "mac_address",
-            "ip_address",
-            "status",
-            "location",
-            "room",
-            "created_at",
-            "last_seen",
-            "last_boot",
-            "boot_count",
-          ],
+          sort: SORTS,
         },
         {
           status: z.enum(MACHINE_STATUSES).optional(),
@@ -215,21 +219,7 @@ export const machinesRoutes: RouteModule = (deps) => {
               "m.location",
               "m.room",
             ],
-            sort: Object.fromEntries(
-              [
-                "id",
-                "name",
-                "mac_address",
-                "ip_address",
-                "status",
-                "location",
-                "room",
-                "created_at",
-                "last_seen",
-                "last_boot",
-                "boot_count",
-              ].map((k) => [k, `m.${k}`]),
-            ),
+            sort: sortColumns("m", SORTS),
             tiebreak: "m.id",
           },
           query,

@@ -14,6 +14,7 @@ import {
   type RouteModule,
   runList,
   sendList,
+  sortColumns,
 } from "../route.js";
 import { zName, zText } from "../validate.js";
 
@@ -118,7 +119,7 @@ export const imagesRoutes: RouteModule = (deps) => {
             ],
             params: { type: query.image_type, status: query.status },
             search: ["i.name", "i.description", "i.filename"],
-            sort: Object.fromEntries(SORTS.map((k) => [k, `i.${k}`])),
+            sort: sortColumns("i", SORTS),
             tiebreak: "i.id",
           },
           query,

@@ -12,6 +12,7 @@ import {
   type RouteModule,
   runList,
   sendList,
+  sortColumns,
 } from "../route.js";
 
 declare module "../route.js" {
@@ -101,7 +102,7 @@ export const jobsRoutes: RouteModule = (deps) => {
             where: [query.status && "j.status = @status", query.type && "j.type = @type"],
             params: { status: query.status, type: query.type },
             search: ["j.type", "j.error"],
-            sort: Object.fromEntries(SORTS.map((k) => [k, `j.${k}`])),
+            sort: sortColumns("j", SORTS),
             tiebreak: "j.id",
           },
           query,
