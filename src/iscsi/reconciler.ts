@@ -284,11 +284,7 @@ export class Reconciler {
         this.d.log.warn({ iqn, err: errorText(err) }, "orphaned iSCSI target left in place");
       }
     }
-    const liveTargetIds = new Set(
-      (this.d.store.db.prepare("SELECT id FROM targets").all() as { id: number }[]).map(
-        (r) => r.id,
-      ),
-    );
+    const liveTargetIds = new Set(this.d.store.targets.ids());
     for (const id of await this.d.overlays.list()) {
       const m = OVERLAY_ID.exec(id);
       if (!m || liveTargetIds.has(Number(m[1]))) continue;

@@ -6,6 +6,7 @@ import { getConnInfo } from "@hono/node-server/conninfo";
 import { type Context, Hono } from "hono";
 import type { Logger } from "pino";
 import type { Store } from "../store/index.js";
+import type { Machine } from "../store/machines.js";
 import { type BootChoice, type BootScriptDeps, scriptFor } from "./boot-script.js";
 import type { ClientAddresses } from "./client-addresses.js";
 import { verifyBootToken } from "./script/token.js";
@@ -20,7 +21,8 @@ export interface BootRoutesDeps extends BootScriptDeps {
   /** iPXE binaries by name, for UEFI HTTP boot clients. */
   ipxeBinaries: Readonly<Record<string, string>>;
   imagesDir: string;
-  onScriptServed?(mac: string, clientIp: string, kind: string): void;
+  /** After a script was rendered, with the machine the route already read (none if unknown). */
+  onScriptServed?(machine: Machine | undefined, clientIp: string, kind: string): void;
 }
 
 /** Files of a kernel image an iPXE client may fetch: nothing else leaves the library. */
@@ -87,7 +89,7 @@ export function bootRoutes(deps: BootRoutesDeps) {
     if (c.req.query("local") === "1") choice.local = true;
     const machine = deps.store.machines.getByMac(mac);
     const rendered = await scriptFor(deps, mac, machine, choice);
-    deps.onScriptServed?.(mac, ip, rendered.kind);
+    deps.onScriptServed?.(machine, ip, rendered.kind);
     deps.log.info({ mac, from: ip, kind: rendered.kind }, "boot script served");
     return c.body(rendered.text, 200, {
       "content-type": "text/plain; charset=utf-8",

@@ -96,9 +96,8 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
       const path = join(config.images_dir, image.filename, "cmdline.txt");
       return existsSync(path) ? readFileSync(path, "utf8").trim() : "";
     },
-    onScriptServed: (mac, clientIp, kind) => {
+    onScriptServed: (machine, clientIp, kind) => {
       deps.metrics?.scriptServed(kind);
-      const machine = store.machines.getByMac(mac);
       if (!machine) return;
       const session = store.sessions.stampPhase(machine.id, "script_served_at", {
         client_ip: clientIp,

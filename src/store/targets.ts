@@ -87,6 +87,11 @@ export class TargetsRepo extends Table<Target> {
       .all(machineId) as Target[];
   }
 
+  /** Every target's id, active or not: their overlays are not orphans. */
+  ids(): number[] {
+    return (this.stmt("SELECT id FROM targets").all() as { id: number }[]).map((r) => r.id);
+  }
+
   /** Every active target, for the reconciler's start-up pass and session polling. */
   allActive(): Target[] {
     return this.db
