@@ -4,7 +4,7 @@ import t from "tap";
 import { issueBootToken } from "../../src/netboot/script/token.js";
 import { Store } from "../../src/store/index.js";
 import { startDaemon, tempDir } from "../helpers/daemon.js";
-import { TestLan } from "../helpers/lan.js";
+import { type Subnet, TestLan } from "../helpers/lan.js";
 
 // Real firmware against the built daemon, in a network namespace with dnsmasq as the
 // site's DHCP server (addresses only) and bootfleetd in proxy mode beside it.
@@ -12,8 +12,34 @@ const skip =
   process.getuid?.() === 0 ? false : "needs root: network namespaces, tap devices and QEMU";
 const BOOT_TIMEOUT = 150_000;
 
+type Teardown = { teardown(fn: () => void | Promise<void>): void };
+
+const ROOM: Subnet = {
+  bridge: "br0",
+  address: "10.99.0.1",
+  dhcpRange: ["10.99.0.50", "10.99.0.99"],
+};
+
+/** One room: a LAN with the site's DHCP server on it, and a data folder for bootfleetd. */
+function oneRoom(t: Teardown, name: string) {
+  const lan = TestLan.create(t, name, [ROOM]);
+  lan.startSiteDhcp(ROOM);
+  return { lan, data: tempDir(t) };
+}
+
+/** The daemon's database, opened read-only beside it, closed in teardown. */
+function readStore(t: Teardown, data: string): Store {
+  const store = Store.open({
+    path: join(data, "bootfleet.db"),
+    busyTimeoutMs: 1000,
+    readonly: true,
+  });
+  t.teardown(() => store.close());
+  return store;
+}
+
 async function bootServer(
-  t: { teardown(fn: () => void | Promise<void>): void },
+  t: Teardown,
   lan: TestLan,
   dataDir: string,
   env: Record<string, string> = {},
@@ -52,13 +78,9 @@ t.test(
   "BIOS client with the NIC's iPXE ROM reaches the script assigned to its MAC",
   { skip },
   async (t) => {
-    const lan = TestLan.create(t, "bf-e2e-bios", [
-      { bridge: "br0", address: "10.99.0.1", dhcpRange: ["10.99.0.50", "10.99.0.99"] },
-    ]);
-    const data = tempDir(t);
+    const { lan, data } = oneRoom(t, "bf-e2e-bios");
     const mac = "52:54:00:bf:10:01";
     addScriptedMachine(data, "lab-pc-01", mac, "BOOTFLEET-SCRIPT-LAB-PC-01");
-    lan.startSiteDhcp(lan.subnets[0]!);
     const daemon = await bootServer(t, lan, data);
     const pc = lan.startBiosClient({ bridge: "br0", mac });
     t.teardown(() => pc.kill());
@@ -66,12 +88,7 @@ t.test(
     t.pass("the assigned script ran on the client");
 
     // The timeline of that boot: an offer, then the script, on one session.
-    const store = Store.open({
-      path: join(data, "bootfleet.db"),
-      busyTimeoutMs: 1000,
-      readonly: true,
-    });
-    t.teardown(() => store.close());
+    const store = readStore(t, data);
     const machine = store.machines.getByMac(mac)!;
     const session = store.sessions.current(machine.id);
     t.ok(session?.dhcp_offer_at, "DHCP offer stamped");
@@ -124,22 +141,13 @@ t.test(
   "an unknown MAC is registered as discovered and gets the discovery script",
   { skip },
   async (t) => {
-    const lan = TestLan.create(t, "bf-e2e-disc", [
-      { bridge: "br0", address: "10.99.0.1", dhcpRange: ["10.99.0.50", "10.99.0.99"] },
-    ]);
-    const data = tempDir(t);
-    lan.startSiteDhcp(lan.subnets[0]!);
+    const { lan, data } = oneRoom(t, "bf-e2e-disc");
     await bootServer(t, lan, data);
     const mac = "52:54:00:bf:10:99";
     const pc = lan.startBiosClient({ bridge: "br0", mac });
     t.teardown(() => pc.kill());
     await pc.waitFor(/52:54:00:bf:10:99[\s\S]*registered/i, BOOT_TIMEOUT);
-    const store = Store.open({
-      path: join(data, "bootfleet.db"),
-      busyTimeoutMs: 1000,
-      readonly: true,
-    });
-    t.teardown(() => store.close());
+    const store = readStore(t, data);
     const m = store.machines.getByMac(mac);
     t.equal(m?.status, "discovered");
     t.equal(m?.client_arch, 0, "architecture from option 93");
@@ -151,13 +159,9 @@ t.test(
   "UEFI client (OVMF's own PXE) gets snponly.efi over TFTP and comes back as iPXE",
   { skip },
   async (t) => {
-    const lan = TestLan.create(t, "bf-e2e-uefi", [
-      { bridge: "br0", address: "10.99.0.1", dhcpRange: ["10.99.0.50", "10.99.0.99"] },
-    ]);
-    const data = tempDir(t);
+    const { lan, data } = oneRoom(t, "bf-e2e-uefi");
     const mac = "52:54:00:bf:20:01";
     addScriptedMachine(data, "lab-pc-uefi", mac, "BOOTFLEET-SCRIPT-UEFI");
-    lan.startSiteDhcp(lan.subnets[0]!);
     const daemon = await bootServer(t, lan, data);
     const pc = lan.startUefiClient({ bridge: "br0", mac });
     t.teardown(() => pc.kill());
@@ -169,12 +173,7 @@ t.test(
     );
     const served = daemon.logs.filter((l) => l.msg === "boot script served");
     t.equal(served.length, 1, "one script, no chainload loop");
-    const store = Store.open({
-      path: join(data, "bootfleet.db"),
-      busyTimeoutMs: 1000,
-      readonly: true,
-    });
-    t.teardown(() => store.close());
+    const store = readStore(t, data);
     const session = store.sessions.current(store.machines.getByMac(mac)!.id);
     t.equal(session?.tftp_file, "snponly.efi");
     t.ok((session?.tftp_bytes ?? 0) > 100_000, `TFTP bytes ${session?.tftp_bytes}`);
@@ -234,13 +233,9 @@ t.test(
   "a BIOS client chainloads undionly.kpxe over TFTP, then that iPXE reaches its script",
   { skip },
   async (t) => {
-    const lan = TestLan.create(t, "bf-e2e-chain", [
-      { bridge: "br0", address: "10.99.0.1", dhcpRange: ["10.99.0.50", "10.99.0.99"] },
-    ]);
-    const data = tempDir(t);
+    const { lan, data } = oneRoom(t, "bf-e2e-chain");
     const mac = "52:54:00:bf:40:01";
     addScriptedMachine(data, "lab-pc-chain", mac, "BOOTFLEET-SCRIPT-CHAINED");
-    lan.startSiteDhcp(lan.subnets[0]!);
     // The NIC's own iPXE is answered as plain PXE firmware: PXE ROM -> TFTP -> iPXE -> script.
     const daemon = await bootServer(t, lan, data, { BOOTFLEET_DHCP_CHAINLOAD_NIC_IPXE: "true" });
     const pc = lan.startBiosClient({ bridge: "br0", mac });
@@ -257,12 +252,7 @@ t.test(
     );
     const served = daemon.logs.filter((l) => l.msg === "boot script served");
     t.equal(served.length, 1, "the chainloaded iPXE got its script once: no loop");
-    const store = Store.open({
-      path: join(data, "bootfleet.db"),
-      busyTimeoutMs: 1000,
-      readonly: true,
-    });
-    t.teardown(() => store.close());
+    const store = readStore(t, data);
     const session = store.sessions.current(store.machines.getByMac(mac)!.id);
     t.equal(session?.tftp_file, "undionly.kpxe");
     t.ok(
