@@ -9,8 +9,8 @@ import type { Store } from "../store/index.js";
 import type { Machine } from "../store/machines.js";
 import { type BootChoice, type BootScriptDeps, scriptFor } from "./boot-script.js";
 import type { ClientAddresses } from "./client-addresses.js";
+import { createLogLimiter } from "./log-limiter.js";
 import { verifyBootToken } from "./script/token.js";
-import { createLogLimiter } from "./tftp/ratelimit.js";
 
 export interface BootRoutesDeps extends BootScriptDeps {
   store: Store;

@@ -8,7 +8,7 @@ import {
   type InboundDatagram,
   openDhcpTransport,
 } from "./dhcp/transport.js";
-import { createLogLimiter } from "./tftp/ratelimit.js";
+import { createLogLimiter } from "./log-limiter.js";
 
 /** What the daemon decides for one PXE client, asked for every request. */
 export interface ClientPolicy {

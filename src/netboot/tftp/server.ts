@@ -6,6 +6,7 @@ import { type LookupOneOptions, lookup } from "node:dns";
 import { realpath } from "node:fs/promises";
 import { isIP } from "node:net";
 import type { Logger } from "pino";
+import { createLogLimiter, type LogLimiter } from "../log-limiter.js";
 import { FileStore, type FileStoreStats } from "./filestore.js";
 import { negotiateOptions } from "./options.js";
 import {
@@ -21,7 +22,6 @@ import {
   parseTftpRequest,
   type TftpRequest,
 } from "./packet.js";
-import { createLogLimiter, type LogLimiter } from "./ratelimit.js";
 import { DEFAULT_MAX_NAME_LENGTH, normaliseAliases, resolveTftpPath } from "./resolve.js";
 import { Transfer, type TransferResult } from "./transfer.js";
 
