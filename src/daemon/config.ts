@@ -166,7 +166,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
       iqn_prefix: "iqn.2024-01.io.bootfleet",
       tgt_control_port: 0,
       tgt_conf_dir: "/etc/tgt/conf.d",
-      lio_saveconfig: "/etc/target/saveconfig.json",
+      lio_saveconfig: "/etc/rtslib-fb-target/saveconfig.json",
       lvm_volume_group: "",
       session_poll_ms: 5000,
     },

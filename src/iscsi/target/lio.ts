@@ -19,7 +19,7 @@ import {
 import { isUnderPrefix, isValidIqn, redact, secretsOf, specProblems } from "./validate.js";
 
 export const DEFAULT_CONFIGFS_ROOT = "/sys/kernel/config/target";
-export const DEFAULT_SAVECONFIG = "/etc/target/saveconfig.json";
+export const DEFAULT_SAVECONFIG = "/etc/rtslib-fb-target/saveconfig.json";
 
 export interface LioDriverOptions {
   iqnPrefix: string;
