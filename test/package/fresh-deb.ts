@@ -1,0 +1,100 @@
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join, relative, resolve } from "node:path";
+import { tempDir } from "../helpers/daemon.js";
+
+export const REPO = resolve(import.meta.dirname, "../..");
+export const VERSION: string = (
+  JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { version: string }
+).version;
+export const BUILD_SCRIPT = join(REPO, "debian/build-deb.sh");
+const DIST_DEB = join(REPO, "dist", `bootfleet_${VERSION}_amd64.deb`);
+
+/** Everything the package is made from; a .deb older than any of these is stale. */
+const INPUTS = [
+  "src",
+  "dist",
+  "bin",
+  "ipxe",
+  "systemd",
+  "debian",
+  "package.json",
+  "package-lock.json",
+  "README.md",
+  // npm rewrites it on every install, so it stands for node_modules as a whole.
+  "node_modules/.package-lock.json",
+];
+
+function newest(path: string): { file: string; mtimeMs: number } {
+  const st = statSync(path);
+  if (!st.isDirectory()) return { file: path, mtimeMs: st.mtimeMs };
+  let best = { file: path, mtimeMs: 0 };
+  for (const e of readdirSync(path)) {
+    if (e.endsWith(".deb") || e.endsWith(".deb.partial")) continue;
+    const n = newest(join(path, e));
+    if (n.mtimeMs > best.mtimeMs) best = n;
+  }
+  return best;
+}
+
+function newestInput(): { file: string; mtimeMs: number } {
+  return INPUTS.map((p) => join(REPO, p))
+    .filter((p) => existsSync(p))
+    .map(newest)
+    .reduce((a, b) => (b.mtimeMs > a.mtimeMs ? b : a));
+}
+
+/** A source file whose compiled output is missing or older than it, if any. */
+function staleOutput(dir = join(REPO, "src")): string | undefined {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, e.name);
+    if (e.isDirectory()) {
+      const found = staleOutput(path);
+      if (found) return found;
+    } else if (e.name.endsWith(".ts")) {
+      const out = join(REPO, "dist", relative(join(REPO, "src"), path).replace(/\.ts$/, ".js"));
+      if (!existsSync(out) || statSync(out).mtimeMs < statSync(path).mtimeMs) {
+        return relative(REPO, path);
+      }
+    }
+  }
+  return undefined;
+}
+
+export interface FreshDeb {
+  path: string;
+  /** How it was obtained, for the test log. */
+  how: string;
+}
+
+/**
+ * The package to test: dist/'s when it is newer than every input (`npm run package`
+ * ran since the last change, as `npm test` does), or one built now into a temporary
+ * folder. The build uses dist/ as it is rather than rebuilding it, since other test
+ * files run from dist/ at the same time; so dist/ must be up to date with src/.
+ */
+export function freshDeb(t: Parameters<typeof tempDir>[0]): FreshDeb {
+  const input = newestInput();
+  if (existsSync(DIST_DEB) && statSync(DIST_DEB).mtimeMs > input.mtimeMs) {
+    return { path: DIST_DEB, how: `${relative(REPO, DIST_DEB)} (newer than every input)` };
+  }
+  const stale = staleOutput();
+  if (stale) {
+    throw new Error(`dist/ is older than ${stale}: run npm run build (or npm run package)`);
+  }
+  const out = tempDir(t, "bf-deb-");
+  const r = spawnSync("bash", [BUILD_SCRIPT, "--skip-build", "--out", out], {
+    cwd: REPO,
+    encoding: "utf8",
+    timeout: 240_000,
+  });
+  if (r.status !== 0) {
+    throw new Error(
+      `debian/build-deb.sh failed (${r.error?.message ?? `exit ${r.status}`}):\n${r.stdout}${r.stderr}`,
+    );
+  }
+  return {
+    path: join(out, `bootfleet_${VERSION}_amd64.deb`),
+    how: `built now (${relative(REPO, input.file)} is newer than dist/'s package): ${r.stdout.trim()}`,
+  };
+}
