@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
@@ -116,6 +116,10 @@ t.test("a Debian guest boots with LIO, a share, a disk, and survives a reboot", 
     t.not((await guest.sh("cat /proc/sys/kernel/random/boot_id")).trim(), bootId, "a new boot");
     t.equal(await guest.sh("cat /root/before-reboot"), "kept\n", "the overlay kept the write");
     t.equal(await guest.sh("cat /host/from-host.txt"), "hello from the host\n");
+    // The run wrote to its qcow2 overlay only: the cached disk is as mkfs left it, before
+    // recipe.json was written at the end of the build.
+    const disk = statSync(guest.image.disk).mtimeMs;
+    t.ok(disk <= statSync(join(guest.image.dir, "recipe.json")).mtimeMs, "cached disk untouched");
   });
 });
 
