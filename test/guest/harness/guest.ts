@@ -55,6 +55,8 @@ export interface BootOptions {
    */
   accel?: "tcg" | "kvm";
   bootTimeoutMs?: number;
+  /** More kernel command-line arguments, after the harness's own. */
+  kernelArgs?: string[];
   /** Progress lines (image build, boot); e.g. `(m) => t.comment(m)`. */
   log?: (msg: string) => void;
 }
@@ -166,7 +168,7 @@ export class Guest {
         "-initrd",
         image.initrd,
         "-append",
-        "root=/dev/vda rw console=ttyS0 mitigations=off",
+        ["root=/dev/vda rw console=ttyS0 mitigations=off", ...(opts.kernelArgs ?? [])].join(" "),
         "-drive",
         `if=none,id=root,file=${q(overlay)},format=qcow2,cache=unsafe,discard=unmap`,
         "-device",
