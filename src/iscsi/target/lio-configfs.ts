@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { constants as fsConstants } from "node:fs";
 import * as fsp from "node:fs/promises";
 import { join } from "node:path";
 import { pluginOf, storageObjectName } from "./lio-saveconfig.js";
@@ -25,8 +26,10 @@ export interface ConfigFs {
 export const nodeConfigFs: ConfigFs = {
   mkdir: (p) => fsp.mkdir(p),
   // configfs attributes exist once their directory does: never create, only write.
+  // Write-only: configfs refuses a read-write open of an attribute that cannot be read
+  // (a backstore's "control" is mode 0200) with EACCES, even for root.
   write: async (p, v) => {
-    const fh = await fsp.open(p, "r+");
+    const fh = await fsp.open(p, fsConstants.O_WRONLY);
     try {
       await fh.write(v);
     } finally {
