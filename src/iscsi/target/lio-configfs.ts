@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import * as fsp from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { pluginOf, storageObjectName } from "./lio-saveconfig.js";
 import type { LunSpec, TargetSession, TargetSpec } from "./types.js";
 
@@ -170,10 +170,16 @@ async function removeStorageObject(fs: ConfigFs, soPath: string): Promise<void> 
   if ((await dirs(fs, hba)).length === 0) await fs.rmdir(hba);
 }
 
-/** Which storage object directory a LUN (or mapped LUN) directory links to. */
+/**
+ * Which storage object directory a LUN (or mapped LUN) directory links to, as an absolute
+ * path. The kernel reports configfs links relative to their folder
+ * ("../../../../../../target/core/fileio_0/x") whatever path made them: compared as read,
+ * every re-apply (a daemon restart, a target restored at boot) took them for links
+ * elsewhere and unmapped the live LUN.
+ */
 async function lunTarget(fs: ConfigFs, lunDir: string): Promise<string | undefined> {
   const [l] = await links(fs, lunDir);
-  return l === undefined ? undefined : fs.readlink(join(lunDir, l));
+  return l === undefined ? undefined : resolve(lunDir, await fs.readlink(join(lunDir, l)));
 }
 
 async function removeMappedLun(fs: ConfigFs, mlunDir: string): Promise<void> {
