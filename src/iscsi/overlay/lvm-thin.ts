@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import { errMessage, OverlayError } from "./errors.js";
 import { KeyedLock } from "./keyed-lock.js";
-import { validateLvName, validateOverlayId, validateVgName } from "./names.js";
+import { overlayIdsAmong, validateLvName, validateOverlayId, validateVgName } from "./names.js";
 import { CommandError, type CommandRunner, execFileRunner } from "./run.js";
 import type { OverlayDriver, OverlayRef, OverlayUsage } from "./types.js";
 
@@ -166,18 +166,9 @@ class LvmThinDriver implements OverlayDriver {
   }
 
   async list(): Promise<string[]> {
-    const ids: string[] = [];
-    for (const name of (await this.#report(undefined)).keys()) {
-      if (!name.startsWith(this.#prefix)) continue;
-      const id = name.slice(this.#prefix.length);
-      try {
-        validateOverlayId(id);
-      } catch {
-        continue;
-      }
-      ids.push(id);
-    }
-    return ids.sort();
+    return overlayIdsAmong((await this.#report(undefined)).keys(), (name) =>
+      name.startsWith(this.#prefix) ? name.slice(this.#prefix.length) : undefined,
+    );
   }
 
   /** Accepts "VG/LV" or "/dev/VG/LV"; the image must live in this driver's VG. */

@@ -7,8 +7,12 @@ import { OverlayError } from "./errors.js";
  */
 const OVERLAY_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
 
+function isOverlayId(id: string): boolean {
+  return typeof id === "string" && OVERLAY_ID.test(id) && !id.includes("..");
+}
+
 export function validateOverlayId(id: string): string {
-  if (typeof id !== "string" || !OVERLAY_ID.test(id) || id.includes("..")) {
+  if (!isOverlayId(id)) {
     throw new OverlayError(
       "INVALID_NAME",
       `invalid overlay id ${JSON.stringify(id)}: use 1 to 100 of A-Z a-z 0-9 _ . -, starting with a letter or digit, without ".."`,
@@ -16,6 +20,23 @@ export function validateOverlayId(id: string): string {
     );
   }
   return id;
+}
+
+/**
+ * The overlay ids among a driver's own names (files, LVs), sorted: `idOf` takes a name to
+ * its id, or undefined when the name is not an overlay's; an id that is not valid is not one
+ * of ours either.
+ */
+export function overlayIdsAmong(
+  names: Iterable<string>,
+  idOf: (name: string) => string | undefined,
+): string[] {
+  const ids: string[] = [];
+  for (const name of names) {
+    const id = idOf(name);
+    if (id !== undefined && isOverlayId(id)) ids.push(id);
+  }
+  return ids.sort();
 }
 
 // lvm(8), VALID NAMES.

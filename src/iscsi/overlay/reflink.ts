@@ -14,7 +14,7 @@ import {
 import { parseXfsIoFiemap, summarizeExtents, xfsIoFiemapArgs } from "./fiemap.js";
 import { fileSystemType } from "./fstype.js";
 import { KeyedLock } from "./keyed-lock.js";
-import { validateOverlayId } from "./names.js";
+import { overlayIdsAmong, validateOverlayId } from "./names.js";
 import { CommandError, type CommandRunner, execFileRunner } from "./run.js";
 import type { OverlayDriver, OverlayRef, OverlayUsage } from "./types.js";
 
@@ -188,18 +188,9 @@ class ReflinkDriver implements OverlayDriver {
     } catch (err) {
       throw this.#fsError(err, undefined, `cannot list overlay folder ${this.#dir}`, this.#dir);
     }
-    const ids: string[] = [];
-    for (const name of names) {
-      if (!name.endsWith(SUFFIX)) continue;
-      const id = name.slice(0, -SUFFIX.length);
-      try {
-        validateOverlayId(id);
-      } catch {
-        continue;
-      }
-      ids.push(id);
-    }
-    return ids.sort();
+    return overlayIdsAmong(names, (name) =>
+      name.endsWith(SUFFIX) ? name.slice(0, -SUFFIX.length) : undefined,
+    );
   }
 
   async #requireDir(dir: string, what: string): Promise<void> {
