@@ -203,7 +203,6 @@ t.test(
       extraDisks: [{ sizeMiB: 1024 }, { sizeMiB: 512 }],
       log: (m) => t.comment(m),
     });
-    if (!g) return;
     /** A step; when it fails, the daemon's journal and the console tail go with the report. */
     const step = (name: string, fn: (t: Test) => Promise<void>) =>
       t.test(name, async (st) => {

@@ -61,7 +61,7 @@ export interface BootOptions {
   log?: (msg: string) => void;
 }
 
-type TestLike = Pick<Test, "teardown" | "skip">;
+type TestLike = Pick<Test, "teardown">;
 
 /**
  * Why a guest cannot run here, or false. Tests that need a guest skip only as a
@@ -75,16 +75,10 @@ export function guestSkipReason(): string | false {
 
 /**
  * Builds or finds the image, boots a guest and waits until it is ready; the guest is
- * stopped in t's teardown. Returns undefined after t.skip(reason) when guestSkipReason()
- * says so, so a test reads `const guest = await bootGuest(t, ...); if (!guest) return;`.
+ * stopped in t's teardown. The test that calls it skips with `{ skip: guestSkipReason() }`,
+ * so the report names the reason once, on the test that did not run.
  */
-export async function bootGuest(t: TestLike, opts: BootOptions = {}): Promise<Guest | undefined> {
-  const skip = guestSkipReason();
-  if (skip) {
-    // A skipped subtest named with the reason: the report says why nothing ran.
-    t.skip(skip, () => {});
-    return undefined;
-  }
+export async function bootGuest(t: TestLike, opts: BootOptions = {}): Promise<Guest> {
   const image = await ensureGuestImage(opts.log ? { log: opts.log } : {});
   opts.log?.(
     `guest image ${image.hash} (${image.kernelRelease}) ${image.built ? "built" : "cached"} in ${image.seconds.toFixed(1)} s`,
