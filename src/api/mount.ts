@@ -4,10 +4,10 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Logger } from "pino";
 import type { Store } from "../store/index.js";
 import type { TokenService } from "./auth/tokens.js";
-import type { ApiEnv } from "./env.js";
 import { ApiError, errorBody } from "./errors.js";
 import type { RateLimiter } from "./ratelimit.js";
-import type { AuditNote, AuthUser, RouteDef } from "./route.js";
+import type { AuditNote, RouteDef } from "./route.js";
+import type { ApiEnv, AuthUser } from "./types.js";
 import { parseOr422 } from "./validate.js";
 
 export interface MountContext {

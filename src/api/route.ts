@@ -46,12 +46,10 @@ import type { z } from "zod";
 import type { Store } from "../store/index.js";
 import type { Role } from "../store/users.js";
 import type { TokenService } from "./auth/tokens.js";
-import type { ApiEnv } from "./env.js";
-import type { DaemonState } from "./routes/health.js";
+import type { ApiEnv, AuthUser, DaemonState } from "./types.js";
 
 export type { Role } from "../store/users.js";
 export { ROLES } from "../store/users.js";
-export type { ApiEnv } from "./env.js";
 export { ApiError } from "./errors.js";
 export {
   type ListQuery,
@@ -61,6 +59,7 @@ export {
   sendList,
   sortColumns,
 } from "./list.js";
+export type { ApiEnv, AuthUser, DaemonState } from "./types.js";
 export { idParams, zName, zOptionalText, zText } from "./validate.js";
 
 /** Everyone with an account (a client only ever sees its own machines: the handler filters). */
@@ -70,15 +69,6 @@ export const READERS: readonly Role[] = ["admin", "operator", "viewer"];
 /** Day-to-day changes: machines, targets, sessions, power. */
 export const OPERATORS: readonly Role[] = ["admin", "operator"];
 export const ADMIN_ONLY: readonly Role[] = ["admin"];
-
-/** The authenticated caller, as the handler sees it. */
-export interface AuthUser {
-  id: number;
-  username: string;
-  role: Role;
-  /** The login session (refresh-token family) the access token belongs to. */
-  sessionId: string;
-}
 
 /** Which bucket of the rate limiter a route counts against ("none": never limited). */
 export type RateLimitClass = "general" | "auth" | "upload" | "none";

@@ -74,6 +74,11 @@ export class SessionsRepo extends Table<BootSession> {
       .get(machineId) as BootSession | undefined;
   }
 
+  /** Boots in progress (starting or active), for the sessions gauge. */
+  countInProgress(): number {
+    return this.count("status IN ('starting','active')");
+  }
+
   start(s: Pick<BootSession, "machine_id"> & Partial<BootSession>): BootSession {
     return this.insert({
       session_id: `session_${randomBytes(6).toString("hex")}`,

@@ -2,8 +2,6 @@ import { access, constants, readFile, stat, statfs } from "node:fs/promises";
 import { cpus, freemem, totalmem } from "node:os";
 import { defineRoute, READERS, type RouteModule } from "../route.js";
 
-export type DaemonState = "starting" | "ready" | "stopping";
-
 /** GET /api/health (public, GGnet shape) and /api/health/detailed (database, folders, system). */
 export const healthRoutes: RouteModule = (deps) => {
   const health = deps;

@@ -10,10 +10,10 @@ import {
   type EventType,
   type Subscription,
 } from "../../events/bus.js";
-import type { ApiEnv } from "../env.js";
+import type { EventStreams } from "../../events/streams.js";
 import { ApiError } from "../errors.js";
 import { ANY_USER, type ApiDeps, type AuthUser, defineRoute, type RouteModule } from "../route.js";
-import type { EventStreams } from "./event-streams.js";
+import type { ApiEnv } from "../types.js";
 
 declare module "../route.js" {
   interface ApiServices {

@@ -1,10 +1,8 @@
 import type { Hono } from "hono";
 import { routePath } from "hono/route";
-import type { EventBus } from "../../events/bus.js";
 import type { BootfleetMetrics } from "../../metrics/bootfleet.js";
 import { CONTENT_TYPE } from "../../metrics/registry.js";
-import type { Store } from "../../store/index.js";
-import type { ApiEnv } from "../env.js";
+import type { ApiEnv } from "../types.js";
 
 declare module "../route.js" {
   interface ApiServices {
@@ -12,8 +10,6 @@ declare module "../route.js" {
     metrics?: BootfleetMetrics;
   }
 }
-
-const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 
 /**
  * Counts every /api request by method, route pattern (never the raw path: ids and names
@@ -40,31 +36,4 @@ export function installMetrics(app: Hono<ApiEnv>, metrics: BootfleetMetrics | un
   app.get("/metrics", (c) =>
     c.body(metrics.expose(), 200, { "content-type": CONTENT_TYPE, "cache-control": "no-store" }),
   );
-}
-
-/**
- * Feeds the metrics that come from other services: finished jobs (from the bus's
- * job_progress events), events lost to slow subscribers, and the sessions in progress
- * (read from the store at scrape time). Returns the function that disconnects the bus.
- */
-export function connectMetrics(opts: {
-  metrics: BootfleetMetrics;
-  bus: EventBus;
-  store: Store;
-}): () => void {
-  const { metrics, bus, store } = opts;
-  const off = bus.on((e) => {
-    if (e.type === "job_progress" && FINAL.has(e.payload.status)) {
-      metrics.jobFinished(e.payload.type, e.payload.status as "succeeded" | "failed" | "cancelled");
-    }
-  });
-  metrics.onCollect((m) => m.eventsDropped(bus.stats().dropped));
-  const sessions = () =>
-    (
-      store.db
-        .prepare("SELECT count(*) AS n FROM boot_sessions WHERE status IN ('starting','active')")
-        .get() as { n: number }
-    ).n;
-  metrics.registry.onCollect(() => metrics.activeSessions(sessions()));
-  return off;
 }

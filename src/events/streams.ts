@@ -1,4 +1,4 @@
-import type { BusEvent, EventBus, EventType, Subscription } from "../../events/bus.js";
+import type { BusEvent, EventBus, EventType, Subscription } from "./bus.js";
 
 export interface EventStreamsOptions {
   bus: EventBus;
