@@ -1,9 +1,10 @@
+import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { z } from "zod";
+import { ImageError, type ImageErrorCode } from "../../images/errors.js";
 import { IMAGE_TYPES, type ImageService } from "../../images/service.js";
-import { UploadAborted } from "../../images/upload.js";
 import type { Image } from "../../store/images.js";
 import { conflictOnUnique, notFound } from "../conflict.js";
-import { ApiError } from "../errors.js";
+import { ApiError, type ErrorCode } from "../errors.js";
 import {
   ADMIN_ONLY,
   type ApiDeps,
@@ -74,6 +75,26 @@ const updateBody = z
   })
   .partial()
   .strict();
+
+/** How each refusal of the image library reaches a client (cf. PowerError in power.ts). */
+const IMAGE_ERRORS: Record<ImageErrorCode, [ContentfulStatusCode, ErrorCode]> = {
+  invalid_upload: [422, "validation_error"],
+  name_taken: [409, "conflict_error"],
+  not_found: [404, "not_found"],
+  in_use: [409, "conflict_error"],
+  too_large: [413, "payload_too_large"],
+  storage_full: [507, "insufficient_storage"],
+  // Nobody is left to read the answer; the status is for the log and history.
+  upload_aborted: [400, "validation_error"],
+};
+
+/** An ImageError as the contract's error; anything else unchanged. */
+export function imageApiError(err: unknown): unknown {
+  if (!(err instanceof ImageError)) return err;
+  const [status, code] = IMAGE_ERRORS[err.code];
+  const extra = err.code === "upload_aborted" ? { field: "file" } : err.details;
+  return new ApiError(status, code, err.message, extra);
+}
 
 function service(deps: ApiDeps): ImageService {
   const s = deps.services.images;
@@ -157,11 +178,10 @@ export const imagesRoutes: RouteModule = (deps) => {
           // The upload code stops reading the body when it fails; the rest of a large
           // upload must not be read into the next request on this connection.
           c.header("Connection", "close");
-          if (err instanceof UploadAborted) {
+          if (err instanceof ImageError && err.code === "upload_aborted") {
             deps.log.info({ reason: err.message }, "image upload cut off by the client");
-            throw new ApiError(400, "validation_error", err.message, { field: "file" });
           }
-          throw err;
+          throw imageApiError(err);
         }
       },
     }),
@@ -186,10 +206,14 @@ export const imagesRoutes: RouteModule = (deps) => {
       handler: ({ params, body }) => {
         if (!store.images.get(params.id)) throw notFound("image", params.id);
         const images = deps.services.images;
-        conflictOnUnique(
-          () => (images ? images.update(params.id, body) : store.images.update(params.id, body)),
-          () => "an image with this name exists",
-        );
+        try {
+          conflictOnUnique(
+            () => (images ? images.update(params.id, body) : store.images.update(params.id, body)),
+            () => "an image with this name exists",
+          );
+        } catch (err) {
+          throw imageApiError(err);
+        }
         return view(params.id);
       },
     }),
@@ -203,7 +227,11 @@ export const imagesRoutes: RouteModule = (deps) => {
       params: idParams,
       handler: async ({ params }) => {
         if (!store.images.get(params.id)) throw notFound("image", params.id);
-        await service(deps).delete(params.id);
+        await service(deps)
+          .delete(params.id)
+          .catch((err: unknown) => {
+            throw imageApiError(err);
+          });
         return { message: "image deleted", id: params.id };
       },
     }),
