@@ -105,7 +105,7 @@ export class ImageService {
         throw new ImageError("invalid_upload", `${field}: ${issue.message}`, { field });
       }
       const f = parsed.data;
-      if (d.store.images.count("name = @n", { n: f.name }) > 0) {
+      if (d.store.images.nameTaken(f.name)) {
         throw new ImageError("name_taken", `an image named ${JSON.stringify(f.name)} exists`, {
           field: "name",
         });
@@ -168,7 +168,7 @@ export class ImageService {
   update(id: number, patch: ImagePatch): Image {
     const image = this.get(id);
     if (patch.name !== undefined && patch.name.toLowerCase() !== image.name.toLowerCase()) {
-      if (this.#d.store.images.count("name = @n AND id != @id", { n: patch.name, id }) > 0) {
+      if (this.#d.store.images.nameTaken(patch.name, id)) {
         throw new ImageError("name_taken", `an image named ${JSON.stringify(patch.name)} exists`, {
           field: "name",
         });
@@ -233,8 +233,7 @@ export class ImageService {
   referencedFiles(): Set<string> {
     const d = this.#d;
     const out = new Set<string>();
-    const rows = d.store.db.prepare("SELECT path FROM image_versions").all() as { path: string }[];
-    for (const r of rows) out.add(r.path);
+    for (const path of d.store.images.versionPaths()) out.add(path);
     for (const { params } of this.#importJobs()) {
       const src = join(d.imagesDir, basename(params.source));
       out.add(src);
@@ -246,9 +245,7 @@ export class ImageService {
   }
 
   #importJobs(): { job: Job; params: ImageImportParams }[] {
-    const jobs = this.#d.store.db
-      .prepare("SELECT * FROM jobs WHERE type = ? AND status IN ('queued','running')")
-      .all(IMAGE_IMPORT_JOB) as Job[];
+    const jobs = this.#d.store.jobs.unfinished(IMAGE_IMPORT_JOB);
     return jobs.map((job) => ({ job, params: JSON.parse(job.params) as ImageImportParams }));
   }
 

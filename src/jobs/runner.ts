@@ -101,9 +101,7 @@ export class JobRunner {
   recover(): { failed: number[]; requeued: number[] } {
     const failed = this.#jobs.failInterrupted("interrupted: bootfleetd stopped while the job ran");
     const requeued: number[] = [];
-    const queued = this.#store.db
-      .prepare("SELECT * FROM jobs WHERE status = 'queued' ORDER BY id")
-      .all() as Job[];
+    const queued = this.#jobs.queued();
     for (const job of queued) {
       if (this.#handlers.has(job.type)) {
         requeued.push(job.id);

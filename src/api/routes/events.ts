@@ -76,12 +76,11 @@ export function eventMessage(d: Delivery) {
  */
 export function eventFilter(deps: ApiDeps, user: AuthUser): (e: BusEvent) => boolean {
   if (user.role !== "client") return () => true;
-  const owner = deps.store.db.prepare("SELECT owner_user_id AS o FROM machines WHERE id = ?");
+  const machines = deps.store.machines;
   return (e) => {
     const id = (e.payload as { machine_id?: unknown }).machine_id;
     if (typeof id !== "number") return false;
-    const row = owner.get(id) as { o: number | null } | undefined;
-    return row?.o === user.id;
+    return machines.ownerOf(id) === user.id;
   };
 }
 

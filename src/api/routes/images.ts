@@ -2,7 +2,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { z } from "zod";
 import { ImageError, type ImageErrorCode } from "../../images/errors.js";
 import { IMAGE_TYPES, type ImageService } from "../../images/service.js";
-import type { Image } from "../../store/images.js";
+import { IMAGE_SORTS, type ImageRow } from "../../store/images.js";
 import { conflictOnUnique, notFound } from "../conflict.js";
 import { ApiError, type ErrorCode } from "../errors.js";
 import {
@@ -13,9 +13,7 @@ import {
   listQuery,
   READERS,
   type RouteModule,
-  runList,
   sendList,
-  sortColumns,
 } from "../route.js";
 import { zName, zText } from "../validate.js";
 
@@ -27,19 +25,6 @@ declare module "../route.js" {
 }
 
 const IMAGE_STATUSES = ["uploading", "processing", "ready", "error"] as const;
-const SORTS = [
-  "id",
-  "name",
-  "created_at",
-  "updated_at",
-  "size_bytes",
-  "virtual_size_bytes",
-  "status",
-  "image_type",
-  "format",
-] as const;
-
-type ImageRow = Image & { created_by_username: string | null };
 
 /** An image in the GGnet shape (plus status_reason and the current version). */
 export function imageView(i: ImageRow) {
@@ -63,9 +48,6 @@ export function imageView(i: ImageRow) {
     created_by_username: i.created_by_username,
   };
 }
-
-const SELECT = "i.*, u.username AS created_by_username";
-const FROM = "images i LEFT JOIN users u ON u.id = i.created_by";
 
 const updateBody = z
   .object({
@@ -105,12 +87,8 @@ function service(deps: ApiDeps): ImageService {
 /** /api/images: the golden image library (admins write; operators and viewers read). */
 export const imagesRoutes: RouteModule = (deps) => {
   const { store } = deps;
-  const getRow = (id: number) =>
-    store.db.prepare(`SELECT ${SELECT} FROM ${FROM} WHERE i.id = ?`).get(id) as
-      | ImageRow
-      | undefined;
   const view = (id: number) => {
-    const row = getRow(id);
+    const row = store.images.getRow(id);
     if (!row) throw notFound("image", id);
     return imageView(row);
   };
@@ -122,29 +100,17 @@ export const imagesRoutes: RouteModule = (deps) => {
       summary: "List disk images",
       roles: READERS,
       query: listQuery(
-        { sort: SORTS },
+        { sort: IMAGE_SORTS },
         {
           image_type: z.enum(IMAGE_TYPES).optional(),
           status: z.enum(IMAGE_STATUSES).optional(),
         },
       ),
       handler: ({ c, query }) => {
-        const { rows, total } = runList<ImageRow>(
-          store.db,
-          {
-            select: SELECT,
-            from: FROM,
-            where: [
-              query.image_type && "i.image_type = @type",
-              query.status && "i.status = @status",
-            ],
-            params: { type: query.image_type, status: query.status },
-            search: ["i.name", "i.description", "i.filename"],
-            sort: sortColumns("i", SORTS),
-            tiebreak: "i.id",
-          },
-          query,
-        );
+        const { rows, total } = store.images.listRows(query, {
+          image_type: query.image_type,
+          status: query.status,
+        });
         return sendList(c, rows.map(imageView), total, query);
       },
     }),

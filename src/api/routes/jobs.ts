@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { type JobRunner, parseSteps } from "../../jobs/runner.js";
-import type { Job } from "../../store/jobs.js";
+import { JOB_SORTS, type JobRow } from "../../store/jobs.js";
 import { notFound } from "../conflict.js";
 import { ApiError } from "../errors.js";
 import {
@@ -10,9 +10,7 @@ import {
   OPERATORS,
   READERS,
   type RouteModule,
-  runList,
   sendList,
-  sortColumns,
 } from "../route.js";
 
 declare module "../route.js" {
@@ -23,18 +21,6 @@ declare module "../route.js" {
 }
 
 const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
-const SORTS = [
-  "id",
-  "created_at",
-  "started_at",
-  "finished_at",
-  "status",
-  "type",
-  "progress",
-] as const;
-
-type JobRow = Job & { created_by_username: string | null };
-
 function parseJson(text: string | null): unknown {
   if (text === null) return null;
   try {
@@ -65,17 +51,10 @@ export function jobView(j: JobRow) {
   };
 }
 
-export const JOB_SELECT = "j.*, u.username AS created_by_username";
-export const JOB_FROM = "jobs j LEFT JOIN users u ON u.id = j.created_by";
-
 /** /api/jobs: status, progress, steps and logs of long work; cancel. */
 export const jobsRoutes: RouteModule = (deps) => {
   const { store } = deps;
-  const getRow = (id: number) =>
-    store.db.prepare(`SELECT ${JOB_SELECT} FROM ${JOB_FROM} WHERE j.id = ?`).get(id) as
-      | JobRow
-      | undefined;
-  const row = (id: number) => getRow(id) ?? raise(notFound("job", id));
+  const row = (id: number) => store.jobs.getRow(id) ?? raise(notFound("job", id));
   return [
     defineRoute({
       method: "GET",
@@ -84,7 +63,7 @@ export const jobsRoutes: RouteModule = (deps) => {
       summary: "List jobs (newest first by default)",
       roles: READERS,
       query: listQuery(
-        { sort: SORTS, defaultSort: "id", defaultOrder: "desc" },
+        { sort: JOB_SORTS, defaultSort: "id", defaultOrder: "desc" },
         {
           status: z.enum(JOB_STATUSES).optional(),
           type: z
@@ -94,19 +73,10 @@ export const jobsRoutes: RouteModule = (deps) => {
         },
       ),
       handler: ({ c, query }) => {
-        const { rows, total } = runList<JobRow>(
-          store.db,
-          {
-            select: JOB_SELECT,
-            from: JOB_FROM,
-            where: [query.status && "j.status = @status", query.type && "j.type = @type"],
-            params: { status: query.status, type: query.type },
-            search: ["j.type", "j.error"],
-            sort: sortColumns("j", SORTS),
-            tiebreak: "j.id",
-          },
-          query,
-        );
+        const { rows, total } = store.jobs.listRows(query, {
+          status: query.status,
+          type: query.type,
+        });
         return sendList(c, rows.map(jobView), total, query);
       },
     }),
@@ -132,14 +102,7 @@ export const jobsRoutes: RouteModule = (deps) => {
       }),
       handler: ({ params, query }) => {
         const job = row(params.id);
-        const lines = store.db
-          .prepare("SELECT * FROM job_logs WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?")
-          .all(job.id, query.after, query.limit) as {
-          id: number;
-          at: string;
-          level: string;
-          message: string;
-        }[];
+        const lines = store.jobs.logPage(job.id, query.after, query.limit);
         return {
           job_id: job.id,
           status: job.status,

@@ -12,4 +12,4 @@ export type {
   TargetSpec,
 } from "./types.js";
 export { TargetError } from "./types.js";
-export { isValidInitiatorName, isValidIqn, machineIqn, specProblems } from "./validate.js";
+export { isValidInitiatorName, isValidIqn, specProblems } from "./validate.js";
