@@ -1,4 +1,3 @@
-import type { IncomingMessage } from "node:http";
 import { upgradeWebSocket } from "@hono/node-server";
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import type { WebSocket } from "ws";
@@ -12,6 +11,7 @@ import {
 } from "../../events/bus.js";
 import type { EventStreams } from "../../events/streams.js";
 import { ApiError } from "../errors.js";
+import { nodeRequest } from "../mount.js";
 import { ANY_USER, type ApiDeps, type AuthUser, defineRoute, type RouteModule } from "../route.js";
 import type { ApiEnv } from "../types.js";
 
@@ -84,7 +84,7 @@ export function eventFilter(deps: ApiDeps, user: AuthUser): (e: BusEvent) => boo
   };
 }
 
-function bearerToken(c: Context): string | undefined {
+function bearerToken(c: Context<ApiEnv>): string | undefined {
   return /^Bearer[ \t]+(\S+)/i.exec(c.req.header("authorization") ?? "")?.[1];
 }
 
@@ -115,7 +115,7 @@ export function installEventAuth(app: Hono<ApiEnv>): void {
   app.use("/api/ws", fromQuery);
 }
 
-function resumeFrom(c: Context, after: number | undefined): number {
+function resumeFrom(c: Context<ApiEnv>, after: number | undefined): number {
   const header = Number(c.req.header("last-event-id"));
   if (Number.isInteger(header) && header > 0) return header;
   return after ?? 0;
@@ -194,7 +194,7 @@ export const eventsRoutes: RouteModule = (deps) => [
           if (sub) streams.release(sub);
         },
       }));
-      const res = await upgrade(c as never, async () => {});
+      const res = await upgrade(c, async () => {});
       if (!res) throw new ApiError(400, "validation_error", "not a WebSocket upgrade request");
       return res;
     },
@@ -213,7 +213,7 @@ function sseFrame(d: Delivery): Uint8Array {
  * its bounded subscription queue and is disconnected instead of growing our memory.
  */
 function sseResponse(
-  c: Context,
+  c: Context<ApiEnv>,
   deps: ApiDeps,
   streams: EventStreams,
   user: AuthUser,
@@ -242,7 +242,7 @@ function sseResponse(
     () => finished,
     () => {
       finish();
-      (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket?.destroy();
+      nodeRequest(c)?.socket?.destroy();
     },
   );
   const body = new ReadableStream<Uint8Array>(
