@@ -14,7 +14,7 @@ import { JobRunner } from "../../src/jobs/runner.js";
 import { BootfleetMetrics } from "../../src/metrics/bootfleet.js";
 import { IpmiPower } from "../../src/power/ipmi.js";
 import { PowerService } from "../../src/power/service.js";
-import { registerCleanupJob } from "../../src/storage/cleanup.js";
+import { registerCleanupJob } from "../../src/diskspace/cleanup.js";
 import { Store } from "../../src/store/index.js";
 import { HIGH_LIMITS, memoryLogger, type TestApi } from "./helpers.js";
 

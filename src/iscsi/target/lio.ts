@@ -1,4 +1,6 @@
 import type { Logger } from "pino";
+import { redact } from "../../host/exec.js";
+import { Serial } from "../../lib/keyed-lock.js";
 import {
   applyToConfigfs,
   type ConfigFs,
@@ -8,7 +10,6 @@ import {
   removeFromConfigfs,
 } from "./lio-configfs.js";
 import { mergeTarget, readSaveConfig, removeTarget, updateSaveConfig } from "./lio-saveconfig.js";
-import { Serial } from "./serial.js";
 import {
   type RemoveOptions,
   type TargetDriver,
@@ -16,7 +17,7 @@ import {
   type TargetSession,
   type TargetSpec,
 } from "./types.js";
-import { isUnderPrefix, isValidIqn, redact, secretsOf, specProblems } from "./validate.js";
+import { isUnderPrefix, isValidIqn, secretsOf, specProblems } from "./validate.js";
 
 export const DEFAULT_CONFIGFS_ROOT = "/sys/kernel/config/target";
 export const DEFAULT_SAVECONFIG = "/etc/rtslib-fb-target/saveconfig.json";
