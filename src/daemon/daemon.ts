@@ -195,7 +195,7 @@ export class Daemon {
     const c = this.config;
     const bus = new EventBus({
       onListenerError: (err, e) =>
-        this.log.warn({ err: (err as Error).message, event: e.type }, "event listener failed"),
+        this.log.warn({ err: errorText(err), event: e.type }, "event listener failed"),
     });
     this.bus = bus;
     const metrics = new BootfleetMetrics();
