@@ -6,24 +6,25 @@ import { createApp, type DaemonState } from "../api/app.js";
 import { ensureInitialAdmin, INITIAL_PASSWORD_FILE } from "../api/auth/initial-admin.js";
 import { loadOrCreateSigningKey } from "../api/auth/keys.js";
 import type { ApiServices } from "../api/route.js";
+import { registerCleanupJob } from "../diskspace/cleanup.js";
 import { EventBus } from "../events/bus.js";
 import { EventStreams } from "../events/streams.js";
 import { ImageService } from "../images/service.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
-import { runProcess } from "../jobs/child.js";
 import { JobRunner } from "../jobs/runner.js";
+import { errorText } from "../lib/error-text.js";
 import { BootfleetMetrics } from "../metrics/bootfleet.js";
 import { connectMetrics } from "../metrics/connect.js";
 import { createNetboot, type Netboot } from "../netboot/service.js";
 import { IpmiPower, PowerError } from "../power/ipmi.js";
 import { PowerService } from "../power/service.js";
 import { wakeOnLan } from "../power/wol.js";
-import { registerCleanupJob } from "../storage/cleanup.js";
 import { Store } from "../store/index.js";
 import { VERSION } from "../version.js";
 import type { Config } from "./config.js";
 import { changedKeys, LIVE_KEYS } from "./config-diff.js";
 import { type RunningHttpServer, startHttpServer } from "./http-server.js";
+import { iscsiSettings } from "./iscsi-settings.js";
 import { interfaceIPv4 } from "./netinfo.js";
 import type { Notifier } from "./sdnotify.js";
 
@@ -72,7 +73,7 @@ export class Daemon {
     const services = this.startServices(this.store);
 
     this.iscsi = await startIscsi({
-      config: c,
+      settings: iscsiSettings(c, { isRoot: process.getuid?.() === 0 }),
       store: this.store,
       log: this.log,
       ...(this.bus ? { bus: this.bus } : {}),
@@ -80,7 +81,7 @@ export class Daemon {
     }).catch((err: unknown) => {
       // Everything else still serves (API, netboot, discovery); sanboot machines are told
       // their disk is not ready, and the reason is in the log and the STATUS line.
-      this.iscsiProblem = err instanceof Error ? err.message : String(err);
+      this.iscsiProblem = errorText(err);
       this.log.error({ reason: this.iscsiProblem }, "iSCSI unavailable");
       return undefined;
     });
@@ -194,7 +195,7 @@ export class Daemon {
     const c = this.config;
     const bus = new EventBus({
       onListenerError: (err, e) =>
-        this.log.warn({ err: (err as Error).message, event: e.type }, "event listener failed"),
+        this.log.warn({ err: errorText(err), event: e.type }, "event listener failed"),
     });
     this.bus = bus;
     const metrics = new BootfleetMetrics();
@@ -225,7 +226,6 @@ export class Daemon {
     }
     const power = new PowerService({
       ipmi: new IpmiPower({
-        run: (command, args, o) => runProcess(command, args, o),
         baseEnv: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
       }),
       wake: async (mac) => {

@@ -1,6 +1,6 @@
 import { z } from "zod";
-import { STORAGE_CLEANUP_JOB } from "../../storage/cleanup.js";
-import { storageHealth, storageInfo } from "../../storage/usage.js";
+import { STORAGE_CLEANUP_JOB } from "../../diskspace/cleanup.js";
+import { storageHealth, storageInfo } from "../../diskspace/usage.js";
 import { ApiError } from "../errors.js";
 import { ADMIN_ONLY, type ApiDeps, defineRoute, READERS, type RouteModule } from "../route.js";
 

@@ -53,12 +53,6 @@ export function secretsOf(spec: TargetSpec): string[] {
   return out;
 }
 
-export function redact(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const s of secrets) if (s.length > 0) out = out.split(s).join("<redacted>");
-  return out;
-}
-
 /**
  * Checks everything a driver is about to put into configfs, tgtadm arguments or a
  * config file. Returns the list of problems (empty when valid); no problem text

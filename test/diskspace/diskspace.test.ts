@@ -3,9 +3,13 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync }
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
+import {
+  findOrphans,
+  registerCleanupJob,
+  STORAGE_CLEANUP_JOB,
+} from "../../src/diskspace/cleanup.js";
+import { storageHealth, storageInfo, usageOf } from "../../src/diskspace/usage.js";
 import { JobRunner } from "../../src/jobs/runner.js";
-import { findOrphans, registerCleanupJob, STORAGE_CLEANUP_JOB } from "../../src/storage/cleanup.js";
-import { storageHealth, storageInfo, usageOf } from "../../src/storage/usage.js";
 import { smallTmpfs } from "../images/tmpfs.js";
 import { silent, tempStore } from "../jobs/helpers.js";
 

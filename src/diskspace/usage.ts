@@ -95,12 +95,10 @@ export async function storageHealth(
   dirs: readonly string[],
   opts: HealthThresholds = {},
 ): Promise<StorageHealth> {
-  const warn = opts.warnPercent ?? 85;
-  const crit = opts.criticalPercent ?? 95;
   const directories: Record<string, DirectoryHealth> = {};
   let overall: HealthStatus = "healthy";
   for (const dir of dirs) {
-    const h = await dirHealth(dir, warn, crit);
+    const h = await directoryHealth(dir, opts);
     directories[dir] = h;
     if (h.status === "critical" || (h.status === "warning" && overall === "healthy")) {
       overall = h.status;
@@ -113,7 +111,16 @@ export async function storageHealth(
   };
 }
 
-async function dirHealth(dir: string, warn: number, crit: number): Promise<DirectoryHealth> {
+/**
+ * The one check of a folder the daemon writes: it exists, is a directory, is writable by
+ * this process, and how full its file system is.
+ */
+export async function directoryHealth(
+  dir: string,
+  opts: Omit<HealthThresholds, "clock"> = {},
+): Promise<DirectoryHealth> {
+  const warn = opts.warnPercent ?? 85;
+  const crit = opts.criticalPercent ?? 95;
   try {
     const st = await stat(dir);
     if (!st.isDirectory()) {
