@@ -129,6 +129,11 @@ export interface LoadedConfig {
   config: Config;
   /** The file that was read, or undefined when the embedded defaults were used alone. */
   file: string | undefined;
+  /**
+   * Where each key set by the admin came from, by dotted path ("http.listen"); a key
+   * absent here holds its default. Lets a default move where an explicit value must not.
+   */
+  sources: Readonly<Record<string, ConfigSource>>;
 }
 
 type Plain = Record<string, unknown>;
@@ -225,7 +230,11 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
       `invalid configuration: ${key} = ${JSON.stringify(value)}${where}: expected ${describeExpected(issue)}`,
     );
   }
-  return { config: complete(parsed.data, opts, detectAddress), file };
+  return {
+    config: complete(parsed.data, opts, detectAddress),
+    file,
+    sources: Object.fromEntries(sources),
+  };
 }
 
 /** Fills the keys whose defaults derive from others, and makes paths absolute. */

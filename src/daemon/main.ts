@@ -43,14 +43,16 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
   const privileges = detectPrivileges();
   const loadOptions: LoadConfigOptions = { path: args.config, env, privileges };
   let loaded: ReturnType<typeof loadConfig>;
+  let adjusted: ReturnType<typeof adjustForPrivileges>;
   try {
     loaded = loadConfig(loadOptions);
+    adjusted = adjustForPrivileges(loaded, privileges);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`bootfleetd: ${err.message}\n`);
     process.exit(EXIT_USAGE);
   }
-  const { config, changes } = adjustForPrivileges(loaded.config, privileges);
+  const { config, changes } = adjusted;
   if (args["print-config"]) {
     process.stdout.write(printableConfig(config));
     return;
@@ -119,7 +121,7 @@ function installSignals(
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGHUP", () => {
     try {
-      const next = adjustForPrivileges(loadConfig(loadOptions).config, privileges).config;
+      const next = adjustForPrivileges(loadConfig(loadOptions), privileges).config;
       daemon.reload(next);
     } catch (err) {
       log.error(

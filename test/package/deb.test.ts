@@ -220,10 +220,8 @@ t.test("the extracted package runs on its bundled runtime", async (t) => {
   t.equal(printed.status, 0, `--print-config exits 0: ${printed.stderr}`);
   const privileges = detectPrivileges();
   const expected = printableConfig(
-    adjustForPrivileges(
-      loadConfig({ path: conffile, env: {}, privileges, cwd: root }).config,
-      privileges,
-    ).config,
+    adjustForPrivileges(loadConfig({ path: conffile, env: {}, privileges, cwd: root }), privileges)
+      .config,
   );
   t.equal(
     printed.stdout,
