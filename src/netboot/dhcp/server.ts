@@ -1,14 +1,14 @@
 import type { Logger } from "pino";
-import { type ClientInfo, classifyClient } from "./dhcp/client.js";
-import { decodeDhcp, encodeDhcp } from "./dhcp/packet.js";
-import { type BootFiles, evaluateProxy, type ProxyPort } from "./dhcp/proxy.js";
+import { createLogLimiter } from "../log-limiter.js";
+import { type ClientInfo, classifyClient } from "./client.js";
+import { decodeDhcp, encodeDhcp } from "./packet.js";
+import { type BootFiles, evaluateProxy, type ProxyPort } from "./proxy.js";
 import {
   type DhcpInterface,
   type DhcpTransport,
   type InboundDatagram,
   openDhcpTransport,
-} from "./dhcp/transport.js";
-import { createLogLimiter } from "./log-limiter.js";
+} from "./transport.js";
 
 /** What the daemon decides for one PXE client, asked for every request. */
 export interface ClientPolicy {
