@@ -27,6 +27,8 @@ const IPXE_DIR = join(import.meta.dirname, "../../ipxe");
 const SERVER = "10.99.0.1";
 const log = pino({ level: "silent" });
 
+type Teardown = { teardown(fn: () => unknown): void };
+
 interface Case {
   name: string;
   status: MachineStatus | "unknown";
@@ -66,7 +68,7 @@ const CASES: Case[] = [
 ];
 
 /** A store with one machine per case (MAC 52:54:00:bf:90:NN), each with a disk and a kernel. */
-function fixture(tt: typeof t) {
+function fixture(tt: Teardown) {
   const dir = mkdtempSync(join(tmpdir(), `bf-plan-${process.pid}-`));
   tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const store = Store.open({ path: join(dir, "bootfleet.db"), busyTimeoutMs: 2000 });
@@ -181,7 +183,7 @@ t.test("the DHCP decision follows the boot plan for every machine state", async 
 });
 
 /** The boot routes on a real HTTP server on loopback; `served` collects the script kinds. */
-async function httpServer(t: Parameters<Parameters<typeof t.test>[1]>[0], store: Store) {
+async function httpServer(t: Teardown, store: Store) {
   const bootKey = new Uint8Array(32).fill(7);
   const served: string[] = [];
   let port = 0;
