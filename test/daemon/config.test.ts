@@ -2,8 +2,8 @@ import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
 import { ConfigError, loadConfig, parseListen, printableConfig } from "../../src/daemon/config.js";
-import type { Privileges } from "../../src/host/privileges.js";
 import { adjustForPrivileges } from "../../src/daemon/unprivileged.js";
+import type { Privileges } from "../../src/host/privileges.js";
 import { tempDir } from "../helpers/daemon.js";
 
 const root: Privileges = { isRoot: true, canBindLowPorts: true, canUseRawSockets: true };
