@@ -5,7 +5,7 @@ import { INITIAL_PASSWORD_FILE, retireInitialPassword } from "../api/auth/initia
 import { hashPassword } from "../api/auth/password.js";
 import { zEmail, zLabel, zPassword, zUsername } from "../api/validate.js";
 import { ConfigError, loadConfig } from "../daemon/config.js";
-import { detectPrivileges } from "../daemon/privileges.js";
+import { detectPrivileges } from "../host/privileges.js";
 import { Store, StoreError } from "../store/index.js";
 import { ROLES, type Role } from "../store/users.js";
 import { VERSION } from "../version.js";

@@ -1,7 +1,7 @@
 import { stringify as stringifyToml } from "smol-toml";
 import { z } from "zod";
+import type { Privileges } from "../host/privileges.js";
 import { configSchema, defaultConfig } from "./config.js";
-import type { Privileges } from "./privileges.js";
 
 /**
  * The packaged daemon runs as root (its unit bounds the capabilities), so the conffile

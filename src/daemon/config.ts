@@ -2,8 +2,8 @@ import { readFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
 import { z } from "zod";
-import { defaultRouteInterface, interfaceIPv4 } from "./netinfo.js";
-import type { Privileges } from "./privileges.js";
+import { defaultRouteInterface, interfaceIPv4 } from "../host/interfaces.js";
+import type { Privileges } from "../host/privileges.js";
 
 export const DEFAULT_CONFIG_PATH = "/etc/bootfleet/bootfleetd.toml";
 

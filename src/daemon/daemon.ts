@@ -1,6 +1,5 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { createApp, type DaemonState } from "../api/app.js";
 import { ensureInitialAdmin, INITIAL_PASSWORD_FILE } from "../api/auth/initial-admin.js";
@@ -9,6 +8,8 @@ import type { ApiServices } from "../api/route.js";
 import { registerCleanupJob } from "../diskspace/cleanup.js";
 import { EventBus } from "../events/bus.js";
 import { EventStreams } from "../events/streams.js";
+import { interfaceIPv4 } from "../host/interfaces.js";
+import { macForIp } from "../host/neighbours.js";
 import { ImageService } from "../images/service.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
 import { JobRunner } from "../jobs/runner.js";
@@ -25,7 +26,7 @@ import type { Config } from "./config.js";
 import { changedKeys, LIVE_KEYS } from "./config-diff.js";
 import { type RunningHttpServer, startHttpServer } from "./http-server.js";
 import { iscsiSettings } from "./iscsi-settings.js";
-import { interfaceIPv4 } from "./netinfo.js";
+import { netbootSettings } from "./netboot-settings.js";
 import type { Notifier } from "./sdnotify.js";
 
 /**
@@ -110,13 +111,15 @@ export class Daemon {
       services,
     });
     this.netboot = await createNetboot({
-      config: c,
+      settings: netbootSettings(c, this.log, {
+        interfaceIPv4,
+        httpPort: () => this.http?.address.port ?? 0,
+        replyDelayMs: () => this.config.dhcp.reply_delay_ms,
+      }),
       store: this.store,
       log: this.log,
       bootKey: loadOrCreateSigningKey(join(c.data_dir, "boot-token.key")),
-      templatesDir: fileURLToPath(new URL("../../ipxe/", import.meta.url)),
-      httpPort: () => this.http?.address.port ?? 0,
-      replyDelayMs: () => this.config.dhcp.reply_delay_ms,
+      macForIp,
       ...(this.iscsi ? { sanboot: this.iscsi.sanboot } : {}),
       ...(this.bus ? { bus: this.bus } : {}),
       ...(this.metrics ? { metrics: this.metrics } : {}),

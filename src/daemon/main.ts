@@ -1,11 +1,11 @@
 import { parseArgs } from "node:util";
 import type { Logger } from "pino";
+import { detectPrivileges } from "../host/privileges.js";
 import { StoreError } from "../store/index.js";
 import { VERSION } from "../version.js";
 import { ConfigError, type LoadConfigOptions, loadConfig, printableConfig } from "./config.js";
 import { Daemon } from "./daemon.js";
 import { createLogger } from "./logger.js";
-import { detectPrivileges } from "./privileges.js";
 import { createNotifier } from "./sdnotify.js";
 import { adjustForPrivileges } from "./unprivileged.js";
 

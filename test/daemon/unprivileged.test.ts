@@ -3,8 +3,8 @@ import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t, { type Test } from "tap";
 import { ConfigError, type LoadedConfig, loadConfig } from "../../src/daemon/config.js";
-import type { Privileges } from "../../src/daemon/privileges.js";
 import { adjustForPrivileges } from "../../src/daemon/unprivileged.js";
+import type { Privileges } from "../../src/host/privileges.js";
 import { DAEMON_BIN, startDaemon, tempDir } from "../helpers/daemon.js";
 
 const root: Privileges = { isRoot: true, canBindLowPorts: true, canUseRawSockets: true };

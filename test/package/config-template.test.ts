@@ -7,7 +7,7 @@ import t from "tap";
 import { z } from "zod";
 import { configSchema, defaultConfig, loadConfig } from "../../src/daemon/config.js";
 import { COMPUTED_MARKER, renderConfigTemplate } from "../../src/daemon/config-template.js";
-import type { Privileges } from "../../src/daemon/privileges.js";
+import type { Privileges } from "../../src/host/privileges.js";
 import { tempDir } from "../helpers/daemon.js";
 
 const root: Privileges = { isRoot: true, canBindLowPorts: true, canUseRawSockets: true };

@@ -6,8 +6,8 @@ import { join } from "node:path";
 import t from "tap";
 import { loadConfig, printableConfig } from "../../src/daemon/config.js";
 import { renderConfigTemplate } from "../../src/daemon/config-template.js";
-import { detectPrivileges } from "../../src/daemon/privileges.js";
 import { adjustForPrivileges } from "../../src/daemon/unprivileged.js";
+import { detectPrivileges } from "../../src/host/privileges.js";
 import { tempDir } from "../helpers/daemon.js";
 import { freshDeb, REPO, VERSION } from "./fresh-deb.js";
 

@@ -1,14 +1,14 @@
 import type { Logger } from "pino";
-import { type ClientInfo, classifyClient } from "./dhcp/client.js";
-import { decodeDhcp, encodeDhcp } from "./dhcp/packet.js";
-import { type BootFiles, evaluateProxy, type ProxyPort } from "./dhcp/proxy.js";
+import { createLogLimiter } from "../log-limiter.js";
+import { type ClientInfo, classifyClient } from "./client.js";
+import { type DhcpPacket, decodeDhcp, encodeDhcp } from "./packet.js";
+import { type BootFiles, evaluateProxy, type ProxyOutcome, type ProxyPort } from "./proxy.js";
 import {
   type DhcpInterface,
   type DhcpTransport,
   type InboundDatagram,
   openDhcpTransport,
-} from "./dhcp/transport.js";
-import { createLogLimiter } from "./log-limiter.js";
+} from "./transport.js";
 
 /** What the daemon decides for one PXE client, asked for every request. */
 export interface ClientPolicy {
@@ -79,52 +79,43 @@ export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<Prox
       }
       return;
     }
-    const client = classifyClient(decoded.packet);
-    if (!client.isRequest || !client.isPxe || client.mac === undefined) {
+    const decision = decide(opts, d, decoded.packet, serverAddress.get(d.ifname));
+    if (decision.action === "ignore") {
       counters.ignored++;
+      if (decision.reason) {
+        log.debug(
+          { mac: decision.mac, port: decision.port, reason: decision.reason },
+          "PXE request not answered",
+        );
+      }
       return;
     }
-    const port = d.dstPort === 4011 ? 4011 : 67;
-    const info: ProxyRequestInfo = {
-      client: client as ClientInfo & { mac: string },
-      ifname: d.ifname,
-      serverAddress: serverAddress.get(d.ifname) ?? d.localAddress,
-      sourceAddress: d.srcAddress,
-      port,
-    };
-    const policy = opts.policy(info);
-    const asked = policy.chainload ? { ...client, isIpxe: false } : client;
-    const outcome = evaluateProxy(
-      { client: asked, port, source: { address: d.srcAddress, port: d.srcPort } },
-      {
-        serverAddress: info.serverAddress,
-        bootFiles: opts.bootFiles,
-        ipxeScriptUrl: () => policy.scriptUrl(),
-        noBootFile: policy.noBootFile,
-      },
-    );
-    if (outcome.action === "ignore") {
-      counters.ignored++;
-      log.debug({ mac: client.mac, port, reason: outcome.reason }, "PXE request not answered");
-      return;
-    }
+    const { info, outcome } = decision;
     const delay = opts.replyDelayMs();
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     // A datagram can arrive while openDhcpTransport is still resolving.
     if (!transport) return;
     const sent = await transport.send({
       ifname: d.ifname,
-      srcPort: port,
+      srcPort: info.port,
       dstAddress: outcome.destination.address,
       dstPort: outcome.destination.port,
       payload: encodeDhcp(outcome.reply),
     });
     if (!sent) return;
     counters.replied++;
+    const { client } = info;
     const bootFile = outcome.reply.file || outcome.reply.options.get(67)?.toString("utf8") || "";
-    const kind = port === 67 && client.messageType === "discover" ? "offer" : "ack";
+    const kind = info.port === 67 && client.messageType === "discover" ? "offer" : "ack";
     log.info(
-      { mac: client.mac, arch: client.archKind, ipxe: client.isIpxe, ifname: d.ifname, port, kind },
+      {
+        mac: client.mac,
+        arch: client.archKind,
+        ipxe: client.isIpxe,
+        ifname: d.ifname,
+        port: info.port,
+        kind,
+      },
       "PXE client answered",
     );
     opts.onReply?.(info, kind, bootFile);
@@ -142,4 +133,43 @@ export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<Prox
     close: () => transport?.close() ?? Promise.resolve(),
     stats: () => ({ ...counters }),
   };
+}
+
+type Decision =
+  | { action: "reply"; info: ProxyRequestInfo; outcome: Extract<ProxyOutcome, { action: "reply" }> }
+  /** No reason: not a PXE request at all (ignored silently). */
+  | { action: "ignore"; mac?: string; port?: ProxyPort; reason?: string };
+
+/** Classifies a decoded request, asks the daemon's policy, and lets dhcp/proxy.ts decide. */
+function decide(
+  opts: ProxyDhcpServerOptions,
+  d: InboundDatagram,
+  packet: DhcpPacket,
+  serverAddress: string | undefined,
+): Decision {
+  const client = classifyClient(packet);
+  if (!client.isRequest || !client.isPxe || client.mac === undefined) return { action: "ignore" };
+  const port = d.dstPort === 4011 ? 4011 : 67;
+  const info: ProxyRequestInfo = {
+    client: client as ClientInfo & { mac: string },
+    ifname: d.ifname,
+    serverAddress: serverAddress ?? d.localAddress,
+    sourceAddress: d.srcAddress,
+    port,
+  };
+  const policy = opts.policy(info);
+  const asked = policy.chainload ? { ...client, isIpxe: false } : client;
+  const outcome = evaluateProxy(
+    { client: asked, port, source: { address: d.srcAddress, port: d.srcPort } },
+    {
+      serverAddress: info.serverAddress,
+      bootFiles: opts.bootFiles,
+      ipxeScriptUrl: () => policy.scriptUrl(),
+      noBootFile: policy.noBootFile,
+    },
+  );
+  if (outcome.action === "ignore") {
+    return { action: "ignore", mac: client.mac, port, reason: outcome.reason };
+  }
+  return { action: "reply", info, outcome };
 }
