@@ -4,10 +4,9 @@
 const { existsSync } = require("node:fs");
 
 /** Domain rooms: they own a piece of the problem and know nothing of the edges. */
-const DOMAIN =
-  "^src/(netboot|iscsi|images|jobs|events|metrics|power|storage|diskspace|capacity|store|host)/";
+const DOMAIN = "^src/(netboot|iscsi|images|jobs|events|metrics|power|diskspace|store|host|lib)/";
 /** What every room may use: leaf files at the top of src (version.ts) and a shared util. */
-const SHARED = "^src/([^/]+\\.ts$|util/|shared/)";
+const SHARED = "^src/([^/]+\\.ts$|lib/)";
 
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
@@ -29,6 +28,14 @@ module.exports = {
       to: { path: "^src/daemon/" },
     },
     {
+      name: "config-is-for-composition",
+      severity: "error",
+      comment:
+        "src/config (the configuration file's schema and loader) is read by the daemon and the shell; a room declares its own settings and the daemon maps the configuration onto them.",
+      from: { pathNot: "^(src/daemon/|src/cli/|src/config/|bin/)" },
+      to: { path: "^src/config/" },
+    },
+    {
       name: "store-is-a-leaf",
       severity: "error",
       comment: "src/store (SQLite) imports no other room: rooms call the store, never the reverse.",
@@ -41,6 +48,14 @@ module.exports = {
       comment: "src/host (interfaces, neighbours, privileges, exec) imports no other room.",
       from: { path: "^src/host/" },
       to: { path: "^src/", pathNot: ["^src/host/", SHARED] },
+    },
+    {
+      name: "lib-is-a-leaf",
+      severity: "error",
+      comment:
+        "src/lib holds small tools (a keyed lock, error text) that import nothing of the project.",
+      from: { path: "^src/lib/" },
+      to: { path: "^src/", pathNot: "^src/lib/" },
     },
     {
       name: "domain-not-to-edge",

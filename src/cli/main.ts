@@ -4,7 +4,7 @@ import pino from "pino";
 import { INITIAL_PASSWORD_FILE, retireInitialPassword } from "../api/auth/initial-admin.js";
 import { hashPassword } from "../api/auth/password.js";
 import { zEmail, zLabel, zPassword, zUsername } from "../api/validate.js";
-import { ConfigError, loadConfig } from "../daemon/config.js";
+import { ConfigError, loadConfig } from "../config/config.js";
 import { detectPrivileges } from "../host/privileges.js";
 import { Store, StoreError } from "../store/index.js";
 import { ROLES, type Role } from "../store/users.js";

@@ -1,7 +1,7 @@
 import { stringify as stringifyToml } from "smol-toml";
 import { z } from "zod";
+import { configSchema, defaultConfig } from "../config/config.js";
 import type { Privileges } from "../host/privileges.js";
-import { configSchema, defaultConfig } from "./config.js";
 
 /**
  * The packaged daemon runs as root (its unit bounds the capabilities), so the conffile

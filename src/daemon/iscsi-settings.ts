@@ -1,5 +1,5 @@
+import type { Config } from "../config/config.js";
 import type { IscsiSettings } from "../iscsi/settings.js";
-import type { Config } from "./config.js";
 
 /** The configuration, as the iSCSI room takes it. */
 export function iscsiSettings(config: Config, opts: { isRoot: boolean }): IscsiSettings {

@@ -1,9 +1,14 @@
 import { parseArgs } from "node:util";
 import type { Logger } from "pino";
+import {
+  ConfigError,
+  type LoadConfigOptions,
+  loadConfig,
+  printableConfig,
+} from "../config/config.js";
 import { detectPrivileges } from "../host/privileges.js";
 import { StoreError } from "../store/index.js";
 import { VERSION } from "../version.js";
-import { ConfigError, type LoadConfigOptions, loadConfig, printableConfig } from "./config.js";
 import { Daemon } from "./daemon.js";
 import { createLogger } from "./logger.js";
 import { createNotifier } from "./sdnotify.js";

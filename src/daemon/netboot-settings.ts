@@ -1,8 +1,8 @@
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
+import type { Config } from "../config/config.js";
 import type { DhcpInterface } from "../netboot/dhcp/transport.js";
 import type { NetbootSettings } from "../netboot/settings.js";
-import type { Config } from "./config.js";
 
 export interface NetbootHostFacts {
   /** The first IPv4 address of an interface (host/interfaces.ts). */

@@ -1,6 +1,6 @@
+import type { Config, ConfigSource, LoadedConfig } from "../config/config.js";
+import { ConfigError, envName, formatKey, parseListen } from "../config/config.js";
 import type { Privileges } from "../host/privileges.js";
-import type { Config, ConfigSource, LoadedConfig } from "./config.js";
-import { ConfigError, envName, formatKey, parseListen } from "./config.js";
 
 export const UNPRIVILEGED_HTTP_PORT = 8080;
 export const UNPRIVILEGED_TFTP_PORT = 6969;

@@ -1,7 +1,7 @@
 import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
-import { ConfigError, loadConfig, parseListen, printableConfig } from "../../src/daemon/config.js";
+import { ConfigError, loadConfig, parseListen, printableConfig } from "../../src/config/config.js";
 import type { Privileges } from "../../src/host/privileges.js";
 import { tempDir } from "../helpers/daemon.js";
 

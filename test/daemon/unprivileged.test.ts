@@ -2,7 +2,7 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t, { type Test } from "tap";
-import { ConfigError, type LoadedConfig, loadConfig } from "../../src/daemon/config.js";
+import { ConfigError, type LoadedConfig, loadConfig } from "../../src/config/config.js";
 import { adjustForPrivileges } from "../../src/daemon/unprivileged.js";
 import type { Privileges } from "../../src/host/privileges.js";
 import { DAEMON_BIN, startDaemon, tempDir } from "../helpers/daemon.js";

@@ -4,7 +4,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
-import { loadConfig, printableConfig } from "../../src/daemon/config.js";
+import { loadConfig, printableConfig } from "../../src/config/config.js";
 import { renderConfigTemplate } from "../../src/daemon/config-template.js";
 import { adjustForPrivileges } from "../../src/daemon/unprivileged.js";
 import { detectPrivileges } from "../../src/host/privileges.js";
