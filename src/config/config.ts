@@ -98,6 +98,15 @@ export const configSchema = z
         session_poll_ms: z.number().int().min(500).max(600000),
       })
       .strict(),
+    storage: z
+      .object({
+        /**
+         * Share of the image and overlay file systems kept free for running machines'
+         * overlays: uploads, new overlays and new versions are refused below it.
+         */
+        reserve_percent: z.number().min(0).max(50),
+      })
+      .strict(),
     store: z.object({ busy_timeout_ms: z.number().int().min(0).max(600000) }).strict(),
     log: z.object({ level: z.enum(LOG_LEVELS) }).strict(),
     shutdown: z.object({ drain_timeout_ms: z.number().int().min(0).max(600000) }).strict(),
@@ -146,6 +155,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
     images_dir: "",
     http: { listen: low ? ":80" : ":8080" },
     images: { upload_max_bytes: 200 * 1024 ** 3 },
+    storage: { reserve_percent: 5 },
     netboot: { interfaces: detectedInterface ? [detectedInterface] : [], server_address: "" },
     tftp: {
       enabled: true,
