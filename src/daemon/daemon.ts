@@ -8,6 +8,7 @@ import { loadOrCreateSigningKey } from "../api/auth/keys.js";
 import type { ApiServices } from "../api/route.js";
 import { EventStreams } from "../api/services-routes/event-streams.js";
 import { connectMetrics } from "../api/services-routes/metrics.js";
+import { webRoutes } from "../api/web.js";
 import { EventBus } from "../events/bus.js";
 import { ImageService } from "../images/service.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
@@ -121,6 +122,7 @@ export class Daemon {
       ...(this.metrics ? { metrics: this.metrics } : {}),
     });
     app.route("/boot", this.netboot.routes as unknown as typeof app);
+    app.route("/", webRoutes() as unknown as typeof app);
     this.http = await startHttpServer({ fetch: app.fetch, listen: c.http.listen, log: this.log });
     this.log.info(
       { address: this.http.address.address, port: this.http.address.port },
