@@ -25,9 +25,9 @@ export function browserSkipReason(): string | undefined {
  * updates, sync or QUIC probes), closed in teardown. Playwright gives every launch a
  * fresh temporary profile (user-data-dir) and removes it.
  */
-export async function launchBrowser(t: Teardown): Promise<Browser> {
+export async function launchBrowser(t: Teardown, executablePath = CHROMIUM): Promise<Browser> {
   const browser = await chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath,
     headless: true,
     timeout: 60_000,
     args: [
