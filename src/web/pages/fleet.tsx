@@ -1,4 +1,4 @@
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { ApiError, list, request } from "../api";
 import { href } from "../router";
 import { eventLabel, machineState, stateLabel } from "../state";
@@ -74,12 +74,17 @@ export function FleetPage() {
   // Events name a machine: its tile changes at once (state in the payload, or the event's
   // name), and the list is read again, at most once a second however many PCs boot.
   const reread = useThrottle(machines.reload, 1000);
+  const [liveStates, setLiveStates] = useState<Record<number, string>>({});
   useLive((e) => {
     const id = e.payload.machine_id;
     if (typeof id !== "number") return;
     setLastEvent((prev) => ({ ...prev, [id]: { type: e.type, at: e.at } }));
+    const state = e.payload.state;
+    if (typeof state === "string") setLiveStates((prev) => ({ ...prev, [id]: state }));
     reread();
   });
+  // A fresh list is the truth again: states from events only bridge the wait for it.
+  useEffect(() => setLiveStates({}), [machines.data]);
   // Machines created or changed by someone else send no event: a slow re-read finds them.
   useInterval(() => {
     machines.reload();
@@ -137,7 +142,7 @@ export function FleetPage() {
           ) : null}
           <ul class="grid">
             {r.machines.map((m) => {
-              const state = machineState(m);
+              const state = liveStates[m.id] ?? machineState(m);
               const ev = lastEvent[m.id];
               return (
                 <li key={m.id} class={`tile state-${state}`} data-machine-id={m.id}>

@@ -93,7 +93,7 @@ export function JobsPage() {
 
 export function JobPage({ id }: { id: number }) {
   const job = useResource(() => request<Job>("GET", `/jobs/${id}`), [id]);
-  const reread = useThrottle(job.reload, 1000);
+  const reread = useThrottle(job.reload, 2000);
   const [lines, setLines] = useState<JobLogs["logs"]>([]);
   const after = useRef(0);
   const logEl = useRef<HTMLPreElement>(null);
@@ -104,8 +104,9 @@ export function JobPage({ id }: { id: number }) {
     if (e.type === "job_progress" && e.payload.job_id === id) reread();
   });
 
-  // The log streams by polling /logs?after=<last line>: every second while the job runs,
-  // once more after it finished (its last lines), then never again.
+  // The log streams by polling /logs?after=<last line>: every two seconds while the job
+  // runs (the API allows a user 100 requests a minute), once more after it finished (its
+  // last lines), then never again.
   useEffect(() => {
     let stopped = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -117,7 +118,7 @@ export function JobPage({ id }: { id: number }) {
           after.current = r.next_after;
           setLines((prev) => [...prev, ...r.logs].slice(-2000));
         }
-        if (!FINISHED.has(r.status)) timer = setTimeout(poll, 1000);
+        if (!FINISHED.has(r.status)) timer = setTimeout(poll, 2000);
         else if (r.status !== status) reread();
       } catch {
         if (!stopped) timer = setTimeout(poll, 5000);
