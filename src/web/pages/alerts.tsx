@@ -107,7 +107,7 @@ export function AlertsPage() {
         </table>
       ) : null}
       {unavailable ? (
-        <Section title="Alerts seen since this page was opened">
+        <Section title="Alerts seen since the dashboard was opened">
           {seen.length === 0 ? (
             <p>None yet (system_alert events appear here as they come).</p>
           ) : (

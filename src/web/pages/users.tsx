@@ -13,7 +13,9 @@ export function UsersPage() {
       <Loading when={users.loading && !users.data} />
       {users.data ? (
         <table>
-          <caption>{users.data.total} accounts</caption>
+          <caption>
+            {users.data.total} account{users.data.total === 1 ? "" : "s"}
+          </caption>
           <thead>
             <tr>
               <th scope="col">User</th>
