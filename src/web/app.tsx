@@ -9,6 +9,7 @@ import { ImagesPage } from "./pages/images";
 import { JobPage, JobsPage } from "./pages/jobs";
 import { LoginPage } from "./pages/login";
 import { MachinePage } from "./pages/machine";
+import { RoomsPage } from "./pages/rooms";
 import { StoragePage } from "./pages/storage";
 import { UsersPage } from "./pages/users";
 import { href, type Route, useRoute } from "./router";
@@ -23,6 +24,7 @@ interface NavItem {
 const fleetReaders = (u: User) => u.role !== "client";
 const NAV: NavItem[] = [
   { page: "fleet", label: "Fleet", show: () => true },
+  { page: "rooms", label: "Rooms", show: fleetReaders },
   { page: "images", label: "Images", show: fleetReaders },
   { page: "jobs", label: "Jobs", show: fleetReaders },
   { page: "alerts", label: "Alerts", show: fleetReaders },
@@ -38,6 +40,8 @@ function Page({ route }: { route: Route }) {
       return <FleetPage />;
     case "machines":
       return route.id ? <MachinePage id={route.id} /> : <FleetPage />;
+    case "rooms":
+      return <RoomsPage />;
     case "images":
       return <ImagesPage />;
     case "jobs":

@@ -156,6 +156,7 @@ t.test(
     await page.screenshot({ path: join(shots, "machine.png"), fullPage: true });
 
     for (const [link, heading, file] of [
+      ["Rooms", "Rooms", "rooms.png"],
       ["Alerts", "Alerts", "alerts.png"],
       ["History", "History", "history.png"],
       ["Storage", "Storage", "storage.png"],
@@ -226,6 +227,7 @@ t.test(
     for (const [hash, heading] of [
       ["#/fleet", "Fleet"],
       [`#/machines/${pc1.id}`, "LAB-PC-01"],
+      ["#/rooms", "Rooms"],
       ["#/images", "Images"],
       ["#/jobs", "Jobs"],
       [`#/jobs/${jobId}`, `Job ${jobId}`],

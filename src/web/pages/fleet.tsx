@@ -47,7 +47,7 @@ function rooms(machines: Machine[], locations: Location[] | undefined): Room[] {
   );
 }
 
-async function loadLocations(): Promise<Location[] | undefined> {
+export async function loadLocations(): Promise<Location[] | undefined> {
   try {
     return (await list<Location>("/locations?limit=1000")).items;
   } catch (err) {

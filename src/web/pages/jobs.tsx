@@ -185,6 +185,11 @@ export function JobPage({ id }: { id: number }) {
               </ol>
             </Section>
           ) : null}
+          {j.result !== null && j.result !== undefined ? (
+            <Section title="Result">
+              <JobResult result={j.result} />
+            </Section>
+          ) : null}
           {mayCancel ? (
             <ActionButton
               label="Cancel job"
@@ -215,5 +220,58 @@ export function JobPage({ id }: { id: number }) {
         </pre>
       </Section>
     </>
+  );
+}
+
+interface MachineOutcome {
+  machine_id: number;
+  machine_name?: string;
+  ok?: boolean;
+  status?: string;
+  message?: string;
+  error?: string | null;
+}
+
+/**
+ * A job's result: per-machine outcomes of a bulk action as a table (`results` or
+ * `machines`: [{machine_id, ok|status, message|error}]), anything else as JSON.
+ */
+function JobResult({ result }: { result: unknown }) {
+  const r = result as { results?: unknown; machines?: unknown };
+  const rows = (
+    Array.isArray(r.results) ? r.results : Array.isArray(r.machines) ? r.machines : undefined
+  ) as MachineOutcome[] | undefined;
+  if (rows?.every((x) => typeof x?.machine_id === "number")) {
+    return (
+      <table>
+        <caption>Per machine</caption>
+        <thead>
+          <tr>
+            <th scope="col">Machine</th>
+            <th scope="col">Outcome</th>
+            <th scope="col">Detail</th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map((x) => (
+            <tr key={x.machine_id} class={x.ok === false || x.error ? "failed" : undefined}>
+              <td>
+                <a href={href("machines", x.machine_id)}>
+                  {x.machine_name ?? `machine ${x.machine_id}`}
+                </a>
+              </td>
+              <td>{x.status ?? (x.ok === false ? "failed" : "ok")}</td>
+              <td>{x.error ?? x.message ?? ""}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    );
+  }
+  return (
+    // biome-ignore lint/a11y/noNoninteractiveTabindex: a scrolling region must be reachable by keyboard (WCAG 2.1.1)
+    <pre class="json" tabIndex={0}>
+      {JSON.stringify(result, null, 2)}
+    </pre>
   );
 }

@@ -17,6 +17,7 @@ import {
   useResource,
   useThrottle,
 } from "../ui";
+import { loadLocations } from "./fleet";
 
 const POWER = [
   { action: "on", label: "Power on" },
@@ -323,6 +324,8 @@ const BOOT_ACTIONS = ["sanboot", "menu", "local", "kernel", "custom", "disabled"
 
 function BootSettings({ machine: m, onSaved }: { machine: Machine; onSaved: () => void }) {
   const images = useResource(() => list<Image>("/images?limit=1000&sort=name"), []);
+  // Rooms as a resource, where the server has them; else the two text fields alone.
+  const locations = useResource(loadLocations, []);
   const onSubmit = async (e: Event) => {
     e.preventDefault();
     const form = e.currentTarget as HTMLFormElement;
@@ -336,6 +339,9 @@ function BootSettings({ machine: m, onSaved }: { machine: Machine; onSaved: () =
         overlay_policy: f.get("overlay_policy"),
         location: String(f.get("location") ?? ""),
         room: String(f.get("room") ?? ""),
+        ...(f.has("location_id")
+          ? { location_id: f.get("location_id") === "" ? null : Number(f.get("location_id")) }
+          : {}),
       });
       if (out) out.value = "Saved.";
       onSaved();
@@ -368,6 +374,19 @@ function BootSettings({ machine: m, onSaved }: { machine: Machine; onSaved: () =
           <option value="reset-on-reboot">reset on every boot</option>
           <option value="persistent">persistent</option>
         </select>
+        {locations.data ? (
+          <>
+            <label for="location_id">Room (on the grid)</label>
+            <select id="location_id" name="location_id" value={String(m.location_id ?? "")}>
+              <option value="">(none)</option>
+              {locations.data.map((l) => (
+                <option key={l.id} value={String(l.id)}>
+                  {l.name}
+                </option>
+              ))}
+            </select>
+          </>
+        ) : null}
         <label for="location">Location</label>
         <input id="location" name="location" value={m.location} maxLength={128} />
         <label for="room">Room</label>
