@@ -45,6 +45,8 @@ export class ApiError extends Error {
 const REFRESH_KEY = "bootfleet.refresh_token";
 
 let accessToken: string | undefined;
+/** When the access token expires (ms since the epoch, by this browser's clock). */
+let accessExpiresAt = 0;
 let refreshTimer: ReturnType<typeof setTimeout> | undefined;
 let refreshing: Promise<boolean> | undefined;
 const sessionListeners = new Set<(user: User | undefined) => void>();
@@ -69,8 +71,18 @@ export function token(): string | undefined {
   return accessToken;
 }
 
+/**
+ * The access token, renewed first when it has expired or is about to (a laptop that slept
+ * through the renewal timer): for the event stream, which cannot retry on a 401 itself.
+ */
+export async function freshToken(): Promise<string | undefined> {
+  if (accessToken && Date.now() > accessExpiresAt - 15_000) await refresh();
+  return accessToken;
+}
+
 function keep(pair: TokenPair) {
   accessToken = pair.access_token;
+  accessExpiresAt = Date.now() + pair.expires_in * 1000;
   try {
     sessionStorage.setItem(REFRESH_KEY, pair.refresh_token);
   } catch {

@@ -84,7 +84,7 @@ export function App() {
   useEffect(() => {
     const offSession = onSession((u) => {
       setMe(u);
-      if (u) connectLive();
+      if (u) void connectLive();
       else disconnectLive();
     });
     const offLive = onLiveState(setLive);
