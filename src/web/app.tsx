@@ -97,10 +97,11 @@ export function App() {
     };
   }, []);
 
-  // A new page moves focus to its heading, so keyboard and screen-reader users follow.
+  // A new page (or the first after login) moves focus to its heading, so keyboard and
+  // screen-reader users follow.
   useEffect(() => {
     main.current?.querySelector("h1")?.focus();
-  }, [route.page, route.id]);
+  }, [route.page, route.id, me?.id]);
 
   if (starting) return <p class="muted">Loading…</p>;
   if (!me) return <LoginPage />;

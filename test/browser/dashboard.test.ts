@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import t from "tap";
+import { Store } from "../../src/store/index.js";
 import {
   axeViolations,
   browserSkipReason,
@@ -143,6 +144,23 @@ t.test(
       system_image_id: (await d.api<{ id: number }[]>("GET", "/images"))[0]!.id,
     });
     t.ok(target.id > 0, "a target for LAB-PC-01");
+    // An earlier boot with every phase, written beside the daemon as its netboot and iSCSI
+    // services record one (no PC boots in this test), then the API's own session.
+    const store = Store.open({ path: join(d.dataDir, "bootfleet.db"), busyTimeoutMs: 5000 });
+    const at = (s: number) => new Date(Date.parse("2026-01-05T08:00:00Z") + s * 1000).toISOString();
+    store.sessions.start({
+      machine_id: pc1.id,
+      target_id: target.id,
+      status: "stopped",
+      started_at: at(0),
+      dhcp_offer_at: at(0.4),
+      tftp_done_at: at(2.1),
+      script_served_at: at(2.6),
+      iscsi_login_at: at(9.8),
+      iscsi_logout_at: at(3600),
+      ended_at: at(3600),
+    });
+    store.close();
     await d.api("POST", "/sessions/start", { target_id: target.id, client_ip: "10.0.0.11" });
     await page.getByRole("link", { name: "Fleet" }).click();
     await tile("LAB-PC-01").getByRole("link", { name: "LAB-PC-01" }).click();
@@ -150,8 +168,15 @@ t.test(
     for (const name of ["Power on", "Power off", "Power cycle", "Query power", "Save"]) {
       t.ok(await page.getByRole("button", { name }).isVisible(), `admin sees "${name}"`);
     }
-    await page.locator("table.timeline tbody tr").first().waitFor();
-    t.equal(await page.locator("table.timeline tbody tr").count(), 1, "one boot on the timeline");
+    const boots = page.locator("table.timeline tbody tr");
+    await boots.nth(1).waitFor();
+    t.equal(await boots.count(), 2, "two boots on the timeline");
+    t.equal(await boots.nth(1).locator("svg.phasebar rect").count(), 4, "four phases drawn");
+    t.same(
+      (await boots.nth(1).locator("td.num").allTextContents()).map((s) => s.trim()),
+      ["400 ms", "1.7 s", "500 ms", "7.2 s", "9.8 s", "60 min 0 s"],
+      "each phase's duration, the boot's and the session's",
+    );
     await page.locator(".target dd.mono", { hasText: "iqn." }).waitFor();
     await page.screenshot({ path: join(shots, "machine.png"), fullPage: true });
 

@@ -47,8 +47,32 @@ t.test(
       const w = await watchedPage(context);
       const page = w.page;
       page.setDefaultTimeout(20_000);
-      await loginThroughForm(page, d.base, "vera", pw);
+      // By keyboard alone: Tab to the form, type, Enter; focus then follows each page.
+      await page.goto(`${d.base}/`);
+      await page.getByLabel("Password").waitFor();
+      await page.keyboard.press("Tab");
+      t.equal(await page.evaluate("document.activeElement.id"), "username", "Tab: user name");
+      await page.keyboard.type("vera");
+      await page.keyboard.press("Tab");
+      await page.keyboard.type(pw);
+      await page.keyboard.press("Enter");
+      await page.getByRole("heading", { level: 1, name: "Fleet" }).waitFor();
       await page.locator("li.tile", { hasText: "CARL-PC" }).waitFor();
+      await page.keyboard.press("Tab");
+      t.equal(
+        await page.evaluate("document.activeElement.textContent"),
+        "CARL-PC",
+        "Tab from the page's heading reaches the first tile",
+      );
+      await page.keyboard.press("Enter");
+      await page.getByRole("heading", { level: 1, name: "CARL-PC" }).waitFor();
+      t.equal(
+        await page.evaluate("document.activeElement.textContent"),
+        "CARL-PC",
+        "the new page's heading has the focus",
+      );
+      await page.goBack();
+      await page.getByRole("heading", { level: 1, name: "Fleet" }).waitFor();
       t.equal(await page.locator("li.tile").count(), 2, "a viewer sees the whole fleet");
       t.equal(
         await page.locator("input[type=checkbox]").count(),

@@ -259,9 +259,9 @@ function Timeline({ sessions }: { sessions: Session[] }) {
           <th scope="col">Started</th>
           <th scope="col">Status</th>
           <th scope="col">Phases</th>
-          {PHASES.slice(1).map((p) => (
+          {PHASES.slice(1).map((p, i) => (
             <th scope="col" key={p.key}>
-              {p.label}
+              <span class={`swatch phase-${i}`} aria-hidden="true" /> {p.label}
             </th>
           ))}
           <th scope="col">Boot total</th>
