@@ -27,6 +27,9 @@ t.test("web handler: types, caching, compression, CSP, nothing outside the build
   t.equal(index.headers.get("x-frame-options"), "DENY");
   const etag = index.headers.get("etag")!;
   t.match(etag, /^"[A-Za-z0-9_-]{22}"$/);
+  const head = await app.request("/", { method: "HEAD" });
+  t.equal(head.status, 200, "HEAD answers like GET");
+  t.equal(head.headers.get("etag"), etag);
   const again = await app.request("/", { headers: { "if-none-match": etag } });
   t.equal(again.status, 304, "revalidation answers 304");
   t.equal(await again.text(), "");
