@@ -19,12 +19,12 @@ import { createApi } from "../../src/api/app.js";
 import { INITIAL_PASSWORD_FILE } from "../../src/api/auth/initial-admin.js";
 import { loadOrCreateSigningKey } from "../../src/api/auth/keys.js";
 import type { ApiServices } from "../../src/api/route.js";
-import { EventStreams } from "../../src/api/services-routes/event-streams.js";
-import { connectMetrics } from "../../src/api/services-routes/metrics.js";
 import { startHttpServer } from "../../src/daemon/http-server.js";
 import { createLogger } from "../../src/daemon/logger.js";
 import { EventBus } from "../../src/events/bus.js";
+import { EventStreams } from "../../src/events/streams.js";
 import { BootfleetMetrics } from "../../src/metrics/bootfleet.js";
+import { connectMetrics } from "../../src/metrics/connect.js";
 import { Store } from "../../src/store/index.js";
 import { VERSION } from "../../src/version.js";
 

@@ -11,13 +11,13 @@ import { copyFile, mkdir, open, rm, statfs } from "node:fs/promises";
 import { cpus, release } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
+import { commandRunner } from "../../src/host/exec.js";
 import {
   FIEMAP_EXTENT_UNWRITTEN,
   parseXfsIoFiemap,
   summarizeExtents,
 } from "../../src/iscsi/overlay/fiemap.js";
 import { createReflinkDriver } from "../../src/iscsi/overlay/reflink.js";
-import { execFileRunner } from "../../src/iscsi/overlay/run.js";
 import { mountLoopFs } from "../../test/iscsi/overlay/loopfs.js";
 
 const MiB = 1024 * 1024;
@@ -41,7 +41,7 @@ const CASES: Case[] = [
   { label: "100 GiB, fragmented", sizeBytes: 100 * GiB, pieceBytes: 16 * 1024 },
 ];
 
-const run = execFileRunner({ timeoutMs: 600_000 });
+const run = commandRunner({ timeoutMs: 600_000, maxOutputChars: 256 * 1024 * 1024 });
 
 async function makeImage(path: string, c: Case): Promise<void> {
   const pieces = DATA / c.pieceBytes;

@@ -22,11 +22,11 @@ import { cpus, loadavg, release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { pino } from "pino";
+import { type CommandRunner, commandRunner } from "../../src/host/exec.js";
 import { createReflinkDriver } from "../../src/iscsi/overlay/reflink.js";
 import type { OverlayDriver } from "../../src/iscsi/overlay/types.js";
 import { Reconciler } from "../../src/iscsi/reconciler.js";
 import { writeFileAtomic } from "../../src/iscsi/target/atomic-write.js";
-import { type CommandRunner, execRunner } from "../../src/iscsi/target/exec.js";
 import { TgtDriver } from "../../src/iscsi/target/tgt.js";
 import { Store } from "../../src/store/index.js";
 import { readCapacity, run, TestTgtd } from "../../test/fixtures/iscsi/tgtd.js";
@@ -92,12 +92,12 @@ proto.spawn = function (options) {
 };
 
 function countingRunner(inner: CommandRunner): CommandRunner {
-  return async (file, args) => {
+  return async (file, args, opts) => {
     const op = args[args.indexOf("--op") + 1] ?? "?";
     const mode = args[args.indexOf("--mode") + 1] ?? "?";
     const started = performance.now();
     try {
-      return await inner(file, args);
+      return await inner(file, args, opts);
     } finally {
       const ms = performance.now() - started;
       bump(cur.tgtadm, `${op} ${mode}`, ms);
@@ -348,7 +348,7 @@ async function main(): Promise<void> {
     confDir,
     controlPort: tgtd.controlPort,
     logger,
-    run: countingRunner(execRunner()),
+    run: countingRunner(commandRunner({ timeoutMs: 15_000, maxOutputChars: 16 * 1024 * 1024 })),
   });
   const reconciler = new Reconciler({
     store,
@@ -489,7 +489,7 @@ async function main(): Promise<void> {
   // The cost of one process start, alone: the same cheap tgtadm call from Node's execFile (what
   // the driver uses) and from bash, on the baseline tgtd.
   const sys = ["-C", String(base.controlPort), "--op", "show", "--mode", "sys"];
-  const nodeRunner = execRunner();
+  const nodeRunner = commandRunner({ timeoutMs: 15_000, maxOutputChars: 16 * 1024 * 1024 });
   const SPAWNS = 50;
   const nodeSpawn = await measure(async () => {
     for (let r = 0; r < SPAWNS; r++) await nodeRunner("tgtadm", sys);

@@ -2,7 +2,8 @@
 // not share its event loop. Args: JSON {root, port, aliases, shareFiles, logFile}. Prints "ready".
 
 import pino from "pino";
-import { createTftpServer, maxBlksizeForMtu } from "../../src/netboot/tftp/index.js";
+import { maxBlksizeForMtu } from "../../src/netboot/tftp/options.js";
+import { createTftpServer } from "../../src/netboot/tftp/server.js";
 
 const cfg = JSON.parse(process.argv[2] ?? "{}") as {
   root: string;

@@ -2,7 +2,6 @@ import { Hono } from "hono";
 import type { Logger } from "pino";
 import type { Store } from "../store/index.js";
 import { TokenService } from "./auth/tokens.js";
-import type { ApiEnv } from "./env.js";
 import { errorBody } from "./errors.js";
 import { mountRoutes } from "./mount.js";
 import { docsRoutes } from "./openapi.js";
@@ -17,13 +16,12 @@ import {
   type RouteDef,
   type RouteModule,
 } from "./route.js";
-import type { DaemonState } from "./routes/health.js";
+import { installEventAuth } from "./routes/events.js";
+import { installMetrics } from "./routes/metrics.js";
 import { ROUTE_MODULES } from "./routes.js";
-import { installEventAuth } from "./services-routes/events.js";
-import { installMetrics } from "./services-routes/metrics.js";
+import type { ApiEnv, DaemonState } from "./types.js";
 
-export type { ApiEnv } from "./env.js";
-export type { DaemonState } from "./routes/health.js";
+export type { ApiEnv, DaemonState } from "./types.js";
 
 export interface AppDeps {
   log: Logger;

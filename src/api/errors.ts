@@ -1,5 +1,6 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { ApiEnv } from "./types.js";
 
 /** The error codes of the GGnet contract, plus the two an appliance adds. */
 export type ErrorCode =
@@ -33,7 +34,7 @@ export class ApiError extends Error {
  * so an admin can find the matching log line (PMI Dashboard's convention).
  */
 export function errorBody(
-  c: Context,
+  c: Context<ApiEnv>,
   code: ErrorCode,
   detail: string,
   extra: Record<string, unknown> = {},
@@ -42,7 +43,7 @@ export function errorBody(
     error: code,
     detail,
     timestamp: Math.floor(Date.now() / 1000),
-    request_id: c.get("requestId" as never) as string | undefined,
+    request_id: c.get("requestId") as string | undefined,
     ...extra,
   };
 }

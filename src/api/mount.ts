@@ -4,10 +4,10 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Logger } from "pino";
 import type { Store } from "../store/index.js";
 import type { TokenService } from "./auth/tokens.js";
-import type { ApiEnv } from "./env.js";
 import { ApiError, errorBody } from "./errors.js";
 import type { RateLimiter } from "./ratelimit.js";
-import type { AuditNote, AuthUser, RouteDef } from "./route.js";
+import type { AuditNote, RouteDef } from "./route.js";
+import type { ApiEnv, AuthUser } from "./types.js";
 import { parseOr422 } from "./validate.js";
 
 export interface MountContext {
@@ -25,10 +25,18 @@ const DEFAULT_OPERATION: Record<string, string> = {
   DELETE: "delete",
 };
 
-/** The peer address of the connection (in-process tests may pass `{ incoming }` as env). */
+/**
+ * The Node request behind a Hono context: @hono/node-server passes it as `c.env`
+ * (untyped there, so that the app stays callable as a plain fetch handler); in-process
+ * tests may pass `{ incoming }` or nothing.
+ */
+export function nodeRequest(c: Context): IncomingMessage | undefined {
+  return (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+}
+
+/** The peer address of the connection. */
 export function clientAddress(c: Context): string {
-  const env = c.env as { incoming?: IncomingMessage } | undefined;
-  return env?.incoming?.socket?.remoteAddress ?? "local";
+  return nodeRequest(c)?.socket?.remoteAddress ?? "local";
 }
 
 /**

@@ -1,16 +1,17 @@
 import { randomUUID } from "node:crypto";
 import type { MiddlewareHandler } from "hono";
+import type { ApiEnv } from "./types.js";
 
 /**
  * Every response carries X-Request-Id. A caller's own id is kept when it is short and
  * plain (so a proxy's id can be followed through), otherwise a fresh one is made: the id
  * goes into logs, so it must not carry anything a client chose freely.
  */
-export function requestId(): MiddlewareHandler {
+export function requestId(): MiddlewareHandler<ApiEnv> {
   return async (c, next) => {
     const given = c.req.header("x-request-id");
     const id = given && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : randomUUID();
-    c.set("requestId" as never, id as never);
+    c.set("requestId", id);
     c.header("X-Request-Id", id);
     await next();
   };

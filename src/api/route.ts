@@ -15,10 +15,11 @@
  *     defineRoute({
  *       method: "GET", path: "/widgets", tag: "widgets", summary: "List widgets",
  *       roles: READERS,
- *       query: listQuery({ sort: ["id", "name", "created_at"] }, { status: z.enum(["a", "b"]).optional() }),
+ *       query: listQuery({ sort: WIDGET_SORTS }, { status: z.enum(["a", "b"]).optional() }),
  *       handler: ({ c, query }) => {
- *         const { rows, total } = runList(deps.store.db, { from: "widgets", ... }, query);
- *         return sendList(c, rows, total, query);
+ *         // SQL lives in src/store only: the repository owns the list's read model.
+ *         const { rows, total } = deps.store.widgets.listRows(query, { status: query.status });
+ *         return sendList(c, rows.map(widgetView), total, query);
  *       },
  *     }),
  *     defineRoute({
@@ -38,7 +39,9 @@
  *   declare module "../route.js" { interface ApiServices { jobs?: JobRunner } }
  *
  * (optional, so apps built without them still type-check; answer 503
- * service_unavailable when one is missing.) Handlers throw `ApiError` for failures.
+ * service_unavailable when one is missing.) Handlers throw `ApiError` for failures; a
+ * domain room throws its own error class with a code (ImageError, PowerError) and the
+ * route maps it onto an `ApiError` (see imageApiError in routes/images.ts).
  */
 import type { Context } from "hono";
 import type { Logger } from "pino";
@@ -46,21 +49,13 @@ import type { z } from "zod";
 import type { Store } from "../store/index.js";
 import type { Role } from "../store/users.js";
 import type { TokenService } from "./auth/tokens.js";
-import type { ApiEnv } from "./env.js";
-import type { DaemonState } from "./routes/health.js";
+import type { ApiEnv, AuthUser, DaemonState } from "./types.js";
 
 export type { Role } from "../store/users.js";
 export { ROLES } from "../store/users.js";
-export type { ApiEnv } from "./env.js";
 export { ApiError } from "./errors.js";
-export {
-  type ListQuery,
-  type ListSpec,
-  listQuery,
-  runList,
-  sendList,
-  sortColumns,
-} from "./list.js";
+export { type ListQuery, listQuery, sendList } from "./list.js";
+export type { ApiEnv, AuthUser, DaemonState } from "./types.js";
 export { idParams, zName, zOptionalText, zText } from "./validate.js";
 
 /** Everyone with an account (a client only ever sees its own machines: the handler filters). */
@@ -70,15 +65,6 @@ export const READERS: readonly Role[] = ["admin", "operator", "viewer"];
 /** Day-to-day changes: machines, targets, sessions, power. */
 export const OPERATORS: readonly Role[] = ["admin", "operator"];
 export const ADMIN_ONLY: readonly Role[] = ["admin"];
-
-/** The authenticated caller, as the handler sees it. */
-export interface AuthUser {
-  id: number;
-  username: string;
-  role: Role;
-  /** The login session (refresh-token family) the access token belongs to. */
-  sessionId: string;
-}
 
 /** Which bucket of the rate limiter a route counts against ("none": never limited). */
 export type RateLimitClass = "general" | "auth" | "upload" | "none";

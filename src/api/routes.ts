@@ -1,16 +1,16 @@
 import type { RouteModule } from "./route.js";
 import { authRoutes } from "./routes/auth.js";
+import { eventsRoutes } from "./routes/events.js";
 import { healthRoutes } from "./routes/health.js";
 import { historyRoutes } from "./routes/history.js";
+import { imagesRoutes } from "./routes/images.js";
+import { jobsRoutes } from "./routes/jobs.js";
 import { machinesRoutes } from "./routes/machines.js";
+import { powerRoutes } from "./routes/power.js";
 import { sessionsRoutes } from "./routes/sessions.js";
+import { storageRoutes } from "./routes/storage.js";
 import { targetsRoutes } from "./routes/targets.js";
 import { usersRoutes } from "./routes/users.js";
-import { eventsRoutes } from "./services-routes/events.js";
-import { imagesRoutes } from "./services-routes/images.js";
-import { jobsRoutes } from "./services-routes/jobs.js";
-import { powerRoutes } from "./services-routes/power.js";
-import { storageRoutes } from "./services-routes/storage.js";
 
 /**
  * Every route module of the API, one per line. Append a line to add a module: the

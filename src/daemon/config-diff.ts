@@ -1,4 +1,4 @@
-import type { Config } from "./config.js";
+import type { Config } from "../config/config.js";
 
 /** Keys a running daemon applies on SIGHUP; any other change waits for a restart. */
 export const LIVE_KEYS: ReadonlySet<string> = new Set(["log.level", "dhcp.reply_delay_ms"]);

@@ -1,7 +1,7 @@
 import { stringify as stringifyToml } from "smol-toml";
 import { z } from "zod";
-import { configSchema, defaultConfig } from "./config.js";
-import type { Privileges } from "./privileges.js";
+import { configSchema, defaultConfig } from "../config/config.js";
+import type { Privileges } from "../host/privileges.js";
 
 /**
  * The packaged daemon runs as root (its unit bounds the capabilities), so the conffile
@@ -32,6 +32,7 @@ const SECTION_DOCS: Record<string, string> = {
   tftp: "TFTP: iPXE binaries for PXE firmware.",
   dhcp: "Proxy-DHCP: boot offers beside the site's own DHCP server.",
   iscsi: "iSCSI targets and the per-machine copy-on-write overlays behind them.",
+  storage: "Disk space kept free for the machines that are running.",
   store: "The SQLite database.",
   log: "Logging (JSON lines on stdout, to the journal under systemd).",
   shutdown: "Stopping (SIGTERM, systemctl stop).",
@@ -113,6 +114,10 @@ const KEY_DOCS: Record<string, KeyDoc> = {
     about: "Volume group holding the thin pool, for the lvm-thin overlay driver.",
   },
   "iscsi.session_poll_ms": { about: "How often iSCSI logins are read for boot sessions, in ms." },
+  "storage.reserve_percent": {
+    about:
+      "Percent of the image and overlay file systems kept free: uploads, new overlays and new versions are refused below it (0 turns it off).",
+  },
   "store.busy_timeout_ms": {
     about: "How long to wait for a database lock held by another process, in ms.",
   },

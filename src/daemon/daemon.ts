@@ -1,31 +1,33 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { createApp, type DaemonState } from "../api/app.js";
 import { ensureInitialAdmin, INITIAL_PASSWORD_FILE } from "../api/auth/initial-admin.js";
 import { loadOrCreateSigningKey } from "../api/auth/keys.js";
 import type { ApiServices } from "../api/route.js";
-import { EventStreams } from "../api/services-routes/event-streams.js";
-import { connectMetrics } from "../api/services-routes/metrics.js";
 import { webRoutes } from "../api/web.js";
+import type { Config } from "../config/config.js";
+import { registerCleanupJob } from "../diskspace/cleanup.js";
 import { EventBus } from "../events/bus.js";
+import { EventStreams } from "../events/streams.js";
+import { interfaceIPv4 } from "../host/interfaces.js";
+import { macForIp } from "../host/neighbours.js";
 import { ImageService } from "../images/service.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
-import { runProcess } from "../jobs/child.js";
 import { JobRunner } from "../jobs/runner.js";
+import { errorText } from "../lib/error-text.js";
 import { BootfleetMetrics } from "../metrics/bootfleet.js";
+import { connectMetrics } from "../metrics/connect.js";
 import { createNetboot, type Netboot } from "../netboot/service.js";
 import { IpmiPower, PowerError } from "../power/ipmi.js";
 import { PowerService } from "../power/service.js";
 import { wakeOnLan } from "../power/wol.js";
-import { registerCleanupJob } from "../storage/cleanup.js";
 import { Store } from "../store/index.js";
 import { VERSION } from "../version.js";
-import type { Config } from "./config.js";
 import { changedKeys, LIVE_KEYS } from "./config-diff.js";
 import { type RunningHttpServer, startHttpServer } from "./http-server.js";
-import { interfaceIPv4 } from "./netinfo.js";
+import { iscsiSettings } from "./iscsi-settings.js";
+import { netbootSettings } from "./netboot-settings.js";
 import type { Notifier } from "./sdnotify.js";
 
 /**
@@ -73,7 +75,7 @@ export class Daemon {
     const services = this.startServices(this.store);
 
     this.iscsi = await startIscsi({
-      config: c,
+      settings: iscsiSettings(c, { isRoot: process.getuid?.() === 0 }),
       store: this.store,
       log: this.log,
       ...(this.bus ? { bus: this.bus } : {}),
@@ -81,7 +83,7 @@ export class Daemon {
     }).catch((err: unknown) => {
       // Everything else still serves (API, netboot, discovery); sanboot machines are told
       // their disk is not ready, and the reason is in the log and the STATUS line.
-      this.iscsiProblem = err instanceof Error ? err.message : String(err);
+      this.iscsiProblem = errorText(err);
       this.log.error({ reason: this.iscsiProblem }, "iSCSI unavailable");
       return undefined;
     });
@@ -110,13 +112,15 @@ export class Daemon {
       services,
     });
     this.netboot = await createNetboot({
-      config: c,
+      settings: netbootSettings(c, this.log, {
+        interfaceIPv4,
+        httpPort: () => this.http?.address.port ?? 0,
+        replyDelayMs: () => this.config.dhcp.reply_delay_ms,
+      }),
       store: this.store,
       log: this.log,
       bootKey: loadOrCreateSigningKey(join(c.data_dir, "boot-token.key")),
-      templatesDir: fileURLToPath(new URL("../../ipxe/", import.meta.url)),
-      httpPort: () => this.http?.address.port ?? 0,
-      replyDelayMs: () => this.config.dhcp.reply_delay_ms,
+      macForIp,
       ...(this.iscsi ? { sanboot: this.iscsi.sanboot } : {}),
       ...(this.bus ? { bus: this.bus } : {}),
       ...(this.metrics ? { metrics: this.metrics } : {}),
@@ -196,7 +200,7 @@ export class Daemon {
     const c = this.config;
     const bus = new EventBus({
       onListenerError: (err, e) =>
-        this.log.warn({ err: (err as Error).message, event: e.type }, "event listener failed"),
+        this.log.warn({ err: errorText(err), event: e.type }, "event listener failed"),
     });
     this.bus = bus;
     const metrics = new BootfleetMetrics();
@@ -227,7 +231,6 @@ export class Daemon {
     }
     const power = new PowerService({
       ipmi: new IpmiPower({
-        run: (command, args, o) => runProcess(command, args, o),
         baseEnv: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
       }),
       wake: async (mac) => {

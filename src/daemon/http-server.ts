@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
 import type { Logger } from "pino";
 import { WebSocketServer } from "ws";
-import { parseListen } from "./config.js";
+import { parseListen } from "../config/config.js";
 
 export interface RunningHttpServer {
   address: AddressInfo;

@@ -1,11 +1,16 @@
 import { parseArgs } from "node:util";
 import type { Logger } from "pino";
+import {
+  ConfigError,
+  type LoadConfigOptions,
+  loadConfig,
+  printableConfig,
+} from "../config/config.js";
+import { detectPrivileges } from "../host/privileges.js";
 import { StoreError } from "../store/index.js";
 import { VERSION } from "../version.js";
-import { ConfigError, type LoadConfigOptions, loadConfig, printableConfig } from "./config.js";
 import { Daemon } from "./daemon.js";
 import { createLogger } from "./logger.js";
-import { detectPrivileges } from "./privileges.js";
 import { createNotifier } from "./sdnotify.js";
 import { adjustForPrivileges } from "./unprivileged.js";
 
@@ -43,14 +48,16 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
   const privileges = detectPrivileges();
   const loadOptions: LoadConfigOptions = { path: args.config, env, privileges };
   let loaded: ReturnType<typeof loadConfig>;
+  let adjusted: ReturnType<typeof adjustForPrivileges>;
   try {
     loaded = loadConfig(loadOptions);
+    adjusted = adjustForPrivileges(loaded, privileges);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`bootfleetd: ${err.message}\n`);
     process.exit(EXIT_USAGE);
   }
-  const { config, changes } = adjustForPrivileges(loaded.config, privileges);
+  const { config, changes } = adjusted;
   if (args["print-config"]) {
     process.stdout.write(printableConfig(config));
     return;
@@ -119,7 +126,7 @@ function installSignals(
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGHUP", () => {
     try {
-      const next = adjustForPrivileges(loadConfig(loadOptions).config, privileges).config;
+      const next = adjustForPrivileges(loadConfig(loadOptions), privileges).config;
       daemon.reload(next);
     } catch (err) {
       log.error(

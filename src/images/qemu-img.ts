@@ -1,4 +1,4 @@
-import { ProcessError, runProcess } from "../jobs/child.js";
+import { CommandError, runProcess } from "../host/exec.js";
 import type { ImageFormat } from "../store/images.js";
 
 /**
@@ -93,7 +93,7 @@ export async function probeImage(path: string, opts: QemuImgOptions = {}): Promi
     timeoutMs: opts.timeoutMs ?? 60_000,
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
-  if (r.killed === "aborted") throw new ProcessError("qemu-img info", r);
+  if (r.killed === "aborted") throw new CommandError(cmd, args, r);
   if (r.code !== 0) {
     throw new ImageRejected(
       `not a readable disk image: ${lastLines(r.stderr) || `qemu-img info exited with ${r.code}`}`,
@@ -158,7 +158,7 @@ export async function checkImage(
     timeoutMs: opts.timeoutMs ?? 10 * 60_000,
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
-  if (r.killed === "aborted") throw new ProcessError("qemu-img check", r);
+  if (r.killed === "aborted") throw new CommandError(cmd, args, r);
   // 0 clean, 3 leaks only, 63 check not supported: all fine for copying. 1 = check failed
   // to run, 2 = corruptions.
   if (r.code === 0 || r.code === 3 || r.code === 63) return;
@@ -212,7 +212,7 @@ export async function convertToRaw(
     },
   });
   if (r.code !== 0 || r.killed) {
-    if (r.killed) throw new ProcessError("qemu-img convert", r);
+    if (r.killed) throw new CommandError("qemu-img", args, r);
     if (/No space left on device/i.test(r.stderr)) {
       throw new ImageRejected("not enough free space in the image folder to convert the image");
     }

@@ -4,12 +4,12 @@ import { basename, join } from "node:path";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { ApiError } from "../api/errors.js";
 import type { EventBus } from "../events/bus.js";
 import type { JobContext, JobRunner } from "../jobs/runner.js";
 import type { Image, ImageType } from "../store/images.js";
 import type { Store } from "../store/index.js";
 import type { Job } from "../store/jobs.js";
+import { ImageError } from "./errors.js";
 import {
   checkImage,
   convertToRaw,
@@ -102,18 +102,13 @@ export class ImageService {
       if (!parsed.success) {
         const issue = parsed.error.issues[0]!;
         const field = String(issue.path[0] ?? "form");
-        throw new ApiError(422, "validation_error", `${field}: ${issue.message}`, { field });
+        throw new ImageError("invalid_upload", `${field}: ${issue.message}`, { field });
       }
       const f = parsed.data;
-      if (d.store.images.count("name = @n", { n: f.name }) > 0) {
-        throw new ApiError(
-          409,
-          "conflict_error",
-          `an image named ${JSON.stringify(f.name)} exists`,
-          {
-            field: "name",
-          },
-        );
+      if (d.store.images.nameTaken(f.name)) {
+        throw new ImageError("name_taken", `an image named ${JSON.stringify(f.name)} exists`, {
+          field: "name",
+        });
       }
       const source = `img-${randomUUID()}.upload`;
       await rename(got.tempPath, join(d.imagesDir, source));
@@ -144,14 +139,9 @@ export class ImageService {
       } catch (err) {
         await unlink(join(d.imagesDir, source)).catch(() => {});
         if ((err as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE") {
-          throw new ApiError(
-            409,
-            "conflict_error",
-            `an image named ${JSON.stringify(f.name)} exists`,
-            {
-              field: "name",
-            },
-          );
+          throw new ImageError("name_taken", `an image named ${JSON.stringify(f.name)} exists`, {
+            field: "name",
+          });
         }
         throw err;
       }
@@ -178,15 +168,10 @@ export class ImageService {
   update(id: number, patch: ImagePatch): Image {
     const image = this.get(id);
     if (patch.name !== undefined && patch.name.toLowerCase() !== image.name.toLowerCase()) {
-      if (this.#d.store.images.count("name = @n AND id != @id", { n: patch.name, id }) > 0) {
-        throw new ApiError(
-          409,
-          "conflict_error",
-          `an image named ${JSON.stringify(patch.name)} exists`,
-          {
-            field: "name",
-          },
-        );
+      if (this.#d.store.images.nameTaken(patch.name, id)) {
+        throw new ImageError("name_taken", `an image named ${JSON.stringify(patch.name)} exists`, {
+          field: "name",
+        });
       }
     }
     return this.#d.store.images.update(id, patch)!;
@@ -194,7 +179,7 @@ export class ImageService {
 
   get(id: number): Image {
     const image = this.#d.store.images.get(id);
-    if (!image) throw new ApiError(404, "not_found", `no image ${id}`);
+    if (!image) throw new ImageError("not_found", `no image ${id}`);
     return image;
   }
 
@@ -214,15 +199,14 @@ export class ImageService {
     const image = this.get(id);
     const using = d.store.targets.usingImage(id);
     if (using > 0) {
-      throw new ApiError(409, "conflict_error", `image ${id} is used by ${using} target(s)`, {
+      throw new ImageError("in_use", `image ${id} is used by ${using} target(s)`, {
         targets: using,
       });
     }
     const job = this.activeImportJob(id);
     if (job) {
-      throw new ApiError(
-        409,
-        "conflict_error",
+      throw new ImageError(
+        "in_use",
         `image ${id} is being processed by job ${job.id}; cancel the job first`,
         { job_id: job.id },
       );
@@ -249,8 +233,7 @@ export class ImageService {
   referencedFiles(): Set<string> {
     const d = this.#d;
     const out = new Set<string>();
-    const rows = d.store.db.prepare("SELECT path FROM image_versions").all() as { path: string }[];
-    for (const r of rows) out.add(r.path);
+    for (const path of d.store.images.versionPaths()) out.add(path);
     for (const { params } of this.#importJobs()) {
       const src = join(d.imagesDir, basename(params.source));
       out.add(src);
@@ -262,9 +245,7 @@ export class ImageService {
   }
 
   #importJobs(): { job: Job; params: ImageImportParams }[] {
-    const jobs = this.#d.store.db
-      .prepare("SELECT * FROM jobs WHERE type = ? AND status IN ('queued','running')")
-      .all(IMAGE_IMPORT_JOB) as Job[];
+    const jobs = this.#d.store.jobs.unfinished(IMAGE_IMPORT_JOB);
     return jobs.map((job) => ({ job, params: JSON.parse(job.params) as ImageImportParams }));
   }
 

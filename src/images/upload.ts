@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import busboy from "busboy";
-import { ApiError } from "../api/errors.js";
+import { ImageError, UploadAborted } from "./errors.js";
 
 /** Temp files of uploads in progress: the prefix lets cleanup recognise dead ones. */
 export const UPLOAD_TEMP_PREFIX = ".upload-";
@@ -37,10 +37,7 @@ export interface ReceivedUpload {
   fields: Record<string, string>;
 }
 
-/** Thrown when the client went away (or the stream broke) before the upload completed. */
-export class UploadAborted extends Error {
-  override name = "UploadAborted";
-}
+export { UploadAborted } from "./errors.js";
 
 /**
  * Streams one multipart upload to a temp file, computing md5 and sha256 on the way, with
@@ -54,7 +51,7 @@ export async function receiveUpload(opts: ReceiveUploadOptions): Promise<Receive
   for (const [k, v] of Object.entries(opts.headers))
     if (v !== undefined) headers[k.toLowerCase()] = v;
   if (!/^multipart\/form-data/i.test(headers["content-type"] ?? "")) {
-    throw new ApiError(422, "validation_error", "the upload must be multipart/form-data", {
+    throw new ImageError("invalid_upload", "the upload must be multipart/form-data", {
       field: "file",
     });
   }
@@ -80,9 +77,8 @@ export async function receiveUpload(opts: ReceiveUploadOptions): Promise<Receive
       defParamCharset: "utf8",
     });
   } catch (err) {
-    throw new ApiError(
-      422,
-      "validation_error",
+    throw new ImageError(
+      "invalid_upload",
       `malformed multipart request: ${(err as Error).message}`,
       {
         field: "file",
@@ -108,9 +104,7 @@ export async function receiveUpload(opts: ReceiveUploadOptions): Promise<Receive
     };
     bb.on("field", (name, value, info) => {
       if (info.valueTruncated) {
-        fail(
-          new ApiError(422, "validation_error", `form field ${name} is too long`, { field: name }),
-        );
+        fail(new ImageError("invalid_upload", `form field ${name} is too long`, { field: name }));
         return;
       }
       fields[name] = value;
@@ -134,18 +128,15 @@ export async function receiveUpload(opts: ReceiveUploadOptions): Promise<Receive
       fileDone.catch(fail);
     });
     bb.once("filesLimit", () => {});
-    bb.once("partsLimit", () => fail(new ApiError(422, "validation_error", "too many form parts")));
-    bb.once("fieldsLimit", () =>
-      fail(new ApiError(422, "validation_error", "too many form fields")),
-    );
+    bb.once("partsLimit", () => fail(new ImageError("invalid_upload", "too many form parts")));
+    bb.once("fieldsLimit", () => fail(new ImageError("invalid_upload", "too many form fields")));
     bb.on("error", (err) =>
       fail(
         failure ??
           (isAbort(err)
             ? new UploadAborted("the client closed the connection during the upload")
-            : new ApiError(
-                422,
-                "validation_error",
+            : new ImageError(
+                "invalid_upload",
                 `malformed multipart request: ${(err as Error).message}`,
                 {
                   field: "file",
@@ -167,7 +158,7 @@ export async function receiveUpload(opts: ReceiveUploadOptions): Promise<Receive
   try {
     await parsed;
     if (!fileDone) {
-      throw new ApiError(422, "validation_error", `the form has no file in field ${fileField}`, {
+      throw new ImageError("invalid_upload", `the form has no file in field ${fileField}`, {
         field: fileField,
       });
     }
@@ -210,15 +201,10 @@ class Hasher extends Transform {
   }
 }
 
-function tooLarge(max: number): ApiError {
-  return new ApiError(
-    413,
-    "payload_too_large",
-    `the image is larger than the upload limit of ${max} bytes`,
-    {
-      max_bytes: max,
-    },
-  );
+function tooLarge(max: number): ImageError {
+  return new ImageError("too_large", `the image is larger than the upload limit of ${max} bytes`, {
+    max_bytes: max,
+  });
 }
 
 function isAbort(err: unknown): boolean {
@@ -231,12 +217,11 @@ function isAbort(err: unknown): boolean {
 }
 
 function mapError(err: unknown, max: number): unknown {
-  if (err instanceof ApiError || err instanceof UploadAborted) return err;
+  if (err instanceof ImageError) return err;
   const e = err as NodeJS.ErrnoException;
   if (e.code === "ENOSPC" || e.code === "EDQUOT") {
-    return new ApiError(
-      507,
-      "insufficient_storage",
+    return new ImageError(
+      "storage_full",
       "the image folder is full; free space or remove unused images",
       {},
     );

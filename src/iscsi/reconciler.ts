@@ -2,6 +2,8 @@ import { createHash } from "node:crypto";
 import { stat } from "node:fs/promises";
 import type { Logger } from "pino";
 import type { EventBus } from "../events/bus.js";
+import { errorText } from "../lib/error-text.js";
+import { KeyedLock } from "../lib/keyed-lock.js";
 import type { BootfleetMetrics } from "../metrics/bootfleet.js";
 import type { SanbootData } from "../netboot/script/kinds.js";
 import type { Store } from "../store/index.js";
@@ -39,7 +41,7 @@ const OVERLAY_ID = /^t(\d+)-(system|extra)$/;
  * through the API and a boot of the same machine never interleave.
  */
 export class Reconciler {
-  private readonly queues = new Map<number, Promise<unknown>>();
+  private readonly perMachine = new KeyedLock<number>();
   private readonly clock: () => number;
 
   constructor(private readonly d: ReconcilerDeps) {
@@ -48,7 +50,7 @@ export class Reconciler {
 
   /** Applies one machine's targets; removes what no longer belongs to any target. */
   reconcileMachine(machineId: number): Promise<void> {
-    return this.serial(machineId, async () => {
+    return this.perMachine.run(machineId, async () => {
       const machine = this.d.store.machines.get(machineId);
       const targets = machine ? this.d.store.targets.forMachine(machineId) : [];
       for (const target of targets) {
@@ -65,7 +67,7 @@ export class Reconciler {
    * firmware: any session its initiator still has is the dead one of its previous boot.
    */
   prepareSanboot(machine: Machine, target: Target): Promise<Prepared> {
-    return this.serial(machine.id, async () => {
+    return this.perMachine.run(machine.id, async () => {
       try {
         if (machine.overlay_policy === "reset") await this.resetOverlays(target);
         const spec = await this.applyTarget(machine, target);
@@ -87,7 +89,7 @@ export class Reconciler {
   async startup(): Promise<void> {
     const machineIds = [...new Set(this.d.store.targets.allActive().map((t) => t.machine_id))];
     for (const id of machineIds) {
-      await this.serial(id, async () => {
+      await this.perMachine.run(id, async () => {
         const machine = this.d.store.machines.get(id);
         if (!machine) return;
         for (const t of this.d.store.targets.forMachine(id)) {
@@ -323,23 +325,8 @@ export class Reconciler {
       ...(spec.luns.length > 1 ? { extraDisks: spec.luns.slice(1).map((l) => disk(l.lun)) } : {}),
     };
   }
-
-  private serial<T>(machineId: number, fn: () => Promise<T>): Promise<T> {
-    const prev = this.queues.get(machineId) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const settled = next.catch(() => undefined);
-    this.queues.set(machineId, settled);
-    void settled.then(() => {
-      if (this.queues.get(machineId) === settled) this.queues.delete(machineId);
-    });
-    return next;
-  }
 }
 
 async function fileSize(path: string): Promise<number> {
   return (await stat(path)).size;
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -1,15 +1,14 @@
 import { mkdirSync } from "node:fs";
 import type { Logger } from "pino";
-import type { Config } from "../daemon/config.js";
 import type { EventBus } from "../events/bus.js";
+import { commandRunner } from "../host/exec.js";
+import { errorText } from "../lib/error-text.js";
 import type { BootfleetMetrics } from "../metrics/bootfleet.js";
 import type { SanbootPreparer } from "../netboot/boot-script.js";
 import type { Store } from "../store/index.js";
-import { createLvmThinDriver } from "./overlay/lvm-thin.js";
-import { createReflinkDriver } from "./overlay/reflink.js";
-import type { OverlayDriver } from "./overlay/types.js";
+import { selectOverlayDriver } from "./overlay/select.js";
 import { Reconciler } from "./reconciler.js";
-import { execRunner } from "./target/exec.js";
+import type { IscsiSettings } from "./settings.js";
 import { LioDriver } from "./target/lio.js";
 import { selectTargetDriver } from "./target/select.js";
 import { TgtDriver } from "./target/tgt.js";
@@ -30,34 +29,30 @@ export interface Iscsi {
  * so a laptop without XFS or tgtd can run `npm start`.
  */
 export async function startIscsi(opts: {
-  config: Config;
+  settings: IscsiSettings;
   store: Store;
   log: Logger;
   bus?: EventBus;
   metrics?: BootfleetMetrics;
 }): Promise<Iscsi> {
-  const { config, store } = opts;
+  const { settings: s, store } = opts;
   const log = opts.log.child({ module: "iscsi" });
-  const c = config.iscsi;
-  const overlays: OverlayDriver =
-    c.overlay_driver === "lvm-thin"
-      ? createLvmThinDriver({ vg: c.lvm_volume_group, logger: log })
-      : createReflinkDriver({ dir: c.overlays_dir, imageDir: config.images_dir, logger: log });
-  mkdirSync(c.overlays_dir, { recursive: true, mode: 0o750 });
+  const overlays = selectOverlayDriver(s.overlayDriver, s, log);
+  mkdirSync(s.overlaysDir, { recursive: true, mode: 0o750 });
   await overlays.check();
   const targets = await selectTargetDriver({
-    mode: c.target_driver,
+    mode: s.targetDriver,
     logger: log,
     lio: () =>
-      new LioDriver({ iqnPrefix: c.iqn_prefix, logger: log, saveconfigPath: c.lio_saveconfig }),
+      new LioDriver({ iqnPrefix: s.iqnPrefix, logger: log, saveconfigPath: s.lio.saveconfigPath }),
     tgt: () =>
       new TgtDriver({
-        iqnPrefix: c.iqn_prefix,
-        confDir: c.tgt_conf_dir,
-        controlPort: c.tgt_control_port,
+        iqnPrefix: s.iqnPrefix,
+        confDir: s.tgt.confDir,
+        controlPort: s.tgt.controlPort,
         logger: log,
       }),
-    ...(process.getuid?.() === 0 ? { run: execRunner() } : {}),
+    ...(s.mayLoadModules ? { run: commandRunner({ timeoutMs: 15_000 }) } : {}),
   });
   const reconciler = new Reconciler({
     store,
@@ -66,7 +61,7 @@ export async function startIscsi(opts: {
     targets,
     overlays,
     log,
-    portal: { address: c.portal_address || "0.0.0.0", port: c.portal_port },
+    portal: s.portal,
     imagePath: (imageId) => {
       const image = store.images.get(imageId);
       if (image?.status !== "ready" || image.current_version === null) return undefined;
@@ -86,11 +81,11 @@ export async function startIscsi(opts: {
         ? reconciler.pollSessions().then(() => reconciler.recordUsage())
         : reconciler.pollSessions();
     work
-      .catch((err: unknown) => log.warn({ err: String(err) }, "iSCSI session poll failed"))
+      .catch((err: unknown) => log.warn({ err: errorText(err) }, "iSCSI session poll failed"))
       .finally(() => {
         polling = false;
       });
-  }, c.session_poll_ms);
+  }, s.sessionPollMs);
   timer.unref();
 
   return {
@@ -100,7 +95,7 @@ export async function startIscsi(opts: {
       reconciler
         .reconcileMachine(machineId)
         .catch((err: unknown) =>
-          log.error({ machine_id: machineId, err: String(err) }, "reconcile failed"),
+          log.error({ machine_id: machineId, err: errorText(err) }, "reconcile failed"),
         );
     },
     close: () => clearInterval(timer),

@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import type { EventBus } from "../events/bus.js";
+import { errorText } from "../lib/error-text.js";
 import type { Store } from "../store/index.js";
 import type { Job, JobLog, JobStatus, JobsRepo } from "../store/jobs.js";
 
@@ -101,9 +102,7 @@ export class JobRunner {
   recover(): { failed: number[]; requeued: number[] } {
     const failed = this.#jobs.failInterrupted("interrupted: bootfleetd stopped while the job ran");
     const requeued: number[] = [];
-    const queued = this.#store.db
-      .prepare("SELECT * FROM jobs WHERE status = 'queued' ORDER BY id")
-      .all() as Job[];
+    const queued = this.#jobs.queued();
     for (const job of queued) {
       if (this.#handlers.has(job.type)) {
         requeued.push(job.id);
@@ -264,7 +263,7 @@ export class JobRunner {
           setStep(name, {
             status: cancelled ? "cancelled" : "failed",
             ended_at: now(),
-            message: cancelled ? "cancelled" : errMessage(err),
+            message: cancelled ? "cancelled" : errorText(err),
           });
           throw err;
         } finally {
@@ -301,7 +300,7 @@ export class JobRunner {
         this.#jobs.log(id, "warn", "cancelled");
         this.#finish(id, "cancelled", { error: "cancelled" });
       } else {
-        const message = errMessage(err);
+        const message = errorText(err);
         this.#jobs.log(id, "error", message);
         this.#log.warn({ job_id: id, type: job.type, err: message }, "job failed");
         this.#finish(id, "failed", { error: message });
@@ -341,8 +340,4 @@ export function parseSteps(json: string): JobStep[] {
   } catch {
     return [];
   }
-}
-
-function errMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -3,6 +3,7 @@ import type { Image } from "../store/images.js";
 import type { Store } from "../store/index.js";
 import type { Machine } from "../store/machines.js";
 import type { Target } from "../store/targets.js";
+import { type BootChoice, planBoot } from "./boot-plan.js";
 import type { SanbootData, ScriptData, ScriptKind } from "./script/kinds.js";
 import { renderScript, type ScriptTemplates } from "./script/render.js";
 
@@ -34,16 +35,11 @@ export interface Rendered {
   text: string;
 }
 
-/** What a request may ask for beyond the machine's default: a menu choice. */
-export interface BootChoice {
-  targetId?: number;
-  local?: boolean;
-}
-
 /**
- * The script for the machine that asks. The decision (which kind, with which data) is
- * made here from the store; every value reaches the script through the renderer, which
- * validates or encodes it.
+ * The script for the machine that asks: its boot plan (boot-plan.ts) made concrete. What
+ * the plan needs but cannot have yet (no ready kernel image, no disk, iSCSI down) sends
+ * the machine back to the discovery loop with the reason on screen. Every value reaches
+ * the script through the renderer, which validates or encodes it.
  */
 export async function scriptFor(
   deps: BootScriptDeps,
@@ -58,14 +54,13 @@ export async function scriptFor(
   const waiting = (message: string) =>
     render("discovery", { mac, scriptUrl: deps.scriptUrl(mac), message });
 
-  if (!machine || machine.status === "discovered") {
+  const plan = planBoot(machine, choice);
+  if (plan.boot === "discovery" || !machine) {
     return waiting("This PC is registered. An admin can now assign it an image.");
   }
-  if (choice.local || machine.boot_action === "local" || machine.boot_action === "disabled") {
-    return render("local", { name: machine.name });
-  }
-  const targets = deps.store.targets.forMachine(machine.id).filter((t) => t.is_active === 1);
-  switch (machine.boot_action) {
+  switch (plan.boot) {
+    case "local":
+      return render("local", { name: machine.name });
     case "custom":
       if (!machine.custom_script) return waiting("No custom script is assigned to this PC.");
       return render("custom", { script: machine.custom_script });
@@ -82,21 +77,33 @@ export async function scriptFor(
       });
     }
     case "menu": {
-      if (choice.targetId === undefined) {
-        const items = targets.map((t) => ({
-          label: t.description || t.name,
-          url: deps.scriptUrl(mac, `target=${t.id}`),
-        }));
-        items.push({ label: "Boot from the local disk", url: deps.scriptUrl(mac, "local=1") });
-        return render("menu", { title: `bootfleet: ${machine.name}`, items, defaultIndex: 0 });
-      }
-      break;
+      const items = activeTargets(deps, machine).map((t) => ({
+        label: t.description || t.name,
+        url: deps.scriptUrl(mac, `target=${t.id}`),
+      }));
+      items.push({ label: "Boot from the local disk", url: deps.scriptUrl(mac, "local=1") });
+      return render("menu", { title: `bootfleet: ${machine.name}`, items, defaultIndex: 0 });
     }
-    default:
-      break;
+    case "sanboot":
+      return sanbootScript(deps, machine, plan.targetId, waiting, (data) =>
+        render("sanboot", data),
+      );
   }
-  const target =
-    choice.targetId !== undefined ? targets.find((t) => t.id === choice.targetId) : targets[0];
+}
+
+function activeTargets(deps: BootScriptDeps, machine: Machine): Target[] {
+  return deps.store.targets.forMachine(machine.id).filter((t) => t.is_active === 1);
+}
+
+async function sanbootScript(
+  deps: BootScriptDeps,
+  machine: Machine,
+  targetId: number | undefined,
+  waiting: (message: string) => Rendered,
+  render: (data: SanbootData) => Rendered,
+): Promise<Rendered> {
+  const targets = activeTargets(deps, machine);
+  const target = targetId !== undefined ? targets.find((t) => t.id === targetId) : targets[0];
   if (!target) return waiting("No disk is assigned to this PC yet.");
   if (!deps.sanboot) return waiting("The iSCSI service is not running on the boot server.");
   const prepared = await deps.sanboot(machine, target);
@@ -104,5 +111,5 @@ export async function scriptFor(
     deps.log.warn({ machine: machine.name, reason: prepared.reason }, "sanboot not ready");
     return waiting(`This PC's disk is not ready: ${prepared.reason}`);
   }
-  return render("sanboot", prepared.data);
+  return render(prepared.data);
 }

@@ -1,3 +1,69 @@
+import type { Logger } from "pino";
+import type { EventBus } from "../events/bus.js";
+import type { Store } from "../store/index.js";
+import type { Machine } from "../store/machines.js";
+import type { ClientInfo } from "./dhcp/client.js";
+
+/** New machines registered at most this often, and this many waiting at most. */
+const DISCOVERIES_PER_MINUTE = 60;
+const MAX_DISCOVERED = 5000;
+/** A PC sends several requests per boot: last_seen to the second is not worth a write each. */
+const LAST_SEEN_RESOLUTION_MS = 10_000;
+
+export interface DiscoveryDeps {
+  store: Store;
+  log: Logger;
+  /** machine_discovered events for the API's event streams. */
+  bus?: EventBus;
+  limiter?: DiscoveryLimiter;
+  clock?: () => number;
+}
+
+/**
+ * Discovery: every PXE client the proxy-DHCP hears is written down (an unknown MAC
+ * becomes a `discovered` machine and a machine_discovered event), within the limiter's
+ * bounds; a known one has its last_seen refreshed.
+ */
+export class Discovery {
+  private readonly limiter: DiscoveryLimiter;
+  private readonly clock: () => number;
+
+  constructor(private readonly deps: DiscoveryDeps) {
+    this.clock = deps.clock ?? Date.now;
+    this.limiter = deps.limiter ?? new DiscoveryLimiter(DISCOVERIES_PER_MINUTE, MAX_DISCOVERED);
+  }
+
+  /** The client's machine, recorded as seen now; undefined for an unknown MAC refused by the limiter. */
+  seen(client: ClientInfo & { mac: string }): Machine | undefined {
+    const { store, log } = this.deps;
+    const known = store.machines.getByMac(client.mac);
+    if (!known && !this.limiter.allow(store.machines.countByStatus("discovered"))) {
+      return undefined;
+    }
+    if (known?.last_seen && this.clock() - Date.parse(known.last_seen) < LAST_SEEN_RESOLUTION_MS) {
+      return known;
+    }
+    const { machine, created } = store.machines.recordSeen({
+      mac_address: client.mac,
+      client_arch: client.arch ?? null,
+      client_uuid: client.uuid ?? null,
+      vendor_class: client.vendorClass ?? null,
+    });
+    if (created) {
+      log.info(
+        { mac: client.mac, arch: client.archKind, name: machine.name },
+        "machine discovered",
+      );
+      this.deps.bus?.publish("machine_discovered", {
+        machine_id: machine.id,
+        mac_address: machine.mac_address,
+        client_arch: machine.client_arch,
+      });
+    }
+    return machine;
+  }
+}
+
 /**
  * How many unknown MACs the proxy-DHCP may register, so a flood of random MACs can fill
  * neither the database nor the log: at most `perMinute` new machines a minute, and at most

@@ -4,21 +4,11 @@
  * (where any local user can read it in /proc) and never in a log or an error message.
  */
 
+import { CommandError, type CommandRunner, commandRunner, redact } from "../host/exec.js";
+import { errorText } from "../lib/error-text.js";
+
 export type PowerAction = "on" | "off" | "cycle" | "query";
 export type PowerState = "on" | "off" | "unknown";
-
-export interface CommandResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command without a shell; the production one wraps runProcess, tests record calls. */
-export type CommandRunner = (
-  command: string,
-  args: readonly string[],
-  opts: { env: NodeJS.ProcessEnv; timeoutMs: number },
-) => Promise<CommandResult>;
 
 export interface BmcCredentials {
   address: string;
@@ -44,7 +34,8 @@ const CHASSIS: Record<PowerAction, string> = {
 };
 
 export interface IpmiOptions {
-  run: CommandRunner;
+  /** Runs ipmitool; tests hand in a recording fake. */
+  run?: CommandRunner;
   /** The environment ipmitool runs with (PATH); the password is added to a copy. */
   baseEnv?: NodeJS.ProcessEnv;
   timeoutMs?: number;
@@ -70,27 +61,29 @@ export class IpmiPower {
       CHASSIS[action],
     ];
     const env = { ...(this.opts.baseEnv ?? {}), IPMI_PASSWORD: bmc.password };
-    let r: CommandResult;
+    const secrets = [bmc.password];
+    const run = this.opts.run ?? commandRunner();
+    let stdout: string;
     try {
-      r = await this.opts.run(this.opts.binary ?? "ipmitool", args, {
+      ({ stdout } = await run(this.opts.binary ?? "ipmitool", args, {
         env,
         timeoutMs: this.opts.timeoutMs ?? 20_000,
-      });
+        secrets,
+      }));
     } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      throw new PowerError(
-        e.code === "ENOENT"
-          ? "ipmitool is not installed"
-          : `ipmitool failed: ${scrub(e.message, bmc.password)}`,
-      );
+      if (err instanceof CommandError && err.exitCode === "ENOENT") {
+        throw new PowerError("ipmitool is not installed");
+      }
+      if (err instanceof CommandError && typeof err.exitCode === "number") {
+        // Redacted again: a BMC may echo what it was sent, and a fake runner may not scrub.
+        const why = redact(err.stderr.trim().split("\n").pop() ?? "", secrets);
+        throw new PowerError(
+          `BMC ${bmc.address} refused chassis power ${CHASSIS[action]}: ${why || `exit ${err.exitCode}`}`,
+        );
+      }
+      throw new PowerError(`ipmitool failed: ${redact(errorText(err), secrets)}`);
     }
-    if (r.code !== 0) {
-      const why = scrub(r.stderr.trim().split("\n").pop() ?? "", bmc.password);
-      throw new PowerError(
-        `BMC ${bmc.address} refused chassis power ${CHASSIS[action]}: ${why || `exit ${r.code}`}`,
-      );
-    }
-    if (action === "query") return { state: parseState(r.stdout) };
+    if (action === "query") return { state: parseState(stdout) };
     // "Chassis Power Control: Up/On" etc.: the request was accepted; the state follows.
     return { state: action === "off" ? "off" : action === "on" ? "on" : "unknown" };
   }
@@ -100,9 +93,4 @@ export class IpmiPower {
 export function parseState(stdout: string): PowerState {
   const m = /Chassis Power is (on|off)/i.exec(stdout);
   return m ? (m[1]!.toLowerCase() as PowerState) : "unknown";
-}
-
-/** A BMC may echo what it was sent: the password never leaves in a message. */
-function scrub(text: string, secret: string): string {
-  return secret ? text.split(secret).join("***") : text;
 }

@@ -1,4 +1,5 @@
 import type { Db } from "./db.js";
+import { type ListPage, type ListQuery, sortColumns } from "./list.js";
 import { Table } from "./table.js";
 
 export type ImageStatus = "uploading" | "processing" | "ready" | "error";
@@ -51,9 +52,60 @@ const WRITABLE = [
   "created_by",
 ] as const satisfies readonly (keyof Image)[];
 
+/** An image as listed: with the name of the user who uploaded it. */
+export type ImageRow = Image & { created_by_username: string | null };
+
+export const IMAGE_SORTS = [
+  "id",
+  "name",
+  "created_at",
+  "updated_at",
+  "size_bytes",
+  "virtual_size_bytes",
+  "status",
+  "image_type",
+  "format",
+] as const;
+
+export interface ImageFilter {
+  image_type?: ImageType | undefined;
+  status?: ImageStatus | undefined;
+}
+
+const ROW_SELECT = "i.*, u.username AS created_by_username";
+const ROW_FROM = "images i LEFT JOIN users u ON u.id = i.created_by";
+
 export class ImagesRepo extends Table<Image> {
   constructor(db: Db, clock: () => number = Date.now) {
     super(db, "images", WRITABLE, clock);
+  }
+
+  getRow(id: number): ImageRow | undefined {
+    return this.stmt(`SELECT ${ROW_SELECT} FROM ${ROW_FROM} WHERE i.id = ?`).get(id) as
+      | ImageRow
+      | undefined;
+  }
+
+  listRows(q: ListQuery, f: ImageFilter = {}): ListPage<ImageRow> {
+    return this.page<ImageRow>(
+      {
+        select: ROW_SELECT,
+        from: ROW_FROM,
+        where: [f.image_type && "i.image_type = @type", f.status && "i.status = @status"],
+        params: { type: f.image_type, status: f.status },
+        search: ["i.name", "i.description", "i.filename"],
+        sort: sortColumns("i", IMAGE_SORTS),
+        tiebreak: "i.id",
+      },
+      q,
+    );
+  }
+
+  /** Whether another image has this name (names are unique without regard to case). */
+  nameTaken(name: string, exceptId?: number): boolean {
+    return exceptId === undefined
+      ? this.count("name = @n", { n: name }) > 0
+      : this.count("name = @n AND id != @id", { n: name, id: exceptId }) > 0;
   }
 
   create(i: Pick<Image, "name" | "filename"> & Partial<Image>): Image {
@@ -91,6 +143,13 @@ export class ImagesRepo extends Table<Image> {
         .prepare("SELECT * FROM image_versions WHERE id = ?")
         .get(info.lastInsertRowid) as ImageVersion;
     })();
+  }
+
+  /** The file of every version of every image. */
+  versionPaths(): string[] {
+    return (this.stmt("SELECT path FROM image_versions").all() as { path: string }[]).map(
+      (r) => r.path,
+    );
   }
 
   versions(imageId: number): ImageVersion[] {

@@ -1,4 +1,5 @@
 import type { Db } from "./db.js";
+import { type ListPage, type ListQuery, sortColumns } from "./list.js";
 import { Table } from "./table.js";
 import { nowIso } from "./util.js";
 
@@ -43,9 +44,72 @@ const WRITABLE = [
   "finished_at",
 ] as const satisfies readonly (keyof Job)[];
 
+/** A job as listed: with the name of the user who started it. */
+export type JobRow = Job & { created_by_username: string | null };
+
+export const JOB_SORTS = [
+  "id",
+  "created_at",
+  "started_at",
+  "finished_at",
+  "status",
+  "type",
+  "progress",
+] as const;
+
+export interface JobFilter {
+  status?: JobStatus | undefined;
+  type?: string | undefined;
+}
+
+const ROW_SELECT = "j.*, u.username AS created_by_username";
+const ROW_FROM = "jobs j LEFT JOIN users u ON u.id = j.created_by";
+
 export class JobsRepo extends Table<Job> {
   constructor(db: Db, clock: () => number = Date.now) {
     super(db, "jobs", WRITABLE, clock);
+  }
+
+  getRow(id: number): JobRow | undefined {
+    return this.stmt(`SELECT ${ROW_SELECT} FROM ${ROW_FROM} WHERE j.id = ?`).get(id) as
+      | JobRow
+      | undefined;
+  }
+
+  listRows(q: ListQuery, f: JobFilter = {}): ListPage<JobRow> {
+    return this.page<JobRow>(
+      {
+        select: ROW_SELECT,
+        from: ROW_FROM,
+        where: [f.status && "j.status = @status", f.type && "j.type = @type"],
+        params: { status: f.status, type: f.type },
+        search: ["j.type", "j.error"],
+        sort: sortColumns("j", JOB_SORTS),
+        tiebreak: "j.id",
+      },
+      q,
+    );
+  }
+
+  /** At most `limit` log lines of a job after the line `afterId`, oldest first. */
+  logPage(jobId: number, afterId: number, limit: number): JobLog[] {
+    return this.stmt("SELECT * FROM job_logs WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?").all(
+      jobId,
+      afterId,
+      limit,
+    ) as JobLog[];
+  }
+
+  /** Jobs waiting to run, oldest first. */
+  queued(): Job[] {
+    return this.stmt("SELECT * FROM jobs WHERE status = 'queued' ORDER BY id").all() as Job[];
+  }
+
+  /** Jobs of a type that are queued or running. */
+  unfinished(type: string): Job[] {
+    return this.stmt("SELECT * FROM jobs WHERE type = ? AND status IN ('queued','running')").all(
+      type,
+    ) as Job[];
   }
 
   create(type: string, params: unknown = {}, createdBy: number | null = null): Job {

@@ -1,4 +1,5 @@
 import type { Db } from "./db.js";
+import { type ListPage, type ListQuery, sortColumns } from "./list.js";
 import { Table } from "./table.js";
 import { nowIso } from "./util.js";
 
@@ -78,6 +79,35 @@ const WRITABLE = [
   "boot_count",
 ] as const satisfies readonly (keyof Machine)[];
 
+/** A machine as listed: with whether a boot session of it is active. */
+export type MachineRow = Machine & { is_online: number };
+
+/** Fields a machine list can be sorted on (columns of `machines`). */
+export const MACHINE_SORTS = [
+  "id",
+  "name",
+  "mac_address",
+  "ip_address",
+  "status",
+  "location",
+  "room",
+  "created_at",
+  "last_seen",
+  "last_boot",
+  "boot_count",
+] as const;
+
+export interface MachineFilter {
+  status?: MachineStatus | undefined;
+  location?: string | undefined;
+  room?: string | undefined;
+  owner_user_id?: number | undefined;
+  /** Only the machines this user owns (what a client may see). */
+  visibleTo?: number | undefined;
+}
+
+const ROW_SELECT = `m.*, EXISTS (SELECT 1 FROM boot_sessions s WHERE s.machine_id = m.id AND s.status = 'active') AS is_online`;
+
 /** What the proxy-DHCP learned about a client it has not seen before. */
 export interface Discovery {
   mac_address: string;
@@ -97,6 +127,56 @@ export class MachinesRepo extends Table<Machine> {
 
   countByStatus(status: MachineStatus): number {
     return this.count("status = @status", { status });
+  }
+
+  getRow(id: number): MachineRow | undefined {
+    return this.stmt(`SELECT ${ROW_SELECT} FROM machines m WHERE m.id = ?`).get(id) as
+      | MachineRow
+      | undefined;
+  }
+
+  listRows(q: ListQuery, f: MachineFilter = {}): ListPage<MachineRow> {
+    return this.page<MachineRow>(
+      {
+        select: ROW_SELECT,
+        from: "machines m",
+        where: [
+          f.status && "m.status = @status",
+          f.location !== undefined && "m.location = @location",
+          f.room !== undefined && "m.room = @room",
+          f.owner_user_id !== undefined && "m.owner_user_id = @owner",
+          f.visibleTo !== undefined && "m.owner_user_id = @me",
+        ],
+        params: {
+          status: f.status,
+          location: f.location,
+          room: f.room,
+          owner: f.owner_user_id,
+          me: f.visibleTo,
+        },
+        search: [
+          "m.name",
+          "m.description",
+          "m.mac_address",
+          "m.ip_address",
+          "m.hostname",
+          "m.asset_tag",
+          "m.location",
+          "m.room",
+        ],
+        sort: sortColumns("m", MACHINE_SORTS),
+        tiebreak: "m.id",
+      },
+      q,
+    );
+  }
+
+  /** The user a machine is assigned to: null when none, undefined when no such machine. */
+  ownerOf(id: number): number | null | undefined {
+    const row = this.stmt("SELECT owner_user_id AS o FROM machines WHERE id = ?").get(id) as
+      | { o: number | null }
+      | undefined;
+    return row?.o;
   }
 
   getByMac(mac: string): Machine | undefined {

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { Db } from "./db.js";
+import type { ListPage, ListQuery } from "./list.js";
 import { Table } from "./table.js";
 import { nowIso } from "./util.js";
 
@@ -53,6 +54,21 @@ const WRITABLE = [
   "error",
 ] as const satisfies readonly (keyof BootSession)[];
 
+/** A boot session as listed: with the names of its machine and target. */
+export type SessionRow = BootSession & { machine_name: string; target_name: string | null };
+
+export const SESSION_SORTS = ["started_at", "id", "status", "machine_id", "ended_at"] as const;
+
+export interface SessionFilter {
+  status?: SessionStatus | undefined;
+  machine_id?: number | undefined;
+  target_id?: number | undefined;
+}
+
+const ROW_SELECT = "s.*, m.name AS machine_name, t.name AS target_name";
+const ROW_FROM =
+  "boot_sessions s JOIN machines m ON m.id = s.machine_id LEFT JOIN targets t ON t.id = s.target_id";
+
 export class SessionsRepo extends Table<BootSession> {
   constructor(db: Db, clock: () => number = Date.now) {
     super(db, "boot_sessions", WRITABLE, clock, false);
@@ -64,6 +80,37 @@ export class SessionsRepo extends Table<BootSession> {
       | undefined;
   }
 
+  getRowBySessionId(sessionId: string): SessionRow | undefined {
+    return this.stmt(`SELECT ${ROW_SELECT} FROM ${ROW_FROM} WHERE s.session_id = ?`).get(
+      sessionId,
+    ) as SessionRow | undefined;
+  }
+
+  listRows(q: ListQuery, f: SessionFilter = {}): ListPage<SessionRow> {
+    return this.page<SessionRow>(
+      {
+        select: ROW_SELECT,
+        from: ROW_FROM,
+        where: [
+          f.status && "s.status = @status",
+          f.machine_id !== undefined && "s.machine_id = @machine",
+          f.target_id !== undefined && "s.target_id = @target",
+        ],
+        params: { status: f.status, machine: f.machine_id, target: f.target_id },
+        search: ["s.session_id", "m.name", "s.client_ip"],
+        sort: {
+          started_at: "s.started_at",
+          id: "s.id",
+          status: "s.status",
+          machine_id: "s.machine_id",
+          ended_at: "s.ended_at",
+        },
+        tiebreak: "s.id",
+      },
+      q,
+    );
+  }
+
   /** The machine's session that has not ended yet, if any. */
   current(machineId: number): BootSession | undefined {
     return this.db
@@ -72,6 +119,11 @@ export class SessionsRepo extends Table<BootSession> {
          ORDER BY id DESC LIMIT 1`,
       )
       .get(machineId) as BootSession | undefined;
+  }
+
+  /** Boots in progress (starting or active), for the sessions gauge. */
+  countInProgress(): number {
+    return this.count("status IN ('starting','active')");
   }
 
   start(s: Pick<BootSession, "machine_id"> & Partial<BootSession>): BootSession {

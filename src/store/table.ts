@@ -1,5 +1,6 @@
 import type Database from "better-sqlite3";
 import type { Db } from "./db.js";
+import { type ListPage, type ListQuery, type ListSpec, runList } from "./list.js";
 import { nowIso, setClause } from "./util.js";
 
 /**
@@ -29,6 +30,11 @@ export class Table<Row extends { id: number }> {
       this.statements.set(sql, s);
     }
     return s;
+  }
+
+  /** A page of a list read model, its statements cached with the repository's others. */
+  protected page<R>(spec: ListSpec, q: ListQuery): ListPage<R> {
+    return runList<R>((sql) => this.stmt(sql), spec, q);
   }
 
   get(id: number): Row | undefined {

@@ -1,4 +1,5 @@
 import type { Db } from "./db.js";
+import type { ListPage, ListQuery } from "./list.js";
 import { Table } from "./table.js";
 
 export type TargetType = "system" | "system_game" | "system_data";
@@ -72,9 +73,58 @@ export type NewTarget = Pick<
 > &
   Partial<Target>;
 
+/** A target as listed: with the names of its machine and images. */
+export type TargetRow = Target & {
+  machine_name: string;
+  system_image_name: string | null;
+  extra_disk_image_name: string | null;
+};
+
+export const TARGET_SORTS = ["id", "name", "status", "machine_id", "created_at"] as const;
+
+export interface TargetFilter {
+  machine_id?: number | undefined;
+  status?: TargetStatus | undefined;
+}
+
+const ROW_SELECT =
+  "t.*, m.name AS machine_name, si.name AS system_image_name, xi.name AS extra_disk_image_name";
+const ROW_FROM = `targets t JOIN machines m ON m.id = t.machine_id
+  LEFT JOIN images si ON si.id = t.system_image_id LEFT JOIN images xi ON xi.id = t.extra_disk_image_id`;
+
 export class TargetsRepo extends Table<Target> {
   constructor(db: Db, clock: () => number = Date.now) {
     super(db, "targets", WRITABLE, clock);
+  }
+
+  getRow(id: number): TargetRow | undefined {
+    return this.stmt(`SELECT ${ROW_SELECT} FROM ${ROW_FROM} WHERE t.id = ?`).get(id) as
+      | TargetRow
+      | undefined;
+  }
+
+  listRows(q: ListQuery, f: TargetFilter = {}): ListPage<TargetRow> {
+    return this.page<TargetRow>(
+      {
+        select: ROW_SELECT,
+        from: ROW_FROM,
+        where: [
+          f.machine_id !== undefined && "t.machine_id = @machine",
+          f.status && "t.status = @status",
+        ],
+        params: { machine: f.machine_id, status: f.status },
+        search: ["t.name", "t.description", "t.iqn", "m.name"],
+        sort: {
+          id: "t.id",
+          name: "t.name",
+          status: "t.status",
+          machine_id: "t.machine_id",
+          created_at: "t.created_at",
+        },
+        tiebreak: "t.id",
+      },
+      q,
+    );
   }
 
   create(t: NewTarget): Target {

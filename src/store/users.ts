@@ -1,4 +1,5 @@
 import type { Db } from "./db.js";
+import type { ListPage, ListQuery } from "./list.js";
 import { Table } from "./table.js";
 
 export type Role = "admin" | "operator" | "viewer" | "client";
@@ -27,6 +28,13 @@ const WRITABLE = [
   "last_login",
 ] as const satisfies readonly (keyof User)[];
 
+export const USER_SORTS = ["id", "username", "email", "role", "created_at", "last_login"] as const;
+
+export interface UserFilter {
+  role?: Role | undefined;
+  status?: User["status"] | undefined;
+}
+
 export class UsersRepo extends Table<User> {
   constructor(db: Db, clock: () => number = Date.now) {
     super(db, "users", WRITABLE, clock);
@@ -34,6 +42,28 @@ export class UsersRepo extends Table<User> {
 
   create(u: Pick<User, "username" | "role" | "password_hash"> & Partial<User>): User {
     return this.insert(u);
+  }
+
+  listRows(q: ListQuery, f: UserFilter = {}): ListPage<User> {
+    return this.page<User>(
+      {
+        select: "*",
+        from: "users",
+        where: [f.role && "role = @role", f.status && "status = @status"],
+        params: { role: f.role, status: f.status },
+        search: ["username", "email", "full_name"],
+        sort: Object.fromEntries(USER_SORTS.map((k) => [k, k])),
+        tiebreak: "id",
+      },
+      q,
+    );
+  }
+
+  /** Admins, all of them or only the active ones other than one user (the last-admin rule). */
+  countAdmins(opts: { activeExcept?: number } = {}): number {
+    return opts.activeExcept === undefined
+      ? this.count("role = 'admin'")
+      : this.count("role = 'admin' AND status = 'active' AND id != @id", { id: opts.activeExcept });
   }
 
   /** By username or by email (clients of Gough and Midgard log in with an email). */

@@ -1,18 +1,18 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import { logout, onSession, resume, type User, user } from "./api";
-import { connectLive, disconnectLive, type LiveState, liveState, onLiveState } from "./events";
-import { AlertsPage } from "./pages/alerts";
-import { ConfigPage } from "./pages/config";
-import { FleetPage } from "./pages/fleet";
-import { HistoryPage } from "./pages/history";
-import { ImagesPage } from "./pages/images";
-import { JobPage, JobsPage } from "./pages/jobs";
-import { LoginPage } from "./pages/login";
-import { MachinePage } from "./pages/machine";
-import { RoomsPage } from "./pages/rooms";
-import { StoragePage } from "./pages/storage";
-import { UsersPage } from "./pages/users";
-import { href, type Route, useRoute } from "./router";
+import { logout, onSession, resume, type User, user } from "./api.ts";
+import { connectLive, disconnectLive, type LiveState, liveState, onLiveState } from "./events.ts";
+import { AlertsPage } from "./pages/alerts.tsx";
+import { ConfigPage } from "./pages/config.tsx";
+import { FleetPage } from "./pages/fleet.tsx";
+import { HistoryPage } from "./pages/history.tsx";
+import { ImagesPage } from "./pages/images.tsx";
+import { JobPage, JobsPage } from "./pages/jobs.tsx";
+import { LoginPage } from "./pages/login.tsx";
+import { MachinePage } from "./pages/machine.tsx";
+import { RoomsPage } from "./pages/rooms.tsx";
+import { StoragePage } from "./pages/storage.tsx";
+import { UsersPage } from "./pages/users.tsx";
+import { href, type Route, useRoute } from "./router.ts";
 
 interface NavItem {
   page: string;

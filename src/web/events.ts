@@ -1,4 +1,4 @@
-import { freshToken, refresh, user } from "./api";
+import { freshToken, refresh, user } from "./api.ts";
 
 /** One event as /api/ws sends it (the GGnet types plus bootfleet's own). */
 export interface LiveEvent {

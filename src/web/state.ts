@@ -1,4 +1,4 @@
-import type { Machine } from "./types";
+import type { Machine } from "./types.ts";
 
 /**
  * The live boot states the issue asks the API to derive (machine.state), in boot order,

@@ -1,7 +1,7 @@
 import type { ComponentChildren } from "preact";
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
-import { ApiError, type Role, user } from "./api";
-import { type LiveEvent, onEvent } from "./events";
+import { ApiError, type Role, user } from "./api.ts";
+import { type LiveEvent, onEvent } from "./events.ts";
 
 /** What the signed-in role may do; buttons a role may not use are not rendered at all. */
 export function can(action: "operate" | "admin" | "power"): boolean {

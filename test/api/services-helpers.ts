@@ -5,16 +5,16 @@ import { join } from "node:path";
 import { createApi } from "../../src/api/app.js";
 import { TokenService } from "../../src/api/auth/tokens.js";
 import type { ApiServices, RateLimits } from "../../src/api/route.js";
-import { EventStreams } from "../../src/api/services-routes/event-streams.js";
-import { connectMetrics } from "../../src/api/services-routes/metrics.js";
 import { type RunningHttpServer, startHttpServer } from "../../src/daemon/http-server.js";
+import { registerCleanupJob } from "../../src/diskspace/cleanup.js";
 import { EventBus } from "../../src/events/bus.js";
+import { EventStreams } from "../../src/events/streams.js";
 import { ImageService } from "../../src/images/service.js";
 import { JobRunner } from "../../src/jobs/runner.js";
 import { BootfleetMetrics } from "../../src/metrics/bootfleet.js";
+import { connectMetrics } from "../../src/metrics/connect.js";
 import { IpmiPower } from "../../src/power/ipmi.js";
 import { PowerService } from "../../src/power/service.js";
-import { registerCleanupJob } from "../../src/storage/cleanup.js";
 import { Store } from "../../src/store/index.js";
 import { HIGH_LIMITS, memoryLogger, type TestApi } from "./helpers.js";
 
@@ -81,7 +81,7 @@ export function servicesApi(
     ipmi: new IpmiPower({
       run: async (cmd, args) => {
         ipmiCalls.push([cmd, ...args]);
-        return { code: 0, stdout: "Chassis Power is on\n", stderr: "" };
+        return { stdout: "Chassis Power is on\n", stderr: "" };
       },
     }),
     wake: async (mac) => {

@@ -1,9 +1,8 @@
 import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
-import { ConfigError, loadConfig, parseListen, printableConfig } from "../../src/daemon/config.js";
-import type { Privileges } from "../../src/daemon/privileges.js";
-import { adjustForPrivileges } from "../../src/daemon/unprivileged.js";
+import { ConfigError, loadConfig, parseListen, printableConfig } from "../../src/config/config.js";
+import type { Privileges } from "../../src/host/privileges.js";
 import { tempDir } from "../helpers/daemon.js";
 
 const root: Privileges = { isRoot: true, canBindLowPorts: true, canUseRawSockets: true };
@@ -200,21 +199,6 @@ t.test("--print-config masks secrets and round-trips as TOML", async (t) => {
   t.match(text, /jwt_secret = "\*\*\*\*\*\*\*\*"/);
   t.match(text, /\[http\]\nlisten = ":80"/);
 });
-
-t.test(
-  "unprivileged: HTTP and TFTP move to high ports, DHCP goes off, and it is said",
-  async (t) => {
-    const { config } = load({ BOOTFLEET_HTTP_LISTEN: "10.0.0.5:80" });
-    const { config: c, changes } = adjustForPrivileges(config, user);
-    t.equal(c.http.listen, "10.0.0.5:8080");
-    t.equal(c.tftp.port, 6969);
-    t.equal(c.dhcp.enabled, false);
-    t.equal(changes.length, 3);
-    const asRoot = adjustForPrivileges(config, root);
-    t.equal(asRoot.changes.length, 0, "root keeps its ports");
-    t.equal(asRoot.config.http.listen, "10.0.0.5:80");
-  },
-);
 
 t.test("parseListen", async (t) => {
   t.same(parseListen(":80"), { host: undefined, port: 80 });

@@ -101,7 +101,7 @@ export async function startDaemon(
     logs,
     exited,
     output: () => text,
-    waitForLog: (match, timeoutMs = 15_000) => {
+    waitForLog: (match, timeoutMs = 60_000) => {
       const seen = logs.find(match);
       if (seen) return Promise.resolve(seen);
       return new Promise<LogLine>((res, rej) => {

@@ -3,8 +3,8 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
-import { ApiError } from "../../src/api/errors.js";
 import { EventBus } from "../../src/events/bus.js";
+import { ImageError } from "../../src/images/errors.js";
 import { ImageService } from "../../src/images/service.js";
 import { JobRunner, parseSteps } from "../../src/jobs/runner.js";
 import { silent, tempStore } from "../jobs/helpers.js";
@@ -177,30 +177,30 @@ t.test("a file without a known disk header is taken as raw, as qemu-img and qemu
 });
 
 t.test(
-  "bad form fields are 422 naming the field; a duplicate name is 409; neither leaves a row or a file",
+  "bad form fields are invalid_upload naming the field; a duplicate name is name_taken; neither leaves a row or a file",
   async (t) => {
     const { images, imagesDir, work, store } = setup(t);
     const raw = makeDisk(work, 1);
     const noName = multipart([{ name: "file", filename: "a.raw", value: readFileSync(raw) }]);
     const e1 = await images.upload({ ...noName, userId: null }).catch((e) => e);
-    t.type(e1, ApiError);
-    t.equal(e1.status, 422);
-    t.equal(e1.extra.field, "name");
+    t.type(e1, ImageError);
+    t.equal(e1.code, "invalid_upload");
+    t.equal(e1.details.field, "name");
     const badType = multipart([
       { name: "name", value: "x" },
       { name: "image_type", value: "weird" },
       { name: "file", filename: "a.raw", value: readFileSync(raw) },
     ]);
     const e2 = await images.upload({ ...badType, userId: null }).catch((e) => e);
-    t.equal(e2.status, 422);
-    t.equal(e2.extra.field, "image_type");
+    t.equal(e2.code, "invalid_upload");
+    t.equal(e2.details.field, "image_type");
     t.equal(store.images.count(), 0);
     t.same(readdirSync(imagesDir), []);
 
     await uploadFile(images, raw, "Taken", "a.raw");
     const before = readdirSync(imagesDir).length;
     const e3 = await uploadFile(images, raw, "taken", "b.raw").catch((e) => e);
-    t.equal(e3.status, 409, "names are unique without regard to case");
+    t.equal(e3.code, "name_taken", "names are unique without regard to case");
     t.equal(store.images.count(), 1);
     t.ok(readdirSync(imagesDir).length <= before);
   },
@@ -225,14 +225,14 @@ t.test(
       chap_password: "p".repeat(12),
     });
     const err = await images.delete(image.id).catch((e) => e);
-    t.equal(err.status, 409);
+    t.equal(err.code, "in_use");
     t.ok(store.images.get(image.id), "still there");
     store.targets.delete(target.id);
     await images.delete(image.id);
     t.equal(store.images.get(image.id), undefined);
     t.same(readdirSync(imagesDir), []);
     const e404 = await images.delete(image.id).catch((e) => e);
-    t.equal(e404.status, 404);
+    t.equal(e404.code, "not_found");
   },
 );
 
@@ -251,10 +251,10 @@ t.test("update changes metadata and refuses a name another image has", async (t)
       try {
         images.update(a.image.id, { name: "B" });
       } catch (e) {
-        return (e as ApiError).status;
+        return (e as ImageError).code;
       }
     })(),
-    409,
+    "name_taken",
   );
   t.equal(
     images.update(a.image.id, { name: "A" }).name,

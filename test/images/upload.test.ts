@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
-import { ApiError } from "../../src/api/errors.js";
+import { ImageError } from "../../src/images/errors.js";
 import { receiveUpload, safeDisplayName, UploadAborted } from "../../src/images/upload.js";
 import { multipart, pattern } from "./multipart.js";
 import { smallTmpfs } from "./tmpfs.js";
@@ -63,9 +63,9 @@ t.test("hostile client file names never become paths", async (t) => {
   ]) {
     const { headers, body } = multipart([{ name: "file", filename: evil, value: "x".repeat(100) }]);
     const got = await receiveUpload({ headers, body, dir, maxBytes: 1000 }).catch((e) => e);
-    if (got instanceof ApiError) {
+    if (got instanceof ImageError) {
       // busboy refuses a NUL in a header outright: refused is as good as sanitised.
-      t.equal(got.status, 422, `${JSON.stringify(evil)} refused as malformed`);
+      t.equal(got.code, "invalid_upload", `${JSON.stringify(evil)} refused as malformed`);
       continue;
     }
     t.ok(
@@ -83,15 +83,15 @@ t.test("hostile client file names never become paths", async (t) => {
   t.same(readdirSync(dir), []);
 });
 
-t.test("one byte over the limit is 413 payload_too_large and leaves no file", async (t) => {
+t.test("one byte over the limit is refused as too_large and leaves no file", async (t) => {
   const dir = tempDir(t);
   const { headers, body } = multipart([
     { name: "file", filename: "big.raw", value: pattern(2 << 20) },
   ]);
   const err = await receiveUpload({ headers, body, dir, maxBytes: (2 << 20) - 1 }).catch((e) => e);
-  t.type(err, ApiError);
-  t.equal(err.status, 413);
-  t.equal(err.code, "payload_too_large");
+  t.type(err, ImageError);
+  t.equal(err.code, "too_large");
+  t.equal(err.details.max_bytes, (2 << 20) - 1);
   t.same(readdirSync(dir), []);
   const exact = multipart([{ name: "file", filename: "ok.raw", value: pattern(2 << 20) }]);
   const ok = await receiveUpload({ ...exact, dir, maxBytes: 2 << 20 });
@@ -122,22 +122,22 @@ t.test("a body that ends before the closing boundary is not taken as complete", 
   ]);
   const err = await receiveUpload({ headers, body, dir, maxBytes: 1 << 20 }).catch((e) => e);
   t.ok(
-    err instanceof UploadAborted || (err instanceof ApiError && err.status === 422),
+    err instanceof UploadAborted || (err instanceof ImageError && err.code === "invalid_upload"),
     String(err),
   );
   t.same(readdirSync(dir), []);
 });
 
-t.test("a form without the file field is 422 naming the field", async (t) => {
+t.test("a form without the file field is invalid_upload naming the field", async (t) => {
   const dir = tempDir(t);
   const { headers, body } = multipart([{ name: "name", value: "x" }]);
   const err = await receiveUpload({ headers, body, dir, maxBytes: 1000 }).catch((e) => e);
-  t.equal(err.status, 422);
-  t.equal(err.extra.field, "file");
+  t.equal(err.code, "invalid_upload");
+  t.equal(err.details.field, "file");
 });
 
 t.test(
-  "a full disk is 507 insufficient_storage and leaves no file",
+  "a full disk is storage_full and leaves no file",
   { skip: isRoot ? false : "needs root: mounts an 8 MiB tmpfs" },
   async (t) => {
     const dir = smallTmpfs(t, 8 << 20, "upload-enospc");
@@ -145,9 +145,8 @@ t.test(
       { name: "file", filename: "x.raw", value: pattern(16 << 20) },
     ]);
     const err = await receiveUpload({ headers, body, dir, maxBytes: 64 << 20 }).catch((e) => e);
-    t.type(err, ApiError);
-    t.equal(err.status, 507);
-    t.equal(err.code, "insufficient_storage");
+    t.type(err, ImageError);
+    t.equal(err.code, "storage_full");
     t.same(readdirSync(dir), []);
   },
 );

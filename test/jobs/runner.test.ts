@@ -1,6 +1,6 @@
 import t from "tap";
 import { EventBus } from "../../src/events/bus.js";
-import { runChecked } from "../../src/jobs/child.js";
+import { runChecked } from "../../src/host/exec.js";
 import { JobRunner, type JobStep, parseSteps } from "../../src/jobs/runner.js";
 import { deferred, silent, tempStore, until } from "./helpers.js";
 

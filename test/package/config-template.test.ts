@@ -5,9 +5,9 @@ import { join } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import t from "tap";
 import { z } from "zod";
-import { configSchema, defaultConfig, loadConfig } from "../../src/daemon/config.js";
+import { configSchema, defaultConfig, loadConfig } from "../../src/config/config.js";
 import { COMPUTED_MARKER, renderConfigTemplate } from "../../src/daemon/config-template.js";
-import type { Privileges } from "../../src/daemon/privileges.js";
+import type { Privileges } from "../../src/host/privileges.js";
 import { tempDir } from "../helpers/daemon.js";
 
 const root: Privileges = { isRoot: true, canBindLowPorts: true, canUseRawSockets: true };

@@ -4,10 +4,10 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
-import { loadConfig, printableConfig } from "../../src/daemon/config.js";
+import { loadConfig, printableConfig } from "../../src/config/config.js";
 import { renderConfigTemplate } from "../../src/daemon/config-template.js";
-import { detectPrivileges } from "../../src/daemon/privileges.js";
 import { adjustForPrivileges } from "../../src/daemon/unprivileged.js";
+import { detectPrivileges } from "../../src/host/privileges.js";
 import { tempDir } from "../helpers/daemon.js";
 import { freshDeb, REPO, VERSION } from "./fresh-deb.js";
 
@@ -221,10 +221,8 @@ t.test("the extracted package runs on its bundled runtime", async (t) => {
   t.equal(printed.status, 0, `--print-config exits 0: ${printed.stderr}`);
   const privileges = detectPrivileges();
   const expected = printableConfig(
-    adjustForPrivileges(
-      loadConfig({ path: conffile, env: {}, privileges, cwd: root }).config,
-      privileges,
-    ).config,
+    adjustForPrivileges(loadConfig({ path: conffile, env: {}, privileges, cwd: root }), privileges)
+      .config,
   );
   t.equal(
     printed.stdout,

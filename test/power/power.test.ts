@@ -1,7 +1,8 @@
 import { execFileSync, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import t from "tap";
-import { type CommandRunner, IpmiPower, PowerError, parseState } from "../../src/power/ipmi.js";
+import { CommandError, type CommandRunner } from "../../src/host/exec.js";
+import { IpmiPower, PowerError, parseState } from "../../src/power/ipmi.js";
 import { PowerService } from "../../src/power/service.js";
 import { magicPacket, parseMac } from "../../src/power/wol.js";
 
@@ -125,8 +126,11 @@ t.test(
 function recordingRunner(reply: { code: number; stdout?: string; stderr?: string }) {
   const calls: { command: string; args: readonly string[]; env: NodeJS.ProcessEnv }[] = [];
   const run: CommandRunner = async (command, args, opts) => {
-    calls.push({ command, args, env: opts.env });
-    return { code: reply.code, stdout: reply.stdout ?? "", stderr: reply.stderr ?? "" };
+    calls.push({ command, args, env: opts?.env ?? {} });
+    const out = { stdout: reply.stdout ?? "", stderr: reply.stderr ?? "" };
+    // Like the real runner, but without its redaction: IpmiPower must scrub on its own too.
+    if (reply.code !== 0) throw new CommandError(command, args, { code: reply.code, ...out });
+    return out;
   };
   return { run, calls };
 }

@@ -66,7 +66,7 @@ export async function retireInitialPassword(
     return false;
   }
   const admin = store.users.findByLogin(INITIAL_ADMIN_USERNAME);
-  const admins = store.users.count("role = 'admin'");
+  const admins = store.users.countAdmins();
   const stillValid =
     admin !== undefined &&
     admin.role === "admin" &&

@@ -3,7 +3,7 @@ import { errors as joseErrors, jwtVerify, SignJWT } from "jose";
 import type { Store } from "../../store/index.js";
 import type { User } from "../../store/users.js";
 import { ApiError } from "../errors.js";
-import type { AuthUser } from "../route.js";
+import type { AuthUser } from "../types.js";
 
 export const ACCESS_TTL_SECONDS = 1800;
 /** A login lasts a week at most: refresh tokens rotate inside that bound. */

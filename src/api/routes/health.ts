@@ -1,8 +1,7 @@
-import { access, constants, readFile, stat, statfs } from "node:fs/promises";
+import { readFile, statfs } from "node:fs/promises";
 import { cpus, freemem, totalmem } from "node:os";
+import { directoryHealth } from "../../diskspace/usage.js";
 import { defineRoute, READERS, type RouteModule } from "../route.js";
-
-export type DaemonState = "starting" | "ready" | "stopping";
 
 /** GET /api/health (public, GGnet shape) and /api/health/detailed (database, folders, system). */
 export const healthRoutes: RouteModule = (deps) => {
@@ -68,16 +67,9 @@ export const healthRoutes: RouteModule = (deps) => {
   ];
 };
 
+/** The GGnet shape of a folder's health: usable or not (how full is /storage/health's). */
 async function dirHealth(dir: string) {
-  let exists = false;
-  let writable = false;
-  try {
-    exists = (await stat(dir)).isDirectory();
-    await access(dir, constants.W_OK);
-    writable = true;
-  } catch {
-    // reported through the flags
-  }
+  const { exists, writable } = await directoryHealth(dir);
   return { exists, writable, status: exists && writable ? "healthy" : "unhealthy" };
 }
 

@@ -1,6 +1,6 @@
 import { z } from "zod";
-import type { HistoryEvent } from "../../store/history.js";
-import { defineRoute, listQuery, READERS, type RouteModule, runList, sendList } from "../route.js";
+import { HISTORY_SORTS } from "../../store/history.js";
+import { defineRoute, listQuery, READERS, type RouteModule, sendList } from "../route.js";
 
 const isoTime = z.iso.datetime({ offset: true }).transform((s) => new Date(s).toISOString());
 
@@ -14,7 +14,7 @@ export const historyRoutes: RouteModule = (deps) => [
       "Operation history with filters (resource type, operation, status, machine, user, time range)",
     roles: READERS,
     query: listQuery(
-      { sort: ["at", "id", "duration_ms"], defaultOrder: "desc" },
+      { sort: HISTORY_SORTS, defaultOrder: "desc" },
       {
         offset: z.coerce.number().int().min(0).optional(),
         resource_type: z.string().max(64).optional(),
@@ -34,37 +34,16 @@ export const historyRoutes: RouteModule = (deps) => [
     handler: ({ c, query }) => {
       const q = { ...query, skip: query.offset ?? query.skip };
       const operation = query.operation ?? query.operation_type;
-      const { rows, total } = runList<HistoryEvent>(
-        deps.store.db,
-        {
-          select: "*",
-          from: "history_events",
-          where: [
-            query.resource_type && "resource_type = @rt",
-            operation && "operation = @op",
-            query.status && "status = @st",
-            query.machine_id !== undefined && "machine_id = @mid",
-            query.user_id !== undefined && "user_id = @uid",
-            query.username && "username = @un",
-            query.since && "at >= @since",
-            query.until && "at < @until",
-          ],
-          params: {
-            rt: query.resource_type,
-            op: operation,
-            st: query.status,
-            mid: query.machine_id,
-            uid: query.user_id,
-            un: query.username,
-            since: query.since,
-            until: query.until,
-          },
-          search: ["resource_type", "operation", "username", "resource_id"],
-          sort: { at: "at", id: "id", duration_ms: "duration_ms" },
-          tiebreak: "id",
-        },
-        q,
-      );
+      const { rows, total } = deps.store.history.listRows(q, {
+        resource_type: query.resource_type,
+        operation,
+        status: query.status,
+        machine_id: query.machine_id,
+        user_id: query.user_id,
+        username: query.username,
+        since: query.since,
+        until: query.until,
+      });
       sendList(c, rows, total, q);
       return {
         operations: rows.map((r) => ({

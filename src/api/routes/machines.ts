@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { Machine } from "../../store/machines.js";
+import { MACHINE_SORTS, type Machine, type MachineRow } from "../../store/machines.js";
 import { conflictOnUnique, notFound, uniqueColumn } from "../conflict.js";
 import { ApiError } from "../errors.js";
 import {
@@ -11,13 +11,9 @@ import {
   listQuery,
   OPERATORS,
   type RouteModule,
-  runList,
   sendList,
-  sortColumns,
 } from "../route.js";
 import { zHostname, zIPv4, zLabel, zMac, zName, zText } from "../validate.js";
-
-type MachineRow = Machine & { is_online: number };
 
 const MACHINE_STATUSES = [
   "discovered",
@@ -27,21 +23,6 @@ const MACHINE_STATUSES = [
   "retired",
   "error",
 ] as const;
-/** Fields a machine list can be sorted on (columns of `machines`). */
-const SORTS = [
-  "id",
-  "name",
-  "mac_address",
-  "ip_address",
-  "status",
-  "location",
-  "room",
-  "created_at",
-  "last_seen",
-  "last_boot",
-  "boot_count",
-] as const;
-
 const BOOT_ACTIONS = ["sanboot", "menu", "local", "kernel", "custom", "disabled"] as const;
 /** The API speaks "reset-on-reboot"; the store keeps "reset". "reset" is accepted too. */
 const overlayPolicy = z
@@ -121,13 +102,9 @@ const createBody = updateBody
   .extend({ name: fields.name, mac_address: fields.mac_address })
   .strict();
 
-const SELECT = `m.*, EXISTS (SELECT 1 FROM boot_sessions s WHERE s.machine_id = m.id AND s.status = 'active') AS is_online`;
-
 /** Machines visible to a caller: all of them, or for a client only the ones it owns. */
 export function visibleMachine(deps: ApiDeps, user: AuthUser, id: number): MachineRow {
-  const row = deps.store.db.prepare(`SELECT ${SELECT} FROM machines m WHERE m.id = ?`).get(id) as
-    | MachineRow
-    | undefined;
+  const row = deps.store.machines.getRow(id);
   if (!row || (user.role === "client" && row.owner_user_id !== user.id)) {
     throw notFound("machine", id);
   }
@@ -168,8 +145,7 @@ function toRow(b: Partial<z.output<typeof updateBody>>): Partial<Machine> {
 /** /api/machines: CRUD over the store; clients see only the machines assigned to them. */
 export const machinesRoutes: RouteModule = (deps) => {
   const { store } = deps;
-  const getRow = (id: number) =>
-    store.db.prepare(`SELECT ${SELECT} FROM machines m WHERE m.id = ?`).get(id) as MachineRow;
+  const getRow = (id: number) => store.machines.getRow(id)!;
   return [
     defineRoute({
       method: "GET",
@@ -179,7 +155,7 @@ export const machinesRoutes: RouteModule = (deps) => {
       roles: ANY_USER,
       query: listQuery(
         {
-          sort: SORTS,
+          sort: MACHINE_SORTS,
         },
         {
           status: z.enum(MACHINE_STATUSES).optional(),
@@ -189,41 +165,13 @@ export const machinesRoutes: RouteModule = (deps) => {
         },
       ),
       handler: ({ c, query, user }) => {
-        const own = user!.role === "client";
-        const { rows, total } = runList<MachineRow>(
-          store.db,
-          {
-            select: SELECT,
-            from: "machines m",
-            where: [
-              query.status && "m.status = @status",
-              query.location !== undefined && "m.location = @location",
-              query.room !== undefined && "m.room = @room",
-              query.owner_user_id !== undefined && "m.owner_user_id = @owner",
-              own && "m.owner_user_id = @me",
-            ],
-            params: {
-              status: query.status,
-              location: query.location,
-              room: query.room,
-              owner: query.owner_user_id,
-              me: user!.id,
-            },
-            search: [
-              "m.name",
-              "m.description",
-              "m.mac_address",
-              "m.ip_address",
-              "m.hostname",
-              "m.asset_tag",
-              "m.location",
-              "m.room",
-            ],
-            sort: sortColumns("m", SORTS),
-            tiebreak: "m.id",
-          },
-          query,
-        );
+        const { rows, total } = store.machines.listRows(query, {
+          status: query.status,
+          location: query.location,
+          room: query.room,
+          owner_user_id: query.owner_user_id,
+          visibleTo: user!.role === "client" ? user!.id : undefined,
+        });
         return sendList(c, rows.map(machineView), total, query);
       },
     }),

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { BootSession } from "../../store/sessions.js";
+import { SESSION_SORTS, type SessionRow } from "../../store/sessions.js";
 import type { Target } from "../../store/targets.js";
 import { notFound } from "../conflict.js";
 import { ApiError } from "../errors.js";
@@ -10,16 +10,9 @@ import {
   OPERATORS,
   READERS,
   type RouteModule,
-  runList,
   sendList,
 } from "../route.js";
 import { zLabel } from "../validate.js";
-
-type SessionRow = BootSession & { machine_name: string; target_name: string | null };
-
-const SELECT = "s.*, m.name AS machine_name, t.name AS target_name";
-const FROM =
-  "boot_sessions s JOIN machines m ON m.id = s.machine_id LEFT JOIN targets t ON t.id = s.target_id";
 
 /** The GGnet `iscsi_info`: where the disk is and which image each LUN carries. */
 export function iscsiInfo(t: Target | undefined) {
@@ -76,9 +69,7 @@ const STATUSES = ["starting", "active", "stopping", "stopped", "error"] as const
 export const sessionsRoutes: RouteModule = (deps) => {
   const { store } = deps;
   const bySessionId = (sid: string) =>
-    (store.db.prepare(`SELECT ${SELECT} FROM ${FROM} WHERE s.session_id = ?`).get(sid) as
-      | SessionRow
-      | undefined) ?? raise(notFound("session", sid));
+    store.sessions.getRowBySessionId(sid) ?? raise(notFound("session", sid));
   return [
     defineRoute({
       method: "GET",
@@ -87,7 +78,7 @@ export const sessionsRoutes: RouteModule = (deps) => {
       summary: "List boot sessions",
       roles: READERS,
       query: listQuery(
-        { sort: ["started_at", "id", "status", "machine_id", "ended_at"], defaultOrder: "desc" },
+        { sort: SESSION_SORTS, defaultOrder: "desc" },
         {
           status: z.enum(STATUSES).optional(),
           machine_id: z.coerce.number().int().positive().optional(),
@@ -95,29 +86,11 @@ export const sessionsRoutes: RouteModule = (deps) => {
         },
       ),
       handler: ({ c, query }) => {
-        const { rows, total } = runList<SessionRow>(
-          store.db,
-          {
-            select: SELECT,
-            from: FROM,
-            where: [
-              query.status && "s.status = @status",
-              query.machine_id !== undefined && "s.machine_id = @machine",
-              query.target_id !== undefined && "s.target_id = @target",
-            ],
-            params: { status: query.status, machine: query.machine_id, target: query.target_id },
-            search: ["s.session_id", "m.name", "s.client_ip"],
-            sort: {
-              started_at: "s.started_at",
-              id: "s.id",
-              status: "s.status",
-              machine_id: "s.machine_id",
-              ended_at: "s.ended_at",
-            },
-            tiebreak: "s.id",
-          },
-          query,
-        );
+        const { rows, total } = store.sessions.listRows(query, {
+          status: query.status,
+          machine_id: query.machine_id,
+          target_id: query.target_id,
+        });
         return sendList(
           c,
           rows.map((r) => sessionView(deps, r)),

@@ -1,6 +1,6 @@
-import { randomBytes } from "node:crypto";
 import { z } from "zod";
-import type { Target } from "../../store/targets.js";
+import { machineIdentity } from "../../iscsi/identity.js";
+import { TARGET_SORTS, type TargetRow } from "../../store/targets.js";
 import { conflictOnUnique, notFound, uniqueColumn } from "../conflict.js";
 import { ApiError } from "../errors.js";
 import {
@@ -10,47 +10,9 @@ import {
   OPERATORS,
   READERS,
   type RouteModule,
-  runList,
   sendList,
 } from "../route.js";
 import { zLabel, zName, zText } from "../validate.js";
-
-type TargetRow = Target & {
-  machine_name: string;
-  system_image_name: string | null;
-  extra_disk_image_name: string | null;
-};
-
-/** The machine-name part of an IQN: lowercase letters, digits, dots and hyphens. */
-export function iqnSlug(name: string): string {
-  const s = name
-    .toLowerCase()
-    .replace(/[^a-z0-9.-]+/g, "-")
-    .replace(/^[-.]+|[-.]+$/g, "");
-  return s || "machine";
-}
-
-/** The initiator name a machine's iPXE presents: bound to its MAC, so it is stable. */
-export function initiatorIqn(prefix: string, mac: string): string {
-  return `${prefix}:client-${mac.replace(/:/g, "")}`;
-}
-
-/**
- * A CHAP secret: 16 letters and digits. Microsoft's initiator takes 12 to 16 characters,
- * and these never need escaping in an iPXE script.
- */
-export function chapSecret(): string {
-  const alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-  const out: string[] = [];
-  while (out.length < 16) {
-    for (const b of randomBytes(32)) {
-      // Rejection sampling keeps every character equally likely.
-      if (b < 256 - (256 % alphabet.length) && out.length < 16)
-        out.push(alphabet[b % alphabet.length]!);
-    }
-  }
-  return out.join("");
-}
 
 /** What the API shows of a target: the CHAP credentials are never listed. */
 export function targetView(t: TargetRow) {
@@ -77,10 +39,6 @@ export function targetView(t: TargetRow) {
     updated_at: t.updated_at,
   };
 }
-
-export const TARGET_SELECT = `t.*, m.name AS machine_name, si.name AS system_image_name, xi.name AS extra_disk_image_name`;
-export const TARGET_FROM = `targets t JOIN machines m ON m.id = t.machine_id
-  LEFT JOIN images si ON si.id = t.system_image_id LEFT JOIN images xi ON xi.id = t.extra_disk_image_id`;
 
 const createBody = z
   .object({
@@ -117,10 +75,7 @@ const createBody = z
 /** /api/targets: one iSCSI target per machine; changes go to the reconciler through onTargetChanged. */
 export const targetsRoutes: RouteModule = (deps) => {
   const { store } = deps;
-  const getRow = (id: number) =>
-    store.db.prepare(`SELECT ${TARGET_SELECT} FROM ${TARGET_FROM} WHERE t.id = ?`).get(id) as
-      | TargetRow
-      | undefined;
+  const getRow = (id: number) => store.targets.getRow(id);
   const invalid = (field: string, detail: string) =>
     new ApiError(422, "validation_error", `${field}: ${detail}`, { field });
   return [
@@ -131,35 +86,17 @@ export const targetsRoutes: RouteModule = (deps) => {
       summary: "List iSCSI targets",
       roles: READERS,
       query: listQuery(
-        { sort: ["id", "name", "status", "machine_id", "created_at"] },
+        { sort: TARGET_SORTS },
         {
           machine_id: z.coerce.number().int().positive().optional(),
           status: z.enum(["pending", "active", "inactive", "error"]).optional(),
         },
       ),
       handler: ({ c, query }) => {
-        const { rows, total } = runList<TargetRow>(
-          store.db,
-          {
-            select: TARGET_SELECT,
-            from: TARGET_FROM,
-            where: [
-              query.machine_id !== undefined && "t.machine_id = @machine",
-              query.status && "t.status = @status",
-            ],
-            params: { machine: query.machine_id, status: query.status },
-            search: ["t.name", "t.description", "t.iqn", "m.name"],
-            sort: {
-              id: "t.id",
-              name: "t.name",
-              status: "t.status",
-              machine_id: "t.machine_id",
-              created_at: "t.created_at",
-            },
-            tiebreak: "t.id",
-          },
-          query,
-        );
+        const { rows, total } = store.targets.listRows(query, {
+          machine_id: query.machine_id,
+          status: query.status,
+        });
         return sendList(c, rows.map(targetView), total, query);
       },
     }),
@@ -191,7 +128,6 @@ export const targetsRoutes: RouteModule = (deps) => {
         if (body.extra_disk_image_id != null && !store.images.get(body.extra_disk_image_id)) {
           throw invalid("extra_disk_image_id", "no such image");
         }
-        const prefix = deps.iscsi.iqnPrefix;
         const created = conflictOnUnique(
           () =>
             store.transaction(() => {
@@ -203,9 +139,9 @@ export const targetsRoutes: RouteModule = (deps) => {
                 );
               }
               return store.targets.create({
+                ...machineIdentity(deps.iscsi.iqnPrefix, machine),
                 name: body.name ?? `${machine.name}-Target`,
                 description: body.description ?? "",
-                iqn: `${prefix}:${iqnSlug(machine.name)}`,
                 portal_ip: deps.iscsi.portalIp,
                 portal_port: deps.iscsi.portalPort,
                 target_type: body.target_type,
@@ -213,9 +149,6 @@ export const targetsRoutes: RouteModule = (deps) => {
                 system_image_id: body.system_image_id,
                 extra_disk_image_id: body.extra_disk_image_id ?? null,
                 extra_disk_mountpoint: body.extra_disk_mountpoint ?? null,
-                initiator_iqn: initiatorIqn(prefix, machine.mac_address),
-                chap_username: `bf-${iqnSlug(machine.name)}`.slice(0, 64),
-                chap_password: chapSecret(),
               });
             }),
           (err) =>

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { User } from "../../store/users.js";
+import { type Role, USER_SORTS, type User } from "../../store/users.js";
 import { retireInitialPassword } from "../auth/initial-admin.js";
 import { hashPassword, randomPassword } from "../auth/password.js";
 import { conflictOnUnique, notFound, uniqueColumn } from "../conflict.js";
@@ -12,7 +12,6 @@ import {
   listQuery,
   ROLES,
   type RouteModule,
-  runList,
   sendList,
 } from "../route.js";
 import { zEmail, zLabel, zPassword, zUsername } from "../validate.js";
@@ -33,7 +32,7 @@ export function userView(u: User) {
   };
 }
 
-const roleEnum = z.enum(ROLES as [string, ...string[]]);
+const roleEnum = z.enum(ROLES as [Role, ...Role[]]);
 const statusEnum = z.enum(["active", "disabled"]);
 
 const createBody = z
@@ -84,8 +83,7 @@ export const usersRoutes: RouteModule = (deps) => {
       await retireInitialPassword(store, deps.initialPasswordFile, deps.log);
     }
   };
-  const activeAdminsExcept = (id: number) =>
-    store.users.count("role = 'admin' AND status = 'active' AND id != @id", { id });
+  const activeAdminsExcept = (id: number) => store.users.countAdmins({ activeExcept: id });
   const load = (id: number) => store.users.get(id) ?? raise(notFound("user", id));
 
   return [
@@ -96,30 +94,14 @@ export const usersRoutes: RouteModule = (deps) => {
       summary: "List users",
       roles: ADMIN_ONLY,
       query: listQuery(
-        { sort: ["id", "username", "email", "role", "created_at", "last_login"] },
+        { sort: USER_SORTS },
         { role: roleEnum.optional(), status: statusEnum.optional() },
       ),
       handler: ({ c, query }) => {
-        const { rows, total } = runList<User>(
-          store.db,
-          {
-            select: "*",
-            from: "users",
-            where: [query.role && "role = @role", query.status && "status = @status"],
-            params: { role: query.role, status: query.status },
-            search: ["username", "email", "full_name"],
-            sort: {
-              id: "id",
-              username: "username",
-              email: "email",
-              role: "role",
-              created_at: "created_at",
-              last_login: "last_login",
-            },
-            tiebreak: "id",
-          },
-          query,
-        );
+        const { rows, total } = store.users.listRows(query, {
+          role: query.role,
+          status: query.status,
+        });
         return sendList(c, rows.map(userView), total, query);
       },
     }),

@@ -37,10 +37,6 @@ export function errnoCode(err: unknown): string | undefined {
   return undefined;
 }
 
-export function errMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 /** Errno values with which the kernel or libuv says "this file system cannot clone". */
 export const NO_CLONE_ERRNOS: ReadonlySet<string> = new Set([
   "EOPNOTSUPP",

@@ -1,15 +1,21 @@
 import type { Logger } from "pino";
-import { errMessage, OverlayError } from "./errors.js";
-import { KeyedLock } from "./keyed-lock.js";
+import { CommandError, type CommandRunner, commandRunner } from "../../host/exec.js";
+import { errorText } from "../../lib/error-text.js";
+import { KeyedLock } from "../../lib/keyed-lock.js";
+import { OverlayError } from "./errors.js";
 import { overlayIdsAmong, validateLvName, validateOverlayId, validateVgName } from "./names.js";
-import { CommandError, type CommandRunner, execFileRunner } from "./run.js";
-import type { OverlayDriver, OverlayRef, OverlayUsage } from "./types.js";
+import {
+  OVERLAY_COMMANDS,
+  type OverlayDriver,
+  type OverlayRef,
+  type OverlayUsage,
+} from "./types.js";
 
 export interface LvmThinDriverOptions {
   /** The volume group that holds the images' thin pool; every overlay is made in it. */
   vg: string;
   logger: Logger;
-  /** Runs lvs, lvcreate, ...; defaults to execFile. Tests hand in a recording runner. */
+  /** Runs lvs, lvcreate, ...; defaults to a runner with OVERLAY_COMMANDS' limits. Tests hand in a recording runner. */
   run?: CommandRunner;
   /** Prefix of overlay LV names, so list() never reports an LV bootfleet did not make. */
   prefix?: string;
@@ -60,7 +66,7 @@ class LvmThinDriver implements OverlayDriver {
       );
     }
     this.#log = o.logger.child({ overlayDriver: "lvm-thin", vg: this.#vg });
-    this.#run = o.run ?? execFileRunner();
+    this.#run = o.run ?? commandRunner(OVERLAY_COMMANDS);
   }
 
   /** The LV name of an overlay, checked against LVM's naming rules. */
@@ -82,7 +88,7 @@ class LvmThinDriver implements OverlayDriver {
     } catch (err) {
       throw new OverlayError(
         "COMMAND_FAILED",
-        `lvm-thin overlays need LVM (package lvm2), device-mapper and the volume group ${this.#vg}: ${errMessage(err)}`,
+        `lvm-thin overlays need LVM (package lvm2), device-mapper and the volume group ${this.#vg}: ${errorText(err)}`,
         { cause: err },
       );
     }
@@ -267,7 +273,7 @@ class LvmThinDriver implements OverlayDriver {
       }
       throw new OverlayError(
         "COMMAND_FAILED",
-        `${who}${cmd} ${args.join(" ")} failed: ${errMessage(err)}`,
+        `${who}${cmd} ${args.join(" ")} failed: ${errorText(err)}`,
         { overlayId, cause: err },
       );
     }
@@ -281,7 +287,7 @@ export function parseLvsReport(stdout: string): Map<string, LvRow> {
   try {
     doc = JSON.parse(stdout);
   } catch (err) {
-    throw new OverlayError("COMMAND_FAILED", `lvs printed no JSON: ${errMessage(err)}`, {
+    throw new OverlayError("COMMAND_FAILED", `lvs printed no JSON: ${errorText(err)}`, {
       cause: err,
     });
   }

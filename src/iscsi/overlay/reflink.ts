@@ -3,8 +3,10 @@ import { constants as fsConstants } from "node:fs";
 import { copyFile, link, lstat, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
+import { CommandError, type CommandRunner, commandRunner } from "../../host/exec.js";
+import { errorText } from "../../lib/error-text.js";
+import { KeyedLock } from "../../lib/keyed-lock.js";
 import {
-  errMessage,
   errnoCode,
   isNoSpace,
   NO_CLONE_ERRNOS,
@@ -13,10 +15,13 @@ import {
 } from "./errors.js";
 import { parseXfsIoFiemap, summarizeExtents, xfsIoFiemapArgs } from "./fiemap.js";
 import { fileSystemType } from "./fstype.js";
-import { KeyedLock } from "./keyed-lock.js";
 import { overlayIdsAmong, validateOverlayId } from "./names.js";
-import { CommandError, type CommandRunner, execFileRunner } from "./run.js";
-import type { OverlayDriver, OverlayRef, OverlayUsage } from "./types.js";
+import {
+  OVERLAY_COMMANDS,
+  type OverlayDriver,
+  type OverlayRef,
+  type OverlayUsage,
+} from "./types.js";
 
 export interface ReflinkDriverOptions {
   /** Folder of the overlay files; must be on the same XFS (reflink=1) or btrfs as the images. */
@@ -24,7 +29,7 @@ export interface ReflinkDriverOptions {
   logger: Logger;
   /** When given, check() also proves the images can be cloned into `dir` (same file system). */
   imageDir?: string;
-  /** Runs xfs_io for usage(); defaults to execFile. */
+  /** Runs xfs_io for usage(); defaults to a runner with OVERLAY_COMMANDS' limits. */
   run?: CommandRunner;
   xfsIoPath?: string;
 }
@@ -58,7 +63,7 @@ class ReflinkDriver implements OverlayDriver {
     this.#dir = resolve(o.dir);
     this.#imageDir = o.imageDir === undefined ? undefined : resolve(o.imageDir);
     this.#log = o.logger.child({ overlayDriver: "reflink" });
-    this.#run = o.run ?? execFileRunner();
+    this.#run = o.run ?? commandRunner(OVERLAY_COMMANDS);
     this.#xfsIo = o.xfsIoPath ?? "xfs_io";
   }
 
@@ -85,7 +90,7 @@ class ReflinkDriver implements OverlayDriver {
       await this.#run(this.#xfsIo, ["-V"]);
     } catch (err) {
       this.#log.warn(
-        { err: errMessage(err) },
+        { err: errorText(err) },
         "xfs_io (package xfsprogs) does not run: overlay usage will lack the bytes each machine wrote",
       );
     }
@@ -173,7 +178,7 @@ class ReflinkDriver implements OverlayDriver {
       }
       throw new OverlayError(
         "COMMAND_FAILED",
-        `overlay "${overlayId}": cannot read the extent map of ${final}: ${errMessage(err)}`,
+        `overlay "${overlayId}": cannot read the extent map of ${final}: ${errorText(err)}`,
         { overlayId, path: final, cause: err },
       );
     }
@@ -291,7 +296,7 @@ class ReflinkDriver implements OverlayDriver {
     const who = overlayId === undefined ? "" : `overlay "${overlayId}": `;
     const errno = errnoCode(err);
     let code: OverlayErrorCode = "IO";
-    let why = errMessage(err);
+    let why = errorText(err);
     if (isNoSpace(err)) {
       code = "NO_SPACE";
       why = `the file system of ${this.#dir} is full (${errno}); free space there or grow it`;
@@ -308,7 +313,7 @@ class ReflinkDriver implements OverlayDriver {
       await unlink(tmp);
     } catch (err) {
       if (errnoCode(err) !== "ENOENT") {
-        this.#log.warn({ path: tmp, err: errMessage(err) }, "cannot remove temporary overlay");
+        this.#log.warn({ path: tmp, err: errorText(err) }, "cannot remove temporary overlay");
       }
     }
   }
@@ -339,10 +344,7 @@ class ReflinkDriver implements OverlayDriver {
 
   /** Clones a small file, so a file system without reflink is refused before any machine boots. */
   async #probeClone(): Promise<void> {
-    const base = join(
-      this.#dir,
-      `.bootfleet-probe-${process.pid}-${randomBytes(4).toString("hex")}`,
-    );
+    const base = join(this.#dir, `.bootfleet-probe-${randomBytes(8).toString("hex")}`);
     const src = `${base}.src`;
     const dst = `${base}.dst`;
     try {

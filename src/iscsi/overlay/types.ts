@@ -1,3 +1,5 @@
+import type { RunOptions } from "../../host/exec.js";
+
 /** A machine's private writable disk, as a target driver needs to serve it. */
 export interface OverlayRef {
   /** "file" for a fileio backstore (reflink), "block" for a block device (lvm-thin). */
@@ -32,3 +34,14 @@ export interface OverlayDriver {
   /** Ids of the overlays that exist, sorted, so a reconciler can find orphans. */
   list(): Promise<string[]>;
 }
+
+/**
+ * How overlay drivers run lvm and xfs_io: a command that hangs (an LVM lock, a stuck
+ * device) is killed after two minutes, and a fragmented 100 GB overlay's extent map
+ * (several MB) still fits.
+ */
+export const OVERLAY_COMMANDS: RunOptions = {
+  timeoutMs: 120_000,
+  killGraceMs: 0,
+  maxOutputChars: 256 * 1024 * 1024,
+};

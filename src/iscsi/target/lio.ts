@@ -1,4 +1,7 @@
 import type { Logger } from "pino";
+import { redact } from "../../host/exec.js";
+import { errorText } from "../../lib/error-text.js";
+import { Serial } from "../../lib/keyed-lock.js";
 import {
   applyToConfigfs,
   type ConfigFs,
@@ -8,7 +11,6 @@ import {
   removeFromConfigfs,
 } from "./lio-configfs.js";
 import { mergeTarget, readSaveConfig, removeTarget, updateSaveConfig } from "./lio-saveconfig.js";
-import { Serial } from "./serial.js";
 import {
   type RemoveOptions,
   type TargetDriver,
@@ -16,7 +18,7 @@ import {
   type TargetSession,
   type TargetSpec,
 } from "./types.js";
-import { isUnderPrefix, isValidIqn, redact, secretsOf, specProblems } from "./validate.js";
+import { isUnderPrefix, isValidIqn, secretsOf, specProblems } from "./validate.js";
 
 export const DEFAULT_CONFIGFS_ROOT = "/sys/kernel/config/target";
 export const DEFAULT_SAVECONFIG = "/etc/rtslib-fb-target/saveconfig.json";
@@ -67,14 +69,14 @@ export class LioDriver implements TargetDriver {
       try {
         changes = await applyToConfigfs(this.#fs, this.#root, spec);
       } catch (err) {
-        throw new TargetError(spec.iqn, `configfs: ${redact(String(err), secrets)}`, {
+        throw new TargetError(spec.iqn, `configfs: ${redact(errorText(err), secrets)}`, {
           cause: err,
         });
       }
       try {
         await updateSaveConfig(this.#save, (c) => mergeTarget(c, spec));
       } catch (err) {
-        throw new TargetError(spec.iqn, `${this.#save}: ${redact(String(err), secrets)}`, {
+        throw new TargetError(spec.iqn, `${this.#save}: ${redact(errorText(err), secrets)}`, {
           cause: err,
         });
       }
@@ -96,12 +98,12 @@ export class LioDriver implements TargetDriver {
       try {
         wasLive = await removeFromConfigfs(this.#fs, this.#root, iqn);
       } catch (err) {
-        throw new TargetError(iqn, `configfs: ${String(err)}`, { cause: err });
+        throw new TargetError(iqn, `configfs: ${errorText(err)}`, { cause: err });
       }
       try {
         await updateSaveConfig(this.#save, (c) => removeTarget(c, iqn));
       } catch (err) {
-        throw new TargetError(iqn, `${this.#save}: ${String(err)}`, { cause: err });
+        throw new TargetError(iqn, `${this.#save}: ${errorText(err)}`, { cause: err });
       }
       this.#log.info({ iqn, wasLive }, "lio target removed");
     });

@@ -1,6 +1,7 @@
 import { stat } from "node:fs/promises";
 import type { Logger } from "pino";
-import type { CommandRunner } from "./exec.js";
+import type { CommandRunner } from "../../host/exec.js";
+import { errorText } from "../../lib/error-text.js";
 import { DEFAULT_CONFIGFS_ROOT } from "./lio.js";
 import type { TargetDriver } from "./types.js";
 
@@ -48,7 +49,7 @@ export async function selectTargetDriver(o: SelectTargetDriverOptions): Promise<
       await o.run("modprobe", ["-a", ...LIO_MODULES]);
       modprobe = "loaded";
     } catch (err) {
-      modprobe = `failed: ${err instanceof Error ? err.message : String(err)}`;
+      modprobe = `failed: ${errorText(err)}`;
     }
     if (await isDir(root)) {
       o.logger.info(

@@ -1,9 +1,16 @@
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
+import {
+  CommandError,
+  type CommandRunner,
+  commandRunner,
+  describeCommand,
+  redact,
+} from "../../host/exec.js";
+import { errorText } from "../../lib/error-text.js";
+import { Serial } from "../../lib/keyed-lock.js";
 import { writeFileAtomic } from "./atomic-write.js";
-import { type CommandRunner, describeCommand, execRunner } from "./exec.js";
-import { Serial } from "./serial.js";
 import {
   parseTgtConf,
   renderTgtConf,
@@ -24,7 +31,7 @@ import {
   type TargetSession,
   type TargetSpec,
 } from "./types.js";
-import { isUnderPrefix, isValidIqn, redact, secretsOf, specProblems } from "./validate.js";
+import { isUnderPrefix, isValidIqn, secretsOf, specProblems } from "./validate.js";
 
 export interface TgtDriverOptions {
   /** e.g. "iqn.2026-11.lan.bootfleet": only targets under it are listed or touched. */
@@ -37,6 +44,9 @@ export interface TgtDriverOptions {
   run?: CommandRunner;
   tgtadm?: string;
 }
+
+// tgtadm answers at once unless tgtd is stuck; its `show` output is small.
+const TGTADM_COMMANDS = { timeoutMs: 15_000, maxOutputChars: 16 * 1024 * 1024 };
 
 const WILDCARDS = new Set(["0.0.0.0", "::"]);
 
@@ -63,7 +73,7 @@ export class TgtDriver implements TargetDriver {
       confDir: options.confDir,
       controlPort: options.controlPort ?? 0,
       logger: options.logger,
-      run: options.run ?? execRunner(),
+      run: options.run ?? commandRunner(TGTADM_COMMANDS),
       tgtadm: options.tgtadm ?? "tgtadm",
     };
   }
@@ -394,9 +404,10 @@ export class TgtDriver implements TargetDriver {
   async #tgtadmOut(iqn: string, args: string[], secrets: readonly string[]) {
     const full = ["--control-port", `${this.#o.controlPort}`, "--lld", "iscsi", ...args];
     try {
-      return await this.#o.run(this.#o.tgtadm, full);
+      return await this.#o.run(this.#o.tgtadm, full, { secrets });
     } catch (err) {
-      const said = redact(err instanceof Error ? err.message : String(err), secrets);
+      // Redacted again: a test's fake runner may not know the secrets.
+      const said = redact(err instanceof CommandError ? err.detail : errorText(err), secrets);
       throw new TargetError(
         iqn,
         `${describeCommand(this.#o.tgtadm, full, secrets)} failed: ${said}`,

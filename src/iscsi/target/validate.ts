@@ -11,7 +11,6 @@ const IQN_PREFIX_RE =
 const IQN_RE = /^iqn\.[0-9]{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[a-z0-9.:-]+)?$/;
 const EUI_RE = /^eui\.[0-9a-fA-F]{16}$/;
 const NAA_RE = /^naa\.[0-9a-fA-F]{16}([0-9a-fA-F]{16})?$/;
-const MACHINE_NAME_RE = /^[a-z0-9]([a-z0-9.:-]*[a-z0-9])?$/;
 
 // CHAP user and secret end up in a tgt config file (parsed by Config::General and
 // then put on a shell command line by tgt-admin), in configfs attributes and in iPXE
@@ -43,30 +42,6 @@ export function isValidIqnPrefix(prefix: string): boolean {
   return IQN_PREFIX_RE.test(prefix) && byteLength(prefix) < ISCSI_NAME_MAX_BYTES;
 }
 
-/**
- * The target IQN of a machine: `<prefix>:<machine name>`. Throws (without guessing a
- * fix) when the name cannot be part of an IQN: the caller decides how to rename.
- */
-export function machineIqn(prefix: string, machineName: string): string {
-  if (!isValidIqnPrefix(prefix)) {
-    throw new Error(
-      `IQN prefix ${JSON.stringify(prefix)} is not of the form iqn.yyyy-mm.reversed.domain`,
-    );
-  }
-  if (!MACHINE_NAME_RE.test(machineName)) {
-    throw new Error(
-      `machine name ${JSON.stringify(machineName)} cannot go into an IQN: use lowercase a-z, 0-9, '.', ':', '-'`,
-    );
-  }
-  const iqn = `${prefix}:${machineName}`;
-  if (byteLength(iqn) > ISCSI_NAME_MAX_BYTES) {
-    throw new Error(
-      `IQN for machine ${JSON.stringify(machineName)} would be ${byteLength(iqn)} bytes, more than ${ISCSI_NAME_MAX_BYTES}`,
-    );
-  }
-  return iqn;
-}
-
 export function isUnderPrefix(iqn: string, prefix: string): boolean {
   return iqn.startsWith(`${prefix}:`);
 }
@@ -75,12 +50,6 @@ export function isUnderPrefix(iqn: string, prefix: string): boolean {
 export function secretsOf(spec: TargetSpec): string[] {
   const out = [spec.acl.chapPassword];
   if (spec.acl.mutualPassword) out.push(spec.acl.mutualPassword);
-  return out;
-}
-
-export function redact(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const s of secrets) if (s.length > 0) out = out.split(s).join("<redacted>");
   return out;
 }
 

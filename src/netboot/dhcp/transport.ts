@@ -10,6 +10,7 @@ import { isIPv4 } from "node:net";
 import { networkInterfaces } from "node:os";
 import type { Logger } from "pino";
 import { buildIpv4Udp, type DropReason, parseIpv4Udp } from "./ipudp.js";
+import { SendQueue } from "./send-queue.js";
 
 export interface DhcpInterface {
   name: string;
@@ -120,11 +121,7 @@ const DEFAULT_PORTS = [67, 4011];
 const RECEIVE_BUFFER_BYTES = 1 << 20;
 // raw-socket reads into one buffer of this size; a whole IPv4 packet always fits.
 const READ_BUFFER_BYTES = 0xffff;
-const SEND_RETRIES = 6;
 const CLOSE_DRAIN_MS = 1000;
-// The kernel's (and so raw-socket's) wording of EAGAIN / ENOBUFS: the socket or device
-// queue is full for a moment, which a short wait clears.
-const TRANSIENT_SEND_ERROR = /temporarily unavailable|no buffer space/i;
 const NO_PERMISSION = /not permitted|permission denied/i;
 const NO_DEVICE = /no such device/i;
 
@@ -138,14 +135,6 @@ interface Port {
   iface: DhcpInterface;
   socket: RawSocket;
   open: boolean;
-}
-
-interface SendJob {
-  port: Port;
-  packet: Buffer;
-  dstAddress: string;
-  label: string;
-  resolve: (ok: boolean) => void;
 }
 
 function checkConfig(opts: DhcpTransportOptions): void {
@@ -268,33 +257,75 @@ function warnIfAddressMissing(iface: DhcpInterface, log: Logger): void {
   }
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** What receiving needs: which datagrams to hand on, and to whom. */
+interface Receiver {
+  servedPorts: Set<number>;
+  ownAddresses: Set<string>;
+  stats: DhcpTransportStats;
+  log: Logger;
+  onDatagram: (d: InboundDatagram) => void;
+}
 
-/**
- * Opens one raw socket per interface (CAP_NET_RAW) and holds the reserved ports. Throws a
- * message naming the interface and the fix when an interface is missing or the process
- * lacks the capability; nothing stays open after a failed start.
- */
-export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<DhcpTransport> {
-  checkConfig(opts);
-  const { log, onDatagram } = opts;
-  const servedPorts = new Set(opts.ports ?? DEFAULT_PORTS);
-  const reserved = opts.reservePorts ?? [...servedPorts].filter((p) => p !== 67);
-  const sendIntervalMs = opts.sendIntervalMs ?? 1;
-  const sendBurst = Math.max(1, opts.sendBurst ?? 8);
-  let sentInBurst = 0;
-  const ownAddresses = new Set(opts.interfaces.map((i) => i.address));
-  const raw = loadRaw();
-
-  const stats: DhcpTransportStats = {
-    received: 0,
-    delivered: 0,
-    ignored: 0,
-    dropped: {},
-    sent: 0,
-    sendErrors: 0,
+function receive(r: Receiver, port: Port, packet: Buffer): void {
+  r.stats.received++;
+  const parsed = parseIpv4Udp(packet);
+  if (!parsed.ok) {
+    r.stats.dropped[parsed.reason] = (r.stats.dropped[parsed.reason] ?? 0) + 1;
+    r.log.debug(
+      { ifname: port.iface.name, reason: parsed.reason },
+      "DHCP transport: dropped datagram",
+    );
+    return;
+  }
+  const d = parsed.datagram;
+  // Our own broadcasts come back to us through the kernel's loopback of broadcasts.
+  if (!r.servedPorts.has(d.dstPort) || r.ownAddresses.has(d.srcAddress)) {
+    r.stats.ignored++;
+    return;
+  }
+  r.stats.delivered++;
+  const inbound: InboundDatagram = {
+    ifname: port.iface.name,
+    localAddress: port.iface.address,
+    srcAddress: d.srcAddress,
+    srcPort: d.srcPort,
+    dstAddress: d.dstAddress,
+    dstPort: d.dstPort,
+    // raw-socket reuses its read buffer for the next packet: the consumer gets its own copy.
+    payload: Buffer.from(d.payload),
   };
+  try {
+    r.onDatagram(inbound);
+  } catch (err) {
+    r.log.error({ err, ifname: inbound.ifname }, "DHCP transport: datagram handler threw");
+  }
+}
 
+// Listeners go on as each socket opens: it is polled from creation, and an "error"
+// emitted with no listener would throw out of the event loop.
+function attach(r: Receiver, port: Port): void {
+  port.socket.on("message", (packet) => receive(r, port, packet));
+  port.socket.on("error", (err) => {
+    r.log.error({ err, ifname: port.iface.name }, "DHCP transport: raw socket error");
+  });
+  port.socket.on("close", () => {
+    if (port.open) {
+      port.open = false;
+      r.log.error(
+        { ifname: port.iface.name },
+        "DHCP transport: raw socket closed; interface no longer served",
+      );
+    }
+  });
+}
+
+/** Opens every interface's raw socket and the reserved ports; closes all of them on failure. */
+async function openSockets(
+  opts: DhcpTransportOptions,
+  receiver: Receiver,
+  reserved: number[],
+): Promise<{ sockets: Map<string, Port>; reservedSockets: dgram.Socket[]; closeAll(): void }> {
+  const raw = loadRaw();
   const sockets = new Map<string, Port>();
   const reservedSockets: dgram.Socket[] = [];
   const closeAll = () => {
@@ -306,126 +337,59 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
     }
     for (const s of reservedSockets) s.close();
   };
-
-  const receive = (port: Port, packet: Buffer) => {
-    stats.received++;
-    const parsed = parseIpv4Udp(packet);
-    if (!parsed.ok) {
-      stats.dropped[parsed.reason] = (stats.dropped[parsed.reason] ?? 0) + 1;
-      log.debug(
-        { ifname: port.iface.name, reason: parsed.reason },
-        "DHCP transport: dropped datagram",
-      );
-      return;
-    }
-    const d = parsed.datagram;
-    // Our own broadcasts come back to us through the kernel's loopback of broadcasts.
-    if (!servedPorts.has(d.dstPort) || ownAddresses.has(d.srcAddress)) {
-      stats.ignored++;
-      return;
-    }
-    stats.delivered++;
-    const inbound: InboundDatagram = {
-      ifname: port.iface.name,
-      localAddress: port.iface.address,
-      srcAddress: d.srcAddress,
-      srcPort: d.srcPort,
-      dstAddress: d.dstAddress,
-      dstPort: d.dstPort,
-      // raw-socket reuses its read buffer for the next packet: the consumer gets its own copy.
-      payload: Buffer.from(d.payload),
-    };
-    try {
-      onDatagram(inbound);
-    } catch (err) {
-      log.error({ err, ifname: inbound.ifname }, "DHCP transport: datagram handler threw");
-    }
-  };
-
-  // Listeners go on as each socket opens: it is polled from creation, and an "error"
-  // emitted with no listener would throw out of the event loop.
-  const attach = (port: Port) => {
-    port.socket.on("message", (packet) => receive(port, packet));
-    port.socket.on("error", (err) => {
-      log.error({ err, ifname: port.iface.name }, "DHCP transport: raw socket error");
-    });
-    port.socket.on("close", () => {
-      if (port.open) {
-        port.open = false;
-        log.error(
-          { ifname: port.iface.name },
-          "DHCP transport: raw socket closed; interface no longer served",
-        );
-      }
-    });
-  };
-
   try {
     for (const iface of opts.interfaces) {
       const port: Port = { iface, socket: openRawSocket(raw, iface), open: true };
       sockets.set(iface.name, port);
-      attach(port);
-      warnIfAddressMissing(iface, log);
+      attach(receiver, port);
+      warnIfAddressMissing(iface, opts.log);
     }
     for (const p of reserved) {
-      const s = await reservePort(p, log);
+      const s = await reservePort(p, opts.log);
       if (s) reservedSockets.push(s);
     }
   } catch (err) {
     closeAll();
     throw err;
   }
+  return { sockets, reservedSockets, closeAll };
+}
 
-  // One queue for all interfaces: replies leave one at a time, paced, and a full socket
-  // buffer (EAGAIN/ENOBUFS) is waited out instead of losing the reply (nodejs/node#24310).
-  const queue: SendJob[] = [];
-  let pumping = false;
-  let drained: Promise<void> = Promise.resolve();
-  let current: SendJob | undefined;
-  let closing = false;
-
-  const sendOnce = (job: SendJob) =>
-    new Promise<Error | null>((resolve) => {
-      job.port.socket.send(job.packet, 0, job.packet.length, job.dstAddress, (err) => resolve(err));
-    });
-
-  const pump = async () => {
-    for (;;) {
-      current = queue.shift();
-      if (!current) {
-        // Cleared in the same tick the queue is seen empty, so a send() made from a
-        // continuation of the last job starts a new pump instead of waiting forever.
-        pumping = false;
-        return;
-      }
-      const job = current;
-      let err: Error | null = null;
-      for (let attempt = 0; attempt <= SEND_RETRIES; attempt++) {
-        // raw-socket would quietly make a new, unbound socket if asked to send on a closed one.
-        if (!job.port.open) {
-          err = new Error("socket closed");
-          break;
-        }
-        err = await sendOnce(job);
-        if (!err || !TRANSIENT_SEND_ERROR.test(err.message)) break;
-        await sleep(2 ** attempt);
-      }
-      if (err) {
-        stats.sendErrors++;
-        log.warn({ err, datagram: job.label }, "DHCP transport: send failed");
-        job.resolve(false);
-      } else {
-        stats.sent++;
-        job.resolve(true);
-      }
-      sentInBurst++;
-      if (queue.length === 0) sentInBurst = 0;
-      else if (sendIntervalMs > 0 && sentInBurst >= sendBurst) {
-        sentInBurst = 0;
-        await sleep(sendIntervalMs);
-      }
-    }
+/**
+ * Opens one raw socket per interface (CAP_NET_RAW) and holds the reserved ports. Throws a
+ * message naming the interface and the fix when an interface is missing or the process
+ * lacks the capability; nothing stays open after a failed start.
+ */
+export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<DhcpTransport> {
+  checkConfig(opts);
+  const { log } = opts;
+  const servedPorts = new Set(opts.ports ?? DEFAULT_PORTS);
+  const stats: DhcpTransportStats = {
+    received: 0,
+    delivered: 0,
+    ignored: 0,
+    dropped: {},
+    sent: 0,
+    sendErrors: 0,
   };
+  const { sockets, reservedSockets, closeAll } = await openSockets(
+    opts,
+    {
+      servedPorts,
+      ownAddresses: new Set(opts.interfaces.map((i) => i.address)),
+      stats,
+      log,
+      onDatagram: opts.onDatagram,
+    },
+    opts.reservePorts ?? [...servedPorts].filter((p) => p !== 67),
+  );
+  const queue = new SendQueue({
+    intervalMs: opts.sendIntervalMs ?? 1,
+    burst: Math.max(1, opts.sendBurst ?? 8),
+    log,
+    stats,
+  });
+  let closing = false;
 
   const send = (d: OutboundDatagram): Promise<boolean> => {
     const label = `${d.ifname} :${d.srcPort} -> ${d.dstAddress}:${d.dstPort}`;
@@ -450,11 +414,7 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
       return fail((err as Error).message);
     }
     return new Promise<boolean>((resolve) => {
-      queue.push({ port, packet, dstAddress: d.dstAddress, label, resolve });
-      if (!pumping) {
-        pumping = true;
-        drained = pump();
-      }
+      queue.push({ channel: port, packet, dstAddress: d.dstAddress, label, resolve });
     });
   };
 
@@ -473,17 +433,8 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
     close: async () => {
       if (closing) return;
       closing = true;
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        drained,
-        new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, CLOSE_DRAIN_MS);
-        }),
-      ]);
-      clearTimeout(timer);
       // Whatever did not leave in time is reported as not sent.
-      current?.resolve(false);
-      for (const job of queue.splice(0)) job.resolve(false);
+      await queue.drain(CLOSE_DRAIN_MS);
       closeAll();
     },
   };

@@ -6,15 +6,13 @@ import { type LookupOneOptions, lookup } from "node:dns";
 import { realpath } from "node:fs/promises";
 import { isIP } from "node:net";
 import type { Logger } from "pino";
-import { createLogLimiter, type LogLimiter } from "../log-limiter.js";
-import { FileStore, type FileStoreStats } from "./filestore.js";
+import { Admission, type Refusal } from "./admission.js";
+import { type FileSource, FileStore, type FileStoreStats } from "./filestore.js";
 import { negotiateOptions } from "./options.js";
 import {
   ERR_ACCESS_VIOLATION,
   ERR_FILE_NOT_FOUND,
-  ERR_ILLEGAL_OPERATION,
   ERR_NOT_DEFINED,
-  ERR_OPTION_REFUSED,
   encodeError,
   encodeOack,
   OP_RRQ,
@@ -22,29 +20,11 @@ import {
   parseTftpRequest,
   type TftpRequest,
 } from "./packet.js";
+import { type TftpTransferEvent, TransferReport } from "./report.js";
 import { DEFAULT_MAX_NAME_LENGTH, normaliseAliases, resolveTftpPath } from "./resolve.js";
-import { Transfer, type TransferResult } from "./transfer.js";
+import { Transfer } from "./transfer.js";
 
-export interface TftpTransferEvent {
-  /** The name the client asked for, as received. */
-  file: string;
-  /** The file served, when the name resolved to one. */
-  path?: string;
-  /** File bytes acknowledged by the client. */
-  bytes: number;
-  durationMs: number;
-  clientAddress: string;
-  clientPort: number;
-  ok: boolean;
-  error?: string;
-  /** TFTP error code sent or received, when the transfer ended with one. */
-  errorCode?: number;
-  /**
-   * The client asked only for options and ended with error 8 at the OACK: normal UEFI behaviour
-   * (it asks for tsize, aborts, then asks again for real), not a failed boot.
-   */
-  sizeProbe?: boolean;
-}
+export type { TftpTransferEvent } from "./report.js";
 
 export interface TftpServerOptions {
   /** Folder served; names resolve inside it only. */
@@ -108,363 +88,266 @@ function literalLookup(
   else lookup(hostname, options, callback);
 }
 
+/**
+ * The server: one listening socket takes requests, admission.ts decides which may start,
+ * and each admitted one becomes a Transfer on its own socket (transfer.ts).
+ */
 export function createTftpServer(opts: TftpServerOptions): TftpServer {
-  const log = opts.log;
-  const now = opts.now ?? Date.now;
-  const address = opts.address ?? "0.0.0.0";
-  const port = opts.port ?? 69;
-  const maxTransfers = opts.maxTransfers ?? 64;
-  const limits = { maxBlksize: opts.maxBlksize ?? 1468, maxWindowsize: opts.maxWindowsize ?? 32 };
-  const defaultTimeoutMs = opts.timeoutMs ?? 1000;
-  const retries = opts.retries ?? 5;
-  const closeTimeoutMs = opts.closeTimeoutMs ?? 5000;
-  const maxNameLength = opts.maxNameLength ?? DEFAULT_MAX_NAME_LENGTH;
-  const aliases = normaliseAliases(opts.aliases);
-  const store = new FileStore({
-    maxCachedFileBytes: opts.maxCachedFileBytes ?? 16 * 1024 * 1024,
-    cacheMaxBytes: opts.cacheMaxBytes ?? 64 * 1024 * 1024,
-    share: opts.shareFiles ?? true,
-  });
-  // One budget per kind of line, so a flood of bad requests cannot also hide transfer failures.
-  const refusedLimiter = createLogLimiter({ max: 20, intervalMs: 10_000, now });
-  const failedLimiter = createLogLimiter({ max: 20, intervalMs: 10_000, now });
-  const doneLimiter = createLogLimiter({ max: 100, intervalMs: 10_000, now });
+  return new ReadOnlyTftpServer(opts);
+}
 
-  let socket: Socket | undefined;
-  let realRoot = "";
-  let closing = false;
-  /** Requests being resolved plus running transfers: both count against maxTransfers. */
-  let inFlight = 0;
-  const transfers = new Map<string, Transfer>(); // key: client address|port
-  const pending = new Set<string>();
-  let drained: (() => void) | undefined;
+class ReadOnlyTftpServer implements TftpServer {
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly address: string;
+  private readonly admission: Admission;
+  private readonly report: TransferReport;
+  private readonly files: RequestedFiles;
+  private readonly transferSettings: TransferSettings;
+  private socket: Socket | undefined;
 
-  function limitedLog(
-    limiter: LogLimiter,
-    level: "debug" | "info" | "warn",
-    fields: Record<string, unknown>,
-    msg: string,
-  ): void {
-    if (!log.isLevelEnabled(level)) return;
-    const { allowed, suppressed } = limiter.take();
-    if (!allowed) return;
-    log[level](suppressed > 0 ? { ...fields, suppressedLines: suppressed } : fields, msg);
+  constructor(private readonly opts: TftpServerOptions) {
+    this.log = opts.log;
+    this.now = opts.now ?? Date.now;
+    this.address = opts.address ?? "0.0.0.0";
+    this.admission = new Admission(opts.maxTransfers ?? 64);
+    this.report = new TransferReport(this.log, this.now, opts.onTransfer);
+    this.files = {
+      realRoot: "",
+      aliases: normaliseAliases(opts.aliases),
+      maxNameLength: opts.maxNameLength ?? DEFAULT_MAX_NAME_LENGTH,
+      store: new FileStore({
+        maxCachedFileBytes: opts.maxCachedFileBytes ?? 16 * 1024 * 1024,
+        cacheMaxBytes: opts.cacheMaxBytes ?? 64 * 1024 * 1024,
+        share: opts.shareFiles ?? true,
+      }),
+    };
+    this.transferSettings = {
+      limits: { maxBlksize: opts.maxBlksize ?? 1468, maxWindowsize: opts.maxWindowsize ?? 32 },
+      defaultTimeoutMs: opts.timeoutMs ?? 1000,
+      retries: opts.retries ?? 5,
+    };
   }
 
-  function emit(event: TftpTransferEvent): void {
-    if (opts.onTransfer === undefined) return;
-    try {
-      opts.onTransfer(event);
-    } catch (err) {
-      log.error({ err }, "tftp onTransfer callback threw");
-    }
-  }
-
-  function reply(rinfo: RemoteInfo, code: number, message: string): void {
-    socket?.send(encodeError(code, message), rinfo.port, rinfo.address, () => {});
-  }
-
-  function release(): void {
-    inFlight--;
-    if (closing && inFlight === 0) drained?.();
-  }
-
-  function refuse(
-    request: TftpRequest,
-    rinfo: RemoteInfo,
-    started: number,
-    code: number,
-    message: string,
-    reason: string,
-    level: "info" | "warn",
-  ): void {
-    reply(rinfo, code, message);
-    limitedLog(
-      refusedLimiter,
-      level,
-      { client: rinfo.address, port: rinfo.port, file: request.filename, reason, errorCode: code },
-      "tftp request refused",
+  async listen(): Promise<{ address: string; port: number }> {
+    if (this.socket !== undefined) throw new Error("tftp server already listening");
+    this.files.realRoot = await realpath(this.opts.root);
+    this.socket = await bindListeningSocket(
+      this.address,
+      this.opts.port ?? 69,
+      this.log,
+      (msg, rinfo) => this.onRequest(msg, rinfo),
     );
-    emit({
-      file: request.filename,
-      bytes: 0,
-      durationMs: now() - started,
-      clientAddress: rinfo.address,
-      clientPort: rinfo.port,
-      ok: false,
-      error: reason,
-      errorCode: code,
-    });
+    const bound = this.socket.address();
+    this.log.info(
+      { address: bound.address, port: bound.port, root: this.files.realRoot },
+      "tftp server listening",
+    );
+    return { address: bound.address, port: bound.port };
   }
 
-  function onRequest(msg: Buffer, rinfo: RemoteInfo): void {
-    if (closing) return;
+  async close(): Promise<void> {
+    if (this.admission.isClosing) return;
+    const s = this.socket;
+    this.socket = undefined;
+    const drained = this.admission.close(this.opts.closeTimeoutMs ?? 5000);
+    if (s !== undefined) await new Promise<void>((resolve) => s.close(() => resolve()));
+    await drained;
+  }
+
+  stats(): TftpServerStats {
+    return { ...this.files.store.stats(), activeTransfers: this.admission.activeTransfers };
+  }
+
+  private onRequest(msg: Buffer, rinfo: RemoteInfo): void {
+    if (this.admission.isClosing) return;
     // Only requests are answered on the listening port: answering a stray ERROR or ACK with an
     // ERROR could ping-pong forever with another confused host.
     const opcode = msg.length >= 2 ? msg.readUInt16BE(0) : -1;
     if (opcode !== OP_RRQ && opcode !== OP_WRQ) return;
-    const started = now();
+    const started = this.now();
     const parsed = parseTftpRequest(msg);
     if (!parsed.ok) {
-      reply(rinfo, parsed.errorCode, "Malformed request");
-      limitedLog(
-        refusedLimiter,
-        "info",
-        { client: rinfo.address, port: rinfo.port, reason: parsed.reason },
-        "tftp malformed request",
-      );
+      this.reply(rinfo, parsed.errorCode, "Malformed request");
+      this.report.malformed(rinfo, parsed.reason);
       return;
     }
     const request = parsed.request;
-    if (request.op === "WRQ") {
-      refuse(
-        request,
-        rinfo,
-        started,
-        ERR_ACCESS_VIOLATION,
-        "Access violation: read-only server",
-        "write request",
-        "info",
-      );
+    const client = `${rinfo.address}|${rinfo.port}`;
+    const verdict = this.admission.admit(request, client);
+    if (!verdict.admit) {
+      if (!verdict.duplicate) this.refuse(request, rinfo, started, verdict.refusal);
       return;
     }
-    if (request.mode === "mail") {
-      refuse(
-        request,
-        rinfo,
-        started,
-        ERR_ILLEGAL_OPERATION,
-        "Mail mode not supported",
-        "mail mode",
-        "info",
-      );
-      return;
-    }
-    const key = `${rinfo.address}|${rinfo.port}`;
-    // The client resent its request because our first answer is slow or lost: the transfer
-    // already under way answers it with its own retransmission.
-    if (transfers.has(key) || pending.has(key)) return;
-    if (inFlight >= maxTransfers) {
-      refuse(
-        request,
-        rinfo,
-        started,
-        ERR_NOT_DEFINED,
-        `Server busy: ${maxTransfers} transfers running, retry later`,
-        "too many concurrent transfers",
-        "warn",
-      );
-      return;
-    }
-    inFlight++;
-    pending.add(key);
-    void startTransfer(request, rinfo, key, started).finally(() => pending.delete(key));
+    void this.startTransfer(request, rinfo, client, started).finally(() =>
+      this.admission.settled(client),
+    );
   }
 
-  async function startTransfer(
+  private async startTransfer(
     request: TftpRequest,
     rinfo: RemoteInfo,
-    key: string,
+    client: string,
     started: number,
   ): Promise<void> {
     let handedOver = false;
     try {
-      const resolved = await resolveTftpPath(request.filename, {
-        realRoot,
-        aliases,
-        maxNameLength,
-      });
-      if (!resolved.ok) {
-        refuse(
-          request,
-          rinfo,
-          started,
-          resolved.errorCode,
-          resolved.errorCode === ERR_ACCESS_VIOLATION ? "Access violation" : "File not found",
-          resolved.reason,
-          resolved.refused ? "warn" : "info",
-        );
-        return;
-      }
-      const mode = request.mode === "netascii" ? "netascii" : "octet";
-      const opened = await store.open(resolved.path, mode);
-      if (!opened.ok) {
-        refuse(
-          request,
-          rinfo,
-          started,
-          opened.errorCode,
-          opened.errorCode === ERR_ACCESS_VIOLATION
-            ? "Access violation"
-            : opened.errorCode === ERR_FILE_NOT_FOUND
-              ? "File not found"
-              : opened.reason,
-          opened.reason,
-          "info",
-        );
-        return;
-      }
-      const source = opened.source;
-      if (closing) {
+      const opened = await openRequested(request, this.files);
+      if (!opened.ok) return this.refuse(request, rinfo, started, opened.refusal);
+      const { source, path } = opened;
+      if (this.admission.isClosing) {
         source.release();
-        reply(rinfo, ERR_NOT_DEFINED, "Server shutting down");
+        this.reply(rinfo, ERR_NOT_DEFINED, "Server shutting down");
         return;
       }
-      const negotiated = negotiateOptions(request.options, source.size, limits);
       let tsocket: Socket;
       try {
-        tsocket = await bindTransferSocket();
+        tsocket = await bindTransferSocket(this.address);
       } catch (err) {
         source.release();
-        refuse(
-          request,
-          rinfo,
-          started,
-          ERR_NOT_DEFINED,
-          "Server error",
-          `no transfer socket: ${String(err)}`,
-          "warn",
-        );
-        return;
+        return this.refuse(request, rinfo, started, {
+          code: ERR_NOT_DEFINED,
+          message: "Server error",
+          reason: `no transfer socket: ${String(err)}`,
+          level: "warn",
+        });
       }
-      const hasOack = negotiated.oack.length > 0;
-      const transfer = new Transfer({
-        socket: tsocket,
-        clientAddress: rinfo.address,
-        clientPort: rinfo.port,
-        source,
-        blksize: negotiated.blksize,
-        windowsize: negotiated.windowsize,
-        timeoutMs: negotiated.timeoutMs ?? defaultTimeoutMs,
-        retries,
-        oack: hasOack ? encodeOack(negotiated.oack) : undefined,
-        log,
-        onDone: (result) => {
-          transfers.delete(key);
-          finished(request, rinfo, resolved.path, started, result);
-          release();
-        },
+      const settings = this.transferSettings;
+      const transfer = newTransfer(request, rinfo, source, tsocket, settings, this.log, (r) => {
+        this.admission.end(client);
+        this.report.finished(request, rinfo, path, started, r);
       });
-      transfers.set(key, transfer);
+      this.admission.started(client, transfer);
       handedOver = true;
       transfer.start();
     } catch (err) {
       // Nothing above is expected to throw; if it does, the client still gets an answer.
-      log.error({ err }, "tftp request failed");
-      reply(rinfo, ERR_NOT_DEFINED, "Server error");
+      this.log.error({ err }, "tftp request failed");
+      this.reply(rinfo, ERR_NOT_DEFINED, "Server error");
     } finally {
-      if (!handedOver) release();
+      if (!handedOver) this.admission.end(client);
     }
   }
 
-  function finished(
-    request: TftpRequest,
-    rinfo: RemoteInfo,
-    path: string,
-    started: number,
-    result: TransferResult,
-  ): void {
-    const durationMs = now() - started;
-    const sizeProbe = result.abortedAtOack === true && result.errorCode === ERR_OPTION_REFUSED;
-    const fields = {
-      client: rinfo.address,
-      port: rinfo.port,
-      file: request.filename,
-      bytes: result.bytes,
-      durationMs,
-    };
-    if (result.ok) {
-      limitedLog(doneLimiter, "info", fields, "tftp transfer complete");
-    } else if (sizeProbe) {
-      log.debug(fields, "tftp client ended after the option negotiation (size probe)");
-    } else {
-      limitedLog(failedLimiter, "info", { ...fields, error: result.error }, "tftp transfer failed");
-    }
-    const event: TftpTransferEvent = {
-      file: request.filename,
-      path,
-      bytes: result.bytes,
-      durationMs,
-      clientAddress: rinfo.address,
-      clientPort: rinfo.port,
-      ok: result.ok,
-    };
-    if (result.error !== undefined) event.error = result.error;
-    if (result.errorCode !== undefined) event.errorCode = result.errorCode;
-    if (sizeProbe) event.sizeProbe = true;
-    emit(event);
+  private reply(rinfo: RemoteInfo, code: number, message: string): void {
+    this.socket?.send(encodeError(code, message), rinfo.port, rinfo.address, () => {});
   }
 
-  function bindTransferSocket(): Promise<Socket> {
-    return new Promise((resolve, reject) => {
-      const s = createSocket({ type: socketType(address), lookup: literalLookup });
-      const onError = (err: Error) => {
-        s.close();
-        reject(err);
-      };
-      s.once("error", onError);
-      s.bind({ address, port: 0, exclusive: true }, () => {
-        s.off("error", onError);
-        resolve(s);
-      });
+  private refuse(request: TftpRequest, rinfo: RemoteInfo, started: number, r: Refusal): void {
+    this.reply(rinfo, r.code, r.message);
+    this.report.refused(request, rinfo, started, r);
+  }
+}
+
+interface RequestedFiles {
+  realRoot: string;
+  aliases: ReturnType<typeof normaliseAliases>;
+  maxNameLength: number;
+  store: FileStore;
+}
+
+interface TransferSettings {
+  limits: { maxBlksize: number; maxWindowsize: number };
+  defaultTimeoutMs: number;
+  retries: number;
+}
+
+/** The file a request names, opened; or why the client is refused it. */
+async function openRequested(
+  request: TftpRequest,
+  files: RequestedFiles,
+): Promise<{ ok: true; path: string; source: FileSource } | { ok: false; refusal: Refusal }> {
+  const resolved = await resolveTftpPath(request.filename, files);
+  if (!resolved.ok) {
+    const denied = resolved.errorCode === ERR_ACCESS_VIOLATION;
+    return {
+      ok: false,
+      refusal: {
+        code: resolved.errorCode,
+        message: denied ? "Access violation" : "File not found",
+        reason: resolved.reason,
+        level: resolved.refused ? "warn" : "info",
+      },
+    };
+  }
+  const mode = request.mode === "netascii" ? "netascii" : "octet";
+  const opened = await files.store.open(resolved.path, mode);
+  if (!opened.ok) {
+    const message =
+      opened.errorCode === ERR_ACCESS_VIOLATION
+        ? "Access violation"
+        : opened.errorCode === ERR_FILE_NOT_FOUND
+          ? "File not found"
+          : opened.reason;
+    return {
+      ok: false,
+      refusal: { code: opened.errorCode, message, reason: opened.reason, level: "info" },
+    };
+  }
+  return { ok: true, path: resolved.path, source: opened.source };
+}
+
+function newTransfer(
+  request: TftpRequest,
+  rinfo: RemoteInfo,
+  source: FileSource,
+  socket: Socket,
+  settings: TransferSettings,
+  log: Logger,
+  onDone: ConstructorParameters<typeof Transfer>[0]["onDone"],
+): Transfer {
+  const negotiated = negotiateOptions(request.options, source.size, settings.limits);
+  return new Transfer({
+    socket,
+    clientAddress: rinfo.address,
+    clientPort: rinfo.port,
+    source,
+    blksize: negotiated.blksize,
+    windowsize: negotiated.windowsize,
+    timeoutMs: negotiated.timeoutMs ?? settings.defaultTimeoutMs,
+    retries: settings.retries,
+    oack: negotiated.oack.length > 0 ? encodeOack(negotiated.oack) : undefined,
+    log,
+    onDone,
+  });
+}
+
+async function bindListeningSocket(
+  address: string,
+  port: number,
+  log: Logger,
+  onRequest: (msg: Buffer, rinfo: RemoteInfo) => void,
+): Promise<Socket> {
+  const s = createSocket({ type: socketType(address) });
+  await new Promise<void>((resolve, reject) => {
+    s.once("error", reject);
+    s.bind({ address, port, exclusive: true }, () => {
+      s.off("error", reject);
+      resolve();
     });
-  }
+  });
+  s.on("error", (err) => log.error({ err }, "tftp socket error"));
+  s.on("message", (msg, rinfo) => {
+    try {
+      onRequest(msg, rinfo);
+    } catch (err) {
+      log.error({ err }, "tftp request handler threw");
+    }
+  });
+  return s;
+}
 
-  return {
-    async listen() {
-      if (socket !== undefined) throw new Error("tftp server already listening");
-      realRoot = await realpath(opts.root);
-      const s = createSocket({ type: socketType(address) });
-      await new Promise<void>((resolve, reject) => {
-        s.once("error", reject);
-        s.bind({ address, port, exclusive: true }, () => {
-          s.off("error", reject);
-          resolve();
-        });
-      });
-      s.on("error", (err) => log.error({ err }, "tftp socket error"));
-      s.on("message", (msg, rinfo) => {
-        try {
-          onRequest(msg, rinfo);
-        } catch (err) {
-          log.error({ err }, "tftp request handler threw");
-        }
-      });
-      socket = s;
-      const bound = s.address();
-      log.info(
-        { address: bound.address, port: bound.port, root: realRoot },
-        "tftp server listening",
-      );
-      return { address: bound.address, port: bound.port };
-    },
-
-    async close() {
-      if (closing) return;
-      closing = true;
-      const s = socket;
-      socket = undefined;
-      if (s !== undefined) await new Promise<void>((resolve) => s.close(() => resolve()));
-      if (inFlight > 0) {
-        let timer: NodeJS.Timeout | undefined;
-        await new Promise<void>((resolve) => {
-          drained = resolve;
-          timer = setTimeout(resolve, closeTimeoutMs);
-        });
-        clearTimeout(timer);
-        for (const t of [...transfers.values()]) t.abort("Server shutting down");
-        // Requests still resolving see `closing` and give up by themselves; wait for them briefly.
-        if (inFlight > 0) {
-          await new Promise<void>((resolve) => {
-            drained = resolve;
-            setTimeout(resolve, 1000).unref();
-          });
-        }
-      }
-    },
-
-    stats() {
-      return { ...store.stats(), activeTransfers: transfers.size };
-    },
-  };
+function bindTransferSocket(address: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = createSocket({ type: socketType(address), lookup: literalLookup });
+    const onError = (err: Error) => {
+      s.close();
+      reject(err);
+    };
+    s.once("error", onError);
+    s.bind({ address, port: 0, exclusive: true }, () => {
+      s.off("error", onError);
+      resolve(s);
+    });
+  });
 }

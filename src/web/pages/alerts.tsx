@@ -1,8 +1,8 @@
 import { useState } from "preact/hooks";
-import { ApiError, list, request } from "../api";
-import { type LiveEvent, recentAlerts } from "../events";
-import { href } from "../router";
-import type { Alert } from "../types";
+import { ApiError, list, request } from "../api.ts";
+import { type LiveEvent, recentAlerts } from "../events.ts";
+import { href } from "../router.ts";
+import type { Alert } from "../types.ts";
 import {
   ActionButton,
   can,
@@ -14,7 +14,7 @@ import {
   useLive,
   useResource,
   useThrottle,
-} from "../ui";
+} from "../ui.tsx";
 
 /**
  * GET /api/alerts (stalls, target errors, disk reserve, overlay usage, failed jobs) with

@@ -1,5 +1,5 @@
-import { request } from "../api";
-import { Loading, Problem, Section, Title, useResource } from "../ui";
+import { request } from "../api.ts";
+import { Loading, Problem, Section, Title, useResource } from "../ui.tsx";
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 

@@ -1,8 +1,8 @@
 import { useEffect, useState } from "preact/hooks";
-import { ApiError, list, request } from "../api";
-import { href } from "../router";
-import { eventLabel, machineState, stateLabel } from "../state";
-import type { Location, Machine } from "../types";
+import { ApiError, list, request } from "../api.ts";
+import { href } from "../router.ts";
+import { eventLabel, machineState, stateLabel } from "../state.ts";
+import type { Location, Machine } from "../types.ts";
 import {
   ActionButton,
   can,
@@ -13,7 +13,7 @@ import {
   useLive,
   useResource,
   useThrottle,
-} from "../ui";
+} from "../ui.tsx";
 
 interface Room {
   key: string;

@@ -1,5 +1,5 @@
-import { request } from "../api";
-import { Loading, Problem, Time, Title, useResource } from "../ui";
+import { request } from "../api.ts";
+import { Loading, Problem, Time, Title, useResource } from "../ui.tsx";
 
 interface Operation {
   id: number;

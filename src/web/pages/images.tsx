@@ -1,8 +1,8 @@
 import { Fragment } from "preact";
 import { useState } from "preact/hooks";
-import { list, request } from "../api";
-import { href } from "../router";
-import type { Image, ImageVersion } from "../types";
+import { list, request } from "../api.ts";
+import { href } from "../router.ts";
+import type { Image, ImageVersion } from "../types.ts";
 import {
   bytes,
   can,
@@ -14,7 +14,7 @@ import {
   useLive,
   useResource,
   useThrottle,
-} from "../ui";
+} from "../ui.tsx";
 
 export function ImagesPage() {
   const images = useResource(() => list<Image>("/images?limit=1000&sort=name"), []);

@@ -1,7 +1,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import { list, request, user } from "../api";
-import { href } from "../router";
-import type { Job, JobLogs } from "../types";
+import { list, request, user } from "../api.ts";
+import { href } from "../router.ts";
+import type { Job, JobLogs } from "../types.ts";
 import {
   ActionButton,
   can,
@@ -13,7 +13,7 @@ import {
   useLive,
   useResource,
   useThrottle,
-} from "../ui";
+} from "../ui.tsx";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 

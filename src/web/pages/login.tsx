@@ -1,5 +1,5 @@
 import { useState } from "preact/hooks";
-import { ApiError, login } from "../api";
+import { ApiError, login } from "../api.ts";
 
 export function LoginPage() {
   const [error, setError] = useState<string | undefined>(undefined);

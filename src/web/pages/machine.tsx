@@ -1,7 +1,7 @@
-import { ApiError, list, request, user } from "../api";
-import { href } from "../router";
-import { machineState, stateLabel } from "../state";
-import type { Image, Machine, Phases, Session, Target } from "../types";
+import { ApiError, list, request, user } from "../api.ts";
+import { href } from "../router.ts";
+import { machineState, stateLabel } from "../state.ts";
+import type { Image, Machine, Phases, Session, Target } from "../types.ts";
 import {
   ActionButton,
   bytes,
@@ -16,8 +16,8 @@ import {
   useLive,
   useResource,
   useThrottle,
-} from "../ui";
-import { loadLocations } from "./fleet";
+} from "../ui.tsx";
+import { loadLocations } from "./fleet.tsx";
 
 const POWER = [
   { action: "on", label: "Power on" },

@@ -1,7 +1,7 @@
 import { useState } from "preact/hooks";
-import { list, request } from "../api";
-import type { Location, Machine } from "../types";
-import { ActionButton, can, Loading, Problem, Section, Title, useResource } from "../ui";
+import { list, request } from "../api.ts";
+import type { Location, Machine } from "../types.ts";
+import { ActionButton, can, Loading, Problem, Section, Title, useResource } from "../ui.tsx";
 
 /**
  * Rooms as a resource (GET|POST|PUT|DELETE /api/locations), with how many machines each

@@ -1,6 +1,6 @@
-import { request } from "../api";
-import { href } from "../router";
-import type { StorageArea } from "../types";
+import { request } from "../api.ts";
+import { href } from "../router.ts";
+import type { StorageArea } from "../types.ts";
 import {
   ActionButton,
   bytes,
@@ -11,7 +11,7 @@ import {
   Section,
   Title,
   useResource,
-} from "../ui";
+} from "../ui.tsx";
 
 const AREAS: { key: string; label: string }[] = [
   { key: "images_storage", label: "Images" },

@@ -1,6 +1,6 @@
 import { useState } from "preact/hooks";
-import { list, user as me, request, type User } from "../api";
-import { ActionButton, Loading, Problem, Section, Time, Title, useResource } from "../ui";
+import { list, user as me, request, type User } from "../api.ts";
+import { ActionButton, Loading, Problem, Section, Time, Title, useResource } from "../ui.tsx";
 
 const ROLES = ["admin", "operator", "viewer", "client"];
 

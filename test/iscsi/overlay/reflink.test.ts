@@ -4,10 +4,11 @@ import { mkdir, open, readdir, rename, stat, writeFile } from "node:fs/promises"
 import { join } from "node:path";
 import { pino } from "pino";
 import t from "tap";
+import { commandRunner } from "../../../src/host/exec.js";
 import { OverlayError } from "../../../src/iscsi/overlay/errors.js";
 import { createReflinkDriver, REFLINK_FIX } from "../../../src/iscsi/overlay/reflink.js";
-import { execFileRunner } from "../../../src/iscsi/overlay/run.js";
 import type { OverlayDriver } from "../../../src/iscsi/overlay/types.js";
+import { OVERLAY_COMMANDS } from "../../../src/iscsi/overlay/types.js";
 import { isRoot, type LoopFs, mountLoopFs } from "./loopfs.js";
 
 const logger = pino({ level: "silent" });
@@ -61,7 +62,7 @@ async function makeImage(path: string, sizeBytes: number, dataBytes: number): Pr
  * the xfs_io output the driver reads: its "shared" flag is FIEMAP_EXTENT_SHARED.
  */
 async function uniqueBytesByFilefrag(path: string): Promise<number> {
-  const { stdout } = await execFileRunner()("filefrag", ["-s", "-v", path]);
+  const { stdout } = await commandRunner()("filefrag", ["-s", "-v", path]);
   const blockSize = Number(/blocks of (\d+) bytes/.exec(stdout)?.[1]);
   let unique = 0;
   for (const line of stdout.split("\n")) {
@@ -300,7 +301,7 @@ t.test(
     await driver.create(image, "before-full");
 
     // Preallocation fills the file system without writing data, so the loop file stays sparse.
-    const run = execFileRunner();
+    const run = commandRunner(OVERLAY_COMMANDS);
     for (let i = 0; i < 40; i++) {
       const { statfs } = await import("node:fs/promises");
       const s = await statfs(fs.dir);

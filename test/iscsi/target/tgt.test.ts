@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import t from "tap";
-import { execRunner } from "../../../src/iscsi/target/exec.js";
+import { commandRunner } from "../../../src/host/exec.js";
 import { TgtDriver } from "../../../src/iscsi/target/tgt.js";
 import { parseTgtConf } from "../../../src/iscsi/target/tgt-conf.js";
 import { parseTgtShowAccounts, parseTgtShowTargets } from "../../../src/iscsi/target/tgt-show.js";
@@ -60,15 +60,15 @@ t.test(
     const logLines: string[] = [];
     const logger = pino({ level: "debug" }, { write: (s: string) => void logLines.push(s) });
     const commands: string[][] = [];
-    const real = execRunner();
+    const real = commandRunner({ timeoutMs: 15_000 });
     const driver = new TgtDriver({
       iqnPrefix: PREFIX,
       confDir,
       controlPort: tgtd.controlPort,
       logger,
-      run: (file, args) => {
+      run: (file, args, opts) => {
         commands.push([...args]);
-        return real(file, args);
+        return real(file, args, opts);
       },
     });
 

@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import t, { type Test } from "tap";
-import { loadTemplates, renderScript } from "../../../src/netboot/script/index.js";
+import { loadTemplates, renderScript } from "../../../src/netboot/script/render.js";
 import {
   asSerialShows,
   cmdlineKernel,

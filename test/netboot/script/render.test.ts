@@ -3,13 +3,13 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
+import type { SanbootData } from "../../../src/netboot/script/kinds.js";
 import {
   loadTemplates,
   renderScript,
-  type SanbootData,
   type ScriptTemplates,
-  ScriptValueError,
-} from "../../../src/netboot/script/index.js";
+} from "../../../src/netboot/script/render.js";
+import { ScriptValueError } from "../../../src/netboot/script/values.js";
 
 const IPXE_DIR = join(import.meta.dirname, "../../../ipxe");
 

@@ -11,11 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import t, { type Test } from "tap";
-import {
-  loadTemplates,
-  renderScript,
-  type SanbootData,
-} from "../../../src/netboot/script/index.js";
+import type { SanbootData } from "../../../src/netboot/script/kinds.js";
+import { loadTemplates, renderScript } from "../../../src/netboot/script/render.js";
 import { qemuSkipReason, runIpxe, writeMarkerDisk } from "./fixtures/qemu-ipxe.js";
 
 const run = promisify(execFile);

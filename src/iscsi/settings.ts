@@ -1,0 +1,22 @@
+import type { OverlayDriverSettings } from "./overlay/select.js";
+import type { OverlayDriverName } from "./overlay/types.js";
+
+/**
+ * Everything the iSCSI room needs from outside, as plain values: the daemon maps its
+ * configuration (and what it knows of its own privileges) onto this.
+ */
+export interface IscsiSettings extends OverlayDriverSettings {
+  /** "auto": LIO when its configfs is there (or appears after modprobe), else tgt. */
+  targetDriver: "auto" | "lio" | "tgt";
+  overlayDriver: OverlayDriverName;
+  /** Where initiators log in; a target row's own portal, when set, wins. */
+  portal: { address: string; port: number };
+  /** Only targets under this prefix are listed or touched. */
+  iqnPrefix: string;
+  tgt: { controlPort: number; confDir: string };
+  lio: { saveconfigPath: string };
+  /** How often sessions are polled (and, every twelfth time, overlay usage). */
+  sessionPollMs: number;
+  /** True when the daemon may load LIO's kernel modules (it runs as root). */
+  mayLoadModules: boolean;
+}

@@ -1,0 +1,175 @@
+import type { Logger } from "pino";
+import { createLogLimiter } from "../log-limiter.js";
+import { type ClientInfo, classifyClient } from "./client.js";
+import { type DhcpPacket, decodeDhcp, encodeDhcp } from "./packet.js";
+import { type BootFiles, evaluateProxy, type ProxyOutcome, type ProxyPort } from "./proxy.js";
+import {
+  type DhcpInterface,
+  type DhcpTransport,
+  type InboundDatagram,
+  openDhcpTransport,
+} from "./transport.js";
+
+/** What the daemon decides for one PXE client, asked for every request. */
+export interface ClientPolicy {
+  /** Stay silent: the machine boots locally or is disabled. */
+  noBootFile: boolean;
+  /** The iPXE script URL handed to clients already running iPXE (made only for them: it is signed). */
+  scriptUrl: () => string;
+  /**
+   * Answer an iPXE client as plain PXE firmware, so it loads bootfleet's own iPXE over
+   * TFTP first (for NIC option ROMs whose built-in iPXE is old or broken).
+   */
+  chainload?: boolean;
+}
+
+export interface ProxyRequestInfo {
+  client: ClientInfo & { mac: string };
+  ifname: string;
+  /** This server's address on the interface the request came in on. */
+  serverAddress: string;
+  /** The client's source address (0.0.0.0 before it has one). */
+  sourceAddress: string;
+  port: ProxyPort;
+}
+
+export interface ProxyDhcpServerOptions {
+  interfaces: DhcpInterface[];
+  bootFiles: BootFiles;
+  log: Logger;
+  /** Read at each reply, so a SIGHUP can change it live. */
+  replyDelayMs: () => number;
+  policy(req: ProxyRequestInfo): ClientPolicy;
+  /** After a reply was handed to the kernel (timeline, metrics). */
+  onReply?(req: ProxyRequestInfo, kind: "offer" | "ack", bootFile: string): void;
+}
+
+export interface ProxyDhcpServer {
+  close(): Promise<void>;
+  stats(): { received: number; replied: number; ignored: number; malformed: number };
+}
+
+/**
+ * The proxy-DHCP server: datagrams from the per-interface transport are decoded,
+ * classified and answered by the pure decision in dhcp/proxy.ts. A malformed packet is
+ * counted and logged at a bounded rate, never thrown; non-PXE traffic is ignored silently.
+ */
+export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<ProxyDhcpServer> {
+  const { log } = opts;
+  const counters = { received: 0, replied: 0, ignored: 0, malformed: 0 };
+  const malformedLog = createLogLimiter({ max: 10, intervalMs: 60_000 });
+  const serverAddress = new Map(opts.interfaces.map((i) => [i.name, i.address]));
+
+  const handle = async (d: InboundDatagram) => {
+    counters.received++;
+    const decoded = decodeDhcp(d.payload);
+    if (!decoded.ok) {
+      counters.malformed++;
+      const { allowed, suppressed } = malformedLog.take();
+      if (allowed) {
+        log.warn(
+          {
+            ifname: d.ifname,
+            from: `${d.srcAddress}:${d.srcPort}`,
+            reason: decoded.error,
+            suppressed,
+          },
+          "malformed DHCP packet dropped",
+        );
+      }
+      return;
+    }
+    const decision = decide(opts, d, decoded.packet, serverAddress.get(d.ifname));
+    if (decision.action === "ignore") {
+      counters.ignored++;
+      if (decision.reason) {
+        log.debug(
+          { mac: decision.mac, port: decision.port, reason: decision.reason },
+          "PXE request not answered",
+        );
+      }
+      return;
+    }
+    const { info, outcome } = decision;
+    const delay = opts.replyDelayMs();
+    if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+    // A datagram can arrive while openDhcpTransport is still resolving.
+    if (!transport) return;
+    const sent = await transport.send({
+      ifname: d.ifname,
+      srcPort: info.port,
+      dstAddress: outcome.destination.address,
+      dstPort: outcome.destination.port,
+      payload: encodeDhcp(outcome.reply),
+    });
+    if (!sent) return;
+    counters.replied++;
+    const { client } = info;
+    const bootFile = outcome.reply.file || outcome.reply.options.get(67)?.toString("utf8") || "";
+    const kind = info.port === 67 && client.messageType === "discover" ? "offer" : "ack";
+    log.info(
+      {
+        mac: client.mac,
+        arch: client.archKind,
+        ipxe: client.isIpxe,
+        ifname: d.ifname,
+        port: info.port,
+        kind,
+      },
+      "PXE client answered",
+    );
+    opts.onReply?.(info, kind, bootFile);
+  };
+
+  let transport: DhcpTransport | undefined;
+  transport = await openDhcpTransport({
+    interfaces: opts.interfaces,
+    log,
+    onDatagram: (d) => {
+      handle(d).catch((err: unknown) => log.error({ err }, "proxy-DHCP handler failed"));
+    },
+  });
+  return {
+    close: () => transport?.close() ?? Promise.resolve(),
+    stats: () => ({ ...counters }),
+  };
+}
+
+type Decision =
+  | { action: "reply"; info: ProxyRequestInfo; outcome: Extract<ProxyOutcome, { action: "reply" }> }
+  /** No reason: not a PXE request at all (ignored silently). */
+  | { action: "ignore"; mac?: string; port?: ProxyPort; reason?: string };
+
+/** Classifies a decoded request, asks the daemon's policy, and lets dhcp/proxy.ts decide. */
+function decide(
+  opts: ProxyDhcpServerOptions,
+  d: InboundDatagram,
+  packet: DhcpPacket,
+  serverAddress: string | undefined,
+): Decision {
+  const client = classifyClient(packet);
+  if (!client.isRequest || !client.isPxe || client.mac === undefined) return { action: "ignore" };
+  const port = d.dstPort === 4011 ? 4011 : 67;
+  const info: ProxyRequestInfo = {
+    client: client as ClientInfo & { mac: string },
+    ifname: d.ifname,
+    serverAddress: serverAddress ?? d.localAddress,
+    sourceAddress: d.srcAddress,
+    port,
+  };
+  const policy = opts.policy(info);
+  const asked = policy.chainload ? { ...client, isIpxe: false } : client;
+  const outcome = evaluateProxy(
+    { client: asked, port, source: { address: d.srcAddress, port: d.srcPort } },
+    {
+      serverAddress: info.serverAddress,
+      bootFiles: opts.bootFiles,
+      ipxeScriptUrl: () => policy.scriptUrl(),
+      noBootFile: policy.noBootFile,
+    },
+  );
+  if (outcome.action === "ignore") {
+    return { action: "ignore", mac: client.mac, port, reason: outcome.reason };
+  }
+  return { action: "reply", info, outcome };
+}

@@ -1,0 +1,113 @@
+import type { Logger } from "pino";
+import type { BootfleetMetrics } from "../metrics/bootfleet.js";
+import type { Store } from "../store/index.js";
+import type { Machine } from "../store/machines.js";
+import type { ProxyRequestInfo } from "./dhcp/server.js";
+import type { TftpTransferEvent } from "./tftp/server.js";
+
+export interface BootTimelineDeps {
+  store: Store;
+  log: Logger;
+  /** Counters and phase durations for /metrics. */
+  metrics?: BootfleetMetrics;
+  /**
+   * The MAC behind a client address (the kernel's neighbour table): a TFTP transfer
+   * carries only the client's address.
+   */
+  macForIp(ip: string): string | undefined;
+}
+
+/**
+ * The boot timeline: each phase of a boot (DHCP offer, TFTP transfer, script served) is
+ * stamped on the machine's current boot session, and timed for /metrics. It also knows
+ * where a boot stands, which the proxy-DHCP asks to avoid a chainload loop.
+ */
+export class BootTimeline {
+  constructor(private readonly deps: BootTimelineDeps) {}
+
+  /**
+   * A proxy-DHCP reply went out. An offer opens a new boot session unless this boot is
+   * still on its way to its script (the firmware's DHCP, then iPXE's own DHCP, belong to
+   * one boot).
+   */
+  replied(req: ProxyRequestInfo, kind: "offer" | "ack"): void {
+    const { store, metrics } = this.deps;
+    if (kind === "offer") metrics?.dhcpOffer(req.client.isIpxe ? "ipxe" : (req.client.arch ?? 0));
+    const machine = store.machines.getByMac(req.client.mac);
+    if (!machine || kind !== "offer") return;
+    store.transaction(() => {
+      const current = store.sessions.current(machine.id);
+      const sameBoot = current?.status === "starting" && !current.script_served_at;
+      if (!sameBoot) {
+        if (current) store.sessions.end(current.id, "stopped");
+        store.sessions.start({
+          machine_id: machine.id,
+          server_ip: req.serverAddress,
+          boot_method: req.client.archKind,
+        });
+        store.machines.update(machine.id, {
+          boot_count: machine.boot_count + 1,
+          last_boot: new Date().toISOString(),
+        });
+      }
+      store.sessions.stampPhase(machine.id, "dhcp_offer_at");
+    });
+  }
+
+  /** A TFTP transfer ended (a size probe is not a phase). */
+  transferred(e: TftpTransferEvent): void {
+    if (e.sizeProbe) return;
+    const { store, metrics, log } = this.deps;
+    metrics?.tftpTransfer(e.ok ? "ok" : e.errorCode === 8 ? "aborted" : "error", e.bytes);
+    const mac = this.deps.macForIp(e.clientAddress);
+    const machine = mac ? store.machines.getByMac(mac) : undefined;
+    log.info(
+      {
+        file: e.file,
+        bytes: e.bytes,
+        duration_ms: e.durationMs,
+        client: e.clientAddress,
+        ok: e.ok,
+      },
+      "TFTP transfer finished",
+    );
+    if (machine && e.ok) {
+      store.sessions.stampPhase(machine.id, "tftp_done_at", {
+        tftp_file: e.file,
+        tftp_bytes: e.bytes,
+        tftp_duration_ms: Math.round(e.durationMs),
+      });
+      metrics?.bootPhase("tftp", e.durationMs / 1000);
+    }
+  }
+
+  /** A script was served over HTTP (machine undefined: a MAC the store does not know). */
+  scriptServed(machine: Machine | undefined, clientIp: string, kind: string): void {
+    const { store, metrics } = this.deps;
+    metrics?.scriptServed(kind);
+    if (!machine) return;
+    const session = store.sessions.stampPhase(machine.id, "script_served_at", {
+      client_ip: clientIp,
+    });
+    const from = session.tftp_done_at ?? session.dhcp_offer_at;
+    if (from && session.script_served_at) {
+      metrics?.bootPhase("script", secondsBetween(from, session.script_served_at));
+    }
+  }
+
+  /**
+   * Whether this boot already loaded bootfleet's iPXE over TFTP: the iPXE asking now is
+   * that one, and gets its script (no chainload loop).
+   */
+  chainloadedThisBoot(machine: Machine | undefined): boolean {
+    if (!machine) return false;
+    const current = this.deps.store.sessions.current(machine.id);
+    return (
+      current?.status === "starting" && current.tftp_done_at !== null && !current.script_served_at
+    );
+  }
+}
+
+function secondsBetween(fromIso: string, toIso: string): number {
+  return Math.max(0, (Date.parse(toIso) - Date.parse(fromIso)) / 1000);
+}

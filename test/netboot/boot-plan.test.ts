@@ -1,0 +1,277 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { serve } from "@hono/node-server";
+import pino from "pino";
+import t from "tap";
+import { bootRoutes } from "../../src/netboot/boot-routes.js";
+import { ClientAddresses } from "../../src/netboot/client-addresses.js";
+import { type ClientInfo, classifyClient } from "../../src/netboot/dhcp/client.js";
+import { decodeDhcp } from "../../src/netboot/dhcp/packet.js";
+import { evaluateProxy } from "../../src/netboot/dhcp/proxy.js";
+import type { ProxyRequestInfo } from "../../src/netboot/dhcp/server.js";
+import { dhcpPolicy } from "../../src/netboot/dhcp-policy.js";
+import { Discovery } from "../../src/netboot/discovery.js";
+import { loadTemplates } from "../../src/netboot/script/render.js";
+import { issueBootToken } from "../../src/netboot/script/token.js";
+import { BootTimeline } from "../../src/netboot/timeline.js";
+import { Store } from "../../src/store/index.js";
+import type { BootAction, Machine, MachineStatus } from "../../src/store/machines.js";
+import { ascii, opt, rawPacket } from "./dhcp/rfc-builder.js";
+
+// One decision, two entry points: for every machine state, what the proxy-DHCP answers
+// (a boot file, or "boot locally") and which script the HTTP route serves must agree.
+
+const IPXE_DIR = join(import.meta.dirname, "../../ipxe");
+const SERVER = "10.99.0.1";
+const log = pino({ level: "silent" });
+
+type Teardown = { teardown(fn: () => unknown): void };
+
+interface Case {
+  name: string;
+  status: MachineStatus | "unknown";
+  action?: BootAction;
+  /** What the DHCP side does: a boot file, or none (the firmware boots locally). */
+  dhcp: "boot file" | "none";
+  /** The kind of script the HTTP route serves. */
+  http: "discovery" | "local" | "sanboot" | "menu" | "custom" | "kernel";
+}
+
+const CASES: Case[] = [
+  { name: "unknown MAC", status: "unknown", dhcp: "boot file", http: "discovery" },
+  {
+    name: "discovered",
+    status: "discovered",
+    action: "sanboot",
+    dhcp: "boot file",
+    http: "discovery",
+  },
+  { name: "discovered, local", status: "discovered", action: "local", dhcp: "none", http: "local" },
+  {
+    name: "active, sanboot",
+    status: "active",
+    action: "sanboot",
+    dhcp: "boot file",
+    http: "sanboot",
+  },
+  { name: "active, menu", status: "active", action: "menu", dhcp: "boot file", http: "menu" },
+  { name: "active, custom", status: "active", action: "custom", dhcp: "boot file", http: "custom" },
+  { name: "active, kernel", status: "active", action: "kernel", dhcp: "boot file", http: "kernel" },
+  { name: "active, local", status: "active", action: "local", dhcp: "none", http: "local" },
+  { name: "active, disabled", status: "active", action: "disabled", dhcp: "none", http: "local" },
+  { name: "maintenance", status: "maintenance", action: "sanboot", dhcp: "none", http: "local" },
+  { name: "retired", status: "retired", action: "sanboot", dhcp: "none", http: "local" },
+  { name: "inactive", status: "inactive", action: "sanboot", dhcp: "none", http: "local" },
+  { name: "error", status: "error", action: "sanboot", dhcp: "boot file", http: "sanboot" },
+];
+
+/** A store with one machine per case (MAC 52:54:00:bf:90:NN), each with a disk and a kernel. */
+function fixture(tt: Teardown) {
+  const dir = mkdtempSync(join(tmpdir(), `bf-plan-${process.pid}-`));
+  tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const store = Store.open({ path: join(dir, "bootfleet.db"), busyTimeoutMs: 2000 });
+  tt.teardown(() => store.close());
+  const image = store.images.create({ name: "Golden", filename: "golden.raw", status: "ready" });
+  const kernel = store.images.create({ name: "Kernel", filename: "kernel", status: "ready" });
+  const macs = new Map<string, string>();
+  CASES.forEach((c, i) => {
+    const mac = `52:54:00:bf:90:${i.toString(16).padStart(2, "0")}`;
+    macs.set(c.name, mac);
+    if (c.status === "unknown") return;
+    const m = store.machines.create({
+      name: `pc-${i}`,
+      mac_address: mac,
+      status: c.status,
+      boot_action: c.action ?? "sanboot",
+      custom_script: "#!ipxe\necho custom\n",
+      boot_image_id: kernel.id,
+    });
+    addDisk(store, m, image.id);
+  });
+  return { store, dir, macs, imageId: image.id };
+}
+
+function addDisk(store: Store, m: Machine, imageId: number) {
+  store.targets.create({
+    name: `${m.name}-disk`,
+    iqn: `iqn.2024-01.io.bootfleet:${m.name}`,
+    portal_ip: SERVER,
+    machine_id: m.id,
+    system_image_id: imageId,
+    initiator_iqn: `iqn.2024-01.io.bootfleet:${m.name}-init`,
+    chap_username: m.name,
+    chap_password: "secret-secret-1",
+    is_active: 1,
+  });
+}
+
+/** A PXE DISCOVER as classified by the proxy-DHCP: BIOS firmware, or iPXE. */
+function discover(mac: string, ipxe: boolean): ClientInfo & { mac: string } {
+  const o = [
+    ...opt(53, [1]),
+    ...opt(60, ascii("PXEClient:Arch:00000:UNDI:002001")),
+    ...opt(93, [0, 0]),
+  ];
+  if (ipxe) o.push(...opt(175, [...opt(19, [1])]));
+  o.push(255);
+  const decoded = decodeDhcp(
+    rawPacket({
+      chaddr: mac.split(":").map((h) => Number.parseInt(h, 16)),
+      xid: 1,
+      flags: 0x8000,
+      options: o,
+    }),
+  );
+  if (!decoded.ok) throw new Error(decoded.error);
+  return classifyClient(decoded.packet) as ClientInfo & { mac: string };
+}
+
+t.test("the DHCP decision follows the boot plan for every machine state", async (t) => {
+  const { store, macs } = fixture(t);
+  const timeline = new BootTimeline({ store, log, macForIp: () => undefined });
+  const policy = dhcpPolicy({
+    addresses: new ClientAddresses(),
+    discovery: new Discovery({ store, log }),
+    timeline,
+    scriptUrl: (server, mac) => `http://${server}/boot/${mac}/token`,
+    chainloadNicIpxe: false,
+  });
+  for (const c of CASES) {
+    const mac = macs.get(c.name)!;
+    for (const ipxe of [false, true]) {
+      const client = discover(mac, ipxe);
+      const req: ProxyRequestInfo = {
+        client,
+        ifname: "br0",
+        serverAddress: SERVER,
+        sourceAddress: "0.0.0.0",
+        port: 67,
+      };
+      const p = policy(req);
+      const outcome = evaluateProxy(
+        { client, port: 67, source: { address: "0.0.0.0", port: 68 } },
+        {
+          serverAddress: SERVER,
+          bootFiles: { bios: "undionly.kpxe", uefiX64: "snponly.efi" },
+          ipxeScriptUrl: () => p.scriptUrl(),
+          noBootFile: p.noBootFile,
+        },
+      );
+      const file = outcome.action === "reply" ? outcome.reply.file : "";
+      const who = `${c.name} (${ipxe ? "iPXE" : "PXE firmware"})`;
+      if (c.dhcp === "none") {
+        t.equal(file, "", `${who}: no boot file`);
+        if (ipxe) t.equal(outcome.action, "ignore", `${who}: iPXE gets silence`);
+        else t.equal(outcome.action, "reply", `${who}: firmware is told to boot locally`);
+      } else {
+        t.equal(outcome.action, "reply", `${who}: answered`);
+        t.equal(
+          file,
+          ipxe ? `http://${SERVER}/boot/${mac}/token` : "undionly.kpxe",
+          `${who}: boot file`,
+        );
+      }
+    }
+  }
+  t.equal(
+    store.machines.getByMac(macs.get("unknown MAC")!)?.status,
+    "discovered",
+    "the unknown MAC was recorded as discovered",
+  );
+});
+
+/** The boot routes on a real HTTP server on loopback; `served` collects the script kinds. */
+async function httpServer(t: Teardown, store: Store) {
+  const bootKey = new Uint8Array(32).fill(7);
+  const served: string[] = [];
+  let port = 0;
+  const url = (mac: string, query?: string) =>
+    `http://127.0.0.1:${port}/boot/${mac.replace(/:/g, "")}/${issueBootToken(bootKey, {
+      mac,
+      expiresAt: Date.now() + 60_000,
+    })}${query ? `?${query}` : ""}`;
+  const routes = bootRoutes({
+    store,
+    log,
+    templates: await loadTemplates(IPXE_DIR),
+    bootKey,
+    addresses: new ClientAddresses(),
+    ipxeBinaries: {},
+    imagesDir: "/nonexistent",
+    scriptUrl: url,
+    fileUrl: (id, name) => `http://${SERVER}/boot/files/${id}/${name}`,
+    kernelCmdline: () => "console=ttyS0",
+    // Stands in for the iSCSI service: the disk is always ready.
+    sanboot: async (machine, target) => ({
+      ok: true,
+      data: {
+        name: machine.name,
+        initiatorIqn: target.initiator_iqn,
+        chap: { username: target.chap_username, password: target.chap_password },
+        system: { server: SERVER, lun: 1, targetIqn: target.iqn },
+      },
+    }),
+    onScriptServed: (_machine, _ip, kind) => served.push(kind),
+  });
+  const { Hono } = await import("hono");
+  const app = new Hono().route("/boot", routes);
+  const server = serve({ fetch: app.fetch, hostname: "127.0.0.1", port: 0 });
+  await new Promise<void>((resolve) => server.once("listening", () => resolve()));
+  port = (server.address() as AddressInfo).port;
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  /** GET the machine's script; resolves with the kind the route reports and the text. */
+  const get = async (mac: string, query?: string) => {
+    const before = served.length;
+    const res = await fetch(url(mac, query));
+    const text = await res.text();
+    if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${text}`);
+    return { kind: served.slice(before).join(","), text };
+  };
+  return { get };
+}
+
+t.test("the HTTP script follows the boot plan for every machine state", async (t) => {
+  const { store, macs } = fixture(t);
+  const { get } = await httpServer(t, store);
+  for (const c of CASES) {
+    const { kind, text } = await get(macs.get(c.name)!);
+    t.equal(kind, c.http, `${c.name}: ${c.http} script`);
+    if (c.http === "local") t.match(text, /booting from the local disk/, `${c.name}: local text`);
+  }
+});
+
+t.test("a machine put in maintenance while in the discovery loop boots locally", async (t) => {
+  const { store } = fixture(t);
+  const { get } = await httpServer(t, store);
+  const mac = "52:54:00:bf:91:01";
+  const { machine } = store.machines.recordSeen({
+    mac_address: mac,
+    client_arch: 0,
+    client_uuid: null,
+    vendor_class: null,
+  });
+  const image = store.images.create({ name: "G2", filename: "g2.raw", status: "ready" });
+  addDisk(store, machine, image.id);
+  t.equal((await get(mac)).kind, "discovery", "waiting in the discovery loop");
+  store.machines.update(machine.id, { status: "maintenance" });
+  const { kind, text } = await get(mac);
+  t.equal(kind, "local", "the next poll is told to boot locally");
+  t.notMatch(text, /CHAP|chap_password|secret-secret/i, "no disk or secret in it");
+});
+
+t.test("menu choices go through the same plan", async (t) => {
+  const { store, macs } = fixture(t);
+  const { get } = await httpServer(t, store);
+  const menu = store.machines.getByMac(macs.get("active, menu")!)!;
+  const target = store.targets.forMachine(menu.id)[0]!;
+  t.equal((await get(menu.mac_address, `target=${target.id}`)).kind, "sanboot", "a disk chosen");
+  t.equal((await get(menu.mac_address, "local=1")).kind, "local", "the local disk chosen");
+  const maintenance = macs.get("maintenance")!;
+  t.equal(
+    (await get(maintenance, `target=${target.id}`)).kind,
+    "local",
+    "a menu URL kept from before maintenance does not reach a disk",
+  );
+});
