@@ -53,7 +53,7 @@ export function JobsPage() {
       {jobs.data && jobs.data.items.length === 0 ? <p>No jobs yet.</p> : null}
       {jobs.data && jobs.data.items.length > 0 ? (
         <table>
-          <caption>The last {jobs.data.items.length} jobs, newest first</caption>
+          <caption>Jobs, newest first ({jobs.data.items.length} shown)</caption>
           <thead>
             <tr>
               <th scope="col">Job</th>

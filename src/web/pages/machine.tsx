@@ -253,7 +253,11 @@ function Timeline({ sessions }: { sessions: Session[] }) {
   if (sessions.length === 0) return <p>No boots recorded yet.</p>;
   return (
     <table class="timeline">
-      <caption>The last {sessions.length} boots, newest first</caption>
+      <caption>
+        {sessions.length === 1
+          ? "The last boot"
+          : `The last ${sessions.length} boots, newest first`}
+      </caption>
       <thead>
         <tr>
           <th scope="col">Started</th>
