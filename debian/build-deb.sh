@@ -76,6 +76,12 @@ mkdir -p "$lib" "$doc" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/boo
   install -D -m 0644 "dist/$f" "$lib/dist/$f"
 done
 [ -f "$lib/dist/daemon/main.js" ] || die "dist/daemon/main.js missing: run npm run build"
+# The web dashboard (scripts/build-web.mjs): index.html and its content-hashed assets,
+# which the loop above skips (they have no .ts source of their own).
+[ -f dist/web/index.html ] || die "dist/web/index.html missing: run npm run build"
+(cd dist/web && find . -type f ! -name '*.map') | sort | while read -r f; do
+  install -D -m 0644 "dist/web/$f" "$lib/dist/web/${f#./}"
+done
 install -m 0644 -t "$lib/bin" -D bin/bootfleetd.js bin/bootfleet.js
 install -m 0644 -t "$lib/ipxe" -D ipxe/*.ipxe
 # "type": "module" makes the .js files ESM; the version is read from here too.

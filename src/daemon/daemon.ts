@@ -5,6 +5,7 @@ import { createApp, type DaemonState } from "../api/app.js";
 import { ensureInitialAdmin, INITIAL_PASSWORD_FILE } from "../api/auth/initial-admin.js";
 import { loadOrCreateSigningKey } from "../api/auth/keys.js";
 import type { ApiServices } from "../api/route.js";
+import { webRoutes } from "../api/web.js";
 import type { Config } from "../config/config.js";
 import { registerCleanupJob } from "../diskspace/cleanup.js";
 import { EventBus } from "../events/bus.js";
@@ -125,6 +126,7 @@ export class Daemon {
       ...(this.metrics ? { metrics: this.metrics } : {}),
     });
     app.route("/boot", this.netboot.routes as unknown as typeof app);
+    app.route("/", webRoutes() as unknown as typeof app);
     this.http = await startHttpServer({ fetch: app.fetch, listen: c.http.listen, log: this.log });
     this.log.info(
       { address: this.http.address.address, port: this.http.address.port },

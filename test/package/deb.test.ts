@@ -75,6 +75,7 @@ t.test("files: the layout, root-owned, without development dependencies", async 
     `${LIB}/bin/bootfleet.js`,
     `${LIB}/dist/daemon/main.js`,
     `${LIB}/dist/cli/main.js`,
+    `${LIB}/dist/web/index.html`,
     `${LIB}/ipxe/sanboot.ipxe`,
     `${LIB}/package.json`,
     `${LIB}/node/bin/node`,

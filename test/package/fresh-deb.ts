@@ -44,11 +44,21 @@ function newestInput(): { file: string; mtimeMs: number } {
     .reduce((a, b) => (b.mtimeMs > a.mtimeMs ? b : a));
 }
 
+const WEB_SRC = join(REPO, "src/web");
+const WEB_OUT = join(REPO, "dist/web/index.html");
+
 /** A source file whose compiled output is missing or older than it, if any. */
 function staleOutput(dir = join(REPO, "src")): string | undefined {
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const path = join(dir, e.name);
-    if (e.isDirectory()) {
+    if (path === WEB_SRC) {
+      // Bundled as a whole (scripts/build-web.mjs), which rewrites dist/web/index.html.
+      const built = existsSync(WEB_OUT) ? statSync(WEB_OUT).mtimeMs : 0;
+      const input = readdirSync(path, { recursive: true, encoding: "utf8" })
+        .filter((f) => !f.endsWith(".md"))
+        .find((f) => statSync(join(path, f)).mtimeMs > built);
+      if (input) return relative(REPO, join(path, input));
+    } else if (e.isDirectory()) {
       const found = staleOutput(path);
       if (found) return found;
     } else if (e.name.endsWith(".ts")) {
