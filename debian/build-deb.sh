@@ -117,10 +117,12 @@ find "$lib/node_modules" -name binding.gyp -type f | while read -r gyp; do
     -o -name '*.hpp' -o -name '*.gyp' -o -name '*.gypi' \) -delete
 done
 # What npm publishes but nothing loads: each package's tests, examples, benchmarks and
-# HTML docs pages, and dotfiles (lint, CI and editor settings, .npmignore).
+# HTML docs pages, a package's own Makefile (bintrees ships the one it builds its
+# browser bundle with), and dotfiles (lint, CI and editor settings, .npmignore).
 grep "^$REPO/node_modules/" "$work/production" | while read -r dir; do
   pkg="$lib/${dir#"$REPO"/}"
-  rm -rf "$pkg"/{test,tests,__tests__,example,examples,benchmark,benchmarks} "$pkg"/*.html
+  rm -rf "$pkg"/{test,tests,__tests__,example,examples,benchmark,benchmarks} "$pkg"/*.html \
+    "$pkg"/Makefile
 done
 find "$lib/node_modules" -name '.*' -prune -exec rm -rf {} +
 find "$lib/node_modules" -depth -type d -empty -delete
