@@ -16,20 +16,26 @@ done
 set +f
 # Licences stay, as Debian asks of anything that strips documentation.
 [ -n "${BF_DPKG_EXCLUDES:-}" ] && set -- "$@" "--dpkgopt=path-include=/usr/share/doc/*/copyright"
-# Before the kernel and open-iscsi are installed, the initramfs settings are in place, so
-# the initramfs their postinst scripts build is already the right one; building it again
-# costs minutes of a cold build (the initramfs step checks it, and rebuilds only if it
-# lacks what an iSCSI root needs):
+# The initramfs is built once, by the initramfs step, with the settings below in place.
+# Left alone, the kernel's postinst builds one, and open-iscsi's trigger rebuilds it:
+# minutes each of a cold build (it copies and compresses hundreds of modules). So
+# update-initramfs is diverted to /bin/true while packages install (the essential hook,
+# before the kernel is unpacked) and restored at the end (the customize hook), as
+# Debian's live-build does. Settings, before any package reads them:
 #   - ISCSI_AUTO=true: open-iscsi's initramfs logs in from the iBFT (iscsistart -b);
 #   - MODULES=netboot: every network driver but no disk controllers: the PC's disk is on
-#     the network, and the initramfs is a third of MODULES=most, which every boot reads
-#     over iSCSI;
+#     the network, and every boot reads the initramfs over iSCSI;
 #   - COMPRESS=gzip: no zstd in the image;
 #   - a hook that adds sd_mod (the iSCSI disk is a SCSI disk).
+divert="dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.bootfleet"
 set -- "$@" --essential-hook="mkdir -p \"\$1/etc/iscsi\" \"\$1/etc/initramfs-tools/conf.d\" \"\$1/etc/initramfs-tools/hooks\" &&
   echo ISCSI_AUTO=true >\"\$1/etc/iscsi/iscsi.initramfs\" &&
   printf 'MODULES=netboot\\nCOMPRESS=gzip\\n' >\"\$1/etc/initramfs-tools/conf.d/bootfleet.conf\" &&
-  install -m 0755 '$BF_RECIPE_DIR/files/initramfs-hook' \"\$1/etc/initramfs-tools/hooks/bootfleet\""
+  install -m 0755 '$BF_RECIPE_DIR/files/initramfs-hook' \"\$1/etc/initramfs-tools/hooks/bootfleet\" &&
+  chroot \"\$1\" $divert --add /usr/sbin/update-initramfs &&
+  ln -s /bin/true \"\$1/usr/sbin/update-initramfs\""
+set -- "$@" --customize-hook="rm \"\$1/usr/sbin/update-initramfs\" &&
+  chroot \"\$1\" $divert --remove /usr/sbin/update-initramfs"
 set -- "$@" --include="$(echo "$BF_PACKAGES" | tr ' ' ',')" "$BF_SUITE" "$ROOT"
 # One source a line, e.g. "deb http://deb.debian.org/debian bookworm main".
 while IFS= read -r line; do

@@ -62,8 +62,5 @@ for platform in i386-pc x86_64-efi; do
   rm -rf "$ROOT/boot/grub/$platform"
   cp -r "$ROOT/usr/lib/grub/$platform" "$ROOT/boot/grub/$platform"
 done
-[ -e "$ROOT/vmlinuz" ] && [ -e "$ROOT/initrd.img" ] || {
-  echo "no /vmlinuz or /initrd.img symlink in the image: grub.cfg boots those" >&2
-  exit 1
-}
+[ -e "$ROOT/vmlinuz" ] || { echo "no /vmlinuz symlink in the image: grub.cfg boots it" >&2; exit 1; }
 progress 100 "configured"

@@ -23,8 +23,10 @@ in_root grub-mkimage -O i386-pc -o /tmp/bootfleet-grub/core.img -p /boot/grub \
 cp "$ROOT/tmp/bootfleet-grub/core.img" "$ROOT/usr/lib/grub/i386-pc/boot.img" "$out/"
 
 progress 50 "GRUB for UEFI (x86_64-efi)"
+# efi_gop: the kernel gets the firmware's frame buffer for its screen console (without it
+# GRUB says "no suitable video mode found" and Linux boots "in blind mode", serial only).
 in_root grub-mkimage -O x86_64-efi -o /tmp/bootfleet-grub/BOOTX64.EFI -p /boot/grub \
-  -c /tmp/bootfleet-grub/early.cfg $common
+  -c /tmp/bootfleet-grub/early.cfg $common efi_gop
 cp "$ROOT/tmp/bootfleet-grub/BOOTX64.EFI" "$out/"
 rm -rf "$ROOT/tmp/bootfleet-grub"
 

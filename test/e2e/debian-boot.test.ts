@@ -136,6 +136,8 @@ t.test("two PCs boot one Debian image diskless, each under its own name", { skip
   }
   await startDaemon(t, {
     wrapper: lan.wrapper,
+    // It applies both targets (tgtadm calls) before it says ready: slow on a loaded machine.
+    timeoutMs: 120_000,
     env: {
       BOOTFLEET_DATA_DIR: data,
       BOOTFLEET_HTTP_LISTEN: ":80",
