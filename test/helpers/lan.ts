@@ -1,5 +1,6 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createConnection, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -139,14 +140,18 @@ export class TestLan {
     mac: string;
     nic?: string;
     disk?: string;
+    memoryMiB?: number;
+    /** The serial console also takes input (FirmwareClient.type), e.g. to log in. */
+    serialInput?: boolean;
   }): FirmwareClient {
     const tap = this.addTap(opts.bridge);
     const serial = join(this.dir, `${tap}.serial.log`);
+    const input = opts.serialInput ? join(this.dir, `${tap}.serial.sock`) : undefined;
     const args = [
       "-machine",
       "accel=tcg",
       "-m",
-      "256",
+      String(opts.memoryMiB ?? 256),
       "-boot",
       "n",
       "-netdev",
@@ -155,29 +160,34 @@ export class TestLan {
       `${opts.nic ?? "e1000"},netdev=n0,mac=${opts.mac}`,
       "-display",
       "none",
-      "-serial",
-      `file:${serial}`,
+      ...serialArgs(serial, input),
       "-device",
       "sga",
       "-no-reboot",
     ];
-    return new FirmwareClient(this.spawn("qemu-system-x86_64", args), serial);
+    return new FirmwareClient(this.spawn("qemu-system-x86_64", args), serial, input);
   }
 
   /**
    * A UEFI PC (OVMF) that PXE-boots with the firmware's own network stack: `romfile=`
    * keeps QEMU's iPXE ROM out, so it asks for a boot file as architecture 7.
    */
-  startUefiClient(opts: { bridge: string; mac: string }): FirmwareClient {
+  startUefiClient(opts: {
+    bridge: string;
+    mac: string;
+    memoryMiB?: number;
+    serialInput?: boolean;
+  }): FirmwareClient {
     const tap = this.addTap(opts.bridge);
     const serial = join(this.dir, `${tap}.serial.log`);
+    const input = opts.serialInput ? join(this.dir, `${tap}.serial.sock`) : undefined;
     const vars = join(this.dir, `${tap}.OVMF_VARS.fd`);
     copyFileSync(findOvmf("OVMF_VARS"), vars);
     const args = [
       "-machine",
       "q35,accel=tcg",
       "-m",
-      "512",
+      String(opts.memoryMiB ?? 512),
       "-drive",
       `if=pflash,format=raw,readonly=on,file=${findOvmf("OVMF_CODE")}`,
       "-drive",
@@ -188,11 +198,10 @@ export class TestLan {
       `virtio-net-pci,netdev=n0,mac=${opts.mac},romfile=`,
       "-display",
       "none",
-      "-serial",
-      `file:${serial}`,
+      ...serialArgs(serial, input),
       "-no-reboot",
     ];
-    return new FirmwareClient(this.spawn("qemu-system-x86_64", args), serial);
+    return new FirmwareClient(this.spawn("qemu-system-x86_64", args), serial, input);
   }
 
   destroy(): void {
@@ -216,6 +225,21 @@ export class TestLan {
   }
 }
 
+/**
+ * The first serial port: output to a log file, and with an input socket, a unix socket
+ * QEMU listens on (wait=off: the guest runs without anyone connected; the log still gets
+ * every byte).
+ */
+function serialArgs(log: string, input?: string): string[] {
+  if (!input) return ["-serial", `file:${log}`];
+  return [
+    "-chardev",
+    `socket,id=serial0,path=${input},server=on,wait=off,logfile=${log}`,
+    "-serial",
+    "chardev:serial0",
+  ];
+}
+
 function findOvmf(kind: "OVMF_CODE" | "OVMF_VARS"): string {
   for (const p of [
     `/usr/share/OVMF/${kind}.fd`,
@@ -229,10 +253,36 @@ function findOvmf(kind: "OVMF_CODE" | "OVMF_VARS"): string {
 
 /** A QEMU client whose serial console is polled for markers. */
 export class FirmwareClient {
+  private input?: Socket;
+
   constructor(
     readonly proc: ChildProcess,
     readonly serialPath: string,
+    readonly inputPath?: string,
   ) {}
+
+  /**
+   * Types text on the serial console (as keys: "\r" is Enter). Needs serialInput. The
+   * connection stays open and what QEMU sends on it is read and dropped (the log file has
+   * it), so the guest never blocks on a full socket.
+   */
+  async type(text: string): Promise<void> {
+    if (!this.inputPath) throw new Error("this client was started without serialInput");
+    if (!this.input || this.input.destroyed) {
+      const sock = createConnection(this.inputPath);
+      await new Promise<void>((resolve, reject) => {
+        sock.once("connect", resolve);
+        sock.once("error", reject);
+      });
+      sock.on("data", () => {});
+      sock.on("error", () => {});
+      this.input = sock;
+    }
+    const sock = this.input;
+    await new Promise<void>((resolve, reject) =>
+      sock.write(text, (err) => (err ? reject(err) : resolve())),
+    );
+  }
 
   serial(): string {
     try {
@@ -269,6 +319,7 @@ export class FirmwareClient {
   }
 
   kill(): void {
+    this.input?.destroy();
     if (this.proc.exitCode === null) this.proc.kill("SIGKILL");
   }
 }

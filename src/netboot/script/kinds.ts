@@ -6,6 +6,7 @@ import {
   displayText,
   driveNumber,
   exactArgumentText,
+  hostName,
   httpUrl,
   imageName,
   integer,
@@ -38,6 +39,8 @@ export interface ChapCredentials {
 export interface SanbootData {
   /** Shown on screen, e.g. the machine's name. */
   name: string;
+  /** The booted OS's host name (through the iBFT); defaults to one made from name. */
+  hostname?: string;
   initiatorIqn: string;
   /** The target authenticates the initiator with these (each machine has its own). */
   chap: ChapCredentials;
@@ -145,6 +148,7 @@ function sanbootView(data: SanbootData): View {
   }));
   return {
     name: displayText("name", d.name),
+    hostname: hostName("hostname", d.hostname ?? d.name),
     initiatorIqn: iscsiName("initiatorIqn", d.initiatorIqn),
     chapUsername: secretText("chap.username", chap.username),
     chapPassword: secretText("chap.password", chap.password),

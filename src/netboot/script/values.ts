@@ -214,3 +214,24 @@ export function exactArgumentText(field: string, value: unknown, maxBytes: numbe
   }
   return hexBytes(utf8(field, s, maxBytes));
 }
+
+/**
+ * The host name a booted OS takes from iPXE's `hostname` setting (the iBFT carries it to
+ * Linux, DHCP option 12 to the server): a valid name as given, else one DNS label made
+ * from free text such as a machine name ("Lab PC 07" becomes "lab-pc-07"), or "" when
+ * nothing usable is left (the setting is then cleared). Returned as ":hex" input like all
+ * text, though only [a-z0-9.-] can remain.
+ */
+export function hostName(field: string, value: unknown): string {
+  const s = requireString(field, value);
+  const valid =
+    /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+  const name = valid.test(s)
+    ? s.toLowerCase()
+    : s
+        .toLowerCase()
+        .replace(/[^a-z0-9]+/g, "-")
+        .slice(0, 63)
+        .replace(/^-+|-+$/g, "");
+  return hexBytes(new TextEncoder().encode(name));
+}

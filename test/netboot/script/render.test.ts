@@ -227,6 +227,18 @@ t.test("templates", async (t) => {
       "offers a shell",
     );
 
+    t.equal(setting(s, "hostname"), "pc-01", "the OS gets the machine's name as host name");
+    t.equal(
+      setting(renderScript(templates, "sanboot", sanboot({ name: "Lab PC 07" })), "hostname"),
+      "lab-pc-07",
+      "made a valid host name",
+    );
+    t.equal(
+      setting(renderScript(templates, "sanboot", sanboot({ hostname: "ws7.lab" })), "hostname"),
+      "ws7.lab",
+      "an explicit host name wins",
+    );
+
     const plain = commands(renderScript(templates, "sanboot", sanboot()));
     t.same(
       plain.filter((c) => c[0] === "clear"),

@@ -4,6 +4,7 @@ import {
   displayText,
   driveNumber,
   exactArgumentText,
+  hostName,
   httpUrl,
   imageName,
   ipv4,
@@ -180,4 +181,16 @@ t.test("exact arguments (kernel cmdline): exact or refused, never altered", asyn
   refuses(tt, () => exactArgumentText("cmdline", "a ${x} b", 2048), "cmdline", "${");
   refuses(tt, () => exactArgumentText("cmdline", "a\nb", 2048), "cmdline", "newline");
   refuses(tt, () => exactArgumentText("cmdline", "x".repeat(2049), 2048), "cmdline", "too long");
+});
+
+t.test("host names: a valid one as given, else one DNS label made from the text", async (tt) => {
+  const name = (v: string) => unhex(hostName("hostname", v)).toString("utf8");
+  tt.equal(name("lab-pc-07"), "lab-pc-07");
+  tt.equal(name("PC07.lab.example"), "pc07.lab.example", "a valid FQDN stays, in lowercase");
+  tt.equal(name("Lab PC 07"), "lab-pc-07");
+  tt.equal(name("x${password} || reboot"), "x-password-reboot");
+  tt.equal(name("-n --default"), "n-default", "never starts with a dash");
+  tt.equal(name("中文"), "", "nothing usable: empty, which clears the setting");
+  tt.equal(name("a".repeat(80)).length, 63, "one label at most");
+  refuses(tt, () => hostName("hostname", 7), "hostname", "a number");
 });
