@@ -10,6 +10,7 @@ import { isIPv4 } from "node:net";
 import { networkInterfaces } from "node:os";
 import type { Logger } from "pino";
 import { buildIpv4Udp, type DropReason, parseIpv4Udp } from "./ipudp.js";
+import { MAX_MESSAGE_LENGTH } from "./packet.js";
 
 export interface DhcpInterface {
   name: string;
@@ -42,10 +43,15 @@ export interface DhcpTransportStats {
   delivered: number;
   /** Well-formed but for a port we do not serve (TFTP, our own replies looped back, ...). */
   ignored: number;
-  /** Malformed IPv4/UDP framing, by reason. */
-  dropped: Partial<Record<DropReason, number>>;
+  /**
+   * Dropped unread, by reason: malformed IPv4/UDP framing, or "oversize", a payload for a
+   * served port longer than any DHCP message (MAX_MESSAGE_LENGTH).
+   */
+  dropped: Partial<Record<DropReason | "oversize", number>>;
   sent: number;
   sendErrors: number;
+  /** Replies refused because the send queue was full (also counted in sendErrors). */
+  queueFull: number;
 }
 
 export interface DhcpTransportOptions {
@@ -73,6 +79,13 @@ export interface DhcpTransportOptions {
    * A small burst keeps both. Default 8.
    */
   sendBurst?: number;
+  /**
+   * Replies waiting to be sent at most; a reply beyond that is refused (send() resolves
+   * false). A flood of requests must not grow memory without end, and a reply that would
+   * wait behind thousands is stale before it leaves: the client asks again. Default 1024,
+   * room for a few hundred PCs switched on together (each asks on 67, then 4011).
+   */
+  maxQueuedSends?: number;
   log: Logger;
   onDatagram: (d: InboundDatagram) => void;
 }
@@ -121,6 +134,14 @@ const RECEIVE_BUFFER_BYTES = 1 << 20;
 // raw-socket reads into one buffer of this size; a whole IPv4 packet always fits.
 const READ_BUFFER_BYTES = 0xffff;
 const SEND_RETRIES = 6;
+const DEFAULT_MAX_QUEUED_SENDS = 1024;
+const MAX_IPV4_HEADER = 60;
+
+/** The UDP destination port of an IPv4 packet, unchecked (-1 when it cannot be there). */
+function peekDstPort(packet: Buffer): number {
+  const at = (packet[0]! & 0x0f) * 4 + 2;
+  return at + 2 <= packet.length ? packet.readUInt16BE(at) : -1;
+}
 const CLOSE_DRAIN_MS = 1000;
 // The kernel's (and so raw-socket's) wording of EAGAIN / ENOBUFS: the socket or device
 // queue is full for a moment, which a short wait clears.
@@ -282,6 +303,7 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
   const reserved = opts.reservePorts ?? [...servedPorts].filter((p) => p !== 67);
   const sendIntervalMs = opts.sendIntervalMs ?? 1;
   const sendBurst = Math.max(1, opts.sendBurst ?? 8);
+  const maxQueuedSends = Math.max(1, opts.maxQueuedSends ?? DEFAULT_MAX_QUEUED_SENDS);
   let sentInBurst = 0;
   const ownAddresses = new Set(opts.interfaces.map((i) => i.address));
   const raw = loadRaw();
@@ -293,6 +315,7 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
     dropped: {},
     sent: 0,
     sendErrors: 0,
+    queueFull: 0,
   };
 
   const sockets = new Map<string, Port>();
@@ -309,6 +332,14 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
 
   const receive = (port: Port, packet: Buffer) => {
     stats.received++;
+    // Longer than any IP header (60) + UDP header + DHCP message: looked at no further, not
+    // even checksummed, so a flood of 63 KB datagrams costs a length test each.
+    if (packet.length > MAX_IPV4_HEADER + 8 + MAX_MESSAGE_LENGTH) {
+      if (servedPorts.has(peekDstPort(packet))) {
+        stats.dropped.oversize = (stats.dropped.oversize ?? 0) + 1;
+      } else stats.ignored++;
+      return;
+    }
     const parsed = parseIpv4Udp(packet);
     if (!parsed.ok) {
       stats.dropped[parsed.reason] = (stats.dropped[parsed.reason] ?? 0) + 1;
@@ -322,6 +353,10 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
     // Our own broadcasts come back to us through the kernel's loopback of broadcasts.
     if (!servedPorts.has(d.dstPort) || ownAddresses.has(d.srcAddress)) {
       stats.ignored++;
+      return;
+    }
+    if (d.payload.length > MAX_MESSAGE_LENGTH) {
+      stats.dropped.oversize = (stats.dropped.oversize ?? 0) + 1;
       return;
     }
     stats.delivered++;
@@ -383,6 +418,7 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
   let drained: Promise<void> = Promise.resolve();
   let current: SendJob | undefined;
   let closing = false;
+  let queueFullLogged = false;
 
   const sendOnce = (job: SendJob) =>
     new Promise<Error | null>((resolve) => {
@@ -393,6 +429,7 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
     for (;;) {
       current = queue.shift();
       if (!current) {
+        queueFullLogged = false;
         // Cleared in the same tick the queue is seen empty, so a send() made from a
         // continuation of the last job starts a new pump instead of waiting forever.
         pumping = false;
@@ -437,6 +474,16 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
     if (closing) return fail("transport closed");
     const port = sockets.get(d.ifname);
     if (!port) return fail(`interface "${d.ifname}" is not configured`);
+    if (queue.length >= maxQueuedSends) {
+      // Logged once per episode: a flood must not turn into a flood of log lines.
+      if (!queueFullLogged) {
+        queueFullLogged = true;
+        log.warn({ waiting: queue.length }, "DHCP transport: send queue full; refusing replies");
+      }
+      stats.queueFull++;
+      stats.sendErrors++;
+      return Promise.resolve(false);
+    }
     let packet: Buffer;
     try {
       packet = buildIpv4Udp({
