@@ -153,6 +153,7 @@ EOF
 done
 
 install -m 0644 systemd/bootfleetd.service "$root/lib/systemd/system/bootfleetd.service"
+install -D -m 0644 debian/modules-load.conf "$root/usr/lib/modules-load.d/bootfleet.conf"
 node --input-type=module -e '
   const { renderConfigTemplate } = await import(process.argv[1]);
   process.stdout.write(renderConfigTemplate());

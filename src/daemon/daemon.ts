@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { chmodSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { createApp, type DaemonState } from "../api/app.js";
@@ -68,10 +68,12 @@ export class Daemon {
     for (const dir of [c.data_dir, c.images_dir, c.tftp.root, c.iscsi.overlays_dir]) {
       mkdirSync(dir, { recursive: true, mode: 0o750 });
     }
-    this.store = Store.open({
-      path: join(c.data_dir, "bootfleet.db"),
-      busyTimeoutMs: c.store.busy_timeout_ms,
-    });
+    const dbPath = join(c.data_dir, "bootfleet.db");
+    // At every start, not only at install: a folder loosened by hand or restored from a
+    // backup must not leave password hashes and CHAP secrets readable by other users.
+    makePrivate(c.data_dir, 0o750);
+    this.store = Store.open({ path: dbPath, busyTimeoutMs: c.store.busy_timeout_ms });
+    for (const f of [dbPath, `${dbPath}-wal`, `${dbPath}-shm`]) makePrivate(f, 0o600);
     const services = this.startServices(this.store);
 
     this.iscsi = await startIscsi({
@@ -281,4 +283,17 @@ function wakeSource(c: Config): string | undefined {
   if (c.netboot.server_address) return c.netboot.server_address;
   const first = c.netboot.interfaces[0];
   return first ? interfaceIPv4(first) : undefined;
+}
+
+/** chmod, skipping a file that is not there; a refusal names the path and the fix. */
+function makePrivate(path: string, mode: number): void {
+  try {
+    chmodSync(path, mode);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === "ENOENT") return;
+    throw new Error(
+      `cannot set mode ${mode.toString(8)} on ${path} (${e.code ?? e.message}): run bootfleetd as the owner of data_dir`,
+    );
+  }
 }

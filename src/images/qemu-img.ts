@@ -1,3 +1,4 @@
+import { chown, open, stat } from "node:fs/promises";
 import { CommandError, runProcess } from "../host/exec.js";
 import type { ImageFormat } from "../store/images.js";
 
@@ -8,6 +9,13 @@ import type { ImageFormat } from "../store/images.js";
  * points outside the file itself is refused, qemu-img runs under address-space and CPU limits
  * (prlimit, as OpenStack does for the same reason), and every later call names the format
  * found here instead of letting qemu-img probe again.
+ *
+ * A daemon running as root runs qemu-img as an unprivileged user (nobody by default) with
+ * no capabilities (setpriv), so a parser bug in qemu-img reached by a crafted header gets
+ * nothing of root's. That user cannot open paths in images_dir (root's, 0750): a root shell
+ * opens the files qemu-img needs and hands them over as inherited descriptors, and the files
+ * are lent to that user for the run, because reopening /dev/fd/N checks the file's own
+ * permissions (not the folder's).
  */
 
 /** Formats accepted from clients, by qemu-img's name for them. */
@@ -51,20 +59,131 @@ export interface QemuImgOptions {
   cpuLimitSeconds?: number;
   timeoutMs?: number;
   signal?: AbortSignal;
+  /**
+   * Who qemu-img runs as when the daemon is root; default nobody:nogroup (65534:65534).
+   * null runs it as the daemon (so does a daemon that is not root: it cannot switch).
+   */
+  runAs?: { uid: number; gid: number } | null;
 }
 
-function limited(opts: QemuImgOptions, args: string[]): [string, string[]] {
-  const bin = opts.binary ?? "qemu-img";
+const NOBODY = { uid: 65534, gid: 65534 };
+
+function runAsOf(opts: QemuImgOptions): { uid: number; gid: number } | undefined {
+  if (opts.runAs === null || process.getuid?.() !== 0) return undefined;
+  return opts.runAs ?? NOBODY;
+}
+
+interface Limits {
+  /** Apply the CPU-time limit (not to a conversion, which may rightly take hours). */
+  cpu: boolean;
+  /** Address space instead of memoryLimitBytes. */
+  asBytes?: number;
+}
+
+function prlimit(opts: QemuImgOptions, limits: Limits): string[] {
   return [
     "prlimit",
-    [
-      `--as=${opts.memoryLimitBytes ?? 1 << 30}`,
-      `--cpu=${opts.cpuLimitSeconds ?? 30}`,
-      "--",
-      bin,
-      ...args,
-    ],
+    `--as=${limits.asBytes ?? opts.memoryLimitBytes ?? 1 << 30}`,
+    ...(limits.cpu ? [`--cpu=${opts.cpuLimitSeconds ?? 30}`] : []),
+    "--",
   ];
+}
+
+/** A file qemu-img works on: read (the upload) or written (the converted copy). */
+interface ImageFile {
+  path: string;
+  write: boolean;
+}
+
+/**
+ * The command line for qemu-img on `files`, whose places in `args` are given as
+ * FILE_0, FILE_1, ... Unprivileged: `sh -c` (still root) opens each file on descriptor
+ * 3, 4, ... and execs setpriv, which drops to the user with no capabilities, no
+ * supplementary groups and no way to regain privileges, then prlimit, then qemu-img on
+ * /dev/fd/3, /dev/fd/4, ...
+ */
+function commandLine(
+  opts: QemuImgOptions,
+  args: string[],
+  files: ImageFile[],
+  limits: Limits,
+): { cmd: string; args: string[]; as?: { uid: number; gid: number } } {
+  const bin = opts.binary ?? "qemu-img";
+  const as = runAsOf(opts);
+  const place = (fileName: (i: number) => string) =>
+    args.map((a) => {
+      const m = /^FILE_(\d)$/.exec(a);
+      return m ? fileName(Number(m[1])) : a;
+    });
+  if (!as) {
+    const direct = [...prlimit(opts, limits), bin, ...place((i) => files[i]!.path)];
+    return { cmd: direct[0]!, args: direct.slice(1) };
+  }
+  const redirects = files.map((f, i) => `${3 + i}${f.write ? "<>" : "<"}"$${i + 1}"`).join(" ");
+  const script = `exec ${redirects} && shift ${files.length} && exec "$@"`;
+  const dropped = [
+    "setpriv",
+    `--reuid=${as.uid}`,
+    `--regid=${as.gid}`,
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--bounding-set=-all",
+    "--no-new-privs",
+    "--",
+  ];
+  return {
+    cmd: "sh",
+    args: [
+      "-c",
+      script,
+      "sh",
+      ...files.map((f) => f.path),
+      ...dropped,
+      ...prlimit(opts, limits),
+      bin,
+      ...place((i) => `/dev/fd/${3 + i}`),
+    ],
+    as,
+  };
+}
+
+/**
+ * Runs `fn` with the files lent to the unprivileged user (made its own, so its owner
+ * permissions apply whatever the mode), and given back afterwards, whatever happened.
+ */
+async function lendFiles<T>(
+  as: { uid: number; gid: number } | undefined,
+  files: ImageFile[],
+  fn: () => Promise<T>,
+): Promise<T> {
+  if (!as) return fn();
+  const lent: { path: string; uid: number; gid: number }[] = [];
+  try {
+    for (const f of files) {
+      const st = await stat(f.path);
+      lent.push({ path: f.path, uid: st.uid, gid: st.gid });
+      await chown(f.path, as.uid, as.gid);
+    }
+    return await fn();
+  } finally {
+    for (const l of lent) await chown(l.path, l.uid, l.gid).catch(() => {});
+  }
+}
+
+async function runQemuImg(
+  opts: QemuImgOptions,
+  args: string[],
+  files: ImageFile[],
+  run: { timeoutMs: number; limits: Limits; onStdout?: (s: string) => void },
+) {
+  const line = commandLine(opts, args, files, run.limits);
+  return lendFiles(line.as, files, () =>
+    runProcess(line.cmd, line.args, {
+      timeoutMs: run.timeoutMs,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(run.onStdout ? { onStdout: run.onStdout } : {}),
+    }),
+  );
 }
 
 interface QemuInfoJson {
@@ -88,12 +207,11 @@ interface QemuInfoJson {
 /** `qemu-img info --output=json`, checked for anything that reaches outside the file. */
 export async function probeImage(path: string, opts: QemuImgOptions = {}): Promise<ImageInfo> {
   assertOurPath(path);
-  const [cmd, args] = limited(opts, ["info", "--output=json", path]);
-  const r = await runProcess(cmd, args, {
+  const r = await runQemuImg(opts, ["info", "--output=json", "FILE_0"], [{ path, write: false }], {
     timeoutMs: opts.timeoutMs ?? 60_000,
-    ...(opts.signal ? { signal: opts.signal } : {}),
+    limits: { cpu: true },
   });
-  if (r.killed === "aborted") throw new CommandError(cmd, args, r);
+  if (r.killed === "aborted") throw new CommandError("qemu-img", ["info"], r);
   if (r.code !== 0) {
     throw new ImageRejected(
       `not a readable disk image: ${lastLines(r.stderr) || `qemu-img info exited with ${r.code}`}`,
@@ -153,12 +271,13 @@ export async function checkImage(
   assertOurPath(path);
   const qfmt = qemuFormatName(format);
   if (!CHECKABLE.has(qfmt)) return;
-  const [cmd, args] = limited(opts, ["check", "-f", qfmt, "--output=json", path]);
-  const r = await runProcess(cmd, args, {
-    timeoutMs: opts.timeoutMs ?? 10 * 60_000,
-    ...(opts.signal ? { signal: opts.signal } : {}),
-  });
-  if (r.killed === "aborted") throw new CommandError(cmd, args, r);
+  const r = await runQemuImg(
+    opts,
+    ["check", "-f", qfmt, "--output=json", "FILE_0"],
+    [{ path, write: false }],
+    { timeoutMs: opts.timeoutMs ?? 10 * 60_000, limits: { cpu: true } },
+  );
+  if (r.killed === "aborted") throw new CommandError("qemu-img", ["check"], r);
   // 0 clean, 3 leaks only, 63 check not supported: all fine for copying. 1 = check failed
   // to run, 2 = corruptions.
   if (r.code === 0 || r.code === 3 || r.code === 63) return;
@@ -196,12 +315,39 @@ export async function convertToRaw(
 ): Promise<void> {
   assertOurPath(src);
   assertOurPath(dest);
-  // -n is not used: qemu-img creates dest itself; -W is not used so writes stay ordered.
-  const args = ["convert", "-p", "-f", qemuFormatName(format), "-O", "raw", src, dest];
+  const unprivileged = runAsOf(opts) !== undefined;
+  if (unprivileged) {
+    // qemu-img cannot create a file in a folder it cannot enter: it is given an empty,
+    // sparse one of the disk's size, to write into (-n) without writing zeros.
+    const { virtualSize } = await probeImage(src, opts);
+    const out = await open(dest, "wx", 0o640);
+    try {
+      await out.truncate(virtualSize);
+    } finally {
+      await out.close();
+    }
+  }
+  // -W is not used so writes stay ordered.
+  const args = [
+    "convert",
+    "-p",
+    "-f",
+    qemuFormatName(format),
+    "-O",
+    "raw",
+    ...(unprivileged ? ["-n", "--target-is-zero"] : []),
+    "FILE_0",
+    "FILE_1",
+  ];
   let buffered = "";
-  const r = await runProcess(opts.binary ?? "qemu-img", args, {
+  const files = [
+    { path: src, write: false },
+    { path: dest, write: true },
+  ];
+  const r = await runQemuImg(opts, args, files, {
     timeoutMs: opts.timeoutMs ?? 6 * 60 * 60_000,
-    ...(opts.signal ? { signal: opts.signal } : {}),
+    // Room for qemu-img's I/O threads; a header that makes it allocate more is refused.
+    limits: { cpu: false, asBytes: Math.max(opts.memoryLimitBytes ?? 0, 4 * 2 ** 30) },
     onStdout: (s) => {
       // A progress figure can be split across chunks: keep the tail after the last ")".
       buffered += s;
@@ -212,7 +358,7 @@ export async function convertToRaw(
     },
   });
   if (r.code !== 0 || r.killed) {
-    if (r.killed) throw new CommandError("qemu-img", args, r);
+    if (r.killed) throw new CommandError("qemu-img", ["convert"], r);
     if (/No space left on device/i.test(r.stderr)) {
       throw new ImageRejected("not enough free space in the image folder to convert the image");
     }

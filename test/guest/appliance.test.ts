@@ -297,6 +297,24 @@ EOF`,
       t.match(await journal(), /"driver":"lio"/, "the daemon chose LIO, as configured");
     });
 
+    await step("the unit runs confined: exposure 4.0 or lower, and still active", async (t) => {
+      const r = await g.exec(["systemd-analyze", "security", "--no-pager", "bootfleetd.service"]);
+      const m = /Overall exposure level for bootfleetd\.service: (\d+(?:\.\d+)?)/.exec(r.stdout);
+      t.ok(m, `systemd-analyze security reports a figure:\n${r.stdout.slice(-400)}`);
+      const exposure = Number(m?.[1]);
+      t.comment(`systemd-analyze security bootfleetd: exposure ${exposure}`);
+      t.ok(exposure <= 4.0, `exposure ${exposure} is 4.0 or lower`);
+      t.equal((await g.sh("systemctl is-active bootfleetd")).trim(), "active");
+      const show = await g.sh(
+        "systemctl show bootfleetd -p CapabilityBoundingSet -p ProtectSystem -p ProtectKernelModules",
+      );
+      t.notMatch(show, /cap_sys_module/, "no CAP_SYS_MODULE");
+      t.match(show, /ProtectSystem=strict/);
+      t.match(show, /ProtectKernelModules=yes/);
+      // The modules the unit may not load were loaded for it (modules-load.d, postinst).
+      t.match(await g.sh("cat /proc/modules"), /^iscsi_target_mod /m, "LIO's iSCSI module is in");
+    });
+
     await step("systemctl reload applies a changed log level without a restart", async (t) => {
       const pid = (await g.sh("systemctl show -p MainPID --value bootfleetd")).trim();
       const cursor = (

@@ -101,19 +101,29 @@ export const IpxeSub = {
  * Reads a sequence of code/length/value items (the format of the options field and of the
  * encapsulated spaces 43 and 175). Pad (0) is skipped and end (255) stops. Repeats are
  * concatenated (RFC 3396). Returns an error string when an item overruns the data.
+ *
+ * Work is linear in the input: the pieces of a repeated option are gathered first and
+ * copied once at the end. Concatenating at each repeat copied the value so far every time,
+ * which made a datagram of 21,000 one-byte repeats cost 220 MB of copying.
  */
 export function parseTlv(
   data: Uint8Array,
   into: DhcpOptions = new Map(),
 ): { ok: true; options: DhcpOptions; ended: boolean } | { ok: false; error: string } {
+  // Per code: the offsets and lengths of its pieces in `data`, and their total length.
+  const pieces = new Map<number, { spans: number[]; total: number }>();
   let i = 0;
+  let ended = false;
   while (i < data.length) {
     const code = data[i]!;
     if (code === 0) {
       i += 1;
       continue;
     }
-    if (code === 255) return { ok: true, options: into, ended: true };
+    if (code === 255) {
+      ended = true;
+      break;
+    }
     if (i + 1 >= data.length) {
       return { ok: false, error: `option ${code} at offset ${i} has no length byte` };
     }
@@ -124,12 +134,27 @@ export function parseTlv(
         error: `option ${code} at offset ${i} claims ${len} bytes but only ${data.length - i - 2} remain`,
       };
     }
-    const value = Buffer.from(data.subarray(i + 2, i + 2 + len));
-    const prev = into.get(code);
-    into.set(code, prev ? Buffer.concat([prev, value]) : value);
+    const p = pieces.get(code);
+    if (p) {
+      p.spans.push(i + 2, len);
+      p.total += len;
+    } else pieces.set(code, { spans: [i + 2, len], total: len });
     i += 2 + len;
   }
-  return { ok: true, options: into, ended: false };
+  // One copy per option, so values never share memory with the datagram they came from.
+  for (const [code, { spans, total }] of pieces) {
+    const before = into.get(code);
+    const value = Buffer.allocUnsafe((before?.length ?? 0) + total);
+    let at = 0;
+    if (before) at += before.copy(value, 0);
+    // Byte by byte: a view per piece (subarray) costs more than copying a short piece.
+    for (let k = 0; k < spans.length; k += 2) {
+      const end = spans[k]! + spans[k + 1]!;
+      for (let j = spans[k]!; j < end; j++) value[at++] = data[j]!;
+    }
+    into.set(code, value);
+  }
+  return { ok: true, options: into, ended };
 }
 
 /**

@@ -20,6 +20,16 @@ export const HEADER_LENGTH = 236;
 export const MAGIC_COOKIE = 0x63825363;
 /** RFC 1542 2.1: relay agents and old clients expect at least a 300-byte BOOTP message. */
 export const MIN_PACKET_LENGTH = 300;
+/**
+ * The longest message accepted: a DHCP message in one unfragmented Ethernet frame, 1500
+ * bytes of IP MTU less 20 of IPv4 and 8 of UDP header. RFC 2131 (section 2) only asks a
+ * client to accept 576-byte datagrams, and a client asking before it has an address sends
+ * one frame: the PXE and iPXE firmware captured in test/fixtures/dhcp send 340-412 bytes and
+ * name 1472 as their own maximum (option 57). Anything longer was made by something else;
+ * refusing it up front bounds the work a datagram can cost (a 63 KB one can be reassembled
+ * from fragments).
+ */
+export const MAX_MESSAGE_LENGTH = 1472;
 
 export interface DhcpPacket {
   op: number;
@@ -59,6 +69,12 @@ export function decodeDhcp(buf: Uint8Array): DecodeResult {
     return {
       ok: false,
       error: `too short: ${buf.length} bytes, a BOOTP header and magic cookie need ${HEADER_LENGTH + 4}`,
+    };
+  }
+  if (buf.length > MAX_MESSAGE_LENGTH) {
+    return {
+      ok: false,
+      error: `too long: ${buf.length} bytes, a DHCP message in one Ethernet frame has at most ${MAX_MESSAGE_LENGTH}`,
     };
   }
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);

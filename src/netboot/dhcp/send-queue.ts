@@ -35,9 +35,11 @@ export interface SendQueueOptions {
   /** Pause after `burst` back-to-back sends (see DhcpTransportOptions). */
   intervalMs: number;
   burst: number;
+  /** Jobs waiting at most; push() refuses more (a flood must not grow memory). */
+  maxQueued: number;
   log: Logger;
   /** Counted here as jobs finish. */
-  stats: { sent: number; sendErrors: number };
+  stats: { sent: number; sendErrors: number; queueFull: number };
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -48,15 +50,30 @@ export class SendQueue {
   private drained: Promise<void> = Promise.resolve();
   private current: SendJob | undefined;
   private sentInBurst = 0;
+  private fullLogged = false;
 
   constructor(private readonly o: SendQueueOptions) {}
 
-  push(job: SendJob): void {
+  /** Queues a job; false (counted, logged once per episode) when the queue is full. */
+  push(job: SendJob): boolean {
+    if (this.queue.length >= this.o.maxQueued) {
+      if (!this.fullLogged) {
+        this.fullLogged = true;
+        this.o.log.warn(
+          { waiting: this.queue.length },
+          "DHCP transport: send queue full; refusing replies",
+        );
+      }
+      this.o.stats.queueFull++;
+      this.o.stats.sendErrors++;
+      return false;
+    }
     this.queue.push(job);
     if (!this.pumping) {
       this.pumping = true;
       this.drained = this.pump();
     }
+    return true;
   }
 
   /** Waits up to `timeoutMs` for the queue to empty; what is left is reported as not sent. */
@@ -77,6 +94,7 @@ export class SendQueue {
     for (;;) {
       this.current = this.queue.shift();
       if (!this.current) {
+        this.fullLogged = false;
         // Cleared in the same tick the queue is seen empty, so a send() made from a
         // continuation of the last job starts a new pump instead of waiting forever.
         this.pumping = false;

@@ -10,6 +10,7 @@ import { isIPv4 } from "node:net";
 import { networkInterfaces } from "node:os";
 import type { Logger } from "pino";
 import { buildIpv4Udp, type DropReason, parseIpv4Udp } from "./ipudp.js";
+import { MAX_MESSAGE_LENGTH } from "./packet.js";
 import { SendQueue } from "./send-queue.js";
 
 export interface DhcpInterface {
@@ -44,9 +45,15 @@ export interface DhcpTransportStats {
   /** Well-formed but for a port we do not serve (TFTP, our own replies looped back, ...). */
   ignored: number;
   /** Malformed IPv4/UDP framing, by reason. */
-  dropped: Partial<Record<DropReason, number>>;
+  /**
+   * Dropped unread, by reason: malformed IPv4/UDP framing, or "oversize", a payload for a
+   * served port longer than any DHCP message (MAX_MESSAGE_LENGTH).
+   */
+  dropped: Partial<Record<DropReason | "oversize", number>>;
   sent: number;
   sendErrors: number;
+  /** Replies refused because the send queue was full (also counted in sendErrors). */
+  queueFull: number;
 }
 
 export interface DhcpTransportOptions {
@@ -74,6 +81,13 @@ export interface DhcpTransportOptions {
    * A small burst keeps both. Default 8.
    */
   sendBurst?: number;
+  /**
+   * Replies waiting to be sent at most; a reply beyond that is refused (send() resolves
+   * false). A flood of requests must not grow memory without end, and a reply that would
+   * wait behind thousands is stale before it leaves: the client asks again. Default 1024,
+   * room for a few hundred PCs switched on together (each asks on 67, then 4011).
+   */
+  maxQueuedSends?: number;
   log: Logger;
   onDatagram: (d: InboundDatagram) => void;
 }
@@ -121,6 +135,14 @@ const DEFAULT_PORTS = [67, 4011];
 const RECEIVE_BUFFER_BYTES = 1 << 20;
 // raw-socket reads into one buffer of this size; a whole IPv4 packet always fits.
 const READ_BUFFER_BYTES = 0xffff;
+const DEFAULT_MAX_QUEUED_SENDS = 1024;
+const MAX_IPV4_HEADER = 60;
+
+/** The UDP destination port of an IPv4 packet, unchecked (-1 when it cannot be there). */
+function peekDstPort(packet: Buffer): number {
+  const at = (packet[0]! & 0x0f) * 4 + 2;
+  return at + 2 <= packet.length ? packet.readUInt16BE(at) : -1;
+}
 const CLOSE_DRAIN_MS = 1000;
 const NO_PERMISSION = /not permitted|permission denied/i;
 const NO_DEVICE = /no such device/i;
@@ -268,6 +290,14 @@ interface Receiver {
 
 function receive(r: Receiver, port: Port, packet: Buffer): void {
   r.stats.received++;
+  // Longer than any IP header (60) + UDP header + DHCP message: looked at no further, not
+  // even checksummed, so a flood of 63 KB datagrams costs a length test each.
+  if (packet.length > MAX_IPV4_HEADER + 8 + MAX_MESSAGE_LENGTH) {
+    if (r.servedPorts.has(peekDstPort(packet))) {
+      r.stats.dropped.oversize = (r.stats.dropped.oversize ?? 0) + 1;
+    } else r.stats.ignored++;
+    return;
+  }
   const parsed = parseIpv4Udp(packet);
   if (!parsed.ok) {
     r.stats.dropped[parsed.reason] = (r.stats.dropped[parsed.reason] ?? 0) + 1;
@@ -281,6 +311,10 @@ function receive(r: Receiver, port: Port, packet: Buffer): void {
   // Our own broadcasts come back to us through the kernel's loopback of broadcasts.
   if (!r.servedPorts.has(d.dstPort) || r.ownAddresses.has(d.srcAddress)) {
     r.stats.ignored++;
+    return;
+  }
+  if (d.payload.length > MAX_MESSAGE_LENGTH) {
+    r.stats.dropped.oversize = (r.stats.dropped.oversize ?? 0) + 1;
     return;
   }
   r.stats.delivered++;
@@ -371,6 +405,7 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
     dropped: {},
     sent: 0,
     sendErrors: 0,
+    queueFull: 0,
   };
   const { sockets, reservedSockets, closeAll } = await openSockets(
     opts,
@@ -386,6 +421,7 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
   const queue = new SendQueue({
     intervalMs: opts.sendIntervalMs ?? 1,
     burst: Math.max(1, opts.sendBurst ?? 8),
+    maxQueued: Math.max(1, opts.maxQueuedSends ?? DEFAULT_MAX_QUEUED_SENDS),
     log,
     stats,
   });
@@ -414,7 +450,9 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
       return fail((err as Error).message);
     }
     return new Promise<boolean>((resolve) => {
-      queue.push({ channel: port, packet, dstAddress: d.dstAddress, label, resolve });
+      if (!queue.push({ channel: port, packet, dstAddress: d.dstAddress, label, resolve })) {
+        resolve(false);
+      }
     });
   };
 

@@ -81,7 +81,10 @@ export function negotiateOptions(
         break;
       }
       case "tsize": {
-        // On a RRQ the client sends 0 and the server answers with the size.
+        // On a RRQ the client sends 0 and the server answers with the size. Not for an empty
+        // file: curl (7.88) calls tsize 0 in an OACK invalid and aborts the download, and
+        // leaving the option out is how RFC 2347 refuses it; the file still arrives.
+        if (fileSize === 0) break;
         result.oack.push([name, String(fileSize)]);
         break;
       }
