@@ -396,11 +396,12 @@ async function main() {
     );
   }
 
-  // Boot scripts: tokens bound to the MAC and to 127.0.0.1, valid for the whole run.
+  // Boot scripts: tokens bound to the MAC, valid for the whole run. (A custom script is now
+  // served only to the machine itself, once per URL: measure the discovery script instead.)
   const bootKey = loadOrCreateSigningKey(join(dataDir, "boot-token.key"));
   const expiresAt = Date.now() + 60 * 60_000;
   const bootPath = (mac: string) =>
-    `/boot/${mac.replaceAll(":", "")}/${issueBootToken(bootKey, { mac, ip: HOST, expiresAt })}`;
+    `/boot/${mac.replaceAll(":", "")}/${issueBootToken(bootKey, { mac, expiresAt })}`;
   const customPath = bootPath(CUSTOM_MAC);
   const discoveryPath = bootPath(UNKNOWN_MAC);
   const custom = await getBytes(`${daemonBase}${customPath}`);

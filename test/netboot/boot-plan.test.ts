@@ -6,7 +6,6 @@ import { serve } from "@hono/node-server";
 import pino from "pino";
 import t from "tap";
 import { bootRoutes } from "../../src/netboot/boot-routes.js";
-import { ClientAddresses } from "../../src/netboot/client-addresses.js";
 import { type ClientInfo, classifyClient } from "../../src/netboot/dhcp/client.js";
 import { decodeDhcp } from "../../src/netboot/dhcp/packet.js";
 import { evaluateProxy } from "../../src/netboot/dhcp/proxy.js";
@@ -14,7 +13,7 @@ import type { ProxyRequestInfo } from "../../src/netboot/dhcp/server.js";
 import { dhcpPolicy } from "../../src/netboot/dhcp-policy.js";
 import { Discovery } from "../../src/netboot/discovery.js";
 import { loadTemplates } from "../../src/netboot/script/render.js";
-import { issueBootToken } from "../../src/netboot/script/token.js";
+import { issueBootToken, UsedTokens } from "../../src/netboot/script/token.js";
 import { BootTimeline } from "../../src/netboot/timeline.js";
 import { Store } from "../../src/store/index.js";
 import type { BootAction, Machine, MachineStatus } from "../../src/store/machines.js";
@@ -130,9 +129,8 @@ function discover(mac: string, ipxe: boolean): ClientInfo & { mac: string } {
 
 t.test("the DHCP decision follows the boot plan for every machine state", async (t) => {
   const { store, macs } = fixture(t);
-  const timeline = new BootTimeline({ store, log, macForIp: () => undefined });
+  const timeline = new BootTimeline({ store, log, macForIp: async () => undefined });
   const policy = dhcpPolicy({
-    addresses: new ClientAddresses(),
     discovery: new Discovery({ store, log }),
     timeline,
     scriptUrl: (server, mac) => `http://${server}/boot/${mac}/token`,
@@ -187,6 +185,7 @@ async function httpServer(t: Teardown, store: Store) {
   const bootKey = new Uint8Array(32).fill(7);
   const served: string[] = [];
   let port = 0;
+  let peerMac = "";
   const url = (mac: string, query?: string) =>
     `http://127.0.0.1:${port}/boot/${mac.replace(/:/g, "")}/${issueBootToken(bootKey, {
       mac,
@@ -197,7 +196,10 @@ async function httpServer(t: Teardown, store: Store) {
     log,
     templates: await loadTemplates(IPXE_DIR),
     bootKey,
-    addresses: new ClientAddresses(),
+    // The loopback peer stands for the machine whose script is asked for (the neighbour
+    // check itself is proven in test/attack/binding.test.ts).
+    peers: { macForIp: async () => peerMac, routedSubnets: [] },
+    usedTokens: new UsedTokens(),
     ipxeBinaries: {},
     imagesDir: "/nonexistent",
     scriptUrl: url,
@@ -224,6 +226,7 @@ async function httpServer(t: Teardown, store: Store) {
   /** GET the machine's script; resolves with the kind the route reports and the text. */
   const get = async (mac: string, query?: string) => {
     const before = served.length;
+    peerMac = mac;
     const res = await fetch(url(mac, query));
     const text = await res.text();
     if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${text}`);
