@@ -185,7 +185,7 @@ async function httpServer(t: Teardown, store: Store) {
   const bootKey = new Uint8Array(32).fill(7);
   const served: string[] = [];
   let port = 0;
-  let peerMac = "";
+  let peerMac: string | undefined;
   const url = (mac: string, query?: string) =>
     `http://127.0.0.1:${port}/boot/${mac.replace(/:/g, "")}/${issueBootToken(bootKey, {
       mac,
@@ -232,7 +232,13 @@ async function httpServer(t: Teardown, store: Store) {
     if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${text}`);
     return { kind: served.slice(before).join(","), text };
   };
-  return { get };
+  /** GET a URL as a peer the neighbour table knows as `peer` (undefined: no entry). */
+  const raw = async (u: string, peer: string | undefined) => {
+    peerMac = peer;
+    const res = await fetch(u);
+    return { status: res.status, text: await res.text() };
+  };
+  return { get, url, raw };
 }
 
 t.test("the HTTP script follows the boot plan for every machine state", async (t) => {
@@ -243,6 +249,24 @@ t.test("the HTTP script follows the boot plan for every machine state", async (t
     t.equal(kind, c.http, `${c.name}: ${c.http} script`);
     if (c.http === "local") t.match(text, /booting from the local disk/, `${c.name}: local text`);
   }
+});
+
+t.test("who may fetch each script, and how often", async (t) => {
+  const { store, macs } = fixture(t);
+  const { url, raw } = await httpServer(t, store);
+  const stranger = "52:54:00:66:66:66";
+  for (const c of CASES) {
+    const mac = macs.get(c.name)!;
+    const open = c.http === "discovery" || c.http === "local";
+    const once = c.http === "sanboot" || c.http === "custom" || c.http === "kernel";
+    const u = url(mac);
+    t.equal((await raw(u, stranger)).status, open ? 200 : 403, `${c.name}: another host`);
+    t.equal((await raw(u, undefined)).status, open ? 200 : 403, `${c.name}: no neighbour entry`);
+    t.equal((await raw(u, mac)).status, 200, `${c.name}: the machine itself`);
+    t.equal((await raw(u, mac)).status, once ? 403 : 200, `${c.name}: the same URL again`);
+  }
+  const refused = await raw(url(macs.get("active, sanboot")!), stranger);
+  t.notMatch(refused.text, /password|secret-secret/, "a refusal carries no secret");
 });
 
 t.test("a machine put in maintenance while in the discovery loop boots locally", async (t) => {
