@@ -29,6 +29,18 @@ const ipv4Schema = z
 const ifnameSchema = z
   .string()
   .regex(/^[A-Za-z0-9_.:@-]{1,15}$/, "an interface name (1 to 15 letters, digits, . _ - : @)");
+/** An IPv4 subnet in CIDR notation, its host bits zero ("10.20.0.0/24"). */
+const subnetSchema = z
+  .string()
+  .regex(
+    /^((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)\/(3[0-2]|[12]?\d)$/,
+    'an IPv4 subnet such as "10.20.0.0/24"',
+  )
+  .refine((v) => {
+    const [address = "", bits = "0"] = v.split("/");
+    const n = address.split(".").reduce((a, o) => a * 256 + Number(o), 0);
+    return n % 2 ** (32 - Number(bits)) === 0;
+  }, 'a subnet with its host bits zero, such as "10.20.0.0/24"');
 const pathSchema = z.string().min(1, "a path");
 /** A path whose empty default means "derived from data_dir". */
 const derivedPathSchema = z.string();
@@ -57,6 +69,7 @@ export const configSchema = z
       .object({
         interfaces: z.array(ifnameSchema),
         server_address: z.union([z.literal(""), ipv4Schema]),
+        routed_subnets: z.array(subnetSchema),
       })
       .strict(),
     tftp: z
@@ -156,7 +169,11 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
     http: { listen: low ? ":80" : ":8080" },
     images: { upload_max_bytes: 200 * 1024 ** 3 },
     storage: { reserve_percent: 5 },
-    netboot: { interfaces: detectedInterface ? [detectedInterface] : [], server_address: "" },
+    netboot: {
+      interfaces: detectedInterface ? [detectedInterface] : [],
+      server_address: "",
+      routed_subnets: [],
+    },
     tftp: {
       enabled: true,
       port: low ? 69 : 6969,

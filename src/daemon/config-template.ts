@@ -67,6 +67,10 @@ const KEY_DOCS: Record<string, KeyDoc> = {
     about: "Address handed to clients for TFTP, HTTP and iSCSI.",
     computed: { rule: "the IPv4 address of the first interface", example: () => "192.0.2.10" },
   },
+  "netboot.routed_subnets": {
+    about:
+      'Subnets behind a DHCP relay allowed to boot (e.g. ["10.20.0.0/24"]); their machines get a script only at their fixed address.',
+  },
   "tftp.enabled": { about: "Serve TFTP." },
   "tftp.port": { about: "UDP port of the TFTP server." },
   "tftp.root": {

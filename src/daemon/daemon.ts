@@ -11,7 +11,7 @@ import { registerCleanupJob } from "../diskspace/cleanup.js";
 import { EventBus } from "../events/bus.js";
 import { EventStreams } from "../events/streams.js";
 import { interfaceIPv4 } from "../host/interfaces.js";
-import { macForIp } from "../host/neighbours.js";
+import { NeighbourTable } from "../host/neighbours.js";
 import { ImageService } from "../images/service.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
 import { JobRunner } from "../jobs/runner.js";
@@ -122,7 +122,7 @@ export class Daemon {
       store: this.store,
       log: this.log,
       bootKey: loadOrCreateSigningKey(join(c.data_dir, "boot-token.key")),
-      macForIp,
+      macForIp: new NeighbourTable().macForIp,
       ...(this.iscsi ? { sanboot: this.iscsi.sanboot } : {}),
       ...(this.bus ? { bus: this.bus } : {}),
       ...(this.metrics ? { metrics: this.metrics } : {}),

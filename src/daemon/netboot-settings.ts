@@ -37,6 +37,7 @@ export function netbootSettings(c: Config, log: Logger, host: NetbootHostFacts):
       chainloadNicIpxe: c.dhcp.chainload_nic_ipxe,
       replyDelayMs: host.replyDelayMs,
     },
+    routedSubnets: c.netboot.routed_subnets,
     httpPort: host.httpPort,
   };
 }

@@ -3,7 +3,9 @@ import { randomBytes } from "node:crypto";
 /**
  * The iSCSI identity the appliance gives a machine when it creates its target: the
  * target's IQN, the initiator name its iPXE presents (the target's ACL), and the CHAP
- * user and secret. Made once, stored with the target; nothing here reads the store.
+ * user and secret. Made when the target is created and stored with it; the secret is made
+ * again at every verified boot (reconciler.ts), so one read from an earlier boot's script
+ * is worth nothing. Nothing here reads the store.
  */
 export interface MachineIdentity {
   iqn: string;

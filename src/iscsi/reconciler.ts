@@ -9,6 +9,7 @@ import type { SanbootData } from "../netboot/script/kinds.js";
 import type { Store } from "../store/index.js";
 import type { Machine } from "../store/machines.js";
 import type { Target } from "../store/targets.js";
+import { chapSecret } from "./identity.js";
 import type { OverlayDriver, OverlayRef } from "./overlay/types.js";
 import type { LunSpec, TargetDriver, TargetSpec } from "./target/types.js";
 
@@ -62,21 +63,29 @@ export class Reconciler {
   }
 
   /**
-   * Before a sanboot script is served: the overlay and the target exist, fresh for a
-   * reset-on-reboot machine. The machine is asking for its boot script, so it is in its
-   * firmware: any session its initiator still has is the dead one of its previous boot.
+   * A verified boot of the machine, before its sanboot script is served: the boot route
+   * calls this only once the peer proved to be the machine itself (netboot/peer-binding.ts)
+   * with a script URL not used before, never for a DHCP packet that merely names it.
+   * - The CHAP secret (and the mutual one) is new, stored, and applied to the target
+   *   before the script that carries it leaves: a secret stolen from an earlier boot opens
+   *   nothing now. The drivers change it in place (tgt's account, LIO's ACL attribute), so
+   *   a session logged in with the old one stays up.
+   * - A reset-on-reboot machine gets a fresh overlay. The machine is in its firmware asking
+   *   for its script, so any session its initiator still has is the dead one of its
+   *   previous boot, and the target is removed under it.
    */
   prepareSanboot(machine: Machine, target: Target): Promise<Prepared> {
     return this.perMachine.run(machine.id, async () => {
       try {
-        if (machine.overlay_policy === "reset") await this.resetOverlays(target);
-        const spec = await this.applyTarget(machine, target);
+        const current = this.rotateChap(target);
+        if (machine.overlay_policy === "reset") await this.resetOverlays(current);
+        const spec = await this.applyTarget(machine, current);
         if (!spec)
           return {
             ok: false,
             reason: this.d.store.targets.get(target.id)?.status_reason ?? "failed",
           };
-        return { ok: true, data: this.sanbootData(machine, target, spec) };
+        return { ok: true, data: this.sanbootData(machine, current, spec) };
       } catch (err) {
         const reason = errorText(err);
         this.markError(machine.id, target.id, reason);
@@ -248,6 +257,17 @@ export class Reconciler {
     const path = this.d.imagePath(imageId);
     if (!path) throw new Error(`${what} ${imageId} has no ready version`);
     return path;
+  }
+
+  /** New CHAP secrets for this boot, in the store first: a restart applies what the store holds. */
+  private rotateChap(target: Target): Target {
+    const patch: Partial<Target> = { chap_password: chapSecret() };
+    if (target.mutual_chap_username && target.mutual_chap_password) {
+      patch.mutual_chap_password = chapSecret();
+    }
+    const updated = this.d.store.targets.update(target.id, patch) ?? { ...target, ...patch };
+    this.d.log.info({ iqn: target.iqn }, "CHAP secret rotated for a new boot");
+    return updated;
   }
 
   private async resetOverlays(target: Target): Promise<void> {

@@ -7,18 +7,20 @@ import { type Context, Hono } from "hono";
 import type { Logger } from "pino";
 import type { Store } from "../store/index.js";
 import type { Machine } from "../store/machines.js";
-import type { BootChoice } from "./boot-plan.js";
+import { type BootChoice, type BootPlan, planBoot } from "./boot-plan.js";
 import { type BootScriptDeps, scriptFor } from "./boot-script.js";
-import type { ClientAddresses } from "./client-addresses.js";
 import { createLogLimiter } from "./log-limiter.js";
-import { verifyBootToken } from "./script/token.js";
+import { checkPeer, type PeerBindingDeps } from "./peer-binding.js";
+import { type UsedTokens, verifyBootToken } from "./script/token.js";
 
 export interface BootRoutesDeps extends BootScriptDeps {
   store: Store;
   log: Logger;
   bootKey: Uint8Array;
-  /** Where the proxy-DHCP saw each MAC. */
-  addresses: ClientAddresses;
+  /** Who the fetching peer is: the neighbour table, and the subnets allowed routed boot. */
+  peers: PeerBindingDeps;
+  /** Tokens that already served a secret-carrying script. */
+  usedTokens: UsedTokens;
   /** iPXE binaries by name, for UEFI HTTP boot clients. */
   ipxeBinaries: Readonly<Record<string, string>>;
   imagesDir: string;
@@ -31,10 +33,14 @@ const KERNEL_FILES = new Set(["vmlinuz", "initrd.img"]);
 
 /**
  * The HTTP side of netboot, under /boot:
- * - `GET /boot/:mac/:token`: the machine's iPXE script. The URL came from the proxy-DHCP
- *   in answer to that very client; the token binds it to the MAC (and, from port 4011,
- *   to the client's address), and the request must come from the address the proxy saw
- *   that MAC use. A script can carry a CHAP secret: another host on the LAN gets 403.
+ * - `GET /boot/:mac/:token`: the machine's iPXE script. The token proves the URL was
+ *   issued by this server for that MAC and is fresh. A script with anything of the
+ *   machine's own in it (see bindingOf) is served only to the machine itself: the peer's
+ *   MAC in the kernel's neighbour table is the MAC in the path (or, behind a router, the
+ *   machine's fixed address in a subnet allowed routed boot); another host gets 403. A
+ *   secret-carrying script is served once per URL. Only then is a sanboot prepared: its
+ *   CHAP secret rotated and a reset-on-reboot disk reset, so neither happens for a
+ *   packet that merely names the machine.
  * - `GET /boot/ipxe/:name`: iPXE binaries for UEFI HTTP boot clients.
  * - `GET /boot/files/:image/:name`: kernel and initrd of a kernel image.
  * Every answer has a Content-Length: iPXE is far slower without one.
@@ -74,21 +80,24 @@ export function bootRoutes(deps: BootRoutesDeps) {
     const ip = clientIp(c);
     if (!/^[0-9a-f]{12}$/.test(macHex)) return c.text("not found\n", 404);
     const mac = macHex.match(/../g)!.join(":");
-    const verdict = verifyBootToken(deps.bootKey, c.req.param("token"), {
-      mac,
-      ip,
-      now: Date.now(),
-    });
+    const token = c.req.param("token");
+    const verdict = verifyBootToken(deps.bootKey, token, { mac, now: Date.now() });
     if (!verdict.ok) return refuse(c, mac, ip, `token ${verdict.reason}`);
-    const seen = deps.addresses.get(mac);
-    if (seen !== undefined && seen !== ip) return refuse(c, mac, ip, `expected from ${seen}`);
-    if (seen === undefined) deps.addresses.record(mac, ip);
 
     const choice: BootChoice = {};
     const target = c.req.query("target");
     if (target !== undefined && /^\d{1,9}$/.test(target)) choice.targetId = Number(target);
     if (c.req.query("local") === "1") choice.local = true;
     const machine = deps.store.machines.getByMac(mac);
+    const binding = bindingOf(planBoot(machine, choice));
+    if (binding !== "anyone") {
+      const peer = await checkPeer(deps.peers, mac, ip, machine);
+      if (!peer.ok) return refuse(c, mac, ip, peer.reason);
+      // Marked before the script is made: two fetches racing with one URL get one script.
+      if (binding === "machine-once" && !deps.usedTokens.use(token, verdict.expiresAt)) {
+        return refuse(c, mac, ip, "this script URL was already used");
+      }
+    }
     const rendered = await scriptFor(deps, mac, machine, choice);
     deps.onScriptServed?.(machine, ip, rendered.kind);
     deps.log.info({ mac, from: ip, kind: rendered.kind }, "boot script served");
@@ -98,6 +107,26 @@ export function bootRoutes(deps: BootRoutesDeps) {
     });
   });
   return app;
+}
+
+/**
+ * Who may fetch the script a plan leads to:
+ * - anyone: the discovery loop and "boot locally" hold nothing of the machine's own;
+ * - the machine: its menu (target names, fresh URLs of its own), re-fetchable;
+ * - the machine, once per URL: a sanboot script (the CHAP secret; preparing it rotates
+ *   that secret and may reset the disk), a kernel command line or an admin's custom
+ *   script (either may hold credentials).
+ */
+export function bindingOf(plan: BootPlan): "anyone" | "machine" | "machine-once" {
+  switch (plan.boot) {
+    case "discovery":
+    case "local":
+      return "anyone";
+    case "menu":
+      return "machine";
+    default:
+      return "machine-once";
+  }
 }
 
 function clientIp(c: Context): string {

@@ -9,8 +9,10 @@ import { renderScript, type ScriptTemplates } from "./script/render.js";
 
 /**
  * Prepares a machine's iSCSI boot: makes sure its overlay and target exist (the
- * reconciler), then says how to reach them. Supplied by the iSCSI module; without it a
- * sanboot machine is told that its disk is not ready.
+ * reconciler), with a CHAP secret new for this boot and, for a reset-on-reboot machine, a
+ * fresh disk; then says how to reach them. Called only for a verified boot (boot-routes.ts
+ * checked the peer and the URL first). Supplied by the iSCSI module; without it a sanboot
+ * machine is told that its disk is not ready.
  */
 export type SanbootPreparer = (
   machine: Machine,

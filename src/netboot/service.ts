@@ -7,7 +7,6 @@ import type { BootfleetMetrics } from "../metrics/bootfleet.js";
 import type { Store } from "../store/index.js";
 import { bootRoutes } from "./boot-routes.js";
 import type { SanbootPreparer } from "./boot-script.js";
-import { ClientAddresses } from "./client-addresses.js";
 import type { BootFiles } from "./dhcp/proxy.js";
 import {
   type ProxyDhcpServer,
@@ -16,8 +15,9 @@ import {
 } from "./dhcp/server.js";
 import { dhcpPolicy } from "./dhcp-policy.js";
 import { Discovery } from "./discovery.js";
+import { parseSubnet } from "./peer-binding.js";
 import { loadTemplates } from "./script/render.js";
-import { DEFAULT_BOOT_TOKEN_LIFETIME_MS, issueBootToken } from "./script/token.js";
+import { DEFAULT_BOOT_TOKEN_LIFETIME_MS, issueBootToken, UsedTokens } from "./script/token.js";
 import type { NetbootSettings } from "./settings.js";
 import { createTftpServer, type TftpServer } from "./tftp/server.js";
 import { BootTimeline } from "./timeline.js";
@@ -28,7 +28,7 @@ export interface NetbootDeps {
   log: Logger;
   bootKey: Uint8Array;
   /** The MAC behind a client address, from the host's neighbour table. */
-  macForIp(ip: string): string | undefined;
+  macForIp(ip: string): Promise<string | undefined>;
   sanboot?: SanbootPreparer;
   /** Counters and phase durations for /metrics. */
   metrics?: BootfleetMetrics;
@@ -53,7 +53,6 @@ export interface Netboot {
  */
 export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
   const { settings: s, store, log } = deps;
-  const addresses = new ClientAddresses();
   const timeline = new BootTimeline({
     store,
     log,
@@ -67,11 +66,12 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
     log,
     templates: await loadTemplates(s.templatesDir),
     bootKey: deps.bootKey,
-    addresses,
+    peers: { macForIp: deps.macForIp, routedSubnets: s.routedSubnets.map(parseSubnet) },
+    usedTokens: new UsedTokens(),
     ipxeBinaries,
     imagesDir: s.imagesDir,
     ...(deps.sanboot ? { sanboot: deps.sanboot } : {}),
-    scriptUrl: (mac, query) => urls.script(s.serverAddress, mac, addresses.get(mac), query),
+    scriptUrl: (mac, query) => urls.script(s.serverAddress, mac, query),
     fileUrl: (imageId, name) => `${urls.base(s.serverAddress)}/boot/files/${imageId}/${name}`,
     kernelCmdline: (image) => {
       const path = join(s.imagesDir, image.filename, "cmdline.txt");
@@ -80,10 +80,9 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
     onScriptServed: (machine, clientIp, kind) => timeline.scriptServed(machine, clientIp, kind),
   });
   const policy = dhcpPolicy({
-    addresses,
     discovery: new Discovery({ store, log, ...(deps.bus ? { bus: deps.bus } : {}) }),
     timeline,
-    scriptUrl: (serverAddress, mac) => urls.script(serverAddress, mac, addresses.get(mac)),
+    scriptUrl: (serverAddress, mac) => urls.script(serverAddress, mac),
     chainloadNicIpxe: s.dhcp.chainloadNicIpxe,
   });
 
@@ -122,7 +121,11 @@ async function startTftp(
     port: s.tftp.port,
     maxTransfers: s.tftp.maxTransfers,
     log,
-    onTransfer: (e) => timeline.transferred(e),
+    onTransfer: (e) => {
+      timeline
+        .transferred(e)
+        .catch((err: unknown) => log.warn({ err }, "TFTP transfer not recorded on the timeline"));
+    },
   });
   const bound = await tftp.listen().catch((err: Error) => {
     throw new Error(`TFTP cannot listen on port ${s.tftp.port}: ${err.message}`);
@@ -176,18 +179,14 @@ function bootFiles(s: NetbootSettings): BootFiles {
   };
 }
 
-/** URLs on this server's HTTP port; a script URL carries a fresh token bound to the MAC (and address). */
+/** URLs on this server's HTTP port; a script URL carries a fresh token bound to the MAC. */
 function bootUrls(s: NetbootSettings, bootKey: Uint8Array) {
   const base = (serverAddress: string) => `http://${serverAddress}:${s.httpPort()}`;
-  const token = (mac: string, ip?: string) =>
-    issueBootToken(bootKey, {
-      mac,
-      ...(ip && ip !== "0.0.0.0" ? { ip } : {}),
-      expiresAt: Date.now() + DEFAULT_BOOT_TOKEN_LIFETIME_MS,
-    });
+  const token = (mac: string) =>
+    issueBootToken(bootKey, { mac, expiresAt: Date.now() + DEFAULT_BOOT_TOKEN_LIFETIME_MS });
   return {
     base,
-    script: (serverAddress: string, mac: string, ip?: string, query?: string) =>
-      `${base(serverAddress)}/boot/${mac.replace(/:/g, "")}/${token(mac, ip)}${query ? `?${query}` : ""}`,
+    script: (serverAddress: string, mac: string, query?: string) =>
+      `${base(serverAddress)}/boot/${mac.replace(/:/g, "")}/${token(mac)}${query ? `?${query}` : ""}`,
   };
 }

@@ -23,6 +23,11 @@ export interface NetbootSettings {
     /** Read at each reply, so a reload can change it live. */
     replyDelayMs: () => number;
   };
+  /**
+   * Subnets ("10.20.0.0/24") whose clients may boot through a DHCP relay: a routed client
+   * gets a machine's script only at the machine's fixed address (peer-binding.ts).
+   */
+  routedSubnets: string[];
   /** The HTTP port the daemon listens on, known once it is bound. */
   httpPort: () => number;
 }

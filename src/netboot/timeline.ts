@@ -14,7 +14,7 @@ export interface BootTimelineDeps {
    * The MAC behind a client address (the kernel's neighbour table): a TFTP transfer
    * carries only the client's address.
    */
-  macForIp(ip: string): string | undefined;
+  macForIp(ip: string): Promise<string | undefined>;
 }
 
 /**
@@ -54,12 +54,15 @@ export class BootTimeline {
     });
   }
 
-  /** A TFTP transfer ended (a size probe is not a phase). */
-  transferred(e: TftpTransferEvent): void {
+  /**
+   * A TFTP transfer ended (a size probe is not a phase). Resolves once it is recorded;
+   * the MAC lookup is asynchronous, so the TFTP loop never waits on it.
+   */
+  async transferred(e: TftpTransferEvent): Promise<void> {
     if (e.sizeProbe) return;
     const { store, metrics, log } = this.deps;
     metrics?.tftpTransfer(e.ok ? "ok" : e.errorCode === 8 ? "aborted" : "error", e.bytes);
-    const mac = this.deps.macForIp(e.clientAddress);
+    const mac = await this.deps.macForIp(e.clientAddress);
     const machine = mac ? store.machines.getByMac(mac) : undefined;
     log.info(
       {

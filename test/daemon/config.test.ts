@@ -143,6 +143,14 @@ t.test("an invalid value names the key, the value and what was expected", async 
       { BOOTFLEET_NETBOOT_INTERFACES: "br0,bad name;rm" },
       [/\[netboot\] interfaces/, /interface name/],
     ],
+    [
+      { BOOTFLEET_NETBOOT_ROUTED_SUBNETS: "10.20.0.0/24,10.30.0.0" },
+      [/\[netboot\] routed_subnets/, /"10\.30\.0\.0"/, /IPv4 subnet such as "10\.20\.0\.0\/24"/],
+    ],
+    [
+      { BOOTFLEET_NETBOOT_ROUTED_SUBNETS: "10.20.0.7/24" },
+      [/\[netboot\] routed_subnets/, /host bits zero/],
+    ],
   ];
   for (const [env, patterns] of cases) {
     const msg = loadError(() => load(env));

@@ -225,11 +225,12 @@ t.test("BIOS PCs sanboot their own overlays of one golden image", { skip }, asyn
   t.match(b2.serial(), /DISKLESS-BOOT-OK FRESH/, "reset-on-reboot B got a fresh overlay");
   b2.kill();
 
-  // With A's own name and password the same tool does log in: the refusals above were
-  // the ACL and CHAP at work, not a network problem.
-  t.equal(
-    inq("user-a", ids.a!.pass, ids.a!.iqn, ids.a!.init),
-    "logged in",
-    "A's own credentials work",
-  );
+  // With A's own name and current password (each boot makes a new one) the same tool does
+  // log in: the refusals above were the ACL and CHAP at work, not a network problem.
+  const now = Store.open({ path: join(data, "bootfleet.db"), busyTimeoutMs: 1000, readonly: true });
+  const current = now.targets.get(ids.a!.target)!.chap_password;
+  now.close();
+  t.not(current, ids.a!.pass, "A's secret changed with its boots");
+  t.equal(inq("user-a", ids.a!.pass, ids.a!.iqn, ids.a!.init), "refused", "the first one is dead");
+  t.equal(inq("user-a", current, ids.a!.iqn, ids.a!.init), "logged in", "A's own credentials work");
 });

@@ -97,9 +97,10 @@ export class TestLan {
 
   /**
    * Another host on a bridge: a namespace of its own joined by a veth pair, with the
-   * given address. Returns its namespace name, for execIn.
+   * given address (and MAC, when given: a host that plays a machine without firmware).
+   * Returns its namespace name, for execIn.
    */
-  addHost(bridge: string, address: string): string {
+  addHost(bridge: string, address: string, mac?: string): string {
     const host = `${this.ns}-h${this.hosts++}`;
     const outer = `vh${this.hosts}${process.pid % 10000}`;
     execFileSync("ip", ["netns", "add", host]);
@@ -109,6 +110,7 @@ export class TestLan {
     this.exec("ip", ["link", "set", outer, "up"]);
     for (const args of [
       ["link", "set", "lo", "up"],
+      ...(mac ? [["link", "set", "eth0", "address", mac]] : []),
       ["addr", "add", `${address}/24`, "dev", "eth0"],
       ["link", "set", "eth0", "up"],
     ]) {

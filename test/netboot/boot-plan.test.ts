@@ -6,7 +6,6 @@ import { serve } from "@hono/node-server";
 import pino from "pino";
 import t from "tap";
 import { bootRoutes } from "../../src/netboot/boot-routes.js";
-import { ClientAddresses } from "../../src/netboot/client-addresses.js";
 import { type ClientInfo, classifyClient } from "../../src/netboot/dhcp/client.js";
 import { decodeDhcp } from "../../src/netboot/dhcp/packet.js";
 import { evaluateProxy } from "../../src/netboot/dhcp/proxy.js";
@@ -14,7 +13,7 @@ import type { ProxyRequestInfo } from "../../src/netboot/dhcp/server.js";
 import { dhcpPolicy } from "../../src/netboot/dhcp-policy.js";
 import { Discovery } from "../../src/netboot/discovery.js";
 import { loadTemplates } from "../../src/netboot/script/render.js";
-import { issueBootToken } from "../../src/netboot/script/token.js";
+import { issueBootToken, UsedTokens } from "../../src/netboot/script/token.js";
 import { BootTimeline } from "../../src/netboot/timeline.js";
 import { Store } from "../../src/store/index.js";
 import type { BootAction, Machine, MachineStatus } from "../../src/store/machines.js";
@@ -130,9 +129,8 @@ function discover(mac: string, ipxe: boolean): ClientInfo & { mac: string } {
 
 t.test("the DHCP decision follows the boot plan for every machine state", async (t) => {
   const { store, macs } = fixture(t);
-  const timeline = new BootTimeline({ store, log, macForIp: () => undefined });
+  const timeline = new BootTimeline({ store, log, macForIp: async () => undefined });
   const policy = dhcpPolicy({
-    addresses: new ClientAddresses(),
     discovery: new Discovery({ store, log }),
     timeline,
     scriptUrl: (server, mac) => `http://${server}/boot/${mac}/token`,
@@ -187,6 +185,7 @@ async function httpServer(t: Teardown, store: Store) {
   const bootKey = new Uint8Array(32).fill(7);
   const served: string[] = [];
   let port = 0;
+  let peerMac: string | undefined;
   const url = (mac: string, query?: string) =>
     `http://127.0.0.1:${port}/boot/${mac.replace(/:/g, "")}/${issueBootToken(bootKey, {
       mac,
@@ -197,7 +196,10 @@ async function httpServer(t: Teardown, store: Store) {
     log,
     templates: await loadTemplates(IPXE_DIR),
     bootKey,
-    addresses: new ClientAddresses(),
+    // The loopback peer stands for the machine whose script is asked for (the neighbour
+    // check itself is proven in test/attack/binding.test.ts).
+    peers: { macForIp: async () => peerMac, routedSubnets: [] },
+    usedTokens: new UsedTokens(),
     ipxeBinaries: {},
     imagesDir: "/nonexistent",
     scriptUrl: url,
@@ -224,12 +226,19 @@ async function httpServer(t: Teardown, store: Store) {
   /** GET the machine's script; resolves with the kind the route reports and the text. */
   const get = async (mac: string, query?: string) => {
     const before = served.length;
+    peerMac = mac;
     const res = await fetch(url(mac, query));
     const text = await res.text();
     if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${text}`);
     return { kind: served.slice(before).join(","), text };
   };
-  return { get };
+  /** GET a URL as a peer the neighbour table knows as `peer` (undefined: no entry). */
+  const raw = async (u: string, peer: string | undefined) => {
+    peerMac = peer;
+    const res = await fetch(u);
+    return { status: res.status, text: await res.text() };
+  };
+  return { get, url, raw };
 }
 
 t.test("the HTTP script follows the boot plan for every machine state", async (t) => {
@@ -240,6 +249,24 @@ t.test("the HTTP script follows the boot plan for every machine state", async (t
     t.equal(kind, c.http, `${c.name}: ${c.http} script`);
     if (c.http === "local") t.match(text, /booting from the local disk/, `${c.name}: local text`);
   }
+});
+
+t.test("who may fetch each script, and how often", async (t) => {
+  const { store, macs } = fixture(t);
+  const { url, raw } = await httpServer(t, store);
+  const stranger = "52:54:00:66:66:66";
+  for (const c of CASES) {
+    const mac = macs.get(c.name)!;
+    const open = c.http === "discovery" || c.http === "local";
+    const once = c.http === "sanboot" || c.http === "custom" || c.http === "kernel";
+    const u = url(mac);
+    t.equal((await raw(u, stranger)).status, open ? 200 : 403, `${c.name}: another host`);
+    t.equal((await raw(u, undefined)).status, open ? 200 : 403, `${c.name}: no neighbour entry`);
+    t.equal((await raw(u, mac)).status, 200, `${c.name}: the machine itself`);
+    t.equal((await raw(u, mac)).status, once ? 403 : 200, `${c.name}: the same URL again`);
+  }
+  const refused = await raw(url(macs.get("active, sanboot")!), stranger);
+  t.notMatch(refused.text, /password|secret-secret/, "a refusal carries no secret");
 });
 
 t.test("a machine put in maintenance while in the discovery loop boots locally", async (t) => {

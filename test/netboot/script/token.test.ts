@@ -3,6 +3,7 @@ import t from "tap";
 import {
   DEFAULT_BOOT_TOKEN_LIFETIME_MS,
   issueBootToken,
+  UsedTokens,
   verifyBootToken,
 } from "../../../src/netboot/script/token.js";
 
@@ -14,7 +15,7 @@ const mac = "52:54:00:12:34:56";
 t.test("a token verifies for the client it was issued to, until it expires", async (t) => {
   const token = issueBootToken(key, { mac, expiresAt });
   t.match(token, /^[A-Za-z0-9_-]+$/, "URL-safe without escaping");
-  t.equal(token.length, 36);
+  t.equal(token.length, 44);
   t.same(verifyBootToken(key, token, { mac, now }), { ok: true, expiresAt });
   t.same(
     verifyBootToken(key, token, { mac: "52-54-00-12-34-56", now }),
@@ -30,7 +31,7 @@ t.test("a token verifies for the client it was issued to, until it expires", asy
   t.equal(DEFAULT_BOOT_TOKEN_LIFETIME_MS, 300_000, "five minutes by default");
 });
 
-t.test("the token is bound to the MAC and, when given, the IP", async (t) => {
+t.test("the token is bound to the MAC, and never issued twice", async (t) => {
   const token = issueBootToken(key, { mac, expiresAt });
   t.same(verifyBootToken(key, token, { mac: "52:54:00:12:34:57", now }), {
     ok: false,
@@ -40,42 +41,33 @@ t.test("the token is bound to the MAC and, when given, the IP", async (t) => {
     ok: false,
     reason: "wrong-mac",
   });
-  t.same(
-    verifyBootToken(key, token, { mac, ip: "10.0.0.9", now }),
-    { ok: true, expiresAt },
-    "IP not bound",
-  );
+  const again = issueBootToken(key, { mac, expiresAt });
+  t.not(again, token, "same claims, another token (a nonce)");
+  t.same(verifyBootToken(key, again, { mac, now }), { ok: true, expiresAt });
+});
 
-  const bound = issueBootToken(key, { mac, ip: "10.99.0.51", expiresAt });
-  t.equal(bound.length, 42);
-  t.same(verifyBootToken(key, bound, { mac, ip: "10.99.0.51", now }), { ok: true, expiresAt });
-  t.same(verifyBootToken(key, bound, { mac, ip: "10.99.0.52", now }), {
-    ok: false,
-    reason: "wrong-ip",
-  });
-  t.same(
-    verifyBootToken(key, bound, { mac, now }),
-    { ok: false, reason: "wrong-ip" },
-    "IP missing",
-  );
-  t.same(verifyBootToken(key, bound, { mac: "52:54:00:12:34:57", ip: "10.99.0.51", now }), {
-    ok: false,
-    reason: "wrong-mac",
-  });
+t.test("a used token is refused until it expires; the set stays bounded", async (t) => {
+  let clock = now;
+  const used = new UsedTokens(3, () => clock);
+  t.equal(used.use("a", now + 1000), true, "first use");
+  t.equal(used.use("a", now + 1000), false, "second use refused");
+  t.equal(used.use("b", now + 2000), true);
+  t.equal(used.use("c", now + 3000), true);
+  t.equal(used.use("d", now + 4000), true, "full: the one closest to expiry makes room");
+  t.equal(used.use("d", now + 4000), false);
+  clock = now + 5000;
+  t.equal(used.use("d", now + 4000), true, "an expired entry no longer counts");
 });
 
 t.test("every altered character is caught", async (t) => {
   const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  for (const token of [
-    issueBootToken(key, { mac, expiresAt }),
-    issueBootToken(key, { mac, ip: "10.99.0.51", expiresAt }),
-  ]) {
+  for (const token of [issueBootToken(key, { mac, expiresAt })]) {
     let caught = 0;
     for (let i = 0; i < token.length; i++) {
       for (const c of alphabet) {
         if (c === token[i]) continue;
         const altered = token.slice(0, i) + c + token.slice(i + 1);
-        const r = verifyBootToken(key, altered, { mac, ip: "10.99.0.51", now });
+        const r = verifyBootToken(key, altered, { mac, now });
         if (!r.ok && (r.reason === "tampered" || r.reason === "malformed")) caught++;
       }
     }
@@ -118,8 +110,8 @@ t.test("malformed tokens", async (t) => {
     `${token}=`,
     `${token}A`,
     token.slice(1),
-    "!".repeat(36),
-    `${token.slice(0, 35)}+`,
+    "!".repeat(44),
+    `${token.slice(0, 43)}+`,
   ]) {
     t.same(
       verifyBootToken(key, bad, { mac, now }),
@@ -134,8 +126,10 @@ t.test("malformed tokens", async (t) => {
     { ok: false, reason: "malformed" },
     "version",
   );
-  // 42 characters carry 31.5 bytes: the spare low bits of the last one must be zero.
-  const bound = issueBootToken(key, { mac, ip: "10.0.0.1", expiresAt });
+  // 44 characters carry 33 bytes exactly; a 36-character token of the old layout is malformed.
+  t.same(verifyBootToken(key, "A".repeat(36), { mac, now }), { ok: false, reason: "malformed" });
+  // Cut to 43 characters (32.25 bytes): the spare low bits of the last one must be zero.
+  const bound = token.slice(0, 43);
   const last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   const idx = last.indexOf(bound.at(-1) as string);
   const sibling = bound.slice(0, -1) + last[idx ^ 1];
@@ -144,24 +138,24 @@ t.test("malformed tokens", async (t) => {
     Buffer.from(bound, "base64url"),
     "decodes to the same bytes",
   );
-  t.same(verifyBootToken(key, sibling, { mac, ip: "10.0.0.1", now }), {
+  t.same(verifyBootToken(key, sibling, { mac, now }), {
     ok: false,
     reason: "malformed",
   });
 });
 
 t.test("the tag is HMAC-SHA256 over the claims, truncated to 128 bits", async (t) => {
-  const token = issueBootToken(key, { mac, ip: "10.99.0.51", expiresAt });
+  const token = issueBootToken(key, { mac, expiresAt });
   const raw = Buffer.from(token, "base64url");
-  const body = raw.subarray(0, 15);
+  const body = raw.subarray(0, 17);
+  t.equal(body[0], 3, "version");
   t.equal(body.readUInt32BE(1), expiresAt / 1000, "expiry in seconds");
   t.same([...body.subarray(5, 11)], [0x52, 0x54, 0x00, 0x12, 0x34, 0x56], "MAC bytes");
-  t.same([...body.subarray(11, 15)], [10, 99, 0, 51], "IPv4 bytes");
   const full = createHmac("sha256", key)
     .update("bootfleet boot-script token\0")
     .update(body)
     .digest();
-  t.same(raw.subarray(15), full.subarray(0, 16));
+  t.same(raw.subarray(17), full.subarray(0, 16));
 });
 
 t.test("issuing refuses bad input", async (t) => {
@@ -170,11 +164,6 @@ t.test("issuing refuses bad input", async (t) => {
     () => issueBootToken(key, { mac: "x", expiresAt }),
     { name: "ScriptValueError", message: /mac/ },
     "bad MAC",
-  );
-  t.throws(
-    () => issueBootToken(key, { mac, ip: "10.0.0", expiresAt }),
-    { name: "ScriptValueError", message: /ip/ },
-    "bad IP",
   );
   t.throws(() => issueBootToken(key, { mac, expiresAt: Number.NaN }), RangeError);
   t.throws(() => issueBootToken(key, { mac, expiresAt: 2 ** 33 * 1000 }), RangeError);
