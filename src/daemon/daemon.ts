@@ -203,7 +203,7 @@ export class Daemon {
         this.log.warn({ err: errorText(err), event: e.type }, "event listener failed"),
     });
     this.bus = bus;
-    const metrics = new BootfleetMetrics();
+    const metrics = new BootfleetMetrics({ processMetrics: true });
     this.metrics = metrics;
     connectMetrics({ metrics, bus, store });
     const jobs = new JobRunner({ store, log: this.log, bus });
