@@ -27,6 +27,7 @@ import { VERSION } from "../version.js";
 import { changedKeys, LIVE_KEYS } from "./config-diff.js";
 import { type RunningHttpServer, startHttpServer } from "./http-server.js";
 import { iscsiSettings } from "./iscsi-settings.js";
+import { type RunningLocalSocket, startLocalSocket } from "./local-socket.js";
 import { netbootSettings } from "./netboot-settings.js";
 import type { Notifier } from "./sdnotify.js";
 
@@ -39,6 +40,7 @@ export class Daemon {
   private state: DaemonState = "starting";
   private store: Store | undefined;
   private http: RunningHttpServer | undefined;
+  private localSocket: RunningLocalSocket | undefined;
   private netboot: Netboot | undefined;
   private iscsi: Iscsi | undefined;
   private iscsiProblem: string | undefined;
@@ -132,6 +134,11 @@ export class Daemon {
       { address: this.http.address.address, port: this.http.address.port },
       "HTTP listening",
     );
+    this.localSocket = await startLocalSocket({
+      fetch: app.fetch,
+      path: c.http.socket,
+      log: this.log,
+    });
     await this.netboot.start();
 
     this.state = "ready";
@@ -184,6 +191,7 @@ export class Daemon {
     await this.netboot?.close();
     this.iscsi?.close();
     await this.http?.close(this.config.shutdown.drain_timeout_ms);
+    await this.localSocket?.close();
     // Running jobs are cancelled and awaited while the store can still record how they ended.
     await this.jobs?.stop(this.config.shutdown.drain_timeout_ms);
     this.store?.close();
