@@ -9,6 +9,17 @@ import { detectPrivileges } from "../host/privileges.js";
 import { Store, StoreError } from "../store/index.js";
 import { ROLES, type Role } from "../store/users.js";
 import { VERSION } from "../version.js";
+import { UnreachableError } from "./client.js";
+import {
+  alerts,
+  images,
+  machines,
+  type OpsContext,
+  OpsUsageError,
+  power,
+  status,
+  watchJob,
+} from "./ops.js";
 import { readPassword } from "./password-input.js";
 
 const USAGE = `Usage: bootfleet <command> [options]
@@ -20,13 +31,25 @@ const USAGE = `Usage: bootfleet <command> [options]
                                         on a terminal)
   user list                             list users
 
-  --config PATH     the daemon's configuration file (default /etc/bootfleet/bootfleetd.toml)
+  status                                the daemon's health (exit 1 unless healthy)
+  machines list | show ID               the machines, or one machine
+  images list | versions ID             the image library, or one image's versions
+  power on|off MACHINE                  power one machine on or off
+  power on|off --location ROOM          every machine of a location (a bulk job)
+  alerts                                open alerts
+  jobs watch ID                         follow a job to its end (exit 1 if it failed)
 
-The command opens the daemon's database (data_dir of the configuration).`;
+  --config PATH     the daemon's configuration file (default /etc/bootfleet/bootfleetd.toml)
+  --socket PATH     the daemon's local API socket (default: [http] socket of the configuration)
+  --json            JSON output, for scripts
+
+"user" opens the daemon's database (data_dir of the configuration); the other commands
+talk to the running daemon over its local socket, which only root or the bootfleet group
+can open. Exit codes: 0 done, 1 refused or failed, 2 usage, 3 daemon not reachable.`;
 
 export interface CliIo {
   stdin: NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown };
-  stdout: NodeJS.WritableStream;
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
   stderr: NodeJS.WritableStream;
 }
 
@@ -62,8 +85,72 @@ export async function main(
       throw err;
     }
   }
+  if (Object.hasOwn(OPS, command)) {
+    try {
+      return await ops(command, rest, env, io);
+    } catch (err) {
+      if (err instanceof UsageError || err instanceof OpsUsageError || err instanceof ConfigError) {
+        io.stderr.write(`bootfleet: ${err.message}\n`);
+        return err instanceof ConfigError ? 1 : 2;
+      }
+      if (err instanceof UnreachableError) {
+        io.stderr.write(`bootfleet: ${err.message}\n`);
+        return 3;
+      }
+      throw err;
+    }
+  }
   io.stderr.write(`bootfleet: unknown command "${command}"\n${USAGE}\n`);
   return 2;
+}
+
+const OPS: Record<string, (ctx: OpsContext, args: string[], location?: string) => Promise<number>> =
+  {
+    status: (ctx) => status(ctx),
+    machines,
+    images,
+    power,
+    alerts: (ctx) => alerts(ctx),
+    jobs: watchJob,
+  };
+
+async function ops(
+  command: string,
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  io: CliIo,
+): Promise<number> {
+  let parsed: ReturnType<typeof parseOps>;
+  try {
+    parsed = parseOps(argv);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.location !== undefined && command !== "power") {
+    throw new UsageError("--location goes with power only");
+  }
+  let socket = values.socket;
+  if (socket === undefined) {
+    const { config } = loadConfig({ path: values.config, env, privileges: detectPrivileges() });
+    socket = config.http.socket;
+  }
+  const ctx: OpsContext = { socket, json: values.json, io };
+  return OPS[command]!(ctx, positionals, values.location);
+}
+
+function parseOps(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      config: { type: "string" },
+      socket: { type: "string" },
+      json: { type: "boolean", default: false },
+      location: { type: "string" },
+    },
+  });
 }
 
 class UsageError extends Error {}
