@@ -155,7 +155,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
     images_dir: "",
     http: {
       listen: low ? ":80" : ":8080",
-      socket: privileges.isRoot ? "/run/bootfleet/api.sock" : "",
+      socket: "",
     },
     images: { upload_max_bytes: 200 * 1024 ** 3 },
     storage: { reserve_percent: 5 },
@@ -262,7 +262,10 @@ function complete(
   c.data_dir = abs(c.data_dir);
   c.images_dir = abs(c.images_dir || join(c.data_dir, "images"));
   c.tftp.root = abs(c.tftp.root || join(c.data_dir, "tftp"));
-  c.http.socket = abs(c.http.socket || join(c.data_dir, "api.sock"));
+  c.http.socket = abs(
+    c.http.socket ||
+      (opts.privileges.isRoot ? "/run/bootfleet/api.sock" : join(c.data_dir, "api.sock")),
+  );
   c.iscsi.overlays_dir = abs(c.iscsi.overlays_dir || join(c.data_dir, "overlays"));
   if (!c.netboot.server_address && c.netboot.interfaces[0]) {
     c.netboot.server_address = detectAddress(c.netboot.interfaces[0]) ?? "";
