@@ -4,12 +4,13 @@ import pino from "pino";
 import { INITIAL_PASSWORD_FILE, retireInitialPassword } from "../api/auth/initial-admin.js";
 import { hashPassword } from "../api/auth/password.js";
 import { zEmail, zLabel, zPassword, zUsername } from "../api/validate.js";
-import { ConfigError, loadConfig } from "../config/config.js";
+import { ConfigError, loadConfig, parseListen } from "../config/config.js";
 import { detectPrivileges } from "../host/privileges.js";
 import { Store, StoreError } from "../store/index.js";
 import { ROLES, type Role } from "../store/users.js";
 import { VERSION } from "../version.js";
 import { UnreachableError } from "./client.js";
+import { type DoctorInputs, runDoctor } from "./doctor.js";
 import {
   alerts,
   images,
@@ -38,6 +39,8 @@ const USAGE = `Usage: bootfleet <command> [options]
   power on|off --location ROOM          every machine of a location (a bulk job)
   alerts                                open alerts
   jobs watch ID                         follow a job to its end (exit 1 if it failed)
+  doctor                                check what breaks a deployment, with the fix for each
+                                        (exit 1 when a check fails)
 
   --config PATH     the daemon's configuration file (default /etc/bootfleet/bootfleetd.toml)
   --socket PATH     the daemon's local API socket (default: [http] socket of the configuration)
@@ -79,6 +82,17 @@ export async function main(
       return await user(rest, env, io);
     } catch (err) {
       if (err instanceof UsageError || err instanceof ConfigError || err instanceof StoreError) {
+        io.stderr.write(`bootfleet: ${err.message}\n`);
+        return err instanceof UsageError ? 2 : 1;
+      }
+      throw err;
+    }
+  }
+  if (command === "doctor") {
+    try {
+      return await doctor(rest, env, io);
+    } catch (err) {
+      if (err instanceof UsageError || err instanceof ConfigError) {
         io.stderr.write(`bootfleet: ${err.message}\n`);
         return err instanceof UsageError ? 2 : 1;
       }
@@ -137,6 +151,42 @@ async function ops(
   }
   const ctx: OpsContext = { socket, json: values.json, io };
   return OPS[command]!(ctx, positionals, values.location);
+}
+
+async function doctor(argv: string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
+  let parsed: ReturnType<typeof parseOps>;
+  try {
+    parsed = parseOps(argv);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { config: c } = loadConfig({
+    path: parsed.values.config,
+    env,
+    privileges: detectPrivileges(),
+  });
+  const results = await runDoctor({
+    ports: [
+      { port: 67, proto: "udp", what: "DHCP" },
+      { port: 4011, proto: "udp", what: "proxy-DHCP" },
+      { port: c.tftp.port, proto: "udp", what: "TFTP" },
+      { port: parseListen(c.http.listen).port, proto: "tcp", what: "HTTP" },
+      { port: c.iscsi.portal_port, proto: "tcp", what: "iSCSI" },
+    ].filter((p) => p.port > 0) as DoctorInputs["ports"],
+    overlaysDir: c.iscsi.overlays_dir,
+    reservePercent: c.storage.reserve_percent,
+    ipxeFiles: [c.tftp.ipxe_bios, c.tftp.ipxe_efi_x64],
+    interfaces: c.netboot.interfaces,
+    iscsiDriver: c.iscsi.target_driver,
+  });
+  if (parsed.values.json) io.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  else {
+    for (const r of results) {
+      io.stdout.write(`${r.status.toUpperCase().padEnd(4)}  ${r.name}: ${r.detail}\n`);
+      if (r.fix && r.status !== "ok") io.stdout.write(`      fix: ${r.fix}\n`);
+    }
+  }
+  return results.some((r) => r.status === "fail") ? 1 : 0;
 }
 
 function parseOps(argv: string[]) {
