@@ -34,6 +34,7 @@ export interface DoctorInputs {
   /** Where /sys is (tests point it elsewhere). */
   sys?: string;
   iscsiDriver?: string;
+  overlayDriver?: string;
 }
 
 const ok = (name: string, detail: string): CheckResult => ({ name, status: "ok", detail });
@@ -151,7 +152,7 @@ export function checkLio(sys = "/sys"): CheckResult {
     name,
     status: "warn",
     detail: configfs ? "configfs mounted but target_core_mod not loaded" : "configfs not mounted",
-    fix: 'modprobe target_core_mod iscsi_target_mod (and mount -t configfs none /sys/kernel/config), or use the tgt driver ([iscsi] driver = "tgt")',
+    fix: 'modprobe target_core_mod iscsi_target_mod (and mount -t configfs none /sys/kernel/config), or use the tgt driver ([iscsi] target_driver = "tgt")',
   };
 }
 
@@ -166,6 +167,14 @@ export function checkLinkSpeed(ifname: string, sys = "/sys"): CheckResult {
       status: "warn",
       detail: "unknown (no speed in sysfs: virtual NIC or link down)",
       fix: "check the cable and `ethtool " + ifname + "`",
+    };
+  }
+  if (!(speed > 0)) {
+    return {
+      name,
+      status: "warn",
+      detail: `unknown (the driver reports ${speed}: a virtual NIC, or the link is down)`,
+      fix: `check the cable and \`ethtool ${ifname}\``,
     };
   }
   if (speed >= 10_000) return ok(name, `${speed} Mb/s`);
@@ -216,7 +225,7 @@ export async function runDoctor(inp: DoctorInputs): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
   if (inp.iscsiDriver !== "tgt") results.push(checkLio(inp.sys));
   for (const p of inp.ports) results.push(await checkPort(p));
-  results.push(checkReflink(inp.overlaysDir));
+  if (inp.overlayDriver !== "lvm-thin") results.push(checkReflink(inp.overlaysDir));
   results.push(await checkReserveSpace(inp.overlaysDir, inp.reservePercent));
   results.push(checkIpxe(inp.ipxeFiles));
   for (const i of inp.interfaces) results.push(checkLinkSpeed(i, inp.sys));

@@ -178,6 +178,7 @@ async function doctor(argv: string[], env: NodeJS.ProcessEnv, io: CliIo): Promis
     ipxeFiles: [c.tftp.ipxe_bios, c.tftp.ipxe_efi_x64],
     interfaces: c.netboot.interfaces,
     iscsiDriver: c.iscsi.target_driver,
+    overlayDriver: c.iscsi.overlay_driver,
   });
   if (parsed.values.json) io.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
   else {

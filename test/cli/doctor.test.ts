@@ -67,7 +67,7 @@ t.test(
 t.test("LIO, link speed and SSD read sysfs: a fake one where each fails", async (t) => {
   const sys = t.testdir({
     kernel: {},
-    class: { net: { eth9: { speed: "100" } } },
+    class: { net: { eth9: { speed: "100" }, veth9: { speed: "-1" } } },
   });
   const lio = checkLio(sys);
   t.equal(lio.status, "warn");
@@ -80,6 +80,11 @@ t.test("LIO, link speed and SSD read sysfs: a fake one where each fails", async 
   t.equal(slow.status, "fail");
   t.match(slow.detail, /100 Mb\/s/);
   t.equal(checkLinkSpeed("nosuch0", sys).status, "warn");
+  t.match(
+    checkLinkSpeed("veth9", sys).detail,
+    /unknown/,
+    "a virtual NIC's -1 is unknown, not slow",
+  );
 
   const ssd = checkSsd(sys, sys);
   t.equal(ssd.status, "warn", "no /sys/dev/block in the fake: cannot tell, says so");
