@@ -166,7 +166,7 @@ export function checkLinkSpeed(ifname: string, sys = "/sys"): CheckResult {
       name,
       status: "warn",
       detail: "unknown (no speed in sysfs: virtual NIC or link down)",
-      fix: "check the cable and `ethtool " + ifname + "`",
+      fix: `check the cable and \`ethtool ${ifname}\``,
     };
   }
   if (!(speed > 0)) {
