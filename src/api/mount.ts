@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import type { Store } from "../store/index.js";
 import type { TokenService } from "./auth/tokens.js";
 import { ApiError, errorBody } from "./errors.js";
+import { localAdmin } from "./local-socket.js";
 import type { RateLimiter } from "./ratelimit.js";
 import type { AuditNote, RouteDef } from "./route.js";
 import type { ApiEnv, AuthUser } from "./types.js";
@@ -61,7 +62,9 @@ async function handle(def: RouteDef, c: Context<ApiEnv>, m: MountContext): Promi
   try {
     let authError: ApiError | undefined;
     const header = c.req.header("authorization");
-    if (header !== undefined) {
+    user = localAdmin(c, m.store);
+    if (user) c.set("user", user);
+    else if (header !== undefined) {
       const match = /^Bearer[ \t]+([A-Za-z0-9._~+/=-]+)[ \t]*$/i.exec(header);
       if (!match) authError = new ApiError(401, "authentication_error", "expected a Bearer token");
       else {

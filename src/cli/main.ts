@@ -4,11 +4,23 @@ import pino from "pino";
 import { INITIAL_PASSWORD_FILE, retireInitialPassword } from "../api/auth/initial-admin.js";
 import { hashPassword } from "../api/auth/password.js";
 import { zEmail, zLabel, zPassword, zUsername } from "../api/validate.js";
-import { ConfigError, loadConfig } from "../config/config.js";
+import { ConfigError, loadConfig, parseListen } from "../config/config.js";
 import { detectPrivileges } from "../host/privileges.js";
 import { Store, StoreError } from "../store/index.js";
 import { ROLES, type Role } from "../store/users.js";
 import { VERSION } from "../version.js";
+import { UnreachableError } from "./client.js";
+import { type DoctorInputs, runDoctor } from "./doctor.js";
+import {
+  alerts,
+  images,
+  machines,
+  type OpsContext,
+  OpsUsageError,
+  power,
+  status,
+  watchJob,
+} from "./ops.js";
 import { readPassword } from "./password-input.js";
 
 const USAGE = `Usage: bootfleet <command> [options]
@@ -20,13 +32,27 @@ const USAGE = `Usage: bootfleet <command> [options]
                                         on a terminal)
   user list                             list users
 
-  --config PATH     the daemon's configuration file (default /etc/bootfleet/bootfleetd.toml)
+  status                                the daemon's health (exit 1 unless healthy)
+  machines list | show ID               the machines, or one machine
+  images list | versions ID             the image library, or one image's versions
+  power on|off MACHINE                  power one machine on or off
+  power on|off --location ROOM          every machine of a location (a bulk job)
+  alerts                                open alerts
+  jobs watch ID                         follow a job to its end (exit 1 if it failed)
+  doctor                                check what breaks a deployment, with the fix for each
+                                        (exit 1 when a check fails)
 
-The command opens the daemon's database (data_dir of the configuration).`;
+  --config PATH     the daemon's configuration file (default /etc/bootfleet/bootfleetd.toml)
+  --socket PATH     the daemon's local API socket (default: [http] socket of the configuration)
+  --json            JSON output, for scripts
+
+"user" opens the daemon's database (data_dir of the configuration); the other commands
+talk to the running daemon over its local socket, which only root or the bootfleet group
+can open. Exit codes: 0 done, 1 refused or failed, 2 usage, 3 daemon not reachable.`;
 
 export interface CliIo {
   stdin: NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown };
-  stdout: NodeJS.WritableStream;
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
   stderr: NodeJS.WritableStream;
 }
 
@@ -62,8 +88,120 @@ export async function main(
       throw err;
     }
   }
+  if (command === "doctor") {
+    try {
+      return await doctor(rest, env, io);
+    } catch (err) {
+      if (err instanceof UsageError || err instanceof ConfigError) {
+        io.stderr.write(`bootfleet: ${err.message}\n`);
+        return err instanceof UsageError ? 2 : 1;
+      }
+      throw err;
+    }
+  }
+  if (Object.hasOwn(OPS, command)) {
+    try {
+      return await ops(command, rest, env, io);
+    } catch (err) {
+      if (err instanceof UsageError || err instanceof OpsUsageError || err instanceof ConfigError) {
+        io.stderr.write(`bootfleet: ${err.message}\n`);
+        return err instanceof ConfigError ? 1 : 2;
+      }
+      if (err instanceof UnreachableError) {
+        io.stderr.write(`bootfleet: ${err.message}\n`);
+        return 3;
+      }
+      throw err;
+    }
+  }
   io.stderr.write(`bootfleet: unknown command "${command}"\n${USAGE}\n`);
   return 2;
+}
+
+const OPS: Record<string, (ctx: OpsContext, args: string[], location?: string) => Promise<number>> =
+  {
+    status: (ctx) => status(ctx),
+    machines,
+    images,
+    power,
+    alerts: (ctx) => alerts(ctx),
+    jobs: watchJob,
+  };
+
+async function ops(
+  command: string,
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  io: CliIo,
+): Promise<number> {
+  let parsed: ReturnType<typeof parseOps>;
+  try {
+    parsed = parseOps(argv);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.location !== undefined && command !== "power") {
+    throw new UsageError("--location goes with power only");
+  }
+  let socket = values.socket;
+  if (socket === undefined) {
+    const { config } = loadConfig({ path: values.config, env, privileges: detectPrivileges() });
+    socket = config.http.socket;
+  }
+  const ctx: OpsContext = { socket, json: values.json, io };
+  return OPS[command]!(ctx, positionals, values.location);
+}
+
+async function doctor(argv: string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
+  let parsed: ReturnType<typeof parseOps>;
+  try {
+    parsed = parseOps(argv);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { config: c } = loadConfig({
+    path: parsed.values.config,
+    env,
+    privileges: detectPrivileges(),
+  });
+  const results = await runDoctor({
+    ports: [
+      { port: 67, proto: "udp", what: "DHCP" },
+      { port: 4011, proto: "udp", what: "proxy-DHCP" },
+      { port: c.tftp.port, proto: "udp", what: "TFTP" },
+      { port: parseListen(c.http.listen).port, proto: "tcp", what: "HTTP" },
+      { port: c.iscsi.portal_port, proto: "tcp", what: "iSCSI" },
+    ].filter((p) => p.port > 0) as DoctorInputs["ports"],
+    overlaysDir: c.iscsi.overlays_dir,
+    reservePercent: c.storage.reserve_percent,
+    ipxeFiles: [c.tftp.ipxe_bios, c.tftp.ipxe_efi_x64],
+    interfaces: c.netboot.interfaces,
+    iscsiDriver: c.iscsi.target_driver,
+    overlayDriver: c.iscsi.overlay_driver,
+  });
+  if (parsed.values.json) io.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  else {
+    for (const r of results) {
+      io.stdout.write(`${r.status.toUpperCase().padEnd(4)}  ${r.name}: ${r.detail}\n`);
+      if (r.fix && r.status !== "ok") io.stdout.write(`      fix: ${r.fix}\n`);
+    }
+  }
+  return results.some((r) => r.status === "fail") ? 1 : 0;
+}
+
+function parseOps(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      config: { type: "string" },
+      socket: { type: "string" },
+      json: { type: "boolean", default: false },
+      location: { type: "string" },
+    },
+  });
 }
 
 class UsageError extends Error {}

@@ -54,7 +54,7 @@ export const configSchema = z
   .object({
     data_dir: pathSchema,
     images_dir: derivedPathSchema,
-    http: z.object({ listen: listenSchema }).strict(),
+    http: z.object({ listen: listenSchema, socket: derivedPathSchema }).strict(),
     images: z
       .object({
         /** Largest image upload accepted, in bytes (413 above it). */
@@ -166,7 +166,10 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
   return {
     data_dir: privileges.isRoot ? "/var/lib/bootfleet" : "./var",
     images_dir: "",
-    http: { listen: low ? ":80" : ":8080" },
+    http: {
+      listen: low ? ":80" : ":8080",
+      socket: "",
+    },
     images: { upload_max_bytes: 200 * 1024 ** 3 },
     storage: { reserve_percent: 5 },
     netboot: {
@@ -276,6 +279,10 @@ function complete(
   c.data_dir = abs(c.data_dir);
   c.images_dir = abs(c.images_dir || join(c.data_dir, "images"));
   c.tftp.root = abs(c.tftp.root || join(c.data_dir, "tftp"));
+  c.http.socket = abs(
+    c.http.socket ||
+      (opts.privileges.isRoot ? "/run/bootfleet/api.sock" : join(c.data_dir, "api.sock")),
+  );
   c.iscsi.overlays_dir = abs(c.iscsi.overlays_dir || join(c.data_dir, "overlays"));
   if (!c.netboot.server_address && c.netboot.interfaces[0]) {
     c.netboot.server_address = detectAddress(c.netboot.interfaces[0]) ?? "";

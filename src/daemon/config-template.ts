@@ -56,6 +56,14 @@ const KEY_DOCS: Record<string, KeyDoc> = {
   "http.listen": {
     about: 'Address and port to listen on (":PORT" is every address).',
   },
+  "http.socket": {
+    about:
+      "The local API socket of the bootfleet command (mode 0660 with group bootfleet, else 0600): whoever can open it acts as admin.",
+    computed: {
+      rule: "root: /run/bootfleet/api.sock; otherwise <data_dir>/api.sock",
+      example: underDataDir("api.sock"),
+    },
+  },
   "images.upload_max_bytes": {
     about: "Largest image upload accepted, in bytes (200 GiB; larger uploads get 413).",
   },

@@ -27,6 +27,7 @@ import { VERSION } from "../version.js";
 import { changedKeys, LIVE_KEYS } from "./config-diff.js";
 import { type RunningHttpServer, startHttpServer } from "./http-server.js";
 import { iscsiSettings } from "./iscsi-settings.js";
+import { type RunningLocalSocket, startLocalSocket } from "./local-socket.js";
 import { netbootSettings } from "./netboot-settings.js";
 import type { Notifier } from "./sdnotify.js";
 
@@ -39,6 +40,7 @@ export class Daemon {
   private state: DaemonState = "starting";
   private store: Store | undefined;
   private http: RunningHttpServer | undefined;
+  private localSocket: RunningLocalSocket | undefined;
   private netboot: Netboot | undefined;
   private iscsi: Iscsi | undefined;
   private iscsiProblem: string | undefined;
@@ -134,6 +136,11 @@ export class Daemon {
       { address: this.http.address.address, port: this.http.address.port },
       "HTTP listening",
     );
+    this.localSocket = await startLocalSocket({
+      fetch: app.fetch,
+      path: c.http.socket,
+      log: this.log,
+    });
     await this.netboot.start();
 
     this.state = "ready";
@@ -186,6 +193,7 @@ export class Daemon {
     await this.netboot?.close();
     this.iscsi?.close();
     await this.http?.close(this.config.shutdown.drain_timeout_ms);
+    await this.localSocket?.close();
     // Running jobs are cancelled and awaited while the store can still record how they ended.
     await this.jobs?.stop(this.config.shutdown.drain_timeout_ms);
     this.store?.close();
@@ -205,7 +213,7 @@ export class Daemon {
         this.log.warn({ err: errorText(err), event: e.type }, "event listener failed"),
     });
     this.bus = bus;
-    const metrics = new BootfleetMetrics();
+    const metrics = new BootfleetMetrics({ processMetrics: true });
     this.metrics = metrics;
     connectMetrics({ metrics, bus, store });
     const jobs = new JobRunner({ store, log: this.log, bus });

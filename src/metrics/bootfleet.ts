@@ -35,11 +35,19 @@ const API_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /**
  * The product's metrics. The services call these functions; GET /metrics writes
- * `expose()`. Every label is a small fixed set (architectures, phases, route patterns as
+ * `expose()` (with prom-client's process, heap and event-loop metrics). Every label is a small fixed set (architectures, phases, route patterns as
  * the router declares them, status codes).
  */
 export class BootfleetMetrics {
   readonly registry = new Registry();
+
+  /**
+   * `processMetrics: true` adds prom-client's process_* and nodejs_* series (the daemon
+   * does; tests of the product's own series leave them out).
+   */
+  constructor(opts: { processMetrics?: boolean } = {}) {
+    if (opts.processMetrics) this.registry.collectProcessMetrics();
+  }
 
   readonly #dhcpOffers = this.registry.counter<"arch">({
     name: "bootfleet_dhcp_offers_total",
@@ -130,7 +138,7 @@ export class BootfleetMetrics {
     this.registry.onCollect(() => fn({ eventsDropped: (n) => this.#eventsDropped.set(n) }));
   }
 
-  expose(): string {
+  expose(): Promise<string> {
     return this.registry.expose();
   }
 }

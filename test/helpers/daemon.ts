@@ -37,6 +37,8 @@ export interface StartOptions {
   timeoutMs?: number;
 }
 
+let daemonCount = 0;
+
 /** A temporary data_dir, removed in teardown. */
 export function tempDir(t: { teardown(fn: () => void): void }, prefix = "bf-test-"): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -60,6 +62,8 @@ export async function startDaemon(
       BOOTFLEET_DHCP_ENABLED: "false",
       BOOTFLEET_TFTP_PORT: "0",
       BOOTFLEET_HTTP_LISTEN: "127.0.0.1:0",
+      // Never the system's /run/bootfleet/api.sock, even as root.
+      BOOTFLEET_HTTP_SOCKET: join(tmpdir(), `bf-api-${process.pid}-${++daemonCount}.sock`),
       ...opts.env,
     },
     stdio: ["ignore", "pipe", "pipe"],

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 out = []
 for fam in text_string_to_metric_families(sys.stdin.read()):
     out.append({"name": fam.name, "type": fam.type, "help": fam.documentation,
-                "samples": [[s.name, s.labels, s.value] for s in fam.samples]})
+                "samples": [[s.name, s.labels, None if s.value != s.value else s.value] for s in fam.samples]})
 print(json.dumps(out))
 `;
   const res = execFileSync("/usr/bin/python3", ["-c", script], { input: text });
@@ -50,7 +50,7 @@ t.test(
     });
     const nasty = 'a\\b"c\nd';
     c.inc({ route: nasty }, 3);
-    const text = r.expose();
+    const text = await r.expose();
     t.match(text, /^# HELP demo_requests_total Back\\\\slash, "quotes" and a\\nnewline\.$/m);
     t.match(text, /^# TYPE demo_requests_total counter$/m);
     t.ok(text.includes('demo_requests_total{route="a\\\\b\\"c\\nd"} 3\n'));
@@ -74,7 +74,7 @@ t.test(
       buckets: [0.5, 1, 5],
     });
     for (const v of [0.1, 0.5, 0.7, 3, 100]) h.observe(v, { phase: "a" });
-    const [fam] = parseWithPrometheusClient(r.expose());
+    const [fam] = parseWithPrometheusClient(await r.expose());
     t.equal(fam?.type, "histogram");
     const byLe = Object.fromEntries(
       fam!.samples.filter((s) => s[0].endsWith("_bucket")).map((s) => [s[1].le, s[2]]),
@@ -109,7 +109,7 @@ t.test("label values stay bounded: unknown values, MACs, IQNs and IPs become oth
   c.inc({ arch: "efi_x64", route: "iqn.2025-01.lan.boot:pc1" });
   c.inc({ arch: "bios", route: "10.0.0.7" });
   for (let i = 0; i < 50; i++) c.inc({ arch: "bios", route: `/api/x${i}` });
-  const text = r.expose();
+  const text = await r.expose();
   t.notMatch(text, /52:54|iqn\.|10\.0\.0\.7/);
   const routes = new Set([...text.matchAll(/route="([^"]*)"/g)].map((m) => m[1]));
   t.ok(routes.size <= 4, `routes seen: ${[...routes].join(" ")}`);
@@ -135,7 +135,7 @@ t.test(
     m.apiRequest("GET", "/api/images/:id", 404, 0.002);
     m.jobFinished("image_import", "succeeded");
     m.onCollect((g) => g.eventsDropped(5));
-    const fams = parseWithPrometheusClient(m.expose());
+    const fams = parseWithPrometheusClient(await m.expose());
     const fam = (n: string) => fams.find((f) => f.name === n);
     const value = (n: string, labels: Record<string, string>) =>
       fams
@@ -158,5 +158,52 @@ t.test(
       if (f.type === "counter") t.notOk(f.name.endsWith("_total"), `${f.name}: parser saw _total`);
       t.ok(f.help.length > 0, `${f.name} has HELP`);
     }
+  },
+);
+
+t.test(
+  "a label whose name or listed values are per-machine is refused at registration",
+  async (t) => {
+    const r = new Registry();
+    for (const name of ["mac", "iqn", "ip", "address", "hostname"]) {
+      t.throws(
+        () => r.counter({ name: `${name}_total`, help: "x", labels: { [name]: { maxValues: 5 } } }),
+        /per-machine/,
+        name,
+      );
+    }
+    t.throws(
+      () =>
+        r.counter({ name: "v_total", help: "x", labels: { kind: ["bios", "52:54:00:00:00:01"] } }),
+      /per-machine value/,
+    );
+    t.throws(
+      () => r.counter({ name: "w_total", help: "x", labels: { kind: { maxValues: 0 } } }),
+      /maxValues/,
+    );
+  },
+);
+
+t.test(
+  "prom-client adds process, heap and event-loop metrics, read back by prometheus_client",
+  { skip: needsParser },
+  async (t) => {
+    const fams = parseWithPrometheusClient(
+      await new BootfleetMetrics({ processMetrics: true }).expose(),
+    );
+    const names = new Set(fams.map((f) => f.name));
+    for (const n of [
+      "process_cpu_user_seconds",
+      "process_resident_memory_bytes",
+      "nodejs_heap_size_used_bytes",
+      "nodejs_eventloop_lag_seconds",
+    ]) {
+      t.ok(names.has(n), n);
+    }
+    const bare = parseWithPrometheusClient(await new BootfleetMetrics().expose());
+    t.notOk(
+      bare.some((f) => f.name.startsWith("nodejs_")),
+      "without processMetrics they are left out",
+    );
   },
 );

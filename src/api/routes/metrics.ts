@@ -33,7 +33,10 @@ export function installMetrics(app: Hono<ApiEnv>, metrics: BootfleetMetrics | un
       metrics.apiRequest(c.req.method, route, c.res.status, (performance.now() - started) / 1000);
     }
   });
-  app.get("/metrics", (c) =>
-    c.body(metrics.expose(), 200, { "content-type": CONTENT_TYPE, "cache-control": "no-store" }),
+  app.get("/metrics", async (c) =>
+    c.body(await metrics.expose(), 200, {
+      "content-type": CONTENT_TYPE,
+      "cache-control": "no-store",
+    }),
   );
 }
