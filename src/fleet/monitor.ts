@@ -70,7 +70,7 @@ export class FleetMonitor {
           cause: `job_failed:${e.payload.type}`,
           severity: "warning",
           machine_id: null,
-          message: `job ${e.payload.job_id} (${e.payload.type}) failed${e.payload.message ? `: ${e.payload.message}` : ""}`,
+          message: `job ${e.payload.job_id} (${e.payload.type}) failed: ${d.store.jobs.get(e.payload.job_id)?.error ?? e.payload.message ?? "no reason recorded"}`,
           detail: { job_id: e.payload.job_id, type: e.payload.type },
         });
       }
