@@ -125,6 +125,7 @@ export async function fleetApi(
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
       });
       const text = await res.text();
+      // biome-ignore lint/suspicious/noExplicitAny: tests read arbitrary JSON answers
       let json: any;
       try {
         json = JSON.parse(text);
