@@ -54,6 +54,8 @@ export class FleetMonitor {
   readonly #seen = new Map<number, Seen>();
   /** Session ids whose session_stopped went out already (the reconciler sends some). */
   readonly #stopped = new Set<string>();
+  /** Per session: the I/O counters' reading before its login (cumulative counters). */
+  readonly #ioBase = new Map<string, number>();
   #primed = false;
   #timer: NodeJS.Timeout | undefined;
   #ticking = false;
@@ -230,20 +232,36 @@ export class FleetMonitor {
     }
   }
 
-  /** Stamps io_seen_at on logged-in sessions whose target served I/O. True if any did. */
+  /**
+   * Stamps io_seen_at on logged-in sessions whose target served I/O. True if any did.
+   * Counters that run across sessions (LIO) are compared with their reading from before
+   * the login (taken from the moment the script was served), so an earlier boot's I/O
+   * never counts for this one.
+   */
   async #readIo(): Promise<boolean> {
     const io = this.d.io;
     if (!io) return false;
     const { store } = this.d;
     let changed = false;
+    const watched = new Set<string>();
     for (const s of store.sessions.latestPerMachine()) {
-      if (!LIVE.has(s.status) || !s.iscsi_login_at || s.io_seen_at || s.target_id === null)
-        continue;
-      const target = store.targets.get(s.target_id);
+      if (!LIVE.has(s.status) || s.io_seen_at) continue;
+      if (!s.iscsi_login_at && !s.script_served_at) continue;
+      const target =
+        s.target_id !== null
+          ? store.targets.get(s.target_id)
+          : store.targets.forMachine(s.machine_id).find((t) => t.is_active === 1);
       if (!target) continue;
+      watched.add(s.session_id);
       try {
-        const counters = await io(target.iqn);
-        if (counters.readBytes + counters.writeBytes > 0) {
+        const c = await io(target.iqn);
+        const total = c.commands + c.readBytes + c.writeBytes;
+        let base = this.#ioBase.get(s.session_id);
+        if (base === undefined) {
+          base = c.cumulative ? total : 0;
+          this.#ioBase.set(s.session_id, base);
+        }
+        if (s.iscsi_login_at && total > base) {
           store.sessions.update(s.id, { io_seen_at: new Date(this.#clock()).toISOString() });
           changed = true;
         }
@@ -251,6 +269,7 @@ export class FleetMonitor {
         this.d.log.debug({ iqn: target.iqn, err: errorText(err) }, "target I/O not read");
       }
     }
+    for (const id of this.#ioBase.keys()) if (!watched.has(id)) this.#ioBase.delete(id);
     return changed;
   }
 

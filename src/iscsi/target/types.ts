@@ -38,6 +38,11 @@ export interface TargetIo {
   readBytes: number;
   writeBytes: number;
   commands: number;
+  /**
+   * True when the counters run across sessions (LIO's per-LUN statistics): only a rise
+   * between two readings is I/O of this boot. False or absent: they count this login's.
+   */
+  cumulative?: boolean;
 }
 
 export interface RemoveOptions {
