@@ -139,7 +139,7 @@ export class Daemon {
       macForIp,
       ...(this.iscsi ? { sanboot: this.iscsi.sanboot } : {}),
       ...(this.bus ? { bus: this.bus } : {}),
-      onPhase: () => this.fleet?.evaluate(),
+      onPhase: (machineId) => this.fleet?.evaluateMachine(machineId),
       ...(this.metrics ? { metrics: this.metrics } : {}),
     });
     app.route("/boot", this.netboot.routes as unknown as typeof app);

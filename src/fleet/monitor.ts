@@ -66,7 +66,11 @@ export class FleetMonitor {
     this.#clock = d.clock ?? Date.now;
     this.alerts = new Alerts({ store: d.store, bus: d.bus });
     this.#off = d.bus?.on((e) => {
-      if (e.type === "session_stopped") this.#stopped.add(e.payload.session_id);
+      if (e.type === "session_stopped") {
+        // Bounded: ids the monitor never sees end (a restart in between) must not pile up.
+        if (this.#stopped.size >= 1000) this.#stopped.clear();
+        this.#stopped.add(e.payload.session_id);
+      }
       if (e.type === "job_progress" && e.payload.status === "failed") {
         this.alerts.raise({
           cause: `job_failed:${e.payload.type}`,
@@ -142,7 +146,19 @@ export class FleetMonitor {
       const derived = this.#derive(session, targetErrors.get(machineId));
       this.#announce(machineId, session, derived);
     }
+    // Deleted machines (their sessions went with them) are forgotten.
+    for (const id of this.#seen.keys()) if (!latest.has(id)) this.#seen.delete(id);
     this.#primed = true;
+  }
+
+  /**
+   * One machine, right after a phase of its boot was stamped: the boot path (DHCP, TFTP,
+   * script) pays for this machine only, not for the whole fleet.
+   */
+  evaluateMachine(machineId: number): void {
+    if (!this.#primed) return;
+    const session = this.d.store.sessions.latest(machineId);
+    if (session) this.#announce(machineId, session, this.stateOf(machineId));
   }
 
   #derive(session: BootSession | undefined, targetError: string | undefined): DerivedState {
@@ -168,7 +184,9 @@ export class FleetMonitor {
     if (!this.#primed) return;
     // The session it was in ended, or a new boot replaced it.
     if (before?.live && before.sessionId && (before.sessionId !== s.session_id || !live)) {
-      if (!this.#stopped.has(before.sessionId)) {
+      // Announced already when the reconciler saw the logout: once is enough.
+      const announced = this.#stopped.has(before.sessionId);
+      if (!announced) {
         const ended =
           before.sessionId === s.session_id
             ? s
@@ -180,6 +198,7 @@ export class FleetMonitor {
           ...(ended?.error ? { reason: ended.error } : {}),
         });
       }
+      this.#stopped.delete(before.sessionId);
     }
     if (live && before?.sessionId !== s.session_id) {
       bus?.publish("session_started", {

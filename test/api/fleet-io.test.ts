@@ -89,3 +89,42 @@ t.test("cumulative counters: only a rise since before the login is this boot's I
   await fleet.tick();
   t.equal(fleet.stateOf(m.id).state, "booted", "new I/O does");
 });
+
+t.test("session_stopped goes out once, whoever saw the end first", async (t) => {
+  const { EventBus } = await import("../../src/events/bus.js");
+  const store = Store.open({ path: ":memory:", busyTimeoutMs: 100 });
+  t.teardown(() => store.close());
+  const bus = new EventBus();
+  const stops: string[] = [];
+  bus.on((e) => {
+    if (e.type === "session_stopped") stops.push(e.payload.session_id);
+  });
+  const fleet = new FleetMonitor({
+    store,
+    bus,
+    log: pino({ level: "silent" }),
+    stallAfterMs: 60_000,
+  });
+  const m = store.machines.create({ name: "st-pc", mac_address: "52:54:00:50:00:02" });
+  fleet.evaluate();
+  const first = store.sessions.stampPhase(m.id, "dhcp_offer_at");
+  fleet.evaluateMachine(m.id);
+  // The reconciler announces the logout itself, then the monitor sees the end.
+  bus.publish("session_stopped", {
+    session_id: first.session_id,
+    machine_id: m.id,
+    status: "stopped",
+  });
+  store.sessions.end(first.id, "stopped");
+  fleet.evaluate();
+  t.same(stops, [first.session_id], "announced once");
+  // A new boot replaces a session nobody announced: the monitor does.
+  const second = store.sessions.stampPhase(m.id, "dhcp_offer_at");
+  fleet.evaluateMachine(m.id);
+  store.sessions.end(second.id, "stopped");
+  const third = store.sessions.stampPhase(m.id, "dhcp_offer_at");
+  fleet.evaluateMachine(m.id);
+  t.same(stops, [first.session_id, second.session_id]);
+  t.equal(fleet.stateOf(m.id).state, "pxe");
+  t.not(third.session_id, second.session_id);
+});
