@@ -4,7 +4,8 @@
 const { existsSync } = require("node:fs");
 
 /** Domain rooms: they own a piece of the problem and know nothing of the edges. */
-const DOMAIN = "^src/(netboot|iscsi|images|jobs|events|metrics|power|diskspace|store|host|lib)/";
+const DOMAIN =
+  "^src/(netboot|iscsi|images|jobs|events|metrics|power|diskspace|fleet|store|host|lib)/";
 /** What every room may use: leaf files at the top of src (version.ts) and a shared util. */
 const SHARED = "^src/([^/]+\\.ts$|lib/)";
 

@@ -1,11 +1,15 @@
 import type { RouteModule } from "./route.js";
+import { alertsRoutes } from "./routes/alerts.js";
 import { authRoutes } from "./routes/auth.js";
+import { configRoutes } from "./routes/config.js";
 import { eventsRoutes } from "./routes/events.js";
 import { healthRoutes } from "./routes/health.js";
 import { historyRoutes } from "./routes/history.js";
 import { imagesRoutes } from "./routes/images.js";
 import { jobsRoutes } from "./routes/jobs.js";
+import { locationsRoutes } from "./routes/locations.js";
 import { machinesRoutes } from "./routes/machines.js";
+import { machinesBulkRoutes } from "./routes/machines-bulk.js";
 import { powerRoutes } from "./routes/power.js";
 import { sessionsRoutes } from "./routes/sessions.js";
 import { storageRoutes } from "./routes/storage.js";
@@ -29,4 +33,8 @@ export const ROUTE_MODULES: readonly RouteModule[] = [
   eventsRoutes,
   powerRoutes,
   storageRoutes,
+  alertsRoutes,
+  locationsRoutes,
+  configRoutes,
+  machinesBulkRoutes,
 ];

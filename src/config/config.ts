@@ -120,6 +120,15 @@ export const configSchema = z
         reserve_percent: z.number().min(0).max(50),
       })
       .strict(),
+    fleet: z
+      .object({
+        /**
+         * How long a boot may sit in one phase (got its script but no iSCSI login, logged
+         * in but no I/O, ...) before the machine is stalled and an alert raised.
+         */
+        stall_timeout_seconds: z.number().int().min(10).max(3600),
+      })
+      .strict(),
     store: z.object({ busy_timeout_ms: z.number().int().min(0).max(600000) }).strict(),
     log: z.object({ level: z.enum(LOG_LEVELS) }).strict(),
     shutdown: z.object({ drain_timeout_ms: z.number().int().min(0).max(600000) }).strict(),
@@ -172,6 +181,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
     },
     images: { upload_max_bytes: 200 * 1024 ** 3 },
     storage: { reserve_percent: 5 },
+    fleet: { stall_timeout_seconds: 120 },
     netboot: {
       interfaces: detectedInterface ? [detectedInterface] : [],
       server_address: "",
@@ -439,13 +449,18 @@ const SECRET_KEY = /(password|secret|token|private_key)$/i;
 
 /** The effective configuration as TOML, with secrets masked, for --print-config. */
 export function printableConfig(config: Config): string {
+  return stringifyToml(maskedConfig(config));
+}
+
+/** The effective configuration with every secret-named key masked (--print-config, /api/config). */
+export function maskedConfig(config: Config): Plain {
   const mask = (v: unknown, key: string): unknown => {
     if (isPlainObject(v)) {
       return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, mask(x, k)]));
     }
     return SECRET_KEY.test(key) && v !== "" ? "********" : v;
   };
-  return stringifyToml(mask(config, "") as Plain);
+  return mask(config, "") as Plain;
 }
 
 /** Splits a listen string into a host (undefined: all addresses) and a port. */

@@ -33,6 +33,7 @@ const SECTION_DOCS: Record<string, string> = {
   dhcp: "Proxy-DHCP: boot offers beside the site's own DHCP server.",
   iscsi: "iSCSI targets and the per-machine copy-on-write overlays behind them.",
   storage: "Disk space kept free for the machines that are running.",
+  fleet: "The fleet's live state: when a boot counts as stalled.",
   store: "The SQLite database.",
   log: "Logging (JSON lines on stdout, to the journal under systemd).",
   shutdown: "Stopping (SIGTERM, systemctl stop).",
@@ -129,6 +130,10 @@ const KEY_DOCS: Record<string, KeyDoc> = {
   "storage.reserve_percent": {
     about:
       "Percent of the image and overlay file systems kept free: uploads, new overlays and new versions are refused below it (0 turns it off).",
+  },
+  "fleet.stall_timeout_seconds": {
+    about:
+      "Seconds a boot may sit in one phase (script served but no iSCSI login, logged in but nothing read, ...) before the machine is shown stalled and an alert names the phase and the likely causes.",
   },
   "store.busy_timeout_ms": {
     about: "How long to wait for a database lock held by another process, in ms.",

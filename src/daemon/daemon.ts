@@ -6,10 +6,12 @@ import { ensureInitialAdmin, INITIAL_PASSWORD_FILE } from "../api/auth/initial-a
 import { loadOrCreateSigningKey } from "../api/auth/keys.js";
 import type { ApiServices } from "../api/route.js";
 import { webRoutes } from "../api/web.js";
-import type { Config } from "../config/config.js";
+import { type Config, maskedConfig } from "../config/config.js";
 import { registerCleanupJob } from "../diskspace/cleanup.js";
 import { EventBus } from "../events/bus.js";
 import { EventStreams } from "../events/streams.js";
+import { registerBulkJob } from "../fleet/bulk.js";
+import { FleetMonitor } from "../fleet/monitor.js";
 import { interfaceIPv4 } from "../host/interfaces.js";
 import { NeighbourTable } from "../host/neighbours.js";
 import { ImageService } from "../images/service.js";
@@ -47,6 +49,8 @@ export class Daemon {
   private watchdogTimer: NodeJS.Timeout | undefined;
   private jobs: JobRunner | undefined;
   private streams: EventStreams | undefined;
+  private fleet: FleetMonitor | undefined;
+  private power: PowerService | undefined;
   /**
    * The event bus and the metrics, for the services that report to them (netboot:
    * `metrics.dhcpOffer`, `tftpTransfer`, `scriptServed`, `bootPhase`; bus events
@@ -92,6 +96,19 @@ export class Daemon {
       return undefined;
     });
 
+    // The fleet's live state: after iSCSI, whose driver tells whether I/O can be counted.
+    this.fleet = new FleetMonitor({
+      store: this.store,
+      log: this.log.child({ module: "fleet" }),
+      bus: this.bus,
+      stallAfterMs: c.fleet.stall_timeout_seconds * 1000,
+      io: this.iscsi?.io,
+      reserve: { dirs: [c.images_dir, c.iscsi.overlays_dir], percent: c.storage.reserve_percent },
+    });
+    services.fleet = this.fleet;
+    services.config = () => maskedConfig(this.config);
+    services.components = () => this.components();
+
     const initialPasswordFile = join(c.data_dir, INITIAL_PASSWORD_FILE);
     await ensureInitialAdmin(this.store, initialPasswordFile, this.log);
     const app = createApp({
@@ -127,6 +144,7 @@ export class Daemon {
       macForIp: new NeighbourTable().macForIp,
       ...(this.iscsi ? { sanboot: this.iscsi.sanboot } : {}),
       ...(this.bus ? { bus: this.bus } : {}),
+      onPhase: (machineId) => this.fleet?.evaluateMachine(machineId),
       ...(this.metrics ? { metrics: this.metrics } : {}),
     });
     app.route("/boot", this.netboot.routes as unknown as typeof app);
@@ -142,6 +160,7 @@ export class Daemon {
       log: this.log,
     });
     await this.netboot.start();
+    this.fleet.start();
 
     this.state = "ready";
     this.notifier.ready(this.summary());
@@ -192,6 +211,7 @@ export class Daemon {
     // No new boots first, then let transfers and requests in flight finish.
     await this.netboot?.close();
     this.iscsi?.close();
+    this.fleet?.stop();
     await this.http?.close(this.config.shutdown.drain_timeout_ms);
     await this.localSocket?.close();
     // Running jobs are cancelled and awaited while the store can still record how they ended.
@@ -232,6 +252,15 @@ export class Daemon {
       imagesDir: c.images_dir,
       referencedImageFiles: () => images.referencedFiles(),
     });
+    registerBulkJob(jobs, {
+      store,
+      power: () => this.power,
+      resetOverlays: async (machineId) => {
+        if (!this.iscsi)
+          throw new Error(`iSCSI is not available: ${this.iscsiProblem ?? "not started"}`);
+        await this.iscsi.resetOverlays(machineId);
+      },
+    });
     const recovered = jobs.recover();
     if (recovered.failed.length || recovered.requeued.length) {
       this.log.warn(
@@ -253,6 +282,7 @@ export class Daemon {
         await wakeOnLan({ mac, sourceAddress: source });
       },
     });
+    this.power = power;
     this.streams = new EventStreams({ bus });
     return {
       images,
@@ -261,6 +291,30 @@ export class Daemon {
       power,
       metrics,
       storage: { imagesDir: c.images_dir },
+    };
+  }
+
+  /** DHCP, TFTP, HTTP, the iSCSI driver and the overlay file system, for /api/health/detailed. */
+  private async components() {
+    const net = this.netboot?.status();
+    const notStarted = { status: "unhealthy" as const, reason: "not started" };
+    const iscsi = this.iscsi
+      ? await this.iscsi.health()
+      : {
+          driver: { status: "unhealthy" as const, reason: this.iscsiProblem ?? "not started" },
+          overlays: { status: "unhealthy" as const, reason: this.iscsiProblem ?? "not started" },
+        };
+    return {
+      dhcp: net?.dhcp ?? notStarted,
+      tftp: net?.tftp ?? notStarted,
+      http: this.http
+        ? {
+            status: "healthy" as const,
+            reason: `listening on ${this.http.address.address} port ${this.http.address.port}, ${this.http.inFlight()} requests in flight`,
+          }
+        : notStarted,
+      iscsi_driver: iscsi.driver,
+      overlay_fs: iscsi.overlays,
     };
   }
 

@@ -33,7 +33,23 @@ export interface EventPayloads {
     step: string | null;
     message: string | null;
   };
-  system_alert: { level: "info" | "warning" | "critical"; source: string; message: string };
+  system_alert: {
+    level: "info" | "warning" | "critical";
+    source: string;
+    message: string;
+    /** The stored alert (GET /api/alerts), when the alert is one. */
+    alert_id?: number;
+    machine_id?: number | null;
+  };
+  /** A machine's live state changed (pxe, ipxe, script_served, ..., see src/fleet/state.ts). */
+  machine_state: {
+    machine_id: number;
+    state: string;
+    previous: string;
+    phase: string | null;
+    session_id: string | null;
+    reason: string | null;
+  };
 }
 
 export type EventType = keyof EventPayloads;
@@ -47,6 +63,7 @@ export const EVENT_TYPES: readonly EventType[] = [
   "machine_offline",
   "job_progress",
   "system_alert",
+  "machine_state",
 ];
 
 /** One delivered event. `id` rises by one per publish, so a client can see gaps. */

@@ -94,6 +94,29 @@ export class Reconciler {
     });
   }
 
+  /**
+   * An operator's reset: the machine's overlays go back to a fresh clone of their image.
+   * Refused while its initiator is logged in: the running PC would lose its disk.
+   */
+  resetMachineOverlays(machineId: number): Promise<void> {
+    return this.perMachine.run(machineId, async () => {
+      const machine = this.d.store.machines.get(machineId);
+      if (!machine) throw new Error(`machine ${machineId} does not exist`);
+      const targets = this.d.store.targets.forMachine(machineId).filter((t) => t.is_active === 1);
+      if (!targets.length) throw new Error(`${machine.name} has no active iSCSI target`);
+      for (const target of targets) {
+        const live = await this.d.targets.sessions(target.iqn);
+        if (live.some((x) => x.initiatorIqn === target.initiator_iqn)) {
+          throw new Error(`${machine.name} is logged in to ${target.iqn}: power it off first`);
+        }
+      }
+      for (const target of targets) {
+        await this.resetOverlays(target);
+        await this.applyTarget(machine, target);
+      }
+    });
+  }
+
   /** At daemon start: adopt and repair every active target, then remove orphans. */
   async startup(): Promise<void> {
     const machineIds = [...new Set(this.d.store.targets.allActive().map((t) => t.machine_id))];
@@ -130,6 +153,13 @@ export class Reconciler {
       const s = this.d.store;
       const now = new Date(this.clock()).toISOString();
       const current = s.sessions.current(target.machine_id);
+      // An operator ended this login's session (POST /sessions/{id}/stop): the same login
+      // is not a new boot. Its logout is still stamped, so the next login is one.
+      const last = current ? undefined : s.sessions.latest(target.machine_id);
+      const endedWhileLoggedIn =
+        last?.status === "stopped" && last.iscsi_login_at !== null && last.iscsi_logout_at === null;
+      if (endedWhileLoggedIn && !loggedIn) s.sessions.update(last!.id, { iscsi_logout_at: now });
+      if (endedWhileLoggedIn) continue;
       if (loggedIn && (!current || current.status === "starting")) {
         const row =
           current ?? s.sessions.start({ machine_id: target.machine_id, boot_method: "iscsi" });

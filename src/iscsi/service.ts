@@ -12,14 +12,26 @@ import type { IscsiSettings } from "./settings.js";
 import { LioDriver } from "./target/lio.js";
 import { selectTargetDriver } from "./target/select.js";
 import { TgtDriver } from "./target/tgt.js";
+import type { TargetIo } from "./target/types.js";
 
 export interface Iscsi {
   reconciler: Reconciler;
   sanboot: SanbootPreparer;
   /** Called by the API after a change to a machine or its targets. */
   onTargetChanged(machineId: number): void;
+  /** Fresh overlays for a machine that is not running (refused while logged in). */
+  resetOverlays(machineId: number): Promise<void>;
+  /** I/O a target served its logged-in sessions; undefined when the driver cannot count it. */
+  io: ((iqn: string) => Promise<TargetIo>) | undefined;
   close(): void;
   summary(): string;
+  /** Whether the target driver answers and the overlay file system is usable, with why. */
+  health(): Promise<{ driver: ComponentHealth; overlays: ComponentHealth }>;
+}
+
+export interface ComponentHealth {
+  status: "healthy" | "unhealthy";
+  reason: string;
 }
 
 /**
@@ -98,7 +110,32 @@ export async function startIscsi(opts: {
           log.error({ machine_id: machineId, err: errorText(err) }, "reconcile failed"),
         );
     },
+    resetOverlays: (machineId) => reconciler.resetMachineOverlays(machineId),
+    io: targets.io ? (iqn) => targets.io!(iqn) : undefined,
     close: () => clearInterval(timer),
     summary: () => `iSCSI ${targets.name}/${overlays.name}`,
+    health: async () => {
+      const driver = await targets.list().then(
+        (iqns): ComponentHealth => ({
+          status: "healthy",
+          reason: `${targets.name} answers: ${iqns.length} bootfleet targets`,
+        }),
+        (err: unknown): ComponentHealth => ({
+          status: "unhealthy",
+          reason: `${targets.name}: ${errorText(err)}`,
+        }),
+      );
+      const overlay = await overlays.check().then(
+        (): ComponentHealth => ({
+          status: "healthy",
+          reason: `${overlays.name} overlays usable in ${s.overlaysDir}`,
+        }),
+        (err: unknown): ComponentHealth => ({
+          status: "unhealthy",
+          reason: `${overlays.name}: ${errorText(err)}`,
+        }),
+      );
+      return { driver, overlays: overlay };
+    },
   };
 }

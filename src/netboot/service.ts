@@ -34,6 +34,8 @@ export interface NetbootDeps {
   metrics?: BootfleetMetrics;
   /** machine_discovered events for the API's event streams. */
   bus?: EventBus;
+  /** Told after a boot phase was stamped on a machine's session. */
+  onPhase?: (machineId: number) => void;
 }
 
 export interface Netboot {
@@ -43,6 +45,11 @@ export interface Netboot {
   start(): Promise<void>;
   close(): Promise<void>;
   summary(): string;
+  /** Whether TFTP and proxy-DHCP serve, are off by configuration, or failed, and where. */
+  status(): Record<
+    "dhcp" | "tftp",
+    { status: "healthy" | "disabled" | "unhealthy"; reason: string }
+  >;
 }
 
 /**
@@ -58,6 +65,7 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
     log,
     macForIp: deps.macForIp,
     ...(deps.metrics ? { metrics: deps.metrics } : {}),
+    ...(deps.onPhase ? { onPhase: deps.onPhase } : {}),
   });
   const ipxeBinaries = ipxeBinariesByName(s);
   const urls = bootUrls(s, deps.bootKey);
@@ -102,6 +110,22 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
     },
     async close() {
       await Promise.all([dhcp?.close(), tftp?.close()]);
+    },
+    status() {
+      const state = (enabled: boolean, running: boolean, where: string) =>
+        !enabled
+          ? { status: "disabled" as const, reason: "disabled in the configuration" }
+          : running
+            ? { status: "healthy" as const, reason: where }
+            : { status: "unhealthy" as const, reason: "enabled but not started" };
+      return {
+        tftp: state(s.tftp.enabled, tftp !== undefined, `listening on UDP port ${s.tftp.port}`),
+        dhcp: state(
+          s.dhcp.enabled,
+          dhcp !== undefined,
+          `proxy-DHCP on ${s.interfaces.map((i) => `${i.name} (${i.address})`).join(", ")}`,
+        ),
+      };
     },
     summary() {
       return `TFTP ${tftp ? `:${s.tftp.port}` : "off"}, proxy-DHCP ${dhcp ? `on ${s.interfaces.map((i) => i.name).join(",")}` : "off"}`;

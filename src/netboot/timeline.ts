@@ -15,6 +15,8 @@ export interface BootTimelineDeps {
    * carries only the client's address.
    */
   macForIp(ip: string): Promise<string | undefined>;
+  /** Told after a phase was stamped on a machine's session (the fleet's live state). */
+  onPhase?: (machineId: number) => void;
 }
 
 /**
@@ -52,6 +54,7 @@ export class BootTimeline {
       }
       store.sessions.stampPhase(machine.id, "dhcp_offer_at");
     });
+    this.deps.onPhase?.(machine.id);
   }
 
   /**
@@ -81,6 +84,7 @@ export class BootTimeline {
         tftp_duration_ms: Math.round(e.durationMs),
       });
       metrics?.bootPhase("tftp", e.durationMs / 1000);
+      this.deps.onPhase?.(machine.id);
     }
   }
 
@@ -92,6 +96,7 @@ export class BootTimeline {
     const session = store.sessions.stampPhase(machine.id, "script_served_at", {
       client_ip: clientIp,
     });
+    this.deps.onPhase?.(machine.id);
     const from = session.tftp_done_at ?? session.dhcp_offer_at;
     if (from && session.script_served_at) {
       metrics?.bootPhase("script", secondsBetween(from, session.script_served_at));

@@ -1,8 +1,10 @@
+import { AlertsRepo } from "./alerts.js";
 import { AuthSessionsRepo } from "./auth-sessions.js";
 import { type Db, type OpenStoreOptions, openStore } from "./db.js";
 import { HistoryRepo } from "./history.js";
 import { ImagesRepo } from "./images.js";
 import { JobsRepo } from "./jobs.js";
+import { LocationsRepo } from "./locations.js";
 import { MachinesRepo } from "./machines.js";
 import { SessionsRepo } from "./sessions.js";
 import { TargetsRepo } from "./targets.js";
@@ -20,6 +22,8 @@ export class Store {
   readonly jobs: JobsRepo;
   readonly history: HistoryRepo;
   readonly authSessions: AuthSessionsRepo;
+  readonly alerts: AlertsRepo;
+  readonly locations: LocationsRepo;
 
   constructor(
     readonly db: Db,
@@ -33,6 +37,8 @@ export class Store {
     this.jobs = new JobsRepo(db, clock);
     this.history = new HistoryRepo(db, clock);
     this.authSessions = new AuthSessionsRepo(db, clock);
+    this.alerts = new AlertsRepo(db, clock);
+    this.locations = new LocationsRepo(db, clock);
   }
 
   static open(opts: OpenStoreOptions, clock?: () => number): Store {

@@ -43,6 +43,7 @@ export interface Machine {
   last_seen: string | null;
   last_boot: string | null;
   boot_count: number;
+  location_id: number | null;
 }
 
 export type NewMachine = Pick<Machine, "name" | "mac_address"> &
@@ -77,6 +78,7 @@ const WRITABLE = [
   "last_seen",
   "last_boot",
   "boot_count",
+  "location_id",
 ] as const satisfies readonly (keyof Machine)[];
 
 /** A machine as listed: with whether a boot session of it is active. */
@@ -102,6 +104,8 @@ export interface MachineFilter {
   location?: string | undefined;
   room?: string | undefined;
   owner_user_id?: number | undefined;
+  /** A room's machines; null: the machines in no room. */
+  location_id?: number | null | undefined;
   /** Only the machines this user owns (what a client may see). */
   visibleTo?: number | undefined;
 }
@@ -145,6 +149,8 @@ export class MachinesRepo extends Table<Machine> {
           f.location !== undefined && "m.location = @location",
           f.room !== undefined && "m.room = @room",
           f.owner_user_id !== undefined && "m.owner_user_id = @owner",
+          f.location_id === null && "m.location_id IS NULL",
+          typeof f.location_id === "number" && "m.location_id = @location_id",
           f.visibleTo !== undefined && "m.owner_user_id = @me",
         ],
         params: {
@@ -152,6 +158,7 @@ export class MachinesRepo extends Table<Machine> {
           location: f.location,
           room: f.room,
           owner: f.owner_user_id,
+          location_id: f.location_id,
           me: f.visibleTo,
         },
         search: [

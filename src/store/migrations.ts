@@ -243,6 +243,46 @@ ALTER TABLE targets ADD COLUMN overlay_usage_at TEXT;
 ALTER TABLE targets ADD COLUMN overlay_reset_at TEXT;
 `,
   },
+  {
+    version: 5,
+    name: "fleet: alerts, locations (rooms), first I/O of a boot",
+    sql: `
+-- Rooms: a machine is in one or none. Deleting a room is refused while machines are in it
+-- (the API answers 409), so no machine is moved without someone deciding where.
+CREATE TABLE locations (
+  id          INTEGER PRIMARY KEY,
+  name        TEXT NOT NULL UNIQUE COLLATE NOCASE,
+  description TEXT NOT NULL DEFAULT '',
+  created_at  TEXT NOT NULL DEFAULT ${NOW},
+  updated_at  TEXT NOT NULL DEFAULT ${NOW}
+);
+ALTER TABLE machines ADD COLUMN location_id INTEGER REFERENCES locations(id) ON DELETE RESTRICT;
+CREATE INDEX machines_location ON machines(location_id);
+
+-- Something an admin should look at. One active (unresolved) alert per cause per machine:
+-- a stall seen again refreshes last_seen_at and count instead of adding a row.
+CREATE TABLE alerts (
+  id              INTEGER PRIMARY KEY,
+  cause           TEXT NOT NULL,
+  severity        TEXT NOT NULL CHECK (severity IN ('info','warning','critical')),
+  machine_id      INTEGER REFERENCES machines(id) ON DELETE CASCADE,
+  message         TEXT NOT NULL,
+  detail          TEXT NOT NULL DEFAULT '{}',
+  count           INTEGER NOT NULL DEFAULT 1,
+  created_at      TEXT NOT NULL DEFAULT ${NOW},
+  last_seen_at    TEXT NOT NULL DEFAULT ${NOW},
+  resolved_at     TEXT,
+  acknowledged_at TEXT,
+  acknowledged_by INTEGER REFERENCES users(id) ON DELETE SET NULL
+);
+-- The dedupe key: machine 0 stands for "no machine" (disk reserve, a failed job).
+CREATE UNIQUE INDEX alerts_active_cause ON alerts(cause, coalesce(machine_id, 0)) WHERE resolved_at IS NULL;
+CREATE INDEX alerts_machine ON alerts(machine_id, created_at);
+
+-- When the target first served I/O in this boot (the driver's read counters rose).
+ALTER TABLE boot_sessions ADD COLUMN io_seen_at TEXT;
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

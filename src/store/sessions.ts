@@ -27,6 +27,7 @@ export interface BootSession {
   iscsi_login_at: string | null;
   iscsi_logout_at: string | null;
   error: string | null;
+  io_seen_at: string | null;
 }
 
 /** The phases of a boot, each stamped once on the machine's current session. */
@@ -52,6 +53,7 @@ const WRITABLE = [
   "iscsi_login_at",
   "iscsi_logout_at",
   "error",
+  "io_seen_at",
 ] as const satisfies readonly (keyof BootSession)[];
 
 /** A boot session as listed: with the names of its machine and target. */
@@ -119,6 +121,21 @@ export class SessionsRepo extends Table<BootSession> {
          ORDER BY id DESC LIMIT 1`,
       )
       .get(machineId) as BootSession | undefined;
+  }
+
+  /** The machine's most recent session, ended or not: what its live state is read from. */
+  latest(machineId: number): BootSession | undefined {
+    return this.stmt(
+      "SELECT * FROM boot_sessions WHERE machine_id = ? ORDER BY id DESC LIMIT 1",
+    ).get(machineId) as BootSession | undefined;
+  }
+
+  /** Every machine's most recent session (one row per machine that ever booted). */
+  latestPerMachine(): BootSession[] {
+    return this.stmt(
+      `SELECT s.* FROM boot_sessions s
+       WHERE s.id = (SELECT max(id) FROM boot_sessions WHERE machine_id = s.machine_id)`,
+    ).all() as BootSession[];
   }
 
   /** Boots in progress (starting or active), for the sessions gauge. */

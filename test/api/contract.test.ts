@@ -1,13 +1,23 @@
 import { readFileSync } from "node:fs";
 import t from "tap";
 import { DEFAULT_RATE_LIMITS } from "../../src/api/route.js";
+import { IpmiPower } from "../../src/power/ipmi.js";
+import { PowerService } from "../../src/power/service.js";
 import { addUser, call, makeApi, seedJsonAfter, tokenFor } from "./helpers.js";
 
 const seed = readFileSync(new URL("./fixtures/ggnet-api.md", import.meta.url), "utf8");
 const keysOf = (o: unknown) => Object.keys(o as object);
 
 t.test("machines, targets, sessions: the seed's requests and fields", async (t) => {
-  const api = makeApi(t);
+  const woken: string[] = [];
+  // POST /sessions/start wakes the machine: Wake-on-LAN recorded, no BMC in the seed.
+  const power = new PowerService({
+    ipmi: new IpmiPower({ run: async () => ({ stdout: "", stderr: "" }) }),
+    wake: async (mac) => {
+      woken.push(mac);
+    },
+  });
+  const api = makeApi(t, { services: { power } });
   const token = await tokenFor(api, await addUser(api, "admin", "admin"));
   // images come from the images routes (another module); the store stands in here
   const win = api.store.images.create({
@@ -80,6 +90,7 @@ t.test("machines, targets, sessions: the seed's requests and fields", async (t) 
     body: { ...startS, target_id: tg.json.id },
   });
   t.equal(st.status, 201, "POST /sessions/start with the seed's body");
+  t.same(woken, ["00:11:22:33:44:56"], "the machine was woken");
   const [sessions] = seedJsonAfter(seed, "#### GET /sessions") as [Record<string, unknown>[]];
   for (const k of keysOf(sessions[0])) t.ok(k in st.json, `session field ${k}`);
   for (const k of keysOf((sessions[0] as { iscsi_info: object }).iscsi_info))

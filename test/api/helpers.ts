@@ -62,6 +62,8 @@ export function makeApi(
     directories: { data: dir },
     onTargetChanged: (id) => targetChanges.push(id),
     iscsi: { portalIp: "10.99.0.1", portalPort: 3260 },
+    // The daemon hands the API its effective configuration; a test app has this much.
+    services: { config: () => ({ data_dir: dir, fleet: { stall_timeout_seconds: 120 } }) },
     ...over,
   });
   t.teardown(() => {

@@ -1,11 +1,27 @@
 import { readFile, statfs } from "node:fs/promises";
 import { cpus, freemem, totalmem } from "node:os";
 import { directoryHealth } from "../../diskspace/usage.js";
+import { SystemFiguresCache } from "../../fleet/system.js";
+import { errorText } from "../../lib/error-text.js";
 import { defineRoute, READERS, type RouteModule } from "../route.js";
+
+/** One part of the appliance and whether it works, in a sentence. */
+export interface ComponentStatus {
+  status: "healthy" | "disabled" | "unhealthy";
+  reason: string;
+}
+
+declare module "../route.js" {
+  interface ApiServices {
+    /** DHCP, TFTP, HTTP, the iSCSI driver and the overlay file system (the daemon's). */
+    components?: () => Promise<Record<string, ComponentStatus>>;
+  }
+}
 
 /** GET /api/health (public, GGnet shape) and /api/health/detailed (database, folders, system). */
 export const healthRoutes: RouteModule = (deps) => {
   const health = deps;
+  const figures = new SystemFiguresCache();
   return [
     defineRoute({
       method: "GET",
@@ -31,7 +47,8 @@ export const healthRoutes: RouteModule = (deps) => {
       method: "GET",
       path: "/health/detailed",
       tag: "health",
-      summary: "Detailed health: database, directories and system resources",
+      summary:
+        "Detailed health: database, directories, DHCP, TFTP, HTTP, iSCSI driver, overlay file system, system figures",
       roles: READERS,
       handler: async ({ c }) => {
         let database: { status: string; error: string | null };
@@ -45,12 +62,28 @@ export const healthRoutes: RouteModule = (deps) => {
         const directories: Record<string, { exists: boolean; writable: boolean; status: string }> =
           {};
         for (const dir of Object.values(deps.directories)) directories[dir] = await dirHealth(dir);
-        const system = await systemInfo(
+        const system: Record<string, unknown> = await systemInfo(
           deps.directories.data ?? Object.values(deps.directories)[0] ?? "/",
         );
+        try {
+          const f = await figures.get();
+          Object.assign(system, {
+            cpu_percent: f.cpu_percent,
+            cpu: f.cpu,
+            disks: f.disks,
+            filesystems: f.filesystems,
+            network: f.network,
+          });
+        } catch (err) {
+          system.figures_error = errorText(err);
+        }
+        const services: Record<string, ComponentStatus> = deps.services.components
+          ? await deps.services.components()
+          : {};
         const ok =
           database.status === "healthy" &&
           Object.values(directories).every((d) => d.status === "healthy") &&
+          Object.values(services).every((x) => x.status !== "unhealthy") &&
           health.state() === "ready";
         return c.json(
           {
@@ -58,7 +91,7 @@ export const healthRoutes: RouteModule = (deps) => {
             timestamp: new Date(deps.clock()).toISOString(),
             service: "bootfleet",
             version: health.version,
-            checks: { database, directories, system },
+            checks: { database, directories, services, system },
           },
           ok ? 200 : 503,
         );

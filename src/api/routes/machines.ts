@@ -1,4 +1,5 @@
 import { z } from "zod";
+import type { DerivedState } from "../../fleet/state.js";
 import { MACHINE_SORTS, type Machine, type MachineRow } from "../../store/machines.js";
 import { conflictOnUnique, notFound, uniqueColumn } from "../conflict.js";
 import { ApiError } from "../errors.js";
@@ -14,6 +15,7 @@ import {
   sendList,
 } from "../route.js";
 import { zHostname, zIPv4, zLabel, zMac, zName, zText } from "../validate.js";
+import { machineState } from "./fleet-state.js";
 
 const MACHINE_STATUSES = [
   "discovered",
@@ -33,7 +35,7 @@ const overlayPolicy = z
  * What the API shows of a machine. The BMC user name and password are write-only: only
  * whether they are set is shown.
  */
-export function machineView(m: MachineRow) {
+export function machineView(m: MachineRow, live: DerivedState) {
   return {
     id: m.id,
     name: m.name,
@@ -64,6 +66,15 @@ export function machineView(m: MachineRow) {
     last_seen: m.last_seen,
     last_boot: m.last_boot,
     boot_count: m.boot_count,
+    location_id: m.location_id,
+    /** The live state (src/fleet/state.ts) and where it comes from. */
+    state: live.state,
+    state_detail: {
+      phase: live.phase,
+      since: live.since,
+      reason: live.reason,
+      likely_causes: live.likely_causes,
+    },
   };
 }
 
@@ -85,6 +96,7 @@ const fields = {
   custom_script: zText(65536).nullable(),
   overlay_policy: overlayPolicy,
   owner_user_id: z.number().int().positive().nullable(),
+  location_id: z.number().int().positive().nullable(),
   bmc_address: z.union([zIPv4, zHostname]).nullable(),
   bmc_username: zName(64).nullable(),
   bmc_password: zName(128).nullable(),
@@ -113,8 +125,13 @@ export function visibleMachine(deps: ApiDeps, user: AuthUser, id: number): Machi
 
 function checkReferences(
   deps: ApiDeps,
-  b: { boot_image_id?: number | null; owner_user_id?: number | null },
+  b: { boot_image_id?: number | null; owner_user_id?: number | null; location_id?: number | null },
 ) {
+  if (b.location_id != null && !deps.store.locations.get(b.location_id)) {
+    throw new ApiError(422, "validation_error", "location_id: no such location", {
+      field: "location_id",
+    });
+  }
   if (b.boot_image_id != null && !deps.store.images.get(b.boot_image_id)) {
     throw new ApiError(422, "validation_error", "boot_image_id: no such image", {
       field: "boot_image_id",
@@ -146,6 +163,7 @@ function toRow(b: Partial<z.output<typeof updateBody>>): Partial<Machine> {
 export const machinesRoutes: RouteModule = (deps) => {
   const { store } = deps;
   const getRow = (id: number) => store.machines.getRow(id)!;
+  const view = (m: MachineRow) => machineView(m, machineState(deps, m.id));
   return [
     defineRoute({
       method: "GET",
@@ -162,6 +180,8 @@ export const machinesRoutes: RouteModule = (deps) => {
           location: z.string().max(128).optional(),
           room: z.string().max(128).optional(),
           owner_user_id: z.coerce.number().int().positive().optional(),
+          /** A room's id, or "none" for the machines in no room. */
+          location_id: z.union([z.literal("none"), z.coerce.number().int().positive()]).optional(),
         },
       ),
       handler: ({ c, query, user }) => {
@@ -170,9 +190,10 @@ export const machinesRoutes: RouteModule = (deps) => {
           location: query.location,
           room: query.room,
           owner_user_id: query.owner_user_id,
+          location_id: query.location_id === "none" ? null : query.location_id,
           visibleTo: user!.role === "client" ? user!.id : undefined,
         });
-        return sendList(c, rows.map(machineView), total, query);
+        return sendList(c, rows.map(view), total, query);
       },
     }),
     defineRoute({
@@ -190,7 +211,7 @@ export const machinesRoutes: RouteModule = (deps) => {
           () => store.machines.create(toRow(body) as Machine),
           conflictDetail,
         );
-        return machineView(getRow(m.id));
+        return view(getRow(m.id));
       },
     }),
     defineRoute({
@@ -200,7 +221,7 @@ export const machinesRoutes: RouteModule = (deps) => {
       summary: "Get a machine",
       roles: ANY_USER,
       params: idParams,
-      handler: ({ params, user }) => machineView(visibleMachine(deps, user!, params.id)),
+      handler: ({ params, user }) => view(visibleMachine(deps, user!, params.id)),
     }),
     defineRoute({
       method: "PUT",
@@ -215,7 +236,7 @@ export const machinesRoutes: RouteModule = (deps) => {
         if (!store.machines.get(params.id)) throw notFound("machine", params.id);
         checkReferences(deps, body);
         conflictOnUnique(() => store.machines.update(params.id, toRow(body)), conflictDetail);
-        return machineView(getRow(params.id));
+        return view(getRow(params.id));
       },
     }),
     defineRoute({

@@ -1,4 +1,6 @@
 import { z } from "zod";
+import { errorText } from "../../lib/error-text.js";
+import { PowerError } from "../../power/ipmi.js";
 import { SESSION_SORTS, type SessionRow } from "../../store/sessions.js";
 import type { Target } from "../../store/targets.js";
 import { notFound } from "../conflict.js";
@@ -56,6 +58,7 @@ function sessionView(deps: ApiDeps, s: SessionRow) {
       iscsi_logout_at: s.iscsi_logout_at,
     },
     error: s.error,
+    io_seen_at: s.io_seen_at,
     iscsi_info: iscsiInfo(s.target_id === null ? undefined : deps.store.targets.get(s.target_id)),
   };
 }
@@ -118,13 +121,22 @@ export const sessionsRoutes: RouteModule = (deps) => {
           client_ip: z.ipv4().optional(),
         })
         .strict(),
-      handler: ({ body, audit }) => {
+      handler: async ({ body, audit }) => {
         const target = store.targets.get(body.target_id);
         if (!target) {
           throw new ApiError(422, "validation_error", "target_id: no such target", {
             field: "target_id",
           });
         }
+        const power = deps.services.power;
+        if (!power) {
+          throw new ApiError(
+            503,
+            "service_unavailable",
+            "power control is not available: the machine cannot be woken",
+          );
+        }
+        const machine = store.machines.get(target.machine_id)!;
         const s = store.transaction(() => {
           const current = store.sessions.current(target.machine_id);
           if (current) {
@@ -147,7 +159,26 @@ export const sessionsRoutes: RouteModule = (deps) => {
           });
         });
         audit({ resource_id: s.session_id, machine_id: target.machine_id });
-        return sessionView(deps, bySessionId(s.session_id));
+        // The session is "starting" (state waking) until the PC's own PXE request stamps
+        // it: the boot's DHCP offer, TFTP, script and iSCSI login land on this session.
+        try {
+          const r = await power.act(machine, "on");
+          deps.services.fleet?.evaluate();
+          return {
+            ...sessionView(deps, bySessionId(s.session_id)),
+            power: { method: r.method, state: r.state },
+            message:
+              r.method === "wol"
+                ? "Wake-on-LAN magic packet sent: the session follows the boot's phases"
+                : "BMC accepted power on: the session follows the boot's phases",
+          };
+        } catch (err) {
+          const reason = `power on failed: ${errorText(err)}`;
+          store.sessions.end(s.id, "error", reason);
+          deps.services.fleet?.evaluate();
+          if (!(err instanceof PowerError)) throw err;
+          throw new ApiError(502, "service_unavailable", reason, { session_id: s.session_id });
+        }
       },
     }),
     defineRoute({
@@ -168,14 +199,54 @@ export const sessionsRoutes: RouteModule = (deps) => {
       resource: "session",
       operation: "stop",
       params: sessionParams,
-      handler: ({ params, audit }) => {
+      handler: async ({ params, user, audit }) => {
         const s = bySessionId(params.session_id);
         audit({ resource_id: s.session_id, machine_id: s.machine_id });
         if (s.status === "stopped" || s.status === "error") {
           throw new ApiError(409, "conflict_error", `session ${s.session_id} has already ended`);
         }
+        const machine = store.machines.get(s.machine_id)!;
+        const seenBooting =
+          s.dhcp_offer_at || s.tftp_done_at || s.script_served_at || s.iscsi_login_at;
+        let how: string;
+        if (machine.bmc_address) {
+          const power = deps.services.power;
+          if (!power) {
+            throw new ApiError(503, "service_unavailable", "power control is not available");
+          }
+          try {
+            await power.act(machine, "off");
+          } catch (err) {
+            if (!(err instanceof PowerError)) throw err;
+            // Not switched off: the session goes on, and says so.
+            throw new ApiError(
+              /no user name or password/.test(err.message) ? 409 : 502,
+              /no user name or password/.test(err.message)
+                ? "conflict_error"
+                : "service_unavailable",
+              `${machine.name} was not switched off, the session continues: ${err.message}`,
+            );
+          }
+          how = "powered off through its BMC";
+        } else if (!seenBooting) {
+          how = "nothing of its boot was seen (never reached PXE)";
+        } else {
+          throw new ApiError(
+            409,
+            "conflict_error",
+            `${machine.name} has no BMC: bootfleet cannot switch it off or ask it to shut down (a diskless PC runs no agent). Shut it down from its OS; the session ends when its initiator logs out.`,
+          );
+        }
         store.sessions.end(s.id, "stopped");
-        return sessionView(deps, bySessionId(s.session_id));
+        deps.log.info(
+          { session_id: s.session_id, machine_id: s.machine_id, by: user!.username, how },
+          "session stopped",
+        );
+        deps.services.fleet?.evaluate();
+        return {
+          ...sessionView(deps, bySessionId(s.session_id)),
+          message: `session ended: ${how}`,
+        };
       },
     }),
   ];

@@ -10,11 +10,13 @@ import {
   readConfigfsSessions,
   removeFromConfigfs,
 } from "./lio-configfs.js";
+import { readLioIo } from "./lio-io.js";
 import { mergeTarget, readSaveConfig, removeTarget, updateSaveConfig } from "./lio-saveconfig.js";
 import {
   type RemoveOptions,
   type TargetDriver,
   TargetError,
+  type TargetIo,
   type TargetSession,
   type TargetSpec,
 } from "./types.js";
@@ -119,5 +121,9 @@ export class LioDriver implements TargetDriver {
 
   sessions(iqn: string): Promise<TargetSession[]> {
     return readConfigfsSessions(this.#fs, this.#root, iqn);
+  }
+
+  io(iqn: string): Promise<TargetIo> {
+    return readLioIo(this.#fs, this.#root, iqn);
   }
 }

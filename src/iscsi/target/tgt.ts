@@ -24,10 +24,12 @@ import {
   parseTgtShowTargets,
   type TgtTargetView,
 } from "./tgt-show.js";
+import { parseTgtStat } from "./tgt-stat.js";
 import {
   type RemoveOptions,
   type TargetDriver,
   TargetError,
+  type TargetIo,
   type TargetSession,
   type TargetSpec,
 } from "./types.js";
@@ -114,6 +116,17 @@ export class TgtDriver implements TargetDriver {
         ? { initiatorIqn: n.initiator }
         : { initiatorIqn: n.initiator, address: n.addresses[0] },
     );
+  }
+
+  async io(iqn: string): Promise<TargetIo> {
+    const t = (await this.#showTargets(iqn)).find((x) => x.iqn === iqn);
+    if (!t) return { readBytes: 0, writeBytes: 0, commands: 0 };
+    const out = await this.#tgtadmOut(
+      iqn,
+      ["--op", "stat", "--mode", "target", "--tid", `${t.tid}`],
+      [],
+    );
+    return parseTgtStat(out.stdout);
   }
 
   async #apply(spec: TargetSpec): Promise<void> {

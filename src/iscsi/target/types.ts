@@ -33,6 +33,18 @@ export interface TargetSession {
   address?: string;
 }
 
+/** What a target served its logged-in initiators (completed I/O). */
+export interface TargetIo {
+  readBytes: number;
+  writeBytes: number;
+  commands: number;
+  /**
+   * True when the counters run across sessions (LIO's per-LUN statistics): only a rise
+   * between two readings is I/O of this boot. False or absent: they count this login's.
+   */
+  cumulative?: boolean;
+}
+
 export interface RemoveOptions {
   /**
    * Remove even while an initiator is logged in. Off by default: removing a target
@@ -53,6 +65,8 @@ export interface TargetDriver {
   list(): Promise<string[]>;
   /** Who is logged in to this target now. */
   sessions(iqn: string): Promise<TargetSession[]>;
+  /** I/O served to the sessions logged in now; absent where the driver cannot count it. */
+  io?(iqn: string): Promise<TargetIo>;
 }
 
 export class TargetError extends Error {

@@ -1,0 +1,30 @@
+import type { FleetMonitor } from "../../fleet/monitor.js";
+import { type DerivedState, deriveMachineState } from "../../fleet/state.js";
+import type { ApiDeps } from "../route.js";
+
+declare module "../route.js" {
+  interface ApiServices {
+    /** The fleet's live state (src/fleet/monitor.ts): machine states, alerts. */
+    fleet?: FleetMonitor;
+  }
+}
+
+/** The bound an app without the fleet monitor (tests, tools) derives states with. */
+const DEFAULT_STALL_MS = 120_000;
+
+/**
+ * A machine's live state as the API shows it: the monitor's when the daemon runs one,
+ * else derived the same way from the store (I/O then cannot be seen: never "booted").
+ */
+export function machineState(deps: ApiDeps, machineId: number): DerivedState {
+  const fleet = deps.services.fleet;
+  if (fleet) return fleet.stateOf(machineId);
+  const target = deps.store.targets.forMachine(machineId).find((t) => t.status === "error");
+  return deriveMachineState({
+    session: deps.store.sessions.latest(machineId),
+    targetError: target ? (target.status_reason ?? "failed") : undefined,
+    ioObservable: false,
+    now: deps.clock(),
+    stallAfterMs: DEFAULT_STALL_MS,
+  });
+}
