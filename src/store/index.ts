@@ -1,6 +1,7 @@
 import { AuthSessionsRepo } from "./auth-sessions.js";
 import { type Db, type OpenStoreOptions, openStore } from "./db.js";
 import { HistoryRepo } from "./history.js";
+import { ImageUpdatesRepo, ImageVersionsRepo } from "./image-versions.js";
 import { ImagesRepo } from "./images.js";
 import { JobsRepo } from "./jobs.js";
 import { MachinesRepo } from "./machines.js";
@@ -20,6 +21,8 @@ export class Store {
   readonly jobs: JobsRepo;
   readonly history: HistoryRepo;
   readonly authSessions: AuthSessionsRepo;
+  readonly imageVersions: ImageVersionsRepo;
+  readonly imageUpdates: ImageUpdatesRepo;
 
   constructor(
     readonly db: Db,
@@ -33,6 +36,8 @@ export class Store {
     this.jobs = new JobsRepo(db, clock);
     this.history = new HistoryRepo(db, clock);
     this.authSessions = new AuthSessionsRepo(db, clock);
+    this.imageVersions = new ImageVersionsRepo(db, clock);
+    this.imageUpdates = new ImageUpdatesRepo(db, clock);
   }
 
   static open(opts: OpenStoreOptions, clock?: () => number): Store {

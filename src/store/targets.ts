@@ -30,6 +30,8 @@ export interface Target {
   overlay_unique_bytes: number | null;
   overlay_usage_at: string | null;
   overlay_reset_at: string | null;
+  /** The version the system overlay was cloned from (NULL: not made yet). */
+  overlay_version: number | null;
   created_at: string;
   updated_at: string;
 }
@@ -58,6 +60,7 @@ const WRITABLE = [
   "overlay_unique_bytes",
   "overlay_usage_at",
   "overlay_reset_at",
+  "overlay_version",
 ] as const satisfies readonly (keyof Target)[];
 
 export type NewTarget = Pick<
