@@ -3,6 +3,7 @@ import { authRoutes } from "./routes/auth.js";
 import { eventsRoutes } from "./routes/events.js";
 import { healthRoutes } from "./routes/health.js";
 import { historyRoutes } from "./routes/history.js";
+import { imageVersionsRoutes } from "./routes/image-versions.js";
 import { imagesRoutes } from "./routes/images.js";
 import { jobsRoutes } from "./routes/jobs.js";
 import { machinesRoutes } from "./routes/machines.js";
@@ -29,4 +30,5 @@ export const ROUTE_MODULES: readonly RouteModule[] = [
   eventsRoutes,
   powerRoutes,
   storageRoutes,
+  imageVersionsRoutes,
 ];

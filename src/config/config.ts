@@ -51,6 +51,8 @@ export const configSchema = z
           .int()
           .min(1024 * 1024)
           .max(2 ** 50),
+        /** Versions kept per image by the retention job (besides every version in use). */
+        keep_versions: z.number().int().min(1).max(1000),
       })
       .strict(),
     netboot: z
@@ -154,7 +156,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
     data_dir: privileges.isRoot ? "/var/lib/bootfleet" : "./var",
     images_dir: "",
     http: { listen: low ? ":80" : ":8080" },
-    images: { upload_max_bytes: 200 * 1024 ** 3 },
+    images: { upload_max_bytes: 200 * 1024 ** 3, keep_versions: 5 },
     storage: { reserve_percent: 5 },
     netboot: { interfaces: detectedInterface ? [detectedInterface] : [], server_address: "" },
     tftp: {

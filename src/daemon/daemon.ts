@@ -7,11 +7,13 @@ import { loadOrCreateSigningKey } from "../api/auth/keys.js";
 import type { ApiServices } from "../api/route.js";
 import type { Config } from "../config/config.js";
 import { registerCleanupJob } from "../diskspace/cleanup.js";
+import { checkReserve } from "../diskspace/reserve.js";
 import { EventBus } from "../events/bus.js";
 import { EventStreams } from "../events/streams.js";
 import { interfaceIPv4 } from "../host/interfaces.js";
 import { macForIp } from "../host/neighbours.js";
 import { ImageService } from "../images/service.js";
+import { VersionService } from "../images/versions.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
 import { JobRunner } from "../jobs/runner.js";
 import { errorText } from "../lib/error-text.js";
@@ -86,6 +88,7 @@ export class Daemon {
       this.log.error({ reason: this.iscsiProblem }, "iSCSI unavailable");
       return undefined;
     });
+    if (this.iscsi) services.versions?.attach(this.iscsi.versionStorage);
 
     const initialPasswordFile = join(c.data_dir, INITIAL_PASSWORD_FILE);
     await ensureInitialAdmin(this.store, initialPasswordFile, this.log);
@@ -220,6 +223,14 @@ export class Daemon {
       imagesDir: c.images_dir,
       referencedImageFiles: () => images.referencedFiles(),
     });
+    const versions = new VersionService({
+      store,
+      log: this.log,
+      runner: jobs,
+      bus,
+      keepVersions: c.images.keep_versions,
+      reserve: () => checkReserve(c.images_dir, c.storage.reserve_percent),
+    });
     const recovered = jobs.recover();
     if (recovered.failed.length || recovered.requeued.length) {
       this.log.warn(
@@ -244,6 +255,7 @@ export class Daemon {
     this.streams = new EventStreams({ bus });
     return {
       images,
+      versions,
       jobs,
       events: this.streams,
       power,

@@ -34,6 +34,16 @@ export interface EventPayloads {
     message: string | null;
   };
   system_alert: { level: "info" | "warning" | "critical"; source: string; message: string };
+  /** The update cycle of an image: an update opened, committed or discarded, a rollback, a version deleted, a target reset. */
+  image_version_changed: {
+    image_id: number;
+    action: string;
+    current_version: number | null;
+    version?: number;
+    update_id?: number;
+    machine_id?: number;
+    target_id?: number;
+  };
 }
 
 export type EventType = keyof EventPayloads;
@@ -47,6 +57,7 @@ export const EVENT_TYPES: readonly EventType[] = [
   "machine_offline",
   "job_progress",
   "system_alert",
+  "image_version_changed",
 ];
 
 /** One delivered event. `id` rises by one per publish, so a client can see gaps. */

@@ -1,7 +1,9 @@
 import { mkdirSync } from "node:fs";
 import type { Logger } from "pino";
+import { checkReserve } from "../diskspace/reserve.js";
 import type { EventBus } from "../events/bus.js";
 import { commandRunner } from "../host/exec.js";
+import type { VersionStorage } from "../images/versions.js";
 import { errorText } from "../lib/error-text.js";
 import type { BootfleetMetrics } from "../metrics/bootfleet.js";
 import type { SanbootPreparer } from "../netboot/boot-script.js";
@@ -12,6 +14,7 @@ import type { IscsiSettings } from "./settings.js";
 import { LioDriver } from "./target/lio.js";
 import { selectTargetDriver } from "./target/select.js";
 import { TgtDriver } from "./target/tgt.js";
+import { versionStorage } from "./version-storage.js";
 
 export interface Iscsi {
   reconciler: Reconciler;
@@ -20,6 +23,8 @@ export interface Iscsi {
   onTargetChanged(machineId: number): void;
   close(): void;
   summary(): string;
+  /** The disk work of the image update cycle (images/versions.ts), on this overlay driver. */
+  versionStorage: VersionStorage;
 }
 
 /**
@@ -62,6 +67,9 @@ export async function startIscsi(opts: {
     overlays,
     log,
     portal: s.portal,
+    ...(s.reservePercent !== undefined
+      ? { reserve: () => checkReserve(s.overlaysDir, s.reservePercent!) }
+      : {}),
     imagePath: (imageId) => {
       const image = store.images.get(imageId);
       if (image?.status !== "ready" || image.current_version === null) return undefined;
@@ -98,6 +106,7 @@ export async function startIscsi(opts: {
           log.error({ machine_id: machineId, err: errorText(err) }, "reconcile failed"),
         );
     },
+    versionStorage: versionStorage(reconciler, overlays, store),
     close: () => clearInterval(timer),
     summary: () => `iSCSI ${targets.name}/${overlays.name}`,
   };
