@@ -150,6 +150,8 @@ t.test("update cycle: open on SUPER, commit, PC-B sees it, rollback", { skip }, 
   t.equal(login.status, 200, "admin logs in");
   const token = login.json.access_token as string;
   const api = (method: string, path: string, body?: unknown) => curl(method, path, body, token);
+  const dropIscsiConnections = () =>
+    lan.exec("ss", ["-K", "-t", "state", "established", "( sport = :3260 )"]);
 
   // PC-B (reset on reboot) boots version 1 clean.
   const b1 = lan.startBiosClient({ bridge: "br0", mac: machines.b.mac });
@@ -182,6 +184,10 @@ t.test("update cycle: open on SUPER, commit, PC-B sees it, rollback", { skip }, 
   t.equal(live.status, 409, "commit while SUPER runs is refused");
   t.match(live.json?.detail, /lab-super is running/, "naming the running machine");
   s1.kill();
+  // A PC that shuts down logs out of its target; a killed QEMU leaves a half-open TCP
+  // connection that tgtd would keep for hours. Closing it on the target's side is what
+  // the shutdown's logout does (nothing else is connected at this point).
+  dropIscsiConnections();
 
   // Once SUPER's session is gone, commit: version 2, current.
   let commit = live;
@@ -215,6 +221,7 @@ t.test("update cycle: open on SUPER, commit, PC-B sees it, rollback", { skip }, 
   t.equal(busy.status, 409, "reset with a live session is refused");
   t.match(busy.json?.detail, /lab-pc-b/, "naming the machine");
   b2.kill();
+  dropIscsiConnections();
 
   // Rollback to 1: PC-B boots clean again.
   const rolled = api("POST", `/images/${image.id}/rollback`, { version: 1 });
@@ -227,6 +234,7 @@ t.test("update cycle: open on SUPER, commit, PC-B sees it, rollback", { skip }, 
   await b3.waitFor(BOOTED, BOOT_TIMEOUT);
   t.match(b3.serial(), /DISKLESS-BOOT-OK FRESH/, "PC-B boots clean after the rollback");
   b3.kill();
+  dropIscsiConnections();
 
   // SUPER (persistent, off) is reset onto the current version.
   const reset = api("POST", `/targets/${ids.super!.target}/reset`);
