@@ -206,8 +206,9 @@ t.test("update cycle: open on SUPER, commit, PC-B sees it, rollback", { skip }, 
     "two versions",
   );
   t.equal(api("GET", `/images/${image.id}`).json.current_version, 2, "current version 2");
-  const committedLog = daemon.logs.find(
+  const committedLog = await daemon.waitForLog(
     (l) => l.msg === "image update committed: new current version",
+    30_000,
   );
   t.comment(`commit took ${String(committedLog?.ms)} ms (reflink clone of the draft)`);
 
