@@ -149,6 +149,10 @@ export class ImageUpdatesRepo extends Table<ImageUpdate> {
     ).get(machineId, imageId) as ImageUpdate | undefined;
   }
 
+  countOpen(): number {
+    return this.count("status = 'open'");
+  }
+
   /** Every open update's draft overlay id: they belong to no target, and are not orphans. */
   openDraftOverlays(): string[] {
     return (
