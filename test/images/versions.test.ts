@@ -330,8 +330,8 @@ t.test(
     // versions_behind: a persistent overlay on v1 while v2 is current.
     s.store.targets.update(s.pcB.target.id, { system_image_version: null, overlay_version: 1 });
     t.equal(versionsBehind(s.store, target(s.pcB.target.id)), 1);
-  t.equal(s.store.targets.getRow(s.pcB.target.id)?.versions_behind, 1, "the target view's count");
-  t.same(s.store.targets.versionsBehindSummary(), { behind: 1, max: 1 }, "the metrics' summary");
-  t.equal(s.store.imageUpdates.countOpen(), 1);
+    t.equal(s.store.targets.getRow(s.pcB.target.id)?.versions_behind, 1, "the target view's count");
+    t.same(s.store.targets.versionsBehindSummary(), { behind: 1, max: 1 }, "the metrics' summary");
+    t.equal(s.store.imageUpdates.countOpen(), 1);
   },
 );
