@@ -5,6 +5,7 @@ import { configRoutes } from "./routes/config.js";
 import { eventsRoutes } from "./routes/events.js";
 import { healthRoutes } from "./routes/health.js";
 import { historyRoutes } from "./routes/history.js";
+import { imageVersionsRoutes } from "./routes/image-versions.js";
 import { imagesRoutes } from "./routes/images.js";
 import { jobsRoutes } from "./routes/jobs.js";
 import { locationsRoutes } from "./routes/locations.js";
@@ -37,4 +38,5 @@ export const ROUTE_MODULES: readonly RouteModule[] = [
   locationsRoutes,
   configRoutes,
   machinesBulkRoutes,
+  imageVersionsRoutes,
 ];

@@ -63,6 +63,8 @@ export const configSchema = z
           .int()
           .min(1024 * 1024)
           .max(2 ** 50),
+        /** Versions kept per image by the retention job (besides every version in use). */
+        keep_versions: z.number().int().min(1).max(1000),
       })
       .strict(),
     netboot: z
@@ -179,7 +181,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
       listen: low ? ":80" : ":8080",
       socket: "",
     },
-    images: { upload_max_bytes: 200 * 1024 ** 3 },
+    images: { upload_max_bytes: 200 * 1024 ** 3, keep_versions: 5 },
     storage: { reserve_percent: 5 },
     fleet: { stall_timeout_seconds: 120 },
     netboot: {

@@ -68,6 +68,10 @@ const KEY_DOCS: Record<string, KeyDoc> = {
   "images.upload_max_bytes": {
     about: "Largest image upload accepted, in bytes (200 GiB; larger uploads get 413).",
   },
+  "images.keep_versions": {
+    about:
+      "Versions of each image kept after a commit; older ones are deleted by a job, never one in use (current, pinned, under an overlay or a draft).",
+  },
   "netboot.interfaces": {
     about: "Interfaces whose LAN proxy-DHCP serves.",
     computed: { rule: "the interface of the default route", example: () => ["eth0"] },

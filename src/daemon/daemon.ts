@@ -8,6 +8,7 @@ import type { ApiServices } from "../api/route.js";
 import { webRoutes } from "../api/web.js";
 import { type Config, maskedConfig } from "../config/config.js";
 import { registerCleanupJob } from "../diskspace/cleanup.js";
+import { checkReserve } from "../diskspace/reserve.js";
 import { EventBus } from "../events/bus.js";
 import { EventStreams } from "../events/streams.js";
 import { registerBulkJob } from "../fleet/bulk.js";
@@ -15,6 +16,7 @@ import { FleetMonitor } from "../fleet/monitor.js";
 import { interfaceIPv4 } from "../host/interfaces.js";
 import { NeighbourTable } from "../host/neighbours.js";
 import { ImageService } from "../images/service.js";
+import { VersionService } from "../images/versions.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
 import { JobRunner } from "../jobs/runner.js";
 import { errorText } from "../lib/error-text.js";
@@ -95,6 +97,7 @@ export class Daemon {
       this.log.error({ reason: this.iscsiProblem }, "iSCSI unavailable");
       return undefined;
     });
+    if (this.iscsi) services.versions?.attach(this.iscsi.versionStorage);
 
     // The fleet's live state: after iSCSI, whose driver tells whether I/O can be counted.
     this.fleet = new FleetMonitor({
@@ -261,6 +264,14 @@ export class Daemon {
         await this.iscsi.resetOverlays(machineId);
       },
     });
+    const versions = new VersionService({
+      store,
+      log: this.log,
+      runner: jobs,
+      bus,
+      keepVersions: c.images.keep_versions,
+      reserve: () => checkReserve(c.images_dir, c.storage.reserve_percent),
+    });
     const recovered = jobs.recover();
     if (recovered.failed.length || recovered.requeued.length) {
       this.log.warn(
@@ -286,6 +297,7 @@ export class Daemon {
     this.streams = new EventStreams({ bus });
     return {
       images,
+      versions,
       jobs,
       events: this.streams,
       power,

@@ -17,5 +17,6 @@ export function iscsiSettings(config: Config, opts: { isRoot: boolean }): IscsiS
     sessionPollMs: c.session_poll_ms,
     // modprobe needs root; without it, "auto" simply takes tgt when configfs is absent.
     mayLoadModules: opts.isRoot,
+    reservePercent: config.storage.reserve_percent,
   };
 }

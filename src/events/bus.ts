@@ -50,6 +50,16 @@ export interface EventPayloads {
     session_id: string | null;
     reason: string | null;
   };
+  /** The update cycle of an image: an update opened, committed or discarded, a rollback, a version deleted, a target reset. */
+  image_version_changed: {
+    image_id: number;
+    action: string;
+    current_version: number | null;
+    version?: number;
+    update_id?: number;
+    machine_id?: number;
+    target_id?: number;
+  };
 }
 
 export type EventType = keyof EventPayloads;
@@ -64,6 +74,7 @@ export const EVENT_TYPES: readonly EventType[] = [
   "job_progress",
   "system_alert",
   "machine_state",
+  "image_version_changed",
 ];
 
 /** One delivered event. `id` rises by one per publish, so a client can see gaps. */

@@ -12,6 +12,7 @@ import type { Target } from "../store/targets.js";
 import { chapSecret } from "./identity.js";
 import type { OverlayDriver, OverlayRef } from "./overlay/types.js";
 import type { LunSpec, TargetDriver, TargetSpec } from "./target/types.js";
+import { type SystemDisk, selectSystemDisk } from "./version-selection.js";
 
 export interface ReconcilerDeps {
   store: Store;
@@ -25,6 +26,29 @@ export interface ReconcilerDeps {
   /** session_started / session_stopped for the API's event streams. */
   bus?: EventBus;
   metrics?: BootfleetMetrics;
+  /**
+   * The free-space reserve: refuses a new draft or a reset overlay when the overlay file
+   * system is below it (the reason names it). Absent: not checked.
+   */
+  reserve?: () => Promise<{ ok: boolean; reason?: string }>;
+}
+
+/** A reset refused because the machine is running: its session is named. */
+export class LiveSessionError extends Error {
+  override name = "LiveSessionError";
+  constructor(
+    readonly machineName: string,
+    readonly sessionId: string | undefined,
+  ) {
+    super(
+      `machine ${machineName} has a live iSCSI session${sessionId ? ` (${sessionId})` : ""}: shut it down first`,
+    );
+  }
+}
+
+/** A new overlay refused by the free-space reserve. */
+export class ReserveError extends Error {
+  override name = "ReserveError";
 }
 
 export type Prepared = { ok: true; data: SanbootData } | { ok: false; reason: string };
@@ -78,8 +102,11 @@ export class Reconciler {
     return this.perMachine.run(machine.id, async () => {
       try {
         const current = this.rotateChap(target);
+        const draft = await this.prepareDraft(current);
         if (machine.overlay_policy === "reset") await this.resetOverlays(current);
+        else if (draft) await this.takeDown(current);
         const spec = await this.applyTarget(machine, current);
+        if (spec && draft) this.d.store.imageUpdates.markBooted(draft.draftUpdateId!);
         if (!spec)
           return {
             ok: false,
@@ -226,8 +253,11 @@ export class Reconciler {
   }
 
   private async specFor(target: Target): Promise<TargetSpec> {
-    const systemImage = this.requireImage(target.system_image_id, "system image");
-    const system = await this.d.overlays.create(systemImage, systemOverlayId(target.id));
+    const disk = this.systemDisk(target);
+    const system = await this.d.overlays.create(disk.imagePath, disk.overlayId);
+    if (disk.draftUpdateId === undefined && target.overlay_version === null) {
+      this.d.store.targets.update(target.id, { overlay_version: disk.version });
+    }
     const luns: LunSpec[] = [this.lun(this.d.targets.firstLun, system, false, target, "system")];
     if (target.extra_disk_image_id !== null) {
       const extraImage = this.requireImage(target.extra_disk_image_id, "extra disk image");
@@ -306,8 +336,12 @@ export class Reconciler {
     // The target holds the old overlay open: take it down (its only session, if any, is
     // this machine's dead one) so the fresh clone is what it serves next.
     if (exists) await this.d.targets.remove(target.iqn, { force: live.length > 0 });
-    const image = this.requireImage(target.system_image_id, "system image");
-    await this.d.overlays.reset(image, systemOverlayId(target.id));
+    // The super-client of an update keeps its draft across reboots: only its own disks reset.
+    const disk = this.systemDisk(target);
+    if (disk.draftUpdateId === undefined) {
+      await this.d.overlays.reset(disk.imagePath, disk.overlayId);
+      this.d.store.targets.update(target.id, { overlay_version: disk.version });
+    }
     if (target.target_type === "system_data" && target.extra_disk_image_id !== null) {
       await this.d.overlays.reset(
         this.requireImage(target.extra_disk_image_id, "extra disk image"),
@@ -321,6 +355,81 @@ export class Reconciler {
       { iqn: target.iqn, stale_sessions: live.length },
       "overlay reset for a new boot",
     );
+  }
+
+  // --- Image versions: which version a machine boots, drafts, resets (version-selection.ts) ---
+
+  private systemDisk(target: Target): SystemDisk {
+    const disk = selectSystemDisk(this.d.store, target, systemOverlayId(target.id));
+    if (typeof disk === "string") throw new Error(disk);
+    return disk;
+  }
+
+  /**
+   * The super-client's draft, when the machine is one: a new draft must respect the
+   * free-space reserve (an existing one keeps booting whatever the reserve says).
+   */
+  private async prepareDraft(target: Target): Promise<SystemDisk | undefined> {
+    const disk = this.systemDisk(target);
+    if (disk.draftUpdateId === undefined) return undefined;
+    if (!(await this.d.overlays.list()).includes(disk.overlayId)) await this.checkReserve();
+    return disk;
+  }
+
+  private async checkReserve(): Promise<void> {
+    const r = await this.d.reserve?.();
+    if (r && !r.ok) throw new ReserveError(r.reason ?? "below the free-space reserve");
+  }
+
+  /** Removes a target (its sessions are dead ones) so the next apply serves other LUN files. */
+  private async takeDown(target: Target): Promise<void> {
+    if (!(await this.d.targets.list()).includes(target.iqn)) return;
+    const live = await this.d.targets.sessions(target.iqn);
+    await this.d.targets.remove(target.iqn, { force: live.length > 0 });
+  }
+
+  /** Whether the machine's initiator is logged in to its target now. */
+  async liveSession(target: Target): Promise<boolean> {
+    const sessions = await this.d.targets.sessions(target.iqn);
+    return sessions.some((s) => s.initiatorIqn === target.initiator_iqn);
+  }
+
+  /**
+   * A fresh overlay of the version the target follows (or pins), for a machine that is
+   * off: refused with LiveSessionError while it is logged in, ReserveError below the reserve.
+   */
+  resetTarget(targetId: number): Promise<Target> {
+    const target = this.d.store.targets.get(targetId);
+    if (!target) return Promise.reject(new Error(`no target ${targetId}`));
+    return this.perMachine.run(target.machine_id, async () => {
+      const machine = this.d.store.machines.get(target.machine_id)!;
+      if (await this.liveSession(target)) {
+        throw new LiveSessionError(
+          machine.name,
+          this.d.store.sessions.current(machine.id)?.session_id,
+        );
+      }
+      await this.checkReserve();
+      await this.resetOverlays(target);
+      await this.applyTarget(machine, this.d.store.targets.get(target.id)!);
+      return this.d.store.targets.get(target.id)!;
+    });
+  }
+
+  /**
+   * After an update of the machine's image closed (the machine is off): its target is
+   * rebuilt on its own overlay instead of the draft.
+   */
+  retarget(machineId: number): Promise<void> {
+    return this.perMachine.run(machineId, async () => {
+      const machine = this.d.store.machines.get(machineId);
+      if (!machine) return;
+      for (const t of this.d.store.targets.forMachine(machineId)) {
+        if (t.is_active !== 1) continue;
+        await this.takeDown(t);
+        await this.applyTarget(machine, t);
+      }
+    });
   }
 
   /** Targets and overlays under our names that no store row wants any more. */

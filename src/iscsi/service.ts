@@ -1,7 +1,9 @@
 import { mkdirSync } from "node:fs";
 import type { Logger } from "pino";
+import { checkReserve } from "../diskspace/reserve.js";
 import type { EventBus } from "../events/bus.js";
 import { commandRunner } from "../host/exec.js";
+import type { VersionStorage } from "../images/versions.js";
 import { errorText } from "../lib/error-text.js";
 import type { BootfleetMetrics } from "../metrics/bootfleet.js";
 import type { SanbootPreparer } from "../netboot/boot-script.js";
@@ -13,6 +15,7 @@ import { LioDriver } from "./target/lio.js";
 import { selectTargetDriver } from "./target/select.js";
 import { TgtDriver } from "./target/tgt.js";
 import type { TargetIo } from "./target/types.js";
+import { versionStorage } from "./version-storage.js";
 
 export interface Iscsi {
   reconciler: Reconciler;
@@ -25,6 +28,8 @@ export interface Iscsi {
   io: ((iqn: string) => Promise<TargetIo>) | undefined;
   close(): void;
   summary(): string;
+  /** The disk work of the image update cycle (images/versions.ts), on this overlay driver. */
+  versionStorage: VersionStorage;
   /** Whether the target driver answers and the overlay file system is usable, with why. */
   health(): Promise<{ driver: ComponentHealth; overlays: ComponentHealth }>;
 }
@@ -74,6 +79,9 @@ export async function startIscsi(opts: {
     overlays,
     log,
     portal: s.portal,
+    ...(s.reservePercent !== undefined
+      ? { reserve: () => checkReserve(s.overlaysDir, s.reservePercent!) }
+      : {}),
     imagePath: (imageId) => {
       const image = store.images.get(imageId);
       if (image?.status !== "ready" || image.current_version === null) return undefined;
@@ -112,6 +120,7 @@ export async function startIscsi(opts: {
     },
     resetOverlays: (machineId) => reconciler.resetMachineOverlays(machineId),
     io: targets.io ? (iqn) => targets.io!(iqn) : undefined,
+    versionStorage: versionStorage(reconciler, overlays, store),
     close: () => clearInterval(timer),
     summary: () => `iSCSI ${targets.name}/${overlays.name}`,
     health: async () => {

@@ -19,4 +19,6 @@ export interface IscsiSettings extends OverlayDriverSettings {
   sessionPollMs: number;
   /** True when the daemon may load LIO's kernel modules (it runs as root). */
   mayLoadModules: boolean;
+  /** `[storage] reserve_percent`: new drafts and reset overlays are refused below it. */
+  reservePercent?: number;
 }

@@ -133,6 +133,26 @@ export class BootfleetMetrics {
     this.#jobs.inc({ type, status });
   }
 
+  readonly #overlaysBehind = this.registry.gauge({
+    name: "bootfleet_overlays_behind",
+    help: "Targets whose overlay was cloned from an older version than the one they follow.",
+  });
+  readonly #versionsBehindMax = this.registry.gauge({
+    name: "bootfleet_overlay_versions_behind_max",
+    help: "The most versions any target's overlay is behind its image.",
+  });
+  readonly #updatesOpen = this.registry.gauge({
+    name: "bootfleet_image_updates_open",
+    help: "Image updates open on a super-client (not yet committed or discarded).",
+  });
+
+  /** The update cycle at a glance, without per-machine labels. */
+  imageVersions(v: { overlaysBehind: number; versionsBehindMax: number; updatesOpen: number }) {
+    this.#overlaysBehind.set(v.overlaysBehind);
+    this.#versionsBehindMax.set(v.versionsBehindMax);
+    this.#updatesOpen.set(v.updatesOpen);
+  }
+
   /** Gauges read from elsewhere at scrape time (the bus's drop count, say). */
   onCollect(fn: (m: { eventsDropped: (n: number) => void }) => void): void {
     this.registry.onCollect(() => fn({ eventsDropped: (n) => this.#eventsDropped.set(n) }));

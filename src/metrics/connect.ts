@@ -22,5 +22,13 @@ export function connectMetrics(opts: {
   });
   metrics.onCollect((m) => m.eventsDropped(bus.stats().dropped));
   metrics.registry.onCollect(() => metrics.activeSessions(store.sessions.countInProgress()));
+  metrics.registry.onCollect(() => {
+    const b = store.targets.versionsBehindSummary();
+    metrics.imageVersions({
+      overlaysBehind: b.behind,
+      versionsBehindMax: b.max,
+      updatesOpen: store.imageUpdates.countOpen(),
+    });
+  });
   return off;
 }

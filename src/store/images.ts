@@ -33,6 +33,7 @@ export interface ImageVersion {
   size_bytes: number;
   checksum_sha256: string | null;
   note: string;
+  created_by: number | null;
   created_at: string;
 }
 
@@ -127,8 +128,8 @@ export class ImagesRepo extends Table<Image> {
       ).n;
       const info = this.db
         .prepare(
-          `INSERT INTO image_versions (image_id, version, path, size_bytes, checksum_sha256, note)
-           VALUES (@image_id, @version, @path, @size_bytes, @checksum_sha256, @note)`,
+          `INSERT INTO image_versions (image_id, version, path, size_bytes, checksum_sha256, note, created_by)
+           VALUES (@image_id, @version, @path, @size_bytes, @checksum_sha256, @note, @created_by)`,
         )
         .run({
           image_id: imageId,
@@ -137,6 +138,7 @@ export class ImagesRepo extends Table<Image> {
           size_bytes: v.size_bytes ?? 0,
           checksum_sha256: v.checksum_sha256 ?? null,
           note: v.note ?? "",
+          created_by: v.created_by ?? null,
         });
       this.update(imageId, { current_version: next });
       return this.db

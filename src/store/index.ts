@@ -2,6 +2,7 @@ import { AlertsRepo } from "./alerts.js";
 import { AuthSessionsRepo } from "./auth-sessions.js";
 import { type Db, type OpenStoreOptions, openStore } from "./db.js";
 import { HistoryRepo } from "./history.js";
+import { ImageUpdatesRepo, ImageVersionsRepo } from "./image-versions.js";
 import { ImagesRepo } from "./images.js";
 import { JobsRepo } from "./jobs.js";
 import { LocationsRepo } from "./locations.js";
@@ -24,6 +25,8 @@ export class Store {
   readonly authSessions: AuthSessionsRepo;
   readonly alerts: AlertsRepo;
   readonly locations: LocationsRepo;
+  readonly imageVersions: ImageVersionsRepo;
+  readonly imageUpdates: ImageUpdatesRepo;
 
   constructor(
     readonly db: Db,
@@ -39,6 +42,8 @@ export class Store {
     this.authSessions = new AuthSessionsRepo(db, clock);
     this.alerts = new AlertsRepo(db, clock);
     this.locations = new LocationsRepo(db, clock);
+    this.imageVersions = new ImageVersionsRepo(db, clock);
+    this.imageUpdates = new ImageUpdatesRepo(db, clock);
   }
 
   static open(opts: OpenStoreOptions, clock?: () => number): Store {

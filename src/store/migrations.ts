@@ -244,6 +244,46 @@ ALTER TABLE targets ADD COLUMN overlay_reset_at TEXT;
 `,
   },
   {
+    version: 4,
+    name: "image versions, updates (super-client drafts) and the version of each overlay",
+    sql: `
+-- Who made a version (its comment is the existing note column).
+ALTER TABLE image_versions ADD COLUMN created_by INTEGER REFERENCES users(id) ON DELETE SET NULL;
+
+-- An update of an image: one machine (the super-client) boots a writable draft overlay of
+-- base_version; committing it makes the draft the next version. At most one open per image.
+CREATE TABLE image_updates (
+  id                INTEGER PRIMARY KEY,
+  image_id          INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+  machine_id        INTEGER NOT NULL REFERENCES machines(id) ON DELETE CASCADE,
+  base_version      INTEGER NOT NULL,
+  status            TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open','committed','discarded')),
+  draft_overlay     TEXT NOT NULL,
+  draft_booted_at   TEXT,
+  comment           TEXT NOT NULL DEFAULT '',
+  committed_version INTEGER,
+  created_by        INTEGER REFERENCES users(id) ON DELETE SET NULL,
+  created_at        TEXT NOT NULL DEFAULT ${NOW},
+  updated_at        TEXT NOT NULL DEFAULT ${NOW},
+  closed_at         TEXT
+);
+CREATE UNIQUE INDEX image_updates_one_open ON image_updates(image_id) WHERE status = 'open';
+CREATE INDEX image_updates_image ON image_updates(image_id, id);
+
+-- The version a target's system overlay was cloned from (persistent machines fall behind
+-- as new versions are committed); targets.system_image_version pins one (NULL follows).
+ALTER TABLE targets ADD COLUMN overlay_version INTEGER;
+
+-- Images imported before versions existed: their first version is current.
+UPDATE images SET current_version =
+  (SELECT min(v.version) FROM image_versions v WHERE v.image_id = images.id)
+  WHERE current_version IS NULL
+    AND EXISTS (SELECT 1 FROM image_versions v WHERE v.image_id = images.id);
+UPDATE targets SET overlay_version =
+  (SELECT i.current_version FROM images i WHERE i.id = targets.system_image_id);
+`,
+  },
+  {
     version: 5,
     name: "fleet: alerts, locations (rooms), first I/O of a boot",
     sql: `

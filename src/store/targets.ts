@@ -30,6 +30,8 @@ export interface Target {
   overlay_unique_bytes: number | null;
   overlay_usage_at: string | null;
   overlay_reset_at: string | null;
+  /** The version the system overlay was cloned from (NULL: not made yet). */
+  overlay_version: number | null;
   created_at: string;
   updated_at: string;
 }
@@ -58,6 +60,7 @@ const WRITABLE = [
   "overlay_unique_bytes",
   "overlay_usage_at",
   "overlay_reset_at",
+  "overlay_version",
 ] as const satisfies readonly (keyof Target)[];
 
 export type NewTarget = Pick<
@@ -75,6 +78,9 @@ export type NewTarget = Pick<
 
 /** A target as listed: with the names of its machine and images. */
 export type TargetRow = Target & {
+  system_image_current_version: number | null;
+  /** Versions of its image newer than its overlay's (0 for a fresh or reset overlay). */
+  versions_behind: number;
   machine_name: string;
   system_image_name: string | null;
   extra_disk_image_name: string | null;
@@ -87,8 +93,14 @@ export interface TargetFilter {
   status?: TargetStatus | undefined;
 }
 
-const ROW_SELECT =
-  "t.*, m.name AS machine_name, si.name AS system_image_name, xi.name AS extra_disk_image_name";
+// How many versions of its image were made after the one the overlay was cloned from, up
+// to the version it follows (current) or pins.
+const VERSIONS_BEHIND = `(SELECT count(*) FROM image_versions v WHERE v.image_id = t.system_image_id
+  AND v.version > t.overlay_version
+  AND v.version <= coalesce(t.system_image_version, si.current_version))`;
+const ROW_SELECT = `t.*, m.name AS machine_name, si.name AS system_image_name,
+  xi.name AS extra_disk_image_name, si.current_version AS system_image_current_version,
+  ${VERSIONS_BEHIND} AS versions_behind`;
 const ROW_FROM = `targets t JOIN machines m ON m.id = t.machine_id
   LEFT JOIN images si ON si.id = t.system_image_id LEFT JOIN images xi ON xi.id = t.extra_disk_image_id`;
 
@@ -147,6 +159,15 @@ export class TargetsRepo extends Table<Target> {
     return this.db
       .prepare("SELECT * FROM targets WHERE is_active = 1 ORDER BY id")
       .all() as Target[];
+  }
+
+  /** Targets whose overlay is on an older version than they follow, and the largest gap. */
+  versionsBehindSummary(): { behind: number; max: number } {
+    const r = this.stmt(
+      `SELECT count(*) FILTER (WHERE b > 0) AS behind, coalesce(max(b), 0) AS max FROM
+       (SELECT ${VERSIONS_BEHIND} AS b FROM targets t LEFT JOIN images si ON si.id = t.system_image_id)`,
+    ).get() as { behind: number; max: number };
+    return r;
   }
 
   /** Whether any target still uses an image (an image in use must not be deleted). */

@@ -35,6 +35,14 @@ export function targetView(t: TargetRow) {
     extra_disk_mountpoint: t.extra_disk_mountpoint,
     initiator_iqn: t.initiator_iqn,
     is_active: t.is_active === 1,
+    // Versions: the one it pins (null: follows the image's current one), the one its
+    // overlay was cloned from, and how far that is behind.
+    image_version: t.system_image_version,
+    overlay_version: t.overlay_version,
+    versions_behind: t.versions_behind,
+    overlay_allocated_bytes: t.overlay_allocated_bytes,
+    overlay_unique_bytes: t.overlay_unique_bytes,
+    overlay_usage_at: t.overlay_usage_at,
     created_at: t.created_at,
     updated_at: t.updated_at,
   };

@@ -219,6 +219,29 @@ class LvmThinDriver implements OverlayDriver {
     }
   }
 
+  // Image versions: a commit freezes a draft overlay as a thin snapshot of it, which shares
+  // every chunk with the draft, so it takes the same time at any size. Version LVs are named
+  // by the caller and never carry the overlay prefixes, so list() never reports one.
+  async freezeVersion(overlayId: string, name: string): Promise<OverlayRef> {
+    const draft = this.lvNameOf(overlayId);
+    const lv = validateLvName(validateOverlayId(name), this.#vg);
+    if (lv.startsWith(this.#prefix) || lv.startsWith(this.#resetPrefix)) {
+      throw new OverlayError("INVALID_NAME", `version name ${lv} looks like an overlay's`);
+    }
+    return this.#lock.run(overlayId, async () => {
+      await this.#snapshot(draft, lv, overlayId);
+      await this.#activate(lv, overlayId);
+      const sizeBytes = await this.#sizeOf(lv, overlayId);
+      this.#log.info({ overlayId, version: lv }, "draft frozen as an image version");
+      return { kind: "block", path: this.#devicePath(lv), sizeBytes };
+    });
+  }
+
+  async deleteVersion(path: string): Promise<void> {
+    const lv = this.#imageLv(path, "version");
+    if ((await this.#report(undefined)).has(lv)) await this.#remove(lv, lv);
+  }
+
   async #snapshot(image: string, lv: string, overlayId: string): Promise<void> {
     // -kn: without it a thin snapshot carries the activation-skip flag and stays inactive.
     await this.#lvm(overlayId, "lvcreate", ["-s", "-kn", "-n", lv, `${this.#vg}/${image}`]);

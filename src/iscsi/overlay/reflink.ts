@@ -16,6 +16,7 @@ import {
 import { parseXfsIoFiemap, summarizeExtents, xfsIoFiemapArgs } from "./fiemap.js";
 import { fileSystemType } from "./fstype.js";
 import { overlayIdsAmong, validateOverlayId } from "./names.js";
+import { deleteReflinkVersion, freezeReflinkVersion } from "./reflink-versions.js";
 import {
   OVERLAY_COMMANDS,
   type OverlayDriver,
@@ -196,6 +197,19 @@ class ReflinkDriver implements OverlayDriver {
     return overlayIdsAmong(names, (name) =>
       name.endsWith(SUFFIX) ? name.slice(0, -SUFFIX.length) : undefined,
     );
+  }
+
+  // Image versions (reflink-versions.ts): a commit freezes a draft overlay into the image folder.
+  async freezeVersion(overlayId: string, name: string): Promise<OverlayRef> {
+    if (this.#imageDir === undefined) {
+      throw new OverlayError("NOT_FOUND", "no image folder is configured: versions cannot be made");
+    }
+    const src = this.pathOf(overlayId);
+    return this.#lock.run(overlayId, () => freezeReflinkVersion(src, this.#imageDir!, name));
+  }
+
+  deleteVersion(path: string): Promise<void> {
+    return deleteReflinkVersion(path);
   }
 
   async #requireDir(dir: string, what: string): Promise<void> {

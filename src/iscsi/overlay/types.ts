@@ -33,6 +33,14 @@ export interface OverlayDriver {
   usage(overlayId: string): Promise<OverlayUsage>;
   /** Ids of the overlays that exist, sorted, so a reconciler can find orphans. */
   list(): Promise<string[]>;
+  /**
+   * Image versions (absent when the driver cannot make them). freezeVersion clones an
+   * overlay's present content into a new immutable image named `name`, in constant time
+   * (a reflink or a thin snapshot, never a copy); the overlay itself is left as it is.
+   */
+  freezeVersion?(overlayId: string, name: string): Promise<OverlayRef>;
+  /** Deletes an image made by freezeVersion (by its path); idempotent. */
+  deleteVersion?(path: string): Promise<void>;
 }
 
 /**
