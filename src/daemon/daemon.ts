@@ -86,6 +86,10 @@ export class Daemon {
       this.log.error({ reason: this.iscsiProblem }, "iSCSI unavailable");
       return undefined;
     });
+    if (this.iscsi) {
+      const r = this.iscsi.reconciler;
+      services.quarantine = { list: () => r.quarantine(), delete: (n) => r.deleteQuarantined(n) };
+    }
 
     const initialPasswordFile = join(c.data_dir, INITIAL_PASSWORD_FILE);
     await ensureInitialAdmin(this.store, initialPasswordFile, this.log);
