@@ -217,6 +217,7 @@ export class Daemon {
       bus,
       imagesDir: c.images_dir,
       maxUploadBytes: c.images.upload_max_bytes,
+      reservePercent: c.storage.reserve_percent,
     });
     // Overlays are left out until the iSCSI side can say which overlay ids targets use:
     // without that list the cleanup never touches a machine's disk.

@@ -4,6 +4,7 @@ import { basename, join } from "node:path";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
 import { z } from "zod";
+import { checkReserve } from "../diskspace/reserve.js";
 import type { EventBus } from "../events/bus.js";
 import type { JobContext, JobRunner } from "../jobs/runner.js";
 import type { Image, ImageType } from "../store/images.js";
@@ -55,6 +56,11 @@ export interface ImageServiceDeps {
   bus?: EventBus;
   imagesDir: string;
   maxUploadBytes: number;
+  /**
+   * Percent of the images' file system kept free for running machines' overlays
+   * (`[storage] reserve_percent`): an upload that would go below it is refused (507).
+   */
+  reservePercent?: number;
   qemu?: QemuImgOptions;
   /** Free bytes of a folder; statfs by default, a test can shrink it. */
   freeBytes?: (dir: string) => Promise<number>;
@@ -90,6 +96,9 @@ export class ImageService {
       body: req.body,
       dir: d.imagesDir,
       maxBytes: d.maxUploadBytes,
+      ...(d.reservePercent !== undefined
+        ? { spaceBytes: await this.#spaceBeforeReserve(d.reservePercent) }
+        : {}),
       onTempFile: (p) => {
         if (p) {
           temp = p;
@@ -163,6 +172,14 @@ export class ImageService {
       this.#liveTemps.delete(got.tempPath);
       throw err;
     }
+  }
+
+  /** How much an upload may write before the free-space reserve, and what to say past it. */
+  async #spaceBeforeReserve(percent: number): Promise<{ bytes: number; reason: string }> {
+    const r = await checkReserve(this.#d.imagesDir, percent, 0);
+    const bytes = Math.max(0, r.free_bytes - r.reserve_bytes);
+    const probe = await checkReserve(this.#d.imagesDir, percent, bytes + 1);
+    return { bytes, reason: probe.reason ?? "the free-space reserve would be crossed" };
   }
 
   update(id: number, patch: ImagePatch): Image {
