@@ -6,7 +6,7 @@ import { ensureInitialAdmin, INITIAL_PASSWORD_FILE } from "../api/auth/initial-a
 import { loadOrCreateSigningKey } from "../api/auth/keys.js";
 import type { ApiServices } from "../api/route.js";
 import type { Config } from "../config/config.js";
-import { registerCleanupJob } from "../diskspace/cleanup.js";
+import { registerCleanupJob, sweepDeadUploads } from "../diskspace/cleanup.js";
 import { EventBus } from "../events/bus.js";
 import { EventStreams } from "../events/streams.js";
 import { interfaceIPv4 } from "../host/interfaces.js";
@@ -42,6 +42,7 @@ export class Daemon {
   private iscsi: Iscsi | undefined;
   private iscsiProblem: string | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
+  private uploadSweepTimer: NodeJS.Timeout | undefined;
   private jobs: JobRunner | undefined;
   private streams: EventStreams | undefined;
   /**
@@ -178,6 +179,7 @@ export class Daemon {
     if (this.state === "stopping") return;
     this.state = "stopping";
     clearInterval(this.watchdogTimer);
+    clearInterval(this.uploadSweepTimer);
     this.notifier.stopping("draining requests in flight");
     this.log.info({ in_flight: this.http?.inFlight() ?? 0 }, "stopping: draining");
     // Event streams never end by themselves: end them, or the drain waits its whole bound.
@@ -232,6 +234,7 @@ export class Daemon {
         "jobs left by the previous run: interrupted ones failed, queued ones resumed",
       );
     }
+    this.recoverUploads(images);
     const power = new PowerService({
       ipmi: new IpmiPower({
         baseEnv: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
@@ -255,6 +258,27 @@ export class Daemon {
       metrics,
       storage: { imagesDir: c.images_dir },
     };
+  }
+
+  /**
+   * What a killed process left of uploads and imports: images stuck `processing` become
+   * `error`, and partial files go now (nothing writes them yet) and then every 15 minutes
+   * (only files an hour old: the one being written now is never touched).
+   */
+  private recoverUploads(images: ImageService): void {
+    images.failInterruptedImports();
+    const scan = {
+      imagesDir: this.config.images_dir,
+      referencedImageFiles: () => images.referencedFiles(),
+    };
+    const note = (msg: string, path: string, bytes: number) => this.log.info({ path, bytes }, msg);
+    const sweep = (minAgeMs?: number) =>
+      sweepDeadUploads(minAgeMs === undefined ? scan : { ...scan, minAgeMs }, note).catch(
+        (err: unknown) => this.log.warn({ err: errorText(err) }, "partial upload sweep failed"),
+      );
+    void sweep(0);
+    this.uploadSweepTimer = setInterval(() => void sweep(), 15 * 60_000);
+    this.uploadSweepTimer.unref();
   }
 
   private startWatchdog() {

@@ -131,3 +131,29 @@ async function fileStat(path: string) {
     return undefined;
   }
 }
+
+/**
+ * Removes what interrupted uploads and imports left in the images folder: upload temp
+ * files, and the sources and partial outputs of imports no job will finish. Run at start
+ * with `minAgeMs` 0 (nothing is being written yet: only one daemon owns the folder) and
+ * then on a timer with the default age, so a file still being written is never touched.
+ */
+export async function sweepDeadUploads(
+  opts: OrphanScanOptions,
+  log: (msg: string, path: string, bytes: number) => void,
+): Promise<number> {
+  let removed = 0;
+  const { overlaysDir: _overlays, ...imagesOnly } = opts;
+  for (const f of await findOrphans(imagesOnly)) {
+    const leftover = f.reason === "dead upload" || /\.(upload|raw\.part)$/.test(f.path);
+    if (!leftover || opts.referencedImageFiles().has(f.path)) continue;
+    try {
+      await unlink(f.path);
+      removed++;
+      log("partial upload removed", f.path, f.bytes);
+    } catch {
+      // gone already, or not ours to remove: the next sweep tries again
+    }
+  }
+  return removed;
+}

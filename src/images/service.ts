@@ -31,6 +31,8 @@ export interface ImageImportParams {
   source: string;
 }
 
+export const INTERRUPTED_IMPORT = "the daemon stopped during import; upload again";
+
 export const IMAGE_TYPES = ["system", "game", "data", "template"] as const;
 
 const uploadFields = z.object({
@@ -237,6 +239,25 @@ export class ImageService {
       });
     }
     d.log.info({ image_id: id, name: image.name }, "image deleted");
+  }
+
+  /**
+   * At start, after the job runner's recovery: an image left `uploading` or `processing`
+   * with no import job still to run was being imported by a process that is gone. It
+   * becomes `error` with a reason, instead of `processing` for ever.
+   */
+  failInterruptedImports(): number[] {
+    const failed: number[] = [];
+    for (const image of this.#d.store.images.unfinished()) {
+      if (this.activeImportJob(image.id)) continue;
+      this.#d.store.images.update(image.id, {
+        status: "error",
+        status_reason: INTERRUPTED_IMPORT,
+      });
+      failed.push(image.id);
+    }
+    if (failed.length) this.#d.log.warn({ images: failed }, INTERRUPTED_IMPORT);
+    return failed;
   }
 
   activeImportJob(imageId: number): Job | undefined {
