@@ -23,6 +23,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { pino } from "pino";
 import { type CommandRunner, commandRunner } from "../../src/host/exec.js";
+import type { OverlayOwner } from "../../src/iscsi/overlay/owner.js";
 import { createReflinkDriver } from "../../src/iscsi/overlay/reflink.js";
 import type { OverlayDriver } from "../../src/iscsi/overlay/types.js";
 import { Reconciler } from "../../src/iscsi/reconciler.js";
@@ -121,11 +122,14 @@ function countingOverlays(inner: OverlayDriver): OverlayDriver {
   return {
     name: inner.name,
     check: () => inner.check(),
-    create: timed("create", (i: string, id: string) => inner.create(i, id)),
-    reset: timed("reset", (i: string, id: string) => inner.reset(i, id)),
+    create: timed("create", (i: string, id: string, o?: OverlayOwner) => inner.create(i, id, o)),
+    reset: timed("reset", (i: string, id: string, o?: OverlayOwner) => inner.reset(i, id, o)),
     delete: timed("delete", (id: string) => inner.delete(id)),
     usage: (id) => inner.usage(id),
     list: timed("list", () => inner.list()),
+    quarantine: (id, reason) => inner.quarantine(id, reason),
+    quarantined: () => inner.quarantined(),
+    deleteQuarantined: (name) => inner.deleteQuarantined(name),
   };
 }
 

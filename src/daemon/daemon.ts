@@ -7,7 +7,7 @@ import { loadOrCreateSigningKey } from "../api/auth/keys.js";
 import type { ApiServices } from "../api/route.js";
 import { webRoutes } from "../api/web.js";
 import { type Config, maskedConfig } from "../config/config.js";
-import { registerCleanupJob } from "../diskspace/cleanup.js";
+import { registerCleanupJob, sweepDeadUploads } from "../diskspace/cleanup.js";
 import { checkReserve } from "../diskspace/reserve.js";
 import { EventBus } from "../events/bus.js";
 import { EventStreams } from "../events/streams.js";
@@ -49,6 +49,7 @@ export class Daemon {
   private iscsi: Iscsi | undefined;
   private iscsiProblem: string | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
+  private uploadSweepTimer: NodeJS.Timeout | undefined;
   private jobs: JobRunner | undefined;
   private streams: EventStreams | undefined;
   private fleet: FleetMonitor | undefined;
@@ -111,6 +112,10 @@ export class Daemon {
     services.fleet = this.fleet;
     services.config = () => maskedConfig(this.config);
     services.components = () => this.components();
+    if (this.iscsi) {
+      const r = this.iscsi.reconciler;
+      services.quarantine = { list: () => r.quarantine(), delete: (n) => r.deleteQuarantined(n) };
+    }
 
     const initialPasswordFile = join(c.data_dir, INITIAL_PASSWORD_FILE);
     await ensureInitialAdmin(this.store, initialPasswordFile, this.log);
@@ -207,6 +212,7 @@ export class Daemon {
     if (this.state === "stopping") return;
     this.state = "stopping";
     clearInterval(this.watchdogTimer);
+    clearInterval(this.uploadSweepTimer);
     this.notifier.stopping("draining requests in flight");
     this.log.info({ in_flight: this.http?.inFlight() ?? 0 }, "stopping: draining");
     // Event streams never end by themselves: end them, or the drain waits its whole bound.
@@ -248,6 +254,7 @@ export class Daemon {
       bus,
       imagesDir: c.images_dir,
       maxUploadBytes: c.images.upload_max_bytes,
+      reservePercent: c.storage.reserve_percent,
     });
     // Overlays are left out until the iSCSI side can say which overlay ids targets use:
     // without that list the cleanup never touches a machine's disk.
@@ -279,6 +286,7 @@ export class Daemon {
         "jobs left by the previous run: interrupted ones failed, queued ones resumed",
       );
     }
+    this.recoverUploads(images);
     const power = new PowerService({
       ipmi: new IpmiPower({
         baseEnv: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
@@ -328,6 +336,27 @@ export class Daemon {
       iscsi_driver: iscsi.driver,
       overlay_fs: iscsi.overlays,
     };
+  }
+
+  /**
+   * What a killed process left of uploads and imports: images stuck `processing` become
+   * `error`, and partial files go now (nothing writes them yet) and then every 15 minutes
+   * (only files an hour old: the one being written now is never touched).
+   */
+  private recoverUploads(images: ImageService): void {
+    images.failInterruptedImports();
+    const scan = {
+      imagesDir: this.config.images_dir,
+      referencedImageFiles: () => images.referencedFiles(),
+    };
+    const note = (msg: string, path: string, bytes: number) => this.log.info({ path, bytes }, msg);
+    const sweep = (minAgeMs?: number) =>
+      sweepDeadUploads(minAgeMs === undefined ? scan : { ...scan, minAgeMs }, note).catch(
+        (err: unknown) => this.log.warn({ err: errorText(err) }, "partial upload sweep failed"),
+      );
+    void sweep(0);
+    this.uploadSweepTimer = setInterval(() => void sweep(), 15 * 60_000);
+    this.uploadSweepTimer.unref();
   }
 
   private startWatchdog() {

@@ -16,10 +16,28 @@ export interface RunningHttpServer {
   close(timeoutMs: number): Promise<void>;
 }
 
+/** Requests whose body may take as long as it takes, as long as bytes keep coming. */
+const UPLOAD_ROUTES: readonly { method: string; path: string }[] = [
+  { method: "POST", path: "/api/images/upload" },
+];
+
+export function isUploadRequest(method: string | undefined, url: string | undefined): boolean {
+  const path = (url ?? "").split("?")[0];
+  return UPLOAD_ROUTES.some((r) => r.method === method && r.path === path);
+}
+
+export interface HttpTimeouts {
+  /** Whole-request bound for every request but uploads (default 300 s). */
+  requestTimeoutMs?: number;
+  /** An upload is cut after this long without a byte (default 60 s); it has no whole bound. */
+  uploadIdleTimeoutMs?: number;
+}
+
 export async function startHttpServer(opts: {
   fetch: (req: Request, env?: unknown) => Response | Promise<Response>;
   listen: string;
   log: Logger;
+  timeouts?: HttpTimeouts;
 }): Promise<RunningHttpServer> {
   // Upgrades go through the app like any request (so /api/ws is authenticated by the
   // same route wrapper); ws only does the handshake and framing. Clients send us nothing
@@ -29,12 +47,37 @@ export async function startHttpServer(opts: {
   // iPXE and firmware HTTP stacks are slow and simple; keep the defaults generous but
   // bounded so a stuck client cannot hold a socket forever.
   server.headersTimeout = 30_000;
-  server.requestTimeout = 300_000;
   server.keepAliveTimeout = 5_000;
+  // Node's requestTimeout bounds every request alike, and a 200 GiB upload needs far more
+  // than any fixed bound (300 s capped a 1 Gb/s upload near 35 GB): the bounds are per
+  // request instead, whole for ordinary requests, idle for uploads.
+  server.requestTimeout = 0;
+  const wholeMs = opts.timeouts?.requestTimeoutMs ?? 300_000;
+  const idleMs = opts.timeouts?.uploadIdleTimeoutMs ?? 60_000;
   let active = 0;
-  server.on("request", (_req, res) => {
+  server.on("request", (req, res) => {
     active++;
     res.once("close", () => active--);
+    if (isUploadRequest(req.method, req.url)) {
+      // Idle: the socket's inactivity timer, reset by every byte either way.
+      req.setTimeout(idleMs, () => {
+        opts.log.info({ url: req.url, idle_ms: idleMs }, "upload idle too long: connection cut");
+        req.destroy(new Error(`no bytes for ${idleMs} ms`));
+      });
+      res.once("close", () => req.socket.setTimeout(0));
+      return;
+    }
+    const timer = setTimeout(() => {
+      if (req.complete) return;
+      if (!res.headersSent) {
+        res.writeHead(408, { "content-type": "application/json", connection: "close" });
+        res.end(JSON.stringify({ error: "request_timeout", message: "request took too long" }));
+      }
+      req.destroy();
+    }, wholeMs);
+    timer.unref();
+    req.once("end", () => clearTimeout(timer));
+    res.once("close", () => clearTimeout(timer));
   });
 
   const { host, port } = parseListen(opts.listen);

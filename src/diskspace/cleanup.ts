@@ -7,7 +7,7 @@ export const STORAGE_CLEANUP_JOB = "storage_cleanup";
 export interface Orphan {
   path: string;
   bytes: number;
-  reason: "unreferenced image file" | "dead upload" | "unreferenced overlay" | "dead overlay temp";
+  reason: "unreferenced image file" | "dead upload" | "dead overlay temp";
 }
 
 export interface OrphanScanOptions {
@@ -16,8 +16,9 @@ export interface OrphanScanOptions {
   /** Absolute paths of image-folder files something still uses (ImageService.referencedFiles). */
   referencedImageFiles: () => Set<string>;
   /**
-   * Overlay ids that a target still uses. Without it, overlays are not touched at all: an
-   * overlay is a machine's disk, and guessing wrong would delete it.
+   * Kept for callers; overlays themselves are never removed here whatever it says: an
+   * overlay no target owns is a machine's disk the database lost, and the iSCSI side
+   * quarantines it for an admin to decide (DELETE /api/storage/quarantine/{name}).
    */
   referencedOverlayIds?: () => Set<string>;
   /** Files younger than this are never orphans: they may belong to work in progress. */
@@ -29,7 +30,6 @@ export interface OrphanScanOptions {
 // admin's and is left alone.
 const IMAGE_FILE = /^img-[0-9a-f-]{36}\.(upload|raw|raw\.part)$/;
 const UPLOAD_TEMP = /^\.upload-[0-9a-f]+\.part$/;
-const OVERLAY_FILE = /^([A-Za-z0-9][A-Za-z0-9_.-]{0,99})\.img$/;
 const OVERLAY_TEMP = /^\.[A-Za-z0-9][A-Za-z0-9_.-]*\.tmp-[0-9a-f]+$/;
 
 /** Lists files of ours that nothing references and that are old enough to be dead. */
@@ -47,21 +47,14 @@ export async function findOrphans(opts: OrphanScanOptions): Promise<Orphan[]> {
     if (!st || now - st.mtimeMs < minAge) continue;
     out.push({ path, bytes: st.size, reason: upload ? "dead upload" : "unreferenced image file" });
   }
-  if (opts.overlaysDir && opts.referencedOverlayIds) {
-    const ids = opts.referencedOverlayIds();
+  if (opts.overlaysDir) {
+    // Only the temp clones an interrupted create left: never an overlay.
     for (const name of await listDir(opts.overlaysDir)) {
-      const m = OVERLAY_FILE.exec(name);
-      const temp = OVERLAY_TEMP.test(name);
-      if (!m && !temp) continue;
-      if (m && ids.has(m[1]!)) continue;
+      if (!OVERLAY_TEMP.test(name)) continue;
       const path = join(opts.overlaysDir, name);
       const st = await fileStat(path);
       if (!st || now - st.mtimeMs < minAge) continue;
-      out.push({
-        path,
-        bytes: st.size,
-        reason: temp ? "dead overlay temp" : "unreferenced overlay",
-      });
+      out.push({ path, bytes: st.size, reason: "dead overlay temp" });
     }
   }
   return out.sort((a, b) => a.path.localeCompare(b.path));
@@ -102,11 +95,9 @@ async function runCleanup(
   }
   await ctx.step("remove", async () => {
     const stillReferenced = opts.referencedImageFiles();
-    const overlays = opts.referencedOverlayIds?.();
     for (const [i, f] of files.entries()) {
       ctx.throwIfCancelled();
-      const overlayId = OVERLAY_FILE.exec(f.path.split("/").pop() ?? "")?.[1];
-      if (stillReferenced.has(f.path) || (overlayId && overlays?.has(overlayId))) continue;
+      if (stillReferenced.has(f.path)) continue;
       try {
         await unlink(f.path);
         result.removed++;
@@ -139,4 +130,30 @@ async function fileStat(path: string) {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Removes what interrupted uploads and imports left in the images folder: upload temp
+ * files, and the sources and partial outputs of imports no job will finish. Run at start
+ * with `minAgeMs` 0 (nothing is being written yet: only one daemon owns the folder) and
+ * then on a timer with the default age, so a file still being written is never touched.
+ */
+export async function sweepDeadUploads(
+  opts: OrphanScanOptions,
+  log: (msg: string, path: string, bytes: number) => void,
+): Promise<number> {
+  let removed = 0;
+  const { overlaysDir: _overlays, ...imagesOnly } = opts;
+  for (const f of await findOrphans(imagesOnly)) {
+    const leftover = f.reason === "dead upload" || /\.(upload|raw\.part)$/.test(f.path);
+    if (!leftover || opts.referencedImageFiles().has(f.path)) continue;
+    try {
+      await unlink(f.path);
+      removed++;
+      log("partial upload removed", f.path, f.bytes);
+    } catch {
+      // gone already, or not ours to remove: the next sweep tries again
+    }
+  }
+  return removed;
 }

@@ -4,6 +4,7 @@ import { basename, join } from "node:path";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
 import { z } from "zod";
+import { checkReserve } from "../diskspace/reserve.js";
 import type { EventBus } from "../events/bus.js";
 import type { JobContext, JobRunner } from "../jobs/runner.js";
 import type { Image, ImageType } from "../store/images.js";
@@ -30,6 +31,8 @@ export interface ImageImportParams {
   source: string;
 }
 
+export const INTERRUPTED_IMPORT = "the daemon stopped during import; upload again";
+
 export const IMAGE_TYPES = ["system", "game", "data", "template"] as const;
 
 const uploadFields = z.object({
@@ -55,6 +58,11 @@ export interface ImageServiceDeps {
   bus?: EventBus;
   imagesDir: string;
   maxUploadBytes: number;
+  /**
+   * Percent of the images' file system kept free for running machines' overlays
+   * (`[storage] reserve_percent`): an upload that would go below it is refused (507).
+   */
+  reservePercent?: number;
   qemu?: QemuImgOptions;
   /** Free bytes of a folder; statfs by default, a test can shrink it. */
   freeBytes?: (dir: string) => Promise<number>;
@@ -90,6 +98,9 @@ export class ImageService {
       body: req.body,
       dir: d.imagesDir,
       maxBytes: d.maxUploadBytes,
+      ...(d.reservePercent !== undefined
+        ? { spaceBytes: await this.#spaceBeforeReserve(d.reservePercent) }
+        : {}),
       onTempFile: (p) => {
         if (p) {
           temp = p;
@@ -165,6 +176,14 @@ export class ImageService {
     }
   }
 
+  /** How much an upload may write before the free-space reserve, and what to say past it. */
+  async #spaceBeforeReserve(percent: number): Promise<{ bytes: number; reason: string }> {
+    const r = await checkReserve(this.#d.imagesDir, percent, 0);
+    const bytes = Math.max(0, r.free_bytes - r.reserve_bytes);
+    const probe = await checkReserve(this.#d.imagesDir, percent, bytes + 1);
+    return { bytes, reason: probe.reason ?? "the free-space reserve would be crossed" };
+  }
+
   update(id: number, patch: ImagePatch): Image {
     const image = this.get(id);
     if (patch.name !== undefined && patch.name.toLowerCase() !== image.name.toLowerCase()) {
@@ -220,6 +239,25 @@ export class ImageService {
       });
     }
     d.log.info({ image_id: id, name: image.name }, "image deleted");
+  }
+
+  /**
+   * At start, after the job runner's recovery: an image left `uploading` or `processing`
+   * with no import job still to run was being imported by a process that is gone. It
+   * becomes `error` with a reason, instead of `processing` for ever.
+   */
+  failInterruptedImports(): number[] {
+    const failed: number[] = [];
+    for (const image of this.#d.store.images.unfinished()) {
+      if (this.activeImportJob(image.id)) continue;
+      this.#d.store.images.update(image.id, {
+        status: "error",
+        status_reason: INTERRUPTED_IMPORT,
+      });
+      failed.push(image.id);
+    }
+    if (failed.length) this.#d.log.warn({ images: failed }, INTERRUPTED_IMPORT);
+    return failed;
   }
 
   activeImportJob(imageId: number): Job | undefined {

@@ -21,6 +21,12 @@ export interface ReceiveUploadOptions {
   maxBytes: number;
   /** The multipart field that carries the file. */
   fileField?: string;
+  /**
+   * Bytes that may be written before the free-space reserve is reached: a declared length
+   * above it is refused before reading, and a body of unknown length is cut where its
+   * counted bytes cross it; both with `storage_full` (507), without leaving a file.
+   */
+  spaceBytes?: { bytes: number; reason: string };
   /** Called once the temp file exists, and again (with undefined) when it is gone or kept. */
   onTempFile?: (path: string) => void;
 }
@@ -60,6 +66,9 @@ export async function receiveUpload(opts: ReceiveUploadOptions): Promise<Receive
   // framing adds a little, so allow some slack for it).
   if (Number.isFinite(declared) && declared > opts.maxBytes + 1024 * 1024) {
     throw tooLarge(opts.maxBytes);
+  }
+  if (opts.spaceBytes && Number.isFinite(declared) && declared > opts.spaceBytes.bytes) {
+    throw noSpace(opts.spaceBytes.reason);
   }
 
   let bb: busboy.Busboy;
@@ -115,7 +124,7 @@ export async function receiveUpload(opts: ReceiveUploadOptions): Promise<Receive
         return;
       }
       clientFilename = safeDisplayName(info.filename);
-      const hasher = new Hasher(opts.maxBytes);
+      const hasher = new Hasher(opts.maxBytes, opts.spaceBytes);
       stream.once("limit", () => hasher.destroy(tooLarge(opts.maxBytes)));
       fileDone = (async () => {
         const fh = await open(tempPath, "wx", 0o640);
@@ -183,13 +192,20 @@ class Hasher extends Transform {
   #md5 = createHash("md5");
   #sha256 = createHash("sha256");
   #bytes = 0;
-  constructor(private readonly max: number) {
+  constructor(
+    private readonly max: number,
+    private readonly space: ReceiveUploadOptions["spaceBytes"],
+  ) {
     super();
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.#bytes += chunk.length;
     if (this.#bytes > this.max) {
       cb(tooLarge(this.max));
+      return;
+    }
+    if (this.space && this.#bytes > this.space.bytes) {
+      cb(noSpace(this.space.reason));
       return;
     }
     this.#md5.update(chunk);
@@ -205,6 +221,10 @@ function tooLarge(max: number): ImageError {
   return new ImageError("too_large", `the image is larger than the upload limit of ${max} bytes`, {
     max_bytes: max,
   });
+}
+
+function noSpace(reason: string): ImageError {
+  return new ImageError("storage_full", `upload refused: ${reason}`, {});
 }
 
 function isAbort(err: unknown): boolean {

@@ -10,7 +10,8 @@ import type { Store } from "../store/index.js";
 import type { Machine } from "../store/machines.js";
 import type { Target } from "../store/targets.js";
 import { chapSecret } from "./identity.js";
-import type { OverlayDriver, OverlayRef } from "./overlay/types.js";
+import type { OverlayOwner, QuarantinedOverlay } from "./overlay/owner.js";
+import type { CreatedOverlay, OverlayDriver, OverlayRef } from "./overlay/types.js";
 import type { LunSpec, TargetDriver, TargetSpec } from "./target/types.js";
 import { type SystemDisk, selectSystemDisk } from "./version-selection.js";
 
@@ -51,6 +52,13 @@ export class ReserveError extends Error {
   override name = "ReserveError";
 }
 
+/** What the start-up sweep and later sweeps set aside instead of destroying. */
+export interface Quarantine {
+  overlays: QuarantinedOverlay[];
+  /** Targets under our prefix that no database row names: left running, never torn down. */
+  unknown_targets: string[];
+}
+
 export type Prepared = { ok: true; data: SanbootData } | { ok: false; reason: string };
 
 /** The overlay of a target's system disk and of its extra disk. Ids are ours alone. */
@@ -68,6 +76,14 @@ const OVERLAY_ID = /^t(\d+)-(system|extra)$/;
 export class Reconciler {
   private readonly perMachine = new KeyedLock<number>();
   private readonly clock: () => number;
+  /**
+   * Target ids and IQNs this process has seen in the store: when one of them disappears,
+   * an admin deleted it, and its overlay and target go. What was never seen (a start on an
+   * empty or older database) is set aside instead: an overlay is a machine's disk.
+   */
+  private readonly knownTargetIds = new Set<number>();
+  private readonly knownIqns = new Set<string>();
+  private readonly unknownIqns = new Set<string>();
 
   constructor(private readonly d: ReconcilerDeps) {
     this.clock = d.clock ?? Date.now;
@@ -82,7 +98,7 @@ export class Reconciler {
         if (target.is_active === 1) await this.applyTarget(machine!, target);
       }
       // A deleted machine or target leaves running targets behind: sweep them.
-      await this.removeOrphans();
+      await this.removeOrphans(false);
     });
   }
 
@@ -156,7 +172,7 @@ export class Reconciler {
         }
       });
     }
-    await this.removeOrphans();
+    await this.removeOrphans(true);
     this.d.log.info(
       { machines: machineIds.length, driver: this.d.targets.name },
       "iSCSI targets reconciled",
@@ -254,7 +270,15 @@ export class Reconciler {
 
   private async specFor(target: Target): Promise<TargetSpec> {
     const disk = this.systemDisk(target);
-    const system = await this.d.overlays.create(disk.imagePath, disk.overlayId);
+    this.knownTargetIds.add(target.id);
+    const system = this.adopted(
+      target,
+      await this.d.overlays.create(
+        disk.imagePath,
+        disk.overlayId,
+        this.ownerOf(target, target.system_image_id, disk.version),
+      ),
+    );
     if (disk.draftUpdateId === undefined && target.overlay_version === null) {
       this.d.store.targets.update(target.id, { overlay_version: disk.version });
     }
@@ -265,7 +289,14 @@ export class Reconciler {
       // the machine's own: an overlay it can write.
       const extra: OverlayRef =
         target.target_type === "system_data"
-          ? await this.d.overlays.create(extraImage, extraOverlayId(target.id))
+          ? this.adopted(
+              target,
+              await this.d.overlays.create(
+                extraImage,
+                extraOverlayId(target.id),
+                this.ownerOf(target, target.extra_disk_image_id),
+              ),
+            )
           : { kind: "file", path: extraImage, sizeBytes: await fileSize(extraImage) };
       luns.push(
         this.lun(
@@ -338,14 +369,20 @@ export class Reconciler {
     if (exists) await this.d.targets.remove(target.iqn, { force: live.length > 0 });
     // The super-client of an update keeps its draft across reboots: only its own disks reset.
     const disk = this.systemDisk(target);
+    this.knownTargetIds.add(target.id);
     if (disk.draftUpdateId === undefined) {
-      await this.d.overlays.reset(disk.imagePath, disk.overlayId);
+      await this.d.overlays.reset(
+        disk.imagePath,
+        disk.overlayId,
+        this.ownerOf(target, target.system_image_id, disk.version),
+      );
       this.d.store.targets.update(target.id, { overlay_version: disk.version });
     }
     if (target.target_type === "system_data" && target.extra_disk_image_id !== null) {
       await this.d.overlays.reset(
         this.requireImage(target.extra_disk_image_id, "extra disk image"),
         extraOverlayId(target.id),
+        this.ownerOf(target, target.extra_disk_image_id),
       );
     }
     this.d.store.targets.update(target.id, {
@@ -432,12 +469,26 @@ export class Reconciler {
     });
   }
 
-  /** Targets and overlays under our names that no store row wants any more. */
-  private async removeOrphans(): Promise<void> {
-    const all = this.d.store.targets.allActive();
-    const wantedIqns = new Set(all.map((t) => t.iqn));
+  /**
+   * Targets and overlays under our names that no store row wants any more. Only what this
+   * process saw in the store and then saw go (an admin deleted it) is removed; anything
+   * the store never named is left in place: targets keep running, overlays are quarantined.
+   */
+  private async removeOrphans(atStart: boolean): Promise<void> {
+    const rows = this.d.store.targets.all();
+    for (const t of rows) {
+      this.knownTargetIds.add(t.id);
+      this.knownIqns.add(t.iqn);
+    }
+    const wantedIqns = new Set(rows.filter((t) => t.is_active === 1).map((t) => t.iqn));
+    const namedIqns = new Set(rows.map((t) => t.iqn));
+    this.unknownIqns.clear();
     for (const iqn of await this.d.targets.list()) {
       if (wantedIqns.has(iqn)) continue;
+      if (atStart ? !namedIqns.has(iqn) : !this.knownIqns.has(iqn)) {
+        this.unknownIqns.add(iqn);
+        continue;
+      }
       try {
         await this.d.targets.remove(iqn);
         this.d.log.info({ iqn }, "orphaned iSCSI target removed");
@@ -445,13 +496,84 @@ export class Reconciler {
         this.d.log.warn({ iqn, err: errorText(err) }, "orphaned iSCSI target left in place");
       }
     }
-    const liveTargetIds = new Set(this.d.store.targets.ids());
+    if (this.unknownIqns.size) {
+      this.d.log.warn(
+        { iqns: [...this.unknownIqns] },
+        "iSCSI targets the database does not know are left running (see /api/storage/quarantine)",
+      );
+    }
+    const liveTargetIds = new Set(rows.map((t) => t.id));
     for (const id of await this.d.overlays.list()) {
       const m = OVERLAY_ID.exec(id);
-      if (!m || liveTargetIds.has(Number(m[1]))) continue;
-      await this.d.overlays.delete(id);
-      this.d.log.info({ overlay: id }, "orphaned overlay removed");
+      if (!m) continue;
+      const targetId = Number(m[1]);
+      if (liveTargetIds.has(targetId)) continue;
+      if (!atStart && this.knownTargetIds.has(targetId)) {
+        await this.d.overlays.delete(id);
+        this.d.log.info({ overlay: id }, "overlay of a deleted target removed");
+        continue;
+      }
+      const reason = `no target ${targetId} in the database (a start on an empty or older database?)`;
+      try {
+        const name = await this.d.overlays.quarantine(id, reason);
+        if (name) this.alert(`overlay ${id} quarantined as ${name}: ${reason}`);
+      } catch (err) {
+        this.d.log.error({ overlay: id, err: errorText(err) }, "unknown overlay left in place");
+      }
     }
+  }
+
+  /** The overlays set aside and the targets left running, for the storage API. */
+  async quarantine(): Promise<Quarantine> {
+    return {
+      overlays: await this.d.overlays.quarantined(),
+      unknown_targets: [...this.unknownIqns].sort(),
+    };
+  }
+
+  /**
+   * An admin's explicit deletion of one quarantined overlay (by its quarantine name) or of
+   * one unknown target (by its IQN). False when nothing has that name.
+   */
+  async deleteQuarantined(name: string): Promise<boolean> {
+    if (this.unknownIqns.has(name)) {
+      await this.d.targets.remove(name, { force: true });
+      this.unknownIqns.delete(name);
+      this.d.log.warn({ iqn: name }, "unknown iSCSI target removed by an admin");
+      return true;
+    }
+    return this.d.overlays.deleteQuarantined(name);
+  }
+
+  private ownerOf(target: Target, imageId: number, version?: number | null): OverlayOwner {
+    return {
+      targetId: target.id,
+      machineId: target.machine_id,
+      imageId,
+      imageVersion: version ?? this.d.store.images.get(imageId)?.current_version ?? null,
+    };
+  }
+
+  /** An overlay that was someone else's was set aside for this one: say so loudly. */
+  private adopted(target: Target, ref: CreatedOverlay): OverlayRef {
+    if (ref.replaced) {
+      this.d.log.error(
+        {
+          iqn: target.iqn,
+          quarantined_as: ref.replaced.quarantinedAs,
+          reason: ref.replaced.reason,
+        },
+        "overlay of another owner quarantined; a fresh one was made",
+      );
+      this.alert(
+        `target ${target.name}: ${ref.replaced.reason}; quarantined as ${ref.replaced.quarantinedAs}, a fresh overlay was made`,
+      );
+    }
+    return { kind: ref.kind, path: ref.path, sizeBytes: ref.sizeBytes };
+  }
+
+  private alert(message: string): void {
+    this.d.bus?.publish("system_alert", { level: "warning", source: "iscsi", message });
   }
 
   private markError(machineId: number, targetId: number, reason: string) {

@@ -47,12 +47,27 @@ export function openStore(opts: OpenStoreOptions): Db {
     for (const m of migrations) {
       if (m.version <= version) continue;
       const conn = db;
-      conn
-        .transaction(() => {
-          conn.exec(m.sql);
-          conn.pragma(`user_version = ${m.version}`);
-        })
-        .immediate();
+      // The pragma is a no-op inside a transaction, so it is switched around it.
+      if (m.foreignKeysOff) conn.pragma("foreign_keys = OFF");
+      try {
+        conn
+          .transaction(() => {
+            if (m.sql) conn.exec(m.sql);
+            m.run?.(conn);
+            if (m.foreignKeysOff) {
+              const broken = conn.pragma("foreign_key_check") as unknown[];
+              if (broken.length) {
+                throw new StoreError(
+                  `migration ${m.version} (${m.name}) would break ${broken.length} reference(s) between tables of ${opts.path}; nothing was changed`,
+                );
+              }
+            }
+            conn.pragma(`user_version = ${m.version}`);
+          })
+          .immediate();
+      } finally {
+        if (m.foreignKeysOff) conn.pragma("foreign_keys = ON");
+      }
     }
     return db;
   } catch (err) {

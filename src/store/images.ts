@@ -147,6 +147,13 @@ export class ImagesRepo extends Table<Image> {
     })();
   }
 
+  /** Images still being uploaded or imported, for the recovery at start. */
+  unfinished(): Image[] {
+    return this.stmt(
+      "SELECT * FROM images WHERE status IN ('uploading','processing') ORDER BY id",
+    ).all() as Image[];
+  }
+
   /** The file of every version of every image. */
   versionPaths(): string[] {
     return (this.stmt("SELECT path FROM image_versions").all() as { path: string }[]).map(

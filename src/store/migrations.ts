@@ -1,3 +1,5 @@
+import type Database from "better-sqlite3";
+
 /**
  * Numbered, forward-only schema migrations. A migration is never edited once it has
  * shipped: a change is a new entry. `PRAGMA user_version` holds the number of the last
@@ -6,7 +8,15 @@
 export interface Migration {
   version: number;
   name: string;
-  sql: string;
+  /** SQL run in the migration's transaction. */
+  sql?: string;
+  /** Code run in the migration's transaction, after `sql`, for steps SQL text cannot say. */
+  run?: (db: Database.Database) => void;
+  /**
+   * Run with foreign-key enforcement off (and checked before commit): rebuilding a table
+   * drops it, and with enforcement on the drop would cascade into every row referring to it.
+   */
+  foreignKeysOff?: boolean;
 }
 
 const NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))";
@@ -323,6 +333,52 @@ CREATE INDEX alerts_machine ON alerts(machine_id, created_at);
 ALTER TABLE boot_sessions ADD COLUMN io_seen_at TEXT;
 `,
   },
+  {
+    version: 6,
+    name: "identities are never reused (AUTOINCREMENT)",
+    foreignKeysOff: true,
+    run: (db) => {
+      for (const table of IDENTITY_TABLES) addAutoincrement(db, table);
+    },
+  },
 ];
+
+/**
+ * Tables whose ids name something outside the database: a target's id names its overlay
+ * (t<id>-system), a machine's and an image's are recorded with that overlay as its owner.
+ * With a plain INTEGER PRIMARY KEY, SQLite hands the largest id out again once its row is
+ * deleted, and a new target would adopt the disk of the deleted one.
+ */
+const IDENTITY_TABLES = ["machines", "images", "image_versions", "targets"] as const;
+
+/**
+ * Rebuilds a table with `id INTEGER PRIMARY KEY AUTOINCREMENT`, keeping its rows, ids,
+ * indexes and the columns later migrations added: the new definition is the current one
+ * read back from sqlite_master, so this works whatever came before it. sqlite_sequence
+ * starts at the largest id present (ids deleted before this migration cannot be known).
+ */
+function addAutoincrement(db: Database.Database, table: string): void {
+  const def = db
+    .prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?")
+    .get(table) as { sql: string } | undefined;
+  if (!def) throw new Error(`migration 6: table ${table} is missing`);
+  if (/AUTOINCREMENT/i.test(def.sql)) return;
+  const pk = /\bid\s+INTEGER\s+PRIMARY\s+KEY\b/i;
+  if (!pk.test(def.sql)) throw new Error(`migration 6: ${table} has no "id INTEGER PRIMARY KEY"`);
+  const tmp = `${table}__rebuild`;
+  const createTmp = def.sql
+    .replace(pk, "id INTEGER PRIMARY KEY AUTOINCREMENT")
+    .replace(/^CREATE TABLE\s+("?)\w+\1/i, `CREATE TABLE ${tmp}`);
+  const extras = db
+    .prepare(
+      "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND type IN ('index','trigger') AND sql IS NOT NULL",
+    )
+    .all(table) as { sql: string }[];
+  db.exec(createTmp);
+  db.exec(`INSERT INTO ${tmp} SELECT * FROM ${table}`);
+  db.exec(`DROP TABLE ${table}`);
+  db.exec(`ALTER TABLE ${tmp} RENAME TO ${table}`);
+  for (const e of extras) db.exec(e.sql);
+}
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -154,6 +154,11 @@ export class TargetsRepo extends Table<Target> {
     return (this.stmt("SELECT id FROM targets").all() as { id: number }[]).map((r) => r.id);
   }
 
+  /** Every target, active or not. */
+  all(): Target[] {
+    return this.stmt("SELECT * FROM targets ORDER BY id").all() as Target[];
+  }
+
   /** Every active target, for the reconciler's start-up pass and session polling. */
   allActive(): Target[] {
     return this.db

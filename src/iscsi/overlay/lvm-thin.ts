@@ -5,6 +5,14 @@ import { KeyedLock } from "../../lib/keyed-lock.js";
 import { OverlayError } from "./errors.js";
 import { overlayIdsAmong, validateLvName, validateOverlayId, validateVgName } from "./names.js";
 import {
+  isQuarantineName,
+  type OverlayOwner,
+  ownerMismatch,
+  type QuarantinedOverlay,
+  quarantineName,
+} from "./owner.js";
+import {
+  type CreatedOverlay,
   OVERLAY_COMMANDS,
   type OverlayDriver,
   type OverlayRef,
@@ -31,9 +39,37 @@ export interface LvRow {
   origin: string;
   /** lv_attr; its first letter is "V" for a thin volume. */
   attr: string;
+  tags: string[];
 }
 
-const REPORT_FIELDS = "lv_name,lv_size,data_percent,origin,lv_attr";
+const REPORT_FIELDS = "lv_name,lv_size,data_percent,origin,lv_attr,lv_tags";
+// Quarantined overlays are renamed to this prefix; their owner and reason stay in LV tags.
+const QUARANTINE_PREFIX = "bfq_";
+const OWNER_TAG = /^bfowner_t(\d+)_m(\d+)_i(\d+)_v(\d+|none)$/;
+const REASON_TAG = "bfwhy_";
+
+function ownerTag(o: OverlayOwner): string {
+  return `bfowner_t${o.targetId}_m${o.machineId}_i${o.imageId}_v${o.imageVersion ?? "none"}`;
+}
+
+function ownerOfTags(tags: readonly string[]): OverlayOwner | undefined {
+  for (const tag of tags) {
+    const m = OWNER_TAG.exec(tag);
+    if (m)
+      return {
+        targetId: Number(m[1]),
+        machineId: Number(m[2]),
+        imageId: Number(m[3]),
+        imageVersion: m[4] === "none" ? null : Number(m[4]),
+      };
+  }
+  return undefined;
+}
+
+/** A reason as an LV tag (lvm(8): A-Z a-z 0-9 _ + . - / = ! : & #, at most 1024). */
+function reasonTag(reason: string): string {
+  return `${REASON_TAG}${reason.replace(/[^A-Za-z0-9_+.\-/=!:&#]/g, "_").slice(0, 200)}`;
+}
 // lvm2's messages when a VG or thin pool has no room: recognised to give a NO_SPACE error.
 const NO_SPACE_PATTERN =
   /insufficient free space|free space in thin pool|out of (data|metadata) space|reached threshold|no space left/i;
@@ -94,15 +130,34 @@ class LvmThinDriver implements OverlayDriver {
     }
   }
 
-  async create(imagePath: string, overlayId: string): Promise<OverlayRef> {
+  async create(
+    imagePath: string,
+    overlayId: string,
+    owner?: OverlayOwner,
+  ): Promise<CreatedOverlay> {
     const lv = this.lvNameOf(overlayId);
     const resetLv = this.#resetLvNameOf(overlayId);
     return this.#lock.run(overlayId, async () => {
       const image = this.#imageLv(imagePath, overlayId);
-      const rows = await this.#report(overlayId);
+      let rows = await this.#report(overlayId);
       // A thin snapshot outlives its origin, so an existing overlay is served without its image.
       const existing = rows.get(lv);
-      if (existing !== undefined) {
+      let replaced: CreatedOverlay["replaced"];
+      const recorded = existing && ownerOfTags(existing.tags);
+      const mismatch = owner && recorded ? ownerMismatch(recorded, owner) : undefined;
+      if (existing !== undefined && mismatch !== undefined) {
+        const reason = `overlay ${overlayId} not adopted: ${mismatch}`;
+        const quarantinedAs = await this.#moveToQuarantine(overlayId, lv, reason);
+        replaced = { quarantinedAs, reason };
+        rows = await this.#report(overlayId);
+      } else if (existing !== undefined) {
+        // No record: an overlay from before owners were recorded, adopted as it is.
+        if (owner && !recorded)
+          await this.#lvm(overlayId, "lvchange", [
+            "--addtag",
+            ownerTag(owner),
+            `${this.#vg}/${lv}`,
+          ]);
         if (existing.origin !== image) {
           this.#log.warn(
             { overlayId, origin: existing.origin, image },
@@ -115,15 +170,20 @@ class LvmThinDriver implements OverlayDriver {
       this.#requireThinImage(rows, image, overlayId);
       // A reset interrupted after removing the old overlay left only its replacement.
       if (rows.has(resetLv)) await this.#remove(resetLv, overlayId);
-      await this.#snapshot(image, lv, overlayId);
+      await this.#snapshot(image, lv, overlayId, owner);
       await this.#activate(lv, overlayId);
       const sizeBytes = await this.#sizeOf(lv, overlayId);
       this.#log.info({ overlayId, lv, image }, "overlay created");
-      return { kind: "block", path: this.#devicePath(lv), sizeBytes };
+      return {
+        kind: "block",
+        path: this.#devicePath(lv),
+        sizeBytes,
+        ...(replaced ? { replaced } : {}),
+      };
     });
   }
 
-  async reset(imagePath: string, overlayId: string): Promise<OverlayRef> {
+  async reset(imagePath: string, overlayId: string, owner?: OverlayOwner): Promise<OverlayRef> {
     const lv = this.lvNameOf(overlayId);
     const resetLv = this.#resetLvNameOf(overlayId);
     return this.#lock.run(overlayId, async () => {
@@ -133,7 +193,7 @@ class LvmThinDriver implements OverlayDriver {
       if (rows.has(resetLv)) await this.#remove(resetLv, overlayId);
       // The fresh snapshot exists before the old one goes, so a failed snapshot (a full pool)
       // leaves the machine its old disk.
-      await this.#snapshot(image, resetLv, overlayId);
+      await this.#snapshot(image, resetLv, overlayId, owner);
       if (rows.has(lv)) await this.#remove(lv, overlayId);
       await this.#lvm(overlayId, "lvrename", [this.#vg, resetLv, lv]);
       await this.#activate(lv, overlayId);
@@ -153,6 +213,56 @@ class LvmThinDriver implements OverlayDriver {
       await this.#remove(lv, overlayId);
       this.#log.info({ overlayId, lv }, "overlay deleted");
     });
+  }
+
+  quarantine(overlayId: string, reason: string): Promise<string | undefined> {
+    const lv = this.lvNameOf(overlayId);
+    return this.#lock.run(overlayId, async () => {
+      if (!(await this.#report(overlayId)).has(lv)) return undefined;
+      return this.#moveToQuarantine(overlayId, lv, reason);
+    });
+  }
+
+  async quarantined(): Promise<QuarantinedOverlay[]> {
+    const out: QuarantinedOverlay[] = [];
+    for (const row of (await this.#report(undefined)).values()) {
+      if (!row.name.startsWith(QUARANTINE_PREFIX)) continue;
+      const name = row.name.slice(QUARANTINE_PREFIX.length);
+      if (!isQuarantineName(name)) continue;
+      const owner = ownerOfTags(row.tags);
+      const why = row.tags.find((t) => t.startsWith(REASON_TAG));
+      const stamp = /\.q(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\d{3})Z$/.exec(name);
+      out.push({
+        name,
+        overlayId: name.slice(0, name.lastIndexOf(".q")),
+        reason: why ? why.slice(REASON_TAG.length).replaceAll("_", " ") : "unknown",
+        quarantinedAt: stamp
+          ? `${stamp[1]}-${stamp[2]}-${stamp[3]}T${stamp[4]}:${stamp[5]}:${stamp[6]}.${stamp[7]}Z`
+          : "",
+        sizeBytes: row.sizeBytes,
+        ...(owner ? { owner } : {}),
+      });
+    }
+    return out.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  async deleteQuarantined(name: string): Promise<boolean> {
+    if (!isQuarantineName(name)) return false;
+    const lv = validateLvName(`${QUARANTINE_PREFIX}${name}`, this.#vg);
+    if (!(await this.#report(undefined)).has(lv)) return false;
+    await this.#lvm(undefined, "lvremove", ["-y", `${this.#vg}/${lv}`]);
+    this.#log.warn({ name, lv }, "quarantined overlay deleted");
+    return true;
+  }
+
+  /** Renames the overlay's LV out of the overlay names; its blocks stay as they are. */
+  async #moveToQuarantine(overlayId: string, lv: string, reason: string): Promise<string> {
+    const name = quarantineName(overlayId, new Date());
+    const qlv = validateLvName(`${QUARANTINE_PREFIX}${name}`, this.#vg);
+    await this.#lvm(overlayId, "lvrename", [this.#vg, lv, qlv]);
+    await this.#lvm(overlayId, "lvchange", ["--addtag", reasonTag(reason), `${this.#vg}/${qlv}`]);
+    this.#log.warn({ overlayId, quarantined_as: name, reason }, "overlay quarantined");
+    return name;
   }
 
   async usage(overlayId: string): Promise<OverlayUsage> {
@@ -229,7 +339,7 @@ class LvmThinDriver implements OverlayDriver {
       throw new OverlayError("INVALID_NAME", `version name ${lv} looks like an overlay's`);
     }
     return this.#lock.run(overlayId, async () => {
-      await this.#snapshot(draft, lv, overlayId);
+      await this.#snapshot(draft, lv, overlayId, undefined);
       await this.#activate(lv, overlayId);
       const sizeBytes = await this.#sizeOf(lv, overlayId);
       this.#log.info({ overlayId, version: lv }, "draft frozen as an image version");
@@ -242,9 +352,15 @@ class LvmThinDriver implements OverlayDriver {
     if ((await this.#report(undefined)).has(lv)) await this.#remove(lv, lv);
   }
 
-  async #snapshot(image: string, lv: string, overlayId: string): Promise<void> {
+  async #snapshot(
+    image: string,
+    lv: string,
+    overlayId: string,
+    owner: OverlayOwner | undefined,
+  ): Promise<void> {
     // -kn: without it a thin snapshot carries the activation-skip flag and stays inactive.
-    await this.#lvm(overlayId, "lvcreate", ["-s", "-kn", "-n", lv, `${this.#vg}/${image}`]);
+    const tag = owner ? ["--addtag", ownerTag(owner)] : [];
+    await this.#lvm(overlayId, "lvcreate", ["-s", "-kn", ...tag, "-n", lv, `${this.#vg}/${image}`]);
   }
 
   async #activate(lv: string, overlayId: string): Promise<void> {
@@ -332,6 +448,10 @@ export function parseLvsReport(stdout: string): Map<string, LvRow> {
         dataPercent: percent === "" ? undefined : Number(percent),
         origin: String(raw.origin ?? ""),
         attr: String(raw.lv_attr ?? ""),
+        tags: String(raw.lv_tags ?? "")
+          .split(",")
+          .map((t) => t.trim())
+          .filter((t) => t !== ""),
       });
     }
   }

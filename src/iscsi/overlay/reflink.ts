@@ -1,6 +1,18 @@
 import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
-import { copyFile, link, lstat, open, readdir, rename, stat, unlink } from "node:fs/promises";
+import {
+  copyFile,
+  link,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  stat,
+  unlink,
+  writeFile,
+} from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { CommandError, type CommandRunner, commandRunner } from "../../host/exec.js";
@@ -16,8 +28,17 @@ import {
 import { parseXfsIoFiemap, summarizeExtents, xfsIoFiemapArgs } from "./fiemap.js";
 import { fileSystemType } from "./fstype.js";
 import { overlayIdsAmong, validateOverlayId } from "./names.js";
+import {
+  isQuarantineName,
+  type OverlayOwner,
+  ownerMismatch,
+  parseOwner,
+  type QuarantinedOverlay,
+  quarantineName,
+} from "./owner.js";
 import { deleteReflinkVersion, freezeReflinkVersion } from "./reflink-versions.js";
 import {
+  type CreatedOverlay,
   OVERLAY_COMMANDS,
   type OverlayDriver,
   type OverlayRef,
@@ -36,6 +57,10 @@ export interface ReflinkDriverOptions {
 }
 
 const SUFFIX = ".img";
+// The owner record beside each overlay: <id>.owner.json (never mistaken for an overlay).
+const OWNER_SUFFIX = ".owner.json";
+// Overlays set aside, each with a <name>.json saying whose it was and why.
+const QUARANTINE_DIR = "quarantine";
 // Temp files start with "." so list() never mistakes one for an overlay.
 const TMP_MARK = ".tmp-";
 
@@ -97,13 +122,29 @@ class ReflinkDriver implements OverlayDriver {
     }
   }
 
-  async create(imagePath: string, overlayId: string): Promise<OverlayRef> {
+  async create(
+    imagePath: string,
+    overlayId: string,
+    owner?: OverlayOwner,
+  ): Promise<CreatedOverlay> {
     const final = this.pathOf(overlayId);
     return this.#lock.run(overlayId, async () => {
       // An existing overlay no longer needs its image (the clone owns its blocks), so a
       // machine keeps booting even when its image was renamed or removed meanwhile.
       const existing = await this.#existingOverlay(final, overlayId);
-      if (existing !== undefined) return { kind: "file", path: final, sizeBytes: existing };
+      let replaced: CreatedOverlay["replaced"];
+      if (existing !== undefined) {
+        const recorded = owner ? await this.#readOwner(overlayId) : undefined;
+        const mismatch = owner && recorded ? ownerMismatch(recorded, owner) : undefined;
+        if (mismatch === undefined) {
+          // No record: an overlay from before owners were recorded, adopted as it is.
+          if (owner && !recorded) await this.#writeOwner(overlayId, owner);
+          return { kind: "file", path: final, sizeBytes: existing };
+        }
+        const reason = `overlay ${overlayId} not adopted: ${mismatch}`;
+        const quarantinedAs = await this.#moveToQuarantine(overlayId, reason);
+        if (quarantinedAs !== undefined) replaced = { quarantinedAs, reason };
+      }
       await this.#imageSize(imagePath, overlayId);
       const started = performance.now();
       const tmp = await this.#cloneToTemp(imagePath, overlayId);
@@ -118,17 +159,18 @@ class ReflinkDriver implements OverlayDriver {
       } finally {
         await this.#removeTemp(tmp);
       }
+      if (owner) await this.#writeOwner(overlayId, owner);
       await this.#syncDir(overlayId);
       const sizeBytes = (await stat(final)).size;
       this.#log.info(
         { overlayId, image: imagePath, ms: Math.round(performance.now() - started) },
         "overlay created",
       );
-      return { kind: "file", path: final, sizeBytes };
+      return { kind: "file", path: final, sizeBytes, ...(replaced ? { replaced } : {}) };
     });
   }
 
-  async reset(imagePath: string, overlayId: string): Promise<OverlayRef> {
+  async reset(imagePath: string, overlayId: string, owner?: OverlayOwner): Promise<OverlayRef> {
     const final = this.pathOf(overlayId);
     return this.#lock.run(overlayId, async () => {
       const sizeBytes = await this.#imageSize(imagePath, overlayId);
@@ -141,6 +183,7 @@ class ReflinkDriver implements OverlayDriver {
         throw this.#fsError(err, overlayId, `cannot replace ${final}`, final);
       }
       this.#inFlight.delete(tmp);
+      if (owner) await this.#writeOwner(overlayId, owner);
       await this.#syncDir(overlayId);
       this.#log.info({ overlayId, image: imagePath }, "overlay reset to its image");
       return { kind: "file", path: final, sizeBytes };
@@ -156,9 +199,101 @@ class ReflinkDriver implements OverlayDriver {
         if (errnoCode(err) === "ENOENT") return;
         throw this.#fsError(err, overlayId, `cannot delete ${final}`, final);
       }
+      await unlink(this.#ownerPath(overlayId)).catch(() => {});
       await this.#syncDir(overlayId);
       this.#log.info({ overlayId }, "overlay deleted");
     });
+  }
+
+  quarantine(overlayId: string, reason: string): Promise<string | undefined> {
+    validateOverlayId(overlayId);
+    return this.#lock.run(overlayId, () => this.#moveToQuarantine(overlayId, reason));
+  }
+
+  async quarantined(): Promise<QuarantinedOverlay[]> {
+    const dir = join(this.#dir, QUARANTINE_DIR);
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") return [];
+      throw this.#fsError(err, undefined, `cannot list ${dir}`, dir);
+    }
+    const out: QuarantinedOverlay[] = [];
+    for (const file of names.sort()) {
+      if (!file.endsWith(SUFFIX)) continue;
+      const name = file.slice(0, -SUFFIX.length);
+      if (!isQuarantineName(name)) continue;
+      const st = await lstat(join(dir, file)).catch(() => undefined);
+      if (!st?.isFile()) continue;
+      const meta = await readJson(join(dir, `${name}.json`));
+      const owner = parseOwner(meta?.owner);
+      out.push({
+        name,
+        overlayId: typeof meta?.overlayId === "string" ? meta.overlayId : name.split(".q")[0]!,
+        reason: typeof meta?.reason === "string" ? meta.reason : "unknown",
+        quarantinedAt: typeof meta?.quarantinedAt === "string" ? meta.quarantinedAt : "",
+        sizeBytes: st.size,
+        ...(owner ? { owner } : {}),
+      });
+    }
+    return out;
+  }
+
+  async deleteQuarantined(name: string): Promise<boolean> {
+    if (!isQuarantineName(name)) return false;
+    const dir = join(this.#dir, QUARANTINE_DIR);
+    const file = join(dir, `${name}${SUFFIX}`);
+    try {
+      await unlink(file);
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") return false;
+      throw this.#fsError(err, undefined, `cannot delete ${file}`, file);
+    }
+    await unlink(join(dir, `${name}.json`)).catch(() => {});
+    this.#log.warn({ name }, "quarantined overlay deleted");
+    return true;
+  }
+
+  #ownerPath(overlayId: string): string {
+    return join(this.#dir, `${overlayId}${OWNER_SUFFIX}`);
+  }
+
+  async #readOwner(overlayId: string): Promise<OverlayOwner | undefined> {
+    return parseOwner(await readJson(this.#ownerPath(overlayId)));
+  }
+
+  async #writeOwner(overlayId: string, owner: OverlayOwner): Promise<void> {
+    const tmp = join(this.#dir, `.${overlayId}.owner${TMP_MARK}${randomBytes(6).toString("hex")}`);
+    try {
+      await writeFile(tmp, `${JSON.stringify(owner)}\n`, { mode: 0o640, flush: true });
+      await rename(tmp, this.#ownerPath(overlayId));
+    } catch (err) {
+      await unlink(tmp).catch(() => {});
+      throw this.#fsError(err, overlayId, "cannot record the overlay's owner", tmp);
+    }
+  }
+
+  /** Moves an overlay (and its owner record) into the quarantine folder; the caller holds the lock. */
+  async #moveToQuarantine(overlayId: string, reason: string): Promise<string | undefined> {
+    const final = this.pathOf(overlayId);
+    if ((await this.#existingOverlay(final, overlayId)) === undefined) return undefined;
+    const dir = join(this.#dir, QUARANTINE_DIR);
+    await mkdir(dir, { recursive: true, mode: 0o750 });
+    const name = quarantineName(overlayId, new Date());
+    const owner = await this.#readOwner(overlayId);
+    const meta = { overlayId, reason, quarantinedAt: new Date().toISOString(), owner };
+    try {
+      await writeFile(join(dir, `${name}.json`), `${JSON.stringify(meta)}\n`, { mode: 0o640 });
+      // Same file system: a rename, so the bytes are kept as they are, at no cost.
+      await rename(final, join(dir, `${name}${SUFFIX}`));
+    } catch (err) {
+      throw this.#fsError(err, overlayId, `cannot quarantine ${final}`, final);
+    }
+    await unlink(this.#ownerPath(overlayId)).catch(() => {});
+    await this.#syncDir(overlayId);
+    this.#log.warn({ overlayId, quarantined_as: name, reason }, "overlay quarantined");
+    return name;
   }
 
   async usage(overlayId: string): Promise<OverlayUsage> {
@@ -375,5 +510,13 @@ class ReflinkDriver implements OverlayDriver {
       await unlink(src).catch(() => {});
       await unlink(dst).catch(() => {});
     }
+  }
+}
+
+async function readJson(path: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    return JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
+  } catch {
+    return undefined;
   }
 }

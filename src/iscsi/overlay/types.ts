@@ -1,4 +1,5 @@
 import type { RunOptions } from "../../host/exec.js";
+import type { OverlayOwner, QuarantinedOverlay } from "./owner.js";
 
 /** A machine's private writable disk, as a target driver needs to serve it. */
 export interface OverlayRef {
@@ -7,6 +8,16 @@ export interface OverlayRef {
   path: string;
   sizeBytes: number;
 }
+
+/** What create() did when the overlay under that id was someone else's. */
+export interface OverlayReplaced {
+  /** The quarantine name the other overlay was moved to. */
+  quarantinedAs: string;
+  reason: string;
+}
+
+/** The result of create(): the overlay, and whether an overlay of someone else was set aside. */
+export type CreatedOverlay = OverlayRef & { replaced?: OverlayReplaced };
 
 export interface OverlayUsage {
   /** Space the overlay holds, including what it still shares with its image. */
@@ -21,13 +32,27 @@ export interface OverlayDriver {
   readonly name: OverlayDriverName;
   /** Refuses early, with an error that says what to fix, when the driver cannot work here. */
   check(): Promise<void>;
-  /** Idempotent: an existing overlay is kept as it is, with the machine's writes. */
-  create(imagePath: string, overlayId: string): Promise<OverlayRef>;
+  /**
+   * Idempotent: an existing overlay is kept as it is, with the machine's writes, when it
+   * belongs to `owner` (or records no owner: made before owners were recorded, adopted and
+   * recorded now). An existing overlay recorded for another target, machine or image is
+   * never served: it is quarantined and a fresh one made (`replaced` says so).
+   */
+  create(imagePath: string, overlayId: string, owner?: OverlayOwner): Promise<CreatedOverlay>;
   /**
    * Throws the machine's writes away: a fresh clone replaces the old overlay atomically.
    * The caller must first make sure no session is using the overlay.
    */
-  reset(imagePath: string, overlayId: string): Promise<OverlayRef>;
+  reset(imagePath: string, overlayId: string, owner?: OverlayOwner): Promise<OverlayRef>;
+  /**
+   * Sets an overlay aside instead of deleting it (no target wants it, or it is not the
+   * asker's): its bytes are kept, listed by quarantined(), until an admin deletes it.
+   * Returns the quarantine name, or undefined when there was no such overlay.
+   */
+  quarantine(overlayId: string, reason: string): Promise<string | undefined>;
+  quarantined(): Promise<QuarantinedOverlay[]>;
+  /** Deletes one quarantined overlay for good; false when there is none by that name. */
+  deleteQuarantined(name: string): Promise<boolean>;
   /** Idempotent: deleting a missing overlay succeeds. */
   delete(overlayId: string): Promise<void>;
   usage(overlayId: string): Promise<OverlayUsage>;

@@ -116,7 +116,7 @@ t.test("recorded-command runner: create makes and activates a thin snapshot", as
     "b",
     "--nosuffix",
     "-o",
-    "lv_name,lv_size,data_percent,origin,lv_attr",
+    "lv_name,lv_size,data_percent,origin,lv_attr,lv_tags",
     VG,
   ]);
 
