@@ -4,6 +4,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Logger } from "pino";
 import type { Store } from "../store/index.js";
 import type { TokenService } from "./auth/tokens.js";
+import { DEFAULT_MAX_BODY_BYTES, readBoundedText } from "./body-limit.js";
 import { ApiError, errorBody } from "./errors.js";
 import type { RateLimiter } from "./ratelimit.js";
 import type { AuditNote, RouteDef } from "./route.js";
@@ -114,9 +115,9 @@ async function handle(def: RouteDef, c: Context<ApiEnv>, m: MountContext): Promi
     let body: unknown;
     if (def.body) {
       let raw: unknown;
+      const text = await readBoundedText(c.req.raw, def.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES);
       try {
         // An empty body is "no body", so schemas that make the body optional accept it.
-        const text = await c.req.text();
         raw = text.trim() === "" ? undefined : JSON.parse(text);
       } catch {
         throw new ApiError(400, "validation_error", "body: not valid JSON", { field: "body" });

@@ -160,6 +160,8 @@ export interface RouteDef<
   query?: Q;
   /** A JSON body schema. Leave it out for bodies the handler reads itself (multipart). */
   body?: B;
+  /** Largest JSON body accepted (413 beyond): DEFAULT_MAX_BODY_BYTES (64 KiB) by default. */
+  maxBodyBytes?: number;
   /** Status of a plain-value answer: 200 by default. */
   status?: 200 | 201 | 202 | 204;
   /** "general" by default. */
