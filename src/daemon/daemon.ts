@@ -10,7 +10,7 @@ import { registerCleanupJob } from "../diskspace/cleanup.js";
 import { EventBus } from "../events/bus.js";
 import { EventStreams } from "../events/streams.js";
 import { interfaceIPv4 } from "../host/interfaces.js";
-import { macForIp } from "../host/neighbours.js";
+import { macForIp, macForIpAsync } from "../host/neighbours.js";
 import { ImageService } from "../images/service.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
 import { JobRunner } from "../jobs/runner.js";
@@ -120,6 +120,7 @@ export class Daemon {
       log: this.log,
       bootKey: loadOrCreateSigningKey(join(c.data_dir, "boot-token.key")),
       macForIp,
+      macForIpAsync,
       ...(this.iscsi ? { sanboot: this.iscsi.sanboot } : {}),
       ...(this.bus ? { bus: this.bus } : {}),
       ...(this.metrics ? { metrics: this.metrics } : {}),

@@ -29,6 +29,8 @@ export interface NetbootDeps {
   bootKey: Uint8Array;
   /** The MAC behind a client address, from the host's neighbour table. */
   macForIp(ip: string): string | undefined;
+  /** The same lookup without blocking, for the per-transfer path (macForIp when absent). */
+  macForIpAsync?(ip: string): Promise<string | undefined>;
   sanboot?: SanbootPreparer;
   /** Counters and phase durations for /metrics. */
   metrics?: BootfleetMetrics;
@@ -57,7 +59,7 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
   const timeline = new BootTimeline({
     store,
     log,
-    macForIp: deps.macForIp,
+    macForIp: deps.macForIpAsync ?? deps.macForIp,
     ...(deps.metrics ? { metrics: deps.metrics } : {}),
   });
   const ipxeBinaries = ipxeBinariesByName(s);
@@ -116,13 +118,21 @@ async function startTftp(
   ipxeBinaries: Record<string, string>,
   timeline: BootTimeline,
 ): Promise<TftpServer> {
+  // Only the netboot interfaces' addresses: TFTP has no business on other networks.
+  const addresses = s.interfaces.map((i) => i.address);
+  if (addresses.length === 0) {
+    log.warn("TFTP listens on every address: set [netboot] interfaces to restrict it");
+  }
   const tftp = createTftpServer({
     root: s.tftp.root,
     aliases: ipxeBinaries,
+    addresses,
     port: s.tftp.port,
     maxTransfers: s.tftp.maxTransfers,
     log,
-    onTransfer: (e) => timeline.transferred(e),
+    onTransfer: (e) => {
+      timeline.transferred(e).catch((err: unknown) => log.error({ err }, "tftp report failed"));
+    },
   });
   const bound = await tftp.listen().catch((err: Error) => {
     throw new Error(`TFTP cannot listen on port ${s.tftp.port}: ${err.message}`);

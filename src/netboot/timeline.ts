@@ -12,9 +12,10 @@ export interface BootTimelineDeps {
   metrics?: BootfleetMetrics;
   /**
    * The MAC behind a client address (the kernel's neighbour table): a TFTP transfer
-   * carries only the client's address.
+   * carries only the client's address. Asynchronous where it reads /proc (see
+   * macForIpAsync): it runs once per transfer.
    */
-  macForIp(ip: string): string | undefined;
+  macForIp(ip: string): string | undefined | Promise<string | undefined>;
 }
 
 /**
@@ -55,12 +56,10 @@ export class BootTimeline {
   }
 
   /** A TFTP transfer ended (a size probe is not a phase). */
-  transferred(e: TftpTransferEvent): void {
+  async transferred(e: TftpTransferEvent): Promise<void> {
     if (e.sizeProbe) return;
     const { store, metrics, log } = this.deps;
     metrics?.tftpTransfer(e.ok ? "ok" : e.errorCode === 8 ? "aborted" : "error", e.bytes);
-    const mac = this.deps.macForIp(e.clientAddress);
-    const machine = mac ? store.machines.getByMac(mac) : undefined;
     log.info(
       {
         file: e.file,
@@ -71,7 +70,12 @@ export class BootTimeline {
       },
       "TFTP transfer finished",
     );
-    if (machine && e.ok) {
+    // Only a served file is a boot phase: refusals and failures (a flood of them, maybe)
+    // never reach the neighbour table.
+    if (!e.ok) return;
+    const mac = await this.deps.macForIp(e.clientAddress);
+    const machine = mac ? store.machines.getByMac(mac) : undefined;
+    if (machine) {
       store.sessions.stampPhase(machine.id, "tftp_done_at", {
         tftp_file: e.file,
         tftp_bytes: e.bytes,
