@@ -66,7 +66,7 @@ t.test(
     const ninthWs = await wsOpen(wsUrl, token);
     t.ok("status" in ninthWs && ninthWs.status === 429, "a ninth WebSocket is refused with 429");
     if ("ws" in ninthWs) ninthWs.ws.terminate();
-  
+
     // Someone else is not affected.
     const other = await tokenFor(api, await addUser(api, "other", "viewer"));
     const o = await openStream(`${base}/api/events`, { ...SSE, authorization: `Bearer ${other}` });
