@@ -6,7 +6,7 @@ import type { Store } from "../store/index.js";
 import type { TokenService } from "./auth/tokens.js";
 import { DEFAULT_MAX_BODY_BYTES, readBoundedText } from "./body-limit.js";
 import { ApiError, errorBody } from "./errors.js";
-import type { RateLimiter } from "./ratelimit.js";
+import { addressKey, type RateLimiter } from "./ratelimit.js";
 import type { AuditNote, RouteDef } from "./route.js";
 import type { ApiEnv, AuthUser } from "./types.js";
 import { parseOr422 } from "./validate.js";
@@ -79,7 +79,8 @@ async function handle(def: RouteDef, c: Context<ApiEnv>, m: MountContext): Promi
     const cls = def.rateLimit ?? "general";
     if (cls !== "none") {
       // Authentication routes count per address: their callers have no user yet.
-      const caller = user && cls !== "auth" ? `user:${user.id}` : `addr:${clientAddress(c)}`;
+      const caller =
+        user && cls !== "auth" ? `user:${user.id}` : `addr:${addressKey(clientAddress(c))}`;
       const d = m.limiter.hit(cls, caller);
       rateHeaders["X-RateLimit-Limit"] = String(d.limit);
       rateHeaders["X-RateLimit-Remaining"] = String(d.remaining);

@@ -243,6 +243,17 @@ ALTER TABLE targets ADD COLUMN overlay_usage_at TEXT;
 ALTER TABLE targets ADD COLUMN overlay_reset_at TEXT;
 `,
   },
+  {
+    version: 7,
+    name: "failed logins per account",
+    sql: `
+-- Consecutive failed logins of an account and until when it is locked out: a password
+-- guesser spread over many addresses still slows down to a few tries an hour. Kept in
+-- the database so a restart does not reset the back-off.
+ALTER TABLE users ADD COLUMN failed_logins INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN login_locked_until TEXT;
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
