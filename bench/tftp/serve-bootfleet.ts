@@ -15,7 +15,7 @@ const cfg = JSON.parse(process.argv[2] ?? "{}") as {
 const server = createTftpServer({
   root: cfg.root,
   aliases: cfg.aliases ?? {},
-  address: "127.0.0.1",
+  addresses: ["127.0.0.1"],
   port: cfg.port,
   // The clients ask for 1468, what an Ethernet MTU of 1500 allows.
   maxBlksize: maxBlksizeForMtu(1500),

@@ -4,9 +4,10 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Logger } from "pino";
 import type { Store } from "../store/index.js";
 import type { TokenService } from "./auth/tokens.js";
+import { DEFAULT_MAX_BODY_BYTES, readBoundedText } from "./body-limit.js";
 import { ApiError, errorBody } from "./errors.js";
 import { localAdmin } from "./local-socket.js";
-import type { RateLimiter } from "./ratelimit.js";
+import { addressKey, type RateLimiter } from "./ratelimit.js";
 import type { AuditNote, RouteDef } from "./route.js";
 import type { ApiEnv, AuthUser } from "./types.js";
 import { parseOr422 } from "./validate.js";
@@ -81,7 +82,8 @@ async function handle(def: RouteDef, c: Context<ApiEnv>, m: MountContext): Promi
     const cls = def.rateLimit ?? "general";
     if (cls !== "none") {
       // Authentication routes count per address: their callers have no user yet.
-      const caller = user && cls !== "auth" ? `user:${user.id}` : `addr:${clientAddress(c)}`;
+      const caller =
+        user && cls !== "auth" ? `user:${user.id}` : `addr:${addressKey(clientAddress(c))}`;
       const d = m.limiter.hit(cls, caller);
       rateHeaders["X-RateLimit-Limit"] = String(d.limit);
       rateHeaders["X-RateLimit-Remaining"] = String(d.remaining);
@@ -117,9 +119,9 @@ async function handle(def: RouteDef, c: Context<ApiEnv>, m: MountContext): Promi
     let body: unknown;
     if (def.body) {
       let raw: unknown;
+      const text = await readBoundedText(c.req.raw, def.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES);
       try {
         // An empty body is "no body", so schemas that make the body optional accept it.
-        const text = await c.req.text();
         raw = text.trim() === "" ? undefined : JSON.parse(text);
       } catch {
         throw new ApiError(400, "validation_error", "body: not valid JSON", { field: "body" });

@@ -1,4 +1,37 @@
+import { isIPv6 } from "node:net";
 import type { RateLimitClass, RateLimits } from "./route.js";
+
+/**
+ * Whom an unauthenticated request is counted against: an IPv4 address, or the /64 of an
+ * IPv6 one (a single host is handed a whole /64 and can pick any address in it, so
+ * counting per address would give it 2^64 fresh budgets). IPv4-mapped IPv6
+ * (::ffff:192.0.2.1, what a dual-stack socket reports) counts as the IPv4 address.
+ */
+export function addressKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (!isIPv6(address)) return address;
+  return `${expandIPv6(address).slice(0, 4).join(":")}::/64`;
+}
+
+/** The eight 16-bit groups of an IPv6 address, lowercase, without leading zeros. */
+function expandIPv6(address: string): string[] {
+  const bare = address.split("%")[0]!.toLowerCase();
+  const [head, tail] = bare.includes("::") ? bare.split("::") : [bare, undefined];
+  const parse = (s: string | undefined) => (s ? s.split(":") : []);
+  let left = parse(head);
+  let right = parse(tail);
+  // An embedded IPv4 tail (::ffff:1.2.3.4, 64:ff9b::1.2.3.4) is two groups.
+  const last = (right.length ? right : left).at(-1);
+  if (last?.includes(".")) {
+    const [a, b, c, d] = last.split(".").map(Number) as [number, number, number, number];
+    const groups = [((a << 8) | b).toString(16), ((c << 8) | d).toString(16)];
+    if (right.length) right = [...right.slice(0, -1), ...groups];
+    else left = [...left.slice(0, -1), ...groups];
+  }
+  const zeros = tail === undefined ? [] : Array(8 - left.length - right.length).fill("0");
+  return [...left, ...zeros, ...right].map((g) => Number.parseInt(g, 16).toString(16));
+}
 
 export interface RateDecision {
   allowed: boolean;

@@ -67,7 +67,7 @@ export const OPERATORS: readonly Role[] = ["admin", "operator"];
 export const ADMIN_ONLY: readonly Role[] = ["admin"];
 
 /** Which bucket of the rate limiter a route counts against ("none": never limited). */
-export type RateLimitClass = "general" | "auth" | "upload" | "none";
+export type RateLimitClass = "general" | "auth" | "refresh" | "upload" | "none";
 
 export interface RateLimitRule {
   limit: number;
@@ -75,10 +75,14 @@ export interface RateLimitRule {
 }
 export type RateLimits = Record<Exclude<RateLimitClass, "none">, RateLimitRule>;
 
-/** The contract's defaults (GGnet: general 100/min, auth 5 per 5 min, upload 3/min). */
+/**
+ * The contract's defaults (GGnet: general 100/min, auth 5 per 5 min, upload 3/min), and
+ * token refreshes counted apart from logins (a UI refreshes every few minutes per tab).
+ */
 export const DEFAULT_RATE_LIMITS: RateLimits = {
   general: { limit: 100, windowSeconds: 60 },
   auth: { limit: 5, windowSeconds: 300 },
+  refresh: { limit: 30, windowSeconds: 300 },
   upload: { limit: 3, windowSeconds: 60 },
 };
 
@@ -160,6 +164,8 @@ export interface RouteDef<
   query?: Q;
   /** A JSON body schema. Leave it out for bodies the handler reads itself (multipart). */
   body?: B;
+  /** Largest JSON body accepted (413 beyond): DEFAULT_MAX_BODY_BYTES (64 KiB) by default. */
+  maxBodyBytes?: number;
   /** Status of a plain-value answer: 200 by default. */
   status?: 200 | 201 | 202 | 204;
   /** "general" by default. */

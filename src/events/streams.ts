@@ -14,6 +14,19 @@ export interface EventStreamsOptions {
   maxQueue?: number;
   /** Recent events kept for GET /api/events and for resuming a stream (Last-Event-ID). */
   replay?: number;
+  /**
+   * Streams (SSE and WebSocket together) one user may hold open. Each costs a
+   * subscription, a queue and a socket; a browser needs one or two.
+   */
+  maxPerUser?: number;
+}
+
+/** Streams one user may hold open, by default. */
+export const DEFAULT_MAX_STREAMS_PER_USER = 8;
+
+/** A stream's place in its user's allowance; release() is idempotent. */
+export interface StreamSlot {
+  release(): void;
 }
 
 /**
@@ -25,6 +38,8 @@ export class EventStreams {
   readonly bus: EventBus;
   readonly heartbeatMs: number;
   readonly maxQueue: number;
+  readonly maxPerUser: number;
+  readonly #perUser = new Map<number, number>();
   readonly #replay: number;
   readonly #recent: BusEvent[] = [];
   readonly #subs = new Set<Subscription>();
@@ -35,6 +50,7 @@ export class EventStreams {
     this.bus = opts.bus;
     this.heartbeatMs = opts.heartbeatMs ?? 15_000;
     this.maxQueue = opts.maxQueue ?? 256;
+    this.maxPerUser = opts.maxPerUser ?? DEFAULT_MAX_STREAMS_PER_USER;
     this.#replay = Math.max(0, opts.replay ?? 500);
     this.#detach = opts.bus.on((e) => {
       if (this.#replay === 0) return;
@@ -55,6 +71,31 @@ export class EventStreams {
     if (this.#closed) sub.close();
     else this.#subs.add(sub);
     return sub;
+  }
+
+  /**
+   * Takes one of the user's stream slots before a stream opens; undefined when the user
+   * already holds maxPerUser streams (the route answers 429).
+   */
+  reserve(userId: number): StreamSlot | undefined {
+    const held = this.#perUser.get(userId) ?? 0;
+    if (held >= this.maxPerUser) return undefined;
+    this.#perUser.set(userId, held + 1);
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        const left = (this.#perUser.get(userId) ?? 1) - 1;
+        if (left > 0) this.#perUser.set(userId, left);
+        else this.#perUser.delete(userId);
+      },
+    };
+  }
+
+  /** Streams the user holds open (reserved slots). */
+  heldBy(userId: number): number {
+    return this.#perUser.get(userId) ?? 0;
   }
 
   /** Forget a subscription that ended (the stream's own cleanup). */

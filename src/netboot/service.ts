@@ -139,9 +139,15 @@ async function startTftp(
   ipxeBinaries: Record<string, string>,
   timeline: BootTimeline,
 ): Promise<TftpServer> {
+  // Only the netboot interfaces' addresses: TFTP has no business on other networks.
+  const addresses = s.interfaces.map((i) => i.address);
+  if (addresses.length === 0) {
+    log.warn("TFTP listens on every address: set [netboot] interfaces to restrict it");
+  }
   const tftp = createTftpServer({
     root: s.tftp.root,
     aliases: ipxeBinaries,
+    addresses,
     port: s.tftp.port,
     maxTransfers: s.tftp.maxTransfers,
     log,

@@ -12,7 +12,8 @@ export interface BootTimelineDeps {
   metrics?: BootfleetMetrics;
   /**
    * The MAC behind a client address (the kernel's neighbour table): a TFTP transfer
-   * carries only the client's address.
+   * carries only the client's address. Asynchronous (host/neighbours.ts NeighbourTable
+   * reads /proc without blocking): it runs once per served transfer.
    */
   macForIp(ip: string): Promise<string | undefined>;
   /** Told after a phase was stamped on a machine's session (the fleet's live state). */
@@ -65,8 +66,6 @@ export class BootTimeline {
     if (e.sizeProbe) return;
     const { store, metrics, log } = this.deps;
     metrics?.tftpTransfer(e.ok ? "ok" : e.errorCode === 8 ? "aborted" : "error", e.bytes);
-    const mac = await this.deps.macForIp(e.clientAddress);
-    const machine = mac ? store.machines.getByMac(mac) : undefined;
     log.info(
       {
         file: e.file,
@@ -77,7 +76,12 @@ export class BootTimeline {
       },
       "TFTP transfer finished",
     );
-    if (machine && e.ok) {
+    // Only a served file is a boot phase: refusals and failures (a flood of them, maybe)
+    // never reach the neighbour table.
+    if (!e.ok) return;
+    const mac = await this.deps.macForIp(e.clientAddress);
+    const machine = mac ? store.machines.getByMac(mac) : undefined;
+    if (machine) {
       store.sessions.stampPhase(machine.id, "tftp_done_at", {
         tftp_file: e.file,
         tftp_bytes: e.bytes,

@@ -341,6 +341,17 @@ ALTER TABLE boot_sessions ADD COLUMN io_seen_at TEXT;
       for (const table of IDENTITY_TABLES) addAutoincrement(db, table);
     },
   },
+  {
+    version: 7,
+    name: "failed logins per account",
+    sql: `
+-- Consecutive failed logins of an account and until when it is locked out: a password
+-- guesser spread over many addresses still slows down to a few tries an hour. Kept in
+-- the database so a restart does not reset the back-off.
+ALTER TABLE users ADD COLUMN failed_logins INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN login_locked_until TEXT;
+`,
+  },
 ];
 
 /**

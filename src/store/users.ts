@@ -35,9 +35,32 @@ export interface UserFilter {
   status?: User["status"] | undefined;
 }
 
+/** An account's run of failed logins (login back-off). */
+export interface LoginFailures {
+  failed_logins: number;
+  /** ISO time until which logins are refused, or null. */
+  login_locked_until: string | null;
+}
+
 export class UsersRepo extends Table<User> {
   constructor(db: Db, clock: () => number = Date.now) {
     super(db, "users", WRITABLE, clock);
+  }
+
+  loginFailures(id: number): LoginFailures {
+    const row = this.stmt("SELECT failed_logins, login_locked_until FROM users WHERE id = @id").get(
+      {
+        id,
+      },
+    ) as LoginFailures | undefined;
+    return row ?? { failed_logins: 0, login_locked_until: null };
+  }
+
+  /** Stores the account's failure count and lock (null: not locked). */
+  setLoginFailures(id: number, failures: number, lockedUntil: string | null): void {
+    this.stmt(
+      "UPDATE users SET failed_logins = @n, login_locked_until = @until WHERE id = @id",
+    ).run({ id, n: failures, until: lockedUntil });
   }
 
   create(u: Pick<User, "username" | "role" | "password_hash"> & Partial<User>): User {

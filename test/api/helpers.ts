@@ -12,6 +12,7 @@ import type { Role, User } from "../../src/store/users.js";
 export const HIGH_LIMITS = {
   general: { limit: 1_000_000, windowSeconds: 60 },
   auth: { limit: 1_000_000, windowSeconds: 300 },
+  refresh: { limit: 1_000_000, windowSeconds: 300 },
   upload: { limit: 1_000_000, windowSeconds: 60 },
 };
 

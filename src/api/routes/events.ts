@@ -9,7 +9,7 @@ import {
   type EventType,
   type Subscription,
 } from "../../events/bus.js";
-import type { EventStreams } from "../../events/streams.js";
+import type { EventStreams, StreamSlot } from "../../events/streams.js";
 import { ApiError } from "../errors.js";
 import { nodeRequest } from "../mount.js";
 import { ANY_USER, type ApiDeps, type AuthUser, defineRoute, type RouteModule } from "../route.js";
@@ -145,7 +145,8 @@ export const eventsRoutes: RouteModule = (deps) => [
         throw new ApiError(503, "service_unavailable", "the event stream is not available");
       }
       const token = bearerToken(c)!;
-      return sseResponse(c, deps, streams, user!, token, filter, query.types, after);
+      const slot = reserveStream(streams, user!);
+      return sseResponse(c, deps, streams, slot, user!, token, filter, query.types, after);
     },
   }),
   defineRoute({
@@ -175,8 +176,14 @@ export const eventsRoutes: RouteModule = (deps) => [
       const filter = eventFilter(deps, user!);
       const after = resumeFrom(c, query.after);
       let sub: Subscription | undefined;
+      const slot = reserveStream(streams, user!);
+      // A handshake that never completes must not keep the slot.
+      const unopened = setTimeout(() => {
+        if (!sub) slot.release();
+      }, 30_000).unref();
       const upgrade = upgradeWebSocket(() => ({
         onOpen: (_e, ws) => {
+          clearTimeout(unopened);
           sub = streams.subscribe(filter, query.types);
           void pumpWebSocket(
             deps,
@@ -191,15 +198,33 @@ export const eventsRoutes: RouteModule = (deps) => [
           );
         },
         onClose: () => {
+          clearTimeout(unopened);
+          slot.release();
           if (sub) streams.release(sub);
         },
       }));
       const res = await upgrade(c, async () => {});
-      if (!res) throw new ApiError(400, "validation_error", "not a WebSocket upgrade request");
+      if (!res) {
+        clearTimeout(unopened);
+        slot.release();
+        throw new ApiError(400, "validation_error", "not a WebSocket upgrade request");
+      }
       return res;
     },
   }),
 ];
+
+/** One of the user's stream slots, or 429 when all are taken. */
+function reserveStream(streams: EventStreams, user: AuthUser): StreamSlot {
+  const slot = streams.reserve(user.id);
+  if (slot) return slot;
+  throw new ApiError(
+    429,
+    "rate_limit_exceeded",
+    `too many event streams: ${user.username} already has ${streams.maxPerUser} open (SSE and WebSocket together); close one first`,
+    { max_streams: streams.maxPerUser },
+  );
+}
 
 function sseFrame(d: Delivery): Uint8Array {
   return Buffer.from(
@@ -216,6 +241,7 @@ function sseResponse(
   c: Context<ApiEnv>,
   deps: ApiDeps,
   streams: EventStreams,
+  slot: StreamSlot,
   user: AuthUser,
   token: string,
   filter: (e: BusEvent) => boolean,
@@ -233,6 +259,7 @@ function sseResponse(
     finished = true;
     stopWatch();
     streams.release(sub);
+    slot.release();
   };
   // A client that stopped reading stalls pull(), so nothing inside it sees the
   // subscription end (overflow or shutdown): the connection is cut from outside.

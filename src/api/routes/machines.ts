@@ -17,6 +17,9 @@ import {
 import { zHostname, zIPv4, zLabel, zMac, zName, zText } from "../validate.js";
 import { machineState } from "./fleet-state.js";
 
+/** A machine document with a full custom script (64 Ki characters, escaped for JSON). */
+const MACHINE_BODY_MAX_BYTES = 512 * 1024;
+
 const MACHINE_STATUSES = [
   "discovered",
   "active",
@@ -205,6 +208,8 @@ export const machinesRoutes: RouteModule = (deps) => {
       resource: "machine",
       status: 201,
       body: createBody,
+      // custom_script may hold 64 Ki characters, JSON-escaped.
+      maxBodyBytes: MACHINE_BODY_MAX_BYTES,
       handler: ({ body }) => {
         checkReferences(deps, body);
         const m = conflictOnUnique(
@@ -232,6 +237,8 @@ export const machinesRoutes: RouteModule = (deps) => {
       resource: "machine",
       params: idParams,
       body: updateBody,
+      // custom_script may hold 64 Ki characters, JSON-escaped.
+      maxBodyBytes: MACHINE_BODY_MAX_BYTES,
       handler: ({ params, body }) => {
         if (!store.machines.get(params.id)) throw notFound("machine", params.id);
         checkReferences(deps, body);

@@ -25,6 +25,7 @@ import {
   type TgtTargetView,
 } from "./tgt-show.js";
 import { parseTgtStat } from "./tgt-stat.js";
+import { newTgtAccount } from "./tgtd-ipc.js";
 import {
   type RemoveOptions,
   type TargetDriver,
@@ -45,6 +46,11 @@ export interface TgtDriverOptions {
   logger: Logger;
   run?: CommandRunner;
   tgtadm?: string;
+  /**
+   * Creates a CHAP account in tgtd (answer: tgtd's error code, 0 when done). Default: over
+   * tgtd's management socket (tgtd-ipc.ts), so the password is on no command line.
+   */
+  newAccount?: (user: string, password: string) => Promise<number>;
 }
 
 // tgtadm answers at once unless tgtd is stuck; its `show` output is small.
@@ -66,6 +72,7 @@ export class TgtDriver implements TargetDriver {
     logger: Logger;
     run: CommandRunner;
     tgtadm: string;
+    newAccount: (user: string, password: string) => Promise<number>;
   };
   readonly #serial = new Serial();
 
@@ -77,6 +84,9 @@ export class TgtDriver implements TargetDriver {
       logger: options.logger,
       run: options.run ?? commandRunner(TGTADM_COMMANDS),
       tgtadm: options.tgtadm ?? "tgtadm",
+      newAccount:
+        options.newAccount ??
+        ((user, password) => newTgtAccount(options.controlPort ?? 0, user, password)),
     };
   }
 
@@ -329,17 +339,7 @@ export class TgtDriver implements TargetDriver {
         bound = false;
         accounts.splice(accounts.indexOf(w.user), 1);
       }
-      if (!accounts.includes(w.user))
-        await tgtadm([
-          "--op",
-          "new",
-          "--mode",
-          "account",
-          "--user",
-          w.user,
-          "--password",
-          w.password,
-        ]);
+      if (!accounts.includes(w.user)) await this.#newAccount(iqn, w.user, w.password);
       if (!bound) {
         const args = ["--op", "bind", "--mode", "account", "--tid", `${tid}`, "--user", w.user];
         if (w.outgoing) args.push("--outgoing");
@@ -408,6 +408,22 @@ export class TgtDriver implements TargetDriver {
   async #showTargets(iqn: string): Promise<TgtTargetView[]> {
     const out = await this.#tgtadmOut(iqn, ["--op", "show", "--mode", "target"], []);
     return parseTgtShowTargets(out.stdout);
+  }
+
+  /** The one call with a secret: never through tgtadm's arguments (see tgtd-ipc.ts). */
+  async #newAccount(iqn: string, user: string, password: string): Promise<void> {
+    let code: number;
+    try {
+      code = await this.#o.newAccount(user, password);
+    } catch (err) {
+      throw new TargetError(iqn, `cannot create CHAP account ${user}: ${errorText(err)}`);
+    }
+    if (code !== 0) {
+      throw new TargetError(
+        iqn,
+        `tgtd refused to create CHAP account ${user} (tgtd error ${code})`,
+      );
+    }
   }
 
   async #tgtadm(iqn: string, args: string[], secrets: readonly string[]): Promise<void> {

@@ -29,15 +29,33 @@ export interface Abortable {
   abort(message: string): void;
 }
 
+/** Transfers one source address may run at once, by default. */
+export const DEFAULT_MAX_TRANSFERS_PER_ADDRESS = 4;
+
+/** The address part of a client key (address|port). */
+function addressOf(client: string): string {
+  const bar = client.lastIndexOf("|");
+  return bar < 0 ? client : client.slice(0, bar);
+}
+
 export class Admission {
   /** Requests being resolved plus running transfers: both count against maxTransfers. */
   private inFlight = 0;
   private readonly running = new Map<string, Abortable>();
   private readonly pending = new Set<string>();
+  /** Slots held per source address (every port of one host counts together). */
+  private readonly perAddress = new Map<string, number>();
   private closing = false;
   private drained: (() => void) | undefined;
 
-  constructor(private readonly maxTransfers: number) {}
+  /**
+   * `maxPerAddress` keeps one host from holding every slot: a PXE client needs one or two
+   * transfers at a time, a host asking for more is broken or hostile.
+   */
+  constructor(
+    private readonly maxTransfers: number,
+    private readonly maxPerAddress: number = DEFAULT_MAX_TRANSFERS_PER_ADDRESS,
+  ) {}
 
   get isClosing(): boolean {
     return this.closing;
@@ -66,6 +84,16 @@ export class Admission {
     if (this.running.has(client) || this.pending.has(client)) {
       return { admit: false, duplicate: true };
     }
+    const address = addressOf(client);
+    const held = this.perAddress.get(address) ?? 0;
+    if (held >= this.maxPerAddress) {
+      return refused(
+        ERR_NOT_DEFINED,
+        `Too many transfers from ${address}: at most ${this.maxPerAddress} at a time`,
+        "too many concurrent transfers from one address",
+        "warn",
+      );
+    }
     if (this.inFlight >= this.maxTransfers) {
       return refused(
         ERR_NOT_DEFINED,
@@ -75,6 +103,7 @@ export class Admission {
       );
     }
     this.inFlight++;
+    this.perAddress.set(address, held + 1);
     this.pending.add(client);
     return { admit: true };
   }
@@ -93,6 +122,10 @@ export class Admission {
   end(client: string): void {
     this.running.delete(client);
     this.inFlight--;
+    const address = addressOf(client);
+    const held = (this.perAddress.get(address) ?? 1) - 1;
+    if (held > 0) this.perAddress.set(address, held);
+    else this.perAddress.delete(address);
     if (this.closing && this.inFlight === 0) this.drained?.();
   }
 

@@ -16,6 +16,13 @@ export function maxBlksizeForMtu(mtu: number): number {
   return Math.max(BLKSIZE_MIN, Math.min(BLKSIZE_MAX, Math.floor(mtu) - 20 - 8 - 4));
 }
 
+/**
+ * Largest retransmission timeout a client may ask for (RFC 2349 allows 1..255 s). A transfer
+ * to a silent client holds its slot for timeout × (retries + 1); at 255 s one tiny request
+ * held a slot for over 20 minutes.
+ */
+export const MAX_TIMEOUT_SECONDS = 10;
+
 export interface NegotiationLimits {
   /** Upper bound for blksize (use maxBlksizeForMtu). */
   maxBlksize: number;
@@ -74,8 +81,10 @@ export function negotiateOptions(
         break;
       }
       case "timeout": {
-        // RFC 2349: 1..255 seconds, and the server must echo the value unchanged or refuse it.
-        if (n < 1 || n > 255) break;
+        // RFC 2349: 1..255 seconds, and the OACK must carry the client's value unchanged: a
+        // server cannot lower it, so a value above our cap is refused (left out of the OACK)
+        // and the server's default timeout applies.
+        if (n < 1 || n > MAX_TIMEOUT_SECONDS) break;
         result.timeoutMs = n * 1000;
         result.oack.push([name, String(n)]);
         break;

@@ -6,7 +6,7 @@ import { type LookupOneOptions, lookup } from "node:dns";
 import { realpath } from "node:fs/promises";
 import { isIP } from "node:net";
 import type { Logger } from "pino";
-import { Admission, type Refusal } from "./admission.js";
+import { Admission, DEFAULT_MAX_TRANSFERS_PER_ADDRESS, type Refusal } from "./admission.js";
 import { type FileSource, FileStore, type FileStoreStats } from "./filestore.js";
 import { negotiateOptions } from "./options.js";
 import {
@@ -31,8 +31,11 @@ export interface TftpServerOptions {
   root: string;
   /** Name (as requested, leading `/` ignored) → absolute path, e.g. undionly.kpxe → /usr/lib/ipxe/undionly.kpxe. */
   aliases?: Readonly<Record<string, string>> | ReadonlyMap<string, string>;
-  /** Address to listen on; transfer sockets bind to it too. Default 0.0.0.0. */
-  address?: string;
+  /**
+   * Addresses to listen on (the netboot interfaces'); each transfer's socket binds to the
+   * address its request came to. Default 0.0.0.0 (every address).
+   */
+  addresses?: readonly string[];
   /** Default 69; 0 picks a free port. */
   port?: number;
   /** Cap on blksize, from the interface MTU (maxBlksizeForMtu). Default 1468 (MTU 1500). */
@@ -45,6 +48,12 @@ export interface TftpServerOptions {
   timeoutMs?: number;
   /** Retransmissions of one window before a stalled transfer is dropped. Default 5. */
   retries?: number;
+  /** Retransmissions of the first packet before the client has answered once. Default 2. */
+  firstRetries?: number;
+  /** Longest a transfer may run, whatever the client does. Default 120 000 ms. */
+  maxLifetimeMs?: number;
+  /** Concurrent transfers from one source address. Default 4. */
+  maxTransfersPerAddress?: number;
   /** How long close() lets transfers in flight finish before aborting them. Default 5000 ms. */
   closeTimeoutMs?: number;
   /** Files up to this size are served from a shared in-memory copy. Default 16 MiB. */
@@ -66,6 +75,7 @@ export interface TftpServerStats extends FileStoreStats {
 }
 
 export interface TftpServer {
+  /** Binds every address; answers the first one's address and the (shared) port. */
   listen(): Promise<{ address: string; port: number }>;
   /** Stops accepting requests, lets transfers in flight finish within closeTimeoutMs, aborts the rest. */
   close(): Promise<void>;
@@ -99,18 +109,21 @@ export function createTftpServer(opts: TftpServerOptions): TftpServer {
 class ReadOnlyTftpServer implements TftpServer {
   private readonly log: Logger;
   private readonly now: () => number;
-  private readonly address: string;
+  private readonly addresses: readonly string[];
   private readonly admission: Admission;
   private readonly report: TransferReport;
   private readonly files: RequestedFiles;
   private readonly transferSettings: TransferSettings;
-  private socket: Socket | undefined;
+  private sockets: Socket[] = [];
 
   constructor(private readonly opts: TftpServerOptions) {
     this.log = opts.log;
     this.now = opts.now ?? Date.now;
-    this.address = opts.address ?? "0.0.0.0";
-    this.admission = new Admission(opts.maxTransfers ?? 64);
+    this.addresses = opts.addresses?.length ? opts.addresses : ["0.0.0.0"];
+    this.admission = new Admission(
+      opts.maxTransfers ?? 64,
+      opts.maxTransfersPerAddress ?? DEFAULT_MAX_TRANSFERS_PER_ADDRESS,
+    );
     this.report = new TransferReport(this.log, this.now, opts.onTransfer);
     this.files = {
       realRoot: "",
@@ -126,32 +139,40 @@ class ReadOnlyTftpServer implements TftpServer {
       limits: { maxBlksize: opts.maxBlksize ?? 1468, maxWindowsize: opts.maxWindowsize ?? 32 },
       defaultTimeoutMs: opts.timeoutMs ?? 1000,
       retries: opts.retries ?? 5,
+      firstRetries: opts.firstRetries ?? 2,
+      maxLifetimeMs: opts.maxLifetimeMs ?? 120_000,
     };
   }
 
   async listen(): Promise<{ address: string; port: number }> {
-    if (this.socket !== undefined) throw new Error("tftp server already listening");
+    if (this.sockets.length > 0) throw new Error("tftp server already listening");
     this.files.realRoot = await realpath(this.opts.root);
-    this.socket = await bindListeningSocket(
-      this.address,
-      this.opts.port ?? 69,
-      this.log,
-      (msg, rinfo) => this.onRequest(msg, rinfo),
-    );
-    const bound = this.socket.address();
+    // Port 0 picks a free port on the first address; the others use the same one.
+    let port = this.opts.port ?? 69;
+    try {
+      for (const address of this.addresses) {
+        const socket = await bindListeningSocket(address, port, this.log, (msg, rinfo) =>
+          this.onRequest(msg, rinfo, address, socket),
+        );
+        this.sockets.push(socket);
+        port = socket.address().port;
+      }
+    } catch (err) {
+      for (const s of this.sockets.splice(0)) s.close();
+      throw err;
+    }
     this.log.info(
-      { address: bound.address, port: bound.port, root: this.files.realRoot },
+      { addresses: this.addresses, port, root: this.files.realRoot },
       "tftp server listening",
     );
-    return { address: bound.address, port: bound.port };
+    return { address: this.addresses[0]!, port };
   }
 
   async close(): Promise<void> {
     if (this.admission.isClosing) return;
-    const s = this.socket;
-    this.socket = undefined;
+    const sockets = this.sockets.splice(0);
     const drained = this.admission.close(this.opts.closeTimeoutMs ?? 5000);
-    if (s !== undefined) await new Promise<void>((resolve) => s.close(() => resolve()));
+    await Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
     await drained;
   }
 
@@ -159,7 +180,7 @@ class ReadOnlyTftpServer implements TftpServer {
     return { ...this.files.store.stats(), activeTransfers: this.admission.activeTransfers };
   }
 
-  private onRequest(msg: Buffer, rinfo: RemoteInfo): void {
+  private onRequest(msg: Buffer, rinfo: RemoteInfo, local: string, socket: Socket): void {
     if (this.admission.isClosing) return;
     // Only requests are answered on the listening port: answering a stray ERROR or ACK with an
     // ERROR could ping-pong forever with another confused host.
@@ -168,7 +189,7 @@ class ReadOnlyTftpServer implements TftpServer {
     const started = this.now();
     const parsed = parseTftpRequest(msg);
     if (!parsed.ok) {
-      this.reply(rinfo, parsed.errorCode, "Malformed request");
+      reply(socket, rinfo, parsed.errorCode, "Malformed request");
       this.report.malformed(rinfo, parsed.reason);
       return;
     }
@@ -176,10 +197,10 @@ class ReadOnlyTftpServer implements TftpServer {
     const client = `${rinfo.address}|${rinfo.port}`;
     const verdict = this.admission.admit(request, client);
     if (!verdict.admit) {
-      if (!verdict.duplicate) this.refuse(request, rinfo, started, verdict.refusal);
+      if (!verdict.duplicate) this.refuse(socket, request, rinfo, started, verdict.refusal);
       return;
     }
-    void this.startTransfer(request, rinfo, client, started).finally(() =>
+    void this.startTransfer(request, rinfo, client, started, local, socket).finally(() =>
       this.admission.settled(client),
     );
   }
@@ -189,23 +210,25 @@ class ReadOnlyTftpServer implements TftpServer {
     rinfo: RemoteInfo,
     client: string,
     started: number,
+    local: string,
+    socket: Socket,
   ): Promise<void> {
     let handedOver = false;
     try {
       const opened = await openRequested(request, this.files);
-      if (!opened.ok) return this.refuse(request, rinfo, started, opened.refusal);
+      if (!opened.ok) return this.refuse(socket, request, rinfo, started, opened.refusal);
       const { source, path } = opened;
       if (this.admission.isClosing) {
         source.release();
-        this.reply(rinfo, ERR_NOT_DEFINED, "Server shutting down");
+        reply(socket, rinfo, ERR_NOT_DEFINED, "Server shutting down");
         return;
       }
       let tsocket: Socket;
       try {
-        tsocket = await bindTransferSocket(this.address);
+        tsocket = await bindTransferSocket(local);
       } catch (err) {
         source.release();
-        return this.refuse(request, rinfo, started, {
+        return this.refuse(socket, request, rinfo, started, {
           code: ERR_NOT_DEFINED,
           message: "Server error",
           reason: `no transfer socket: ${String(err)}`,
@@ -223,19 +246,29 @@ class ReadOnlyTftpServer implements TftpServer {
     } catch (err) {
       // Nothing above is expected to throw; if it does, the client still gets an answer.
       this.log.error({ err }, "tftp request failed");
-      this.reply(rinfo, ERR_NOT_DEFINED, "Server error");
+      reply(socket, rinfo, ERR_NOT_DEFINED, "Server error");
     } finally {
       if (!handedOver) this.admission.end(client);
     }
   }
 
-  private reply(rinfo: RemoteInfo, code: number, message: string): void {
-    this.socket?.send(encodeError(code, message), rinfo.port, rinfo.address, () => {});
-  }
-
-  private refuse(request: TftpRequest, rinfo: RemoteInfo, started: number, r: Refusal): void {
-    this.reply(rinfo, r.code, r.message);
+  private refuse(
+    socket: Socket,
+    request: TftpRequest,
+    rinfo: RemoteInfo,
+    started: number,
+    r: Refusal,
+  ): void {
+    reply(socket, rinfo, r.code, r.message);
     this.report.refused(request, rinfo, started, r);
+  }
+}
+
+function reply(socket: Socket, rinfo: RemoteInfo, code: number, message: string): void {
+  try {
+    socket.send(encodeError(code, message), rinfo.port, rinfo.address, () => {});
+  } catch {
+    // The listening socket closed meanwhile (shutdown): nobody to answer from.
   }
 }
 
@@ -250,6 +283,8 @@ interface TransferSettings {
   limits: { maxBlksize: number; maxWindowsize: number };
   defaultTimeoutMs: number;
   retries: number;
+  firstRetries: number;
+  maxLifetimeMs: number;
 }
 
 /** The file a request names, opened; or why the client is refused it. */
@@ -306,6 +341,8 @@ function newTransfer(
     windowsize: negotiated.windowsize,
     timeoutMs: negotiated.timeoutMs ?? settings.defaultTimeoutMs,
     retries: settings.retries,
+    firstRetries: settings.firstRetries,
+    maxLifetimeMs: settings.maxLifetimeMs,
     oack: negotiated.oack.length > 0 ? encodeOack(negotiated.oack) : undefined,
     log,
     onDone,

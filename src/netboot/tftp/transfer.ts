@@ -4,6 +4,11 @@
 // Retransmission is driven by the timer only. A duplicate ACK never triggers a resend: answering
 // every duplicate with data is the "sorcerer's apprentice" bug (RFC 1123 4.2.3.1), where each
 // late ACK doubles the traffic until the transfer drowns.
+//
+// Until the client has answered once, its address is only a claim (UDP sources are easily
+// forged): the first packet is resent at most `firstRetries` times, so a forged request
+// makes the server send a victim a few packets, not a stream. And a transfer has a whole
+// lifetime, so a client that ACKs just before every timeout cannot hold its slot forever.
 
 import type { RemoteInfo, Socket } from "node:dgram";
 import type { Logger } from "pino";
@@ -37,6 +42,10 @@ export interface TransferParams {
   timeoutMs: number;
   /** Retransmissions of the same window before the transfer is dropped. */
   retries: number;
+  /** Retransmissions of the first packet (OACK or DATA 1) before the client has answered. */
+  firstRetries: number;
+  /** The whole transfer ends (ERROR to the client) after this long. */
+  maxLifetimeMs: number;
   /** Sent first when options were accepted; the client answers with ACK 0. */
   oack: Buffer | undefined;
   log: Logger;
@@ -54,6 +63,9 @@ export class Transfer {
   #attempts = 0;
   #generation = 0;
   #timer: NodeJS.Timeout | undefined;
+  #lifetime: NodeJS.Timeout | undefined;
+  /** The client has acknowledged something: its address is real. */
+  #heard = false;
 
   constructor(params: TransferParams) {
     this.#p = params;
@@ -71,6 +83,7 @@ export class Transfer {
   }
 
   start(): void {
+    this.#lifetime = setTimeout(() => this.#expire(), this.#p.maxLifetimeMs);
     if (this.#p.oack !== undefined) {
       this.#state = "oack";
       this.#sendOack();
@@ -146,11 +159,26 @@ export class Transfer {
     this.#arm();
   }
 
+  #expire(): void {
+    if (this.#state === "done") return;
+    const seconds = Math.round(this.#p.maxLifetimeMs / 1000);
+    this.#finish(
+      {
+        ok: false,
+        bytes: this.#ackedBytes(),
+        error: `transfer exceeded its lifetime of ${seconds} s`,
+        errorCode: ERR_NOT_DEFINED,
+      },
+      encodeError(ERR_NOT_DEFINED, `Transfer took longer than ${seconds} s`),
+    );
+  }
+
   #onTimeout(): void {
     if (this.#state === "done") return;
     this.#attempts++;
-    if (this.#attempts > this.#p.retries) {
-      const error = `timed out after ${this.#p.retries} retransmissions`;
+    const retries = this.#heard ? this.#p.retries : Math.min(this.#p.retries, this.#p.firstRetries);
+    if (this.#attempts > retries) {
+      const error = `timed out after ${retries} retransmissions`;
       this.#finish(
         { ok: false, bytes: this.#ackedBytes(), error },
         encodeError(ERR_NOT_DEFINED, "timeout"),
@@ -190,6 +218,7 @@ export class Transfer {
     if (packet.op !== "ACK") return;
     if (this.#state === "oack") {
       if (packet.block !== 0) return;
+      this.#heard = true;
       this.#state = "data";
       this.#attempts = 0;
       void this.#sendWindow();
@@ -201,6 +230,7 @@ export class Transfer {
     const block = this.#acked + delta;
     if (delta === 0 || block > this.#sent) return; // duplicate or bogus: the timer handles loss
     this.#acked = block;
+    this.#heard = true;
     this.#attempts = 0;
     if (this.#acked >= this.#totalBlocks) {
       this.#finish({ ok: true, bytes: this.#p.source.size });
@@ -216,6 +246,7 @@ export class Transfer {
     this.#state = "done";
     this.#generation++;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
+    if (this.#lifetime !== undefined) clearTimeout(this.#lifetime);
     this.#p.source.release();
     const { socket } = this.#p;
     const close = () => {

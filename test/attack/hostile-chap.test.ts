@@ -1,0 +1,117 @@
+// A local user reading /proc/*/cmdline while a target with CHAP is applied. Before: the
+// tgt driver ran `tgtadm --op new --mode account --user U --password P`, so P was on a
+// command line (this test found it in the recorded argv: "secret on a command line").
+
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, open, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import t from "tap";
+import { commandRunner } from "../../src/host/exec.js";
+import { TgtDriver } from "../../src/iscsi/target/tgt.js";
+import type { TargetSpec } from "../../src/iscsi/target/types.js";
+import { readCapacity, TestTgtd } from "../fixtures/iscsi/tgtd.js";
+
+const MiB = 1024 * 1024;
+const PREFIX = "iqn.2026-11.lan.bootfleet";
+const notRoot = process.getuid?.() !== 0;
+
+/** Every process's arguments, as any local user can read them. */
+async function allCmdlines(): Promise<string[]> {
+  const out: string[] = [];
+  for (const pid of await readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      out.push((await readFile(`/proc/${pid}/cmdline`)).toString("utf8").replaceAll("\0", " "));
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return out;
+}
+
+t.test(
+  "CHAP secrets reach tgtd without appearing on any command line; CHAP login still works",
+  { skip: notRoot ? "needs root: starts tgtd" : false },
+  async (t) => {
+    for (const tool of ["/usr/sbin/tgtd", "/usr/bin/iscsi-readcapacity16"]) {
+      if (!existsSync(tool)) t.fail(`${tool} missing: apt-get install tgt libiscsi-bin`);
+    }
+    if (t.passing() === false) return;
+    const dir = await mkdtemp(join(tmpdir(), `bf-hostile-chap-${process.pid}-`));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const confDir = join(dir, "conf.d");
+    await mkdir(confDir);
+    const disk = join(dir, "sys.img");
+    await (await open(disk, "w")).truncate(16 * MiB).then(() => undefined);
+    const tgtd = await TestTgtd.start();
+    t.teardown(() => tgtd.stop());
+
+    const argv: string[][] = [];
+    const real = commandRunner({ timeoutMs: 15_000 });
+    const driver = new TgtDriver({
+      iqnPrefix: PREFIX,
+      confDir,
+      controlPort: tgtd.controlPort,
+      logger: pino({ level: "silent" }),
+      run: (file, args, opts) => {
+        argv.push([file, ...args]);
+        return real(file, args, opts);
+      },
+    });
+    const secret = `chapSecret${process.pid}x`;
+    const mutual = `mutualSecret${process.pid}y`;
+    const spec: TargetSpec = {
+      iqn: `${PREFIX}:hostile-${process.pid}`,
+      portal: { address: "127.0.0.1", port: tgtd.portalPort },
+      luns: [
+        { lun: 1, path: disk, kind: "file", readOnly: false, sizeBytes: 16 * MiB, wwn: "h-1" },
+      ],
+      acl: {
+        initiatorIqn: "iqn.2010-04.org.ipxe:hostile",
+        chapUser: "hostileuser",
+        chapPassword: secret,
+        mutualUser: "hostileserver",
+        mutualPassword: mutual,
+      },
+    };
+
+    // Sample every process's arguments for as long as the apply runs.
+    let applying = true;
+    let samples = 0;
+    const seen: string[] = [];
+    const sampler = (async () => {
+      while (applying) {
+        for (const line of await allCmdlines()) {
+          if (line.includes(secret) || line.includes(mutual)) seen.push(line);
+        }
+        samples++;
+      }
+    })();
+    try {
+      await driver.apply(spec);
+      // The password changes (rotation): the account is created again.
+      await driver.apply({ ...spec, acl: { ...spec.acl, chapPassword: `${secret}2` } });
+    } finally {
+      applying = false;
+      await sampler;
+    }
+    t.comment(`${argv.length} commands run, /proc sampled ${samples} times during the applies`);
+    t.ok(argv.length > 0, "tgtadm did run");
+    const leaked = argv.filter((a) => a.some((x) => x.includes(secret) || x.includes(mutual)));
+    t.same(leaked, [], "no secret on a command line the driver ran");
+    t.same(seen, [], "no secret in any /proc/PID/cmdline while applying");
+
+    const login = {
+      portalPort: tgtd.portalPort,
+      iqn: spec.iqn,
+      lun: 1,
+      initiator: spec.acl.initiatorIqn,
+      user: "hostileuser",
+      password: `${secret}2`,
+    };
+    t.equal((await readCapacity(login)).size, 16 * MiB, "CHAP login with the new secret works");
+    t.equal((await readCapacity({ ...login, password: secret })).size, undefined, "old one not");
+  },
+);
