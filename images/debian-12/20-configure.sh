@@ -30,6 +30,28 @@ in_root systemctl mask systemd-firstboot.service
 # "<hostname> login:" first, which the tests read). The serial port of a lab PC is
 # physical access anyway; a recipe for production would drop this drop-in and set a root
 # password or an SSH key instead.
+#
+# The getty must not wait for udev. The stock serial-getty@.service has
+# BindsTo=/After=dev-ttyS0.device, a device unit that only appears when udev has
+# processed the port; on a loaded server in a boot storm udev ran so late that the
+# device job hit its 90 s time-out and the getty was never started (the PC booted, but
+# without its login prompt). /dev/ttyS0 itself is in devtmpfs from the moment the kernel
+# registers the port (8250 is built in, and it is the kernel's console), long before
+# init runs, so agetty can open it without udev. A drop-in cannot remove a dependency,
+# hence a copy of the template, for ttyS0 only, without the device lines (it takes
+# precedence over the template; the autologin drop-in below still applies).
+# DefaultDeviceTimeoutSec= (systemd 252 has it) raises every other device wait from
+# 90 s to a bound a slow server keeps to; still a bound, so a missing disk still fails.
+stock="$ROOT/usr/lib/systemd/system/serial-getty@.service"
+grep -q '^BindsTo=dev-%i.device$' "$stock" || { echo "$stock: no BindsTo=dev-%i.device to drop (systemd changed?)" >&2; exit 1; }
+sed -e '/^BindsTo=dev-%i\.device$/d' -e 's/^After=dev-%i\.device /After=/' "$stock" \
+  >"$ROOT/etc/systemd/system/serial-getty@ttyS0.service"
+if grep -q 'dev-%i' "$ROOT/etc/systemd/system/serial-getty@ttyS0.service"; then
+  echo "serial-getty@ttyS0.service still depends on the udev device" >&2
+  exit 1
+fi
+mkdir -p "$ROOT/etc/systemd/system.conf.d"
+printf '[Manager]\nDefaultDeviceTimeoutSec=10min\n' >"$ROOT/etc/systemd/system.conf.d/bootfleet-device-timeout.conf"
 mkdir -p "$ROOT/etc/systemd/system/serial-getty@ttyS0.service.d"
 cat >"$ROOT/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf" <<'UNIT'
 [Service]

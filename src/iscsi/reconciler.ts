@@ -592,6 +592,7 @@ export class Reconciler {
     });
     return {
       name: machine.name,
+      ...(machine.hostname ? { hostname: machine.hostname } : {}),
       initiatorIqn: target.initiator_iqn,
       chap: { username: target.chap_username, password: target.chap_password },
       ...(target.mutual_chap_username && target.mutual_chap_password
