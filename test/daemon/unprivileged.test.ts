@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { chmodSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t, { type Test } from "tap";
 import { ConfigError, type LoadedConfig, loadConfig } from "../../src/config/config.js";
@@ -136,6 +136,8 @@ function unprivilegedPlace(t: Test) {
     drop = ["setpriv", "--inh-caps=-all", "--bounding-set=-all"];
     t.comment("checkout not readable by uid 65534: running as uid 0 without capabilities");
   }
+  // The daemon makes data_dir 0750 at every start, which only its owner may do.
+  if (drop === asNobody) chownSync(dir, 65534, 65534);
   return { ns, dir, drop };
 }
 
