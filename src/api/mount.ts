@@ -80,7 +80,7 @@ async function handle(def: RouteDef, c: Context<ApiEnv>, m: MountContext): Promi
     }
 
     const cls = def.rateLimit ?? "general";
-    if (cls !== "none") {
+    if (cls !== "none" && m.limiter.counts(cls)) {
       // Authentication routes count per address: their callers have no user yet.
       const caller =
         user && cls !== "auth" ? `user:${user.id}` : `addr:${addressKey(clientAddress(c))}`;

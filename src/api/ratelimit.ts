@@ -58,6 +58,11 @@ export class RateLimiter {
     private readonly clock: () => number = Date.now,
   ) {}
 
+  /** Whether a class is counted at all: a limit of 0 turns it off (`[api] rate_limit_per_minute`). */
+  counts(cls: Exclude<RateLimitClass, "none">): boolean {
+    return this.rules[cls].limit > 0;
+  }
+
   hit(cls: Exclude<RateLimitClass, "none">, caller: string): RateDecision {
     const rule = this.rules[cls];
     const windowMs = rule.windowSeconds * 1000;

@@ -55,6 +55,15 @@ export const configSchema = z
     data_dir: pathSchema,
     images_dir: derivedPathSchema,
     http: z.object({ listen: listenSchema, socket: derivedPathSchema }).strict(),
+    api: z
+      .object({
+        /**
+         * Requests per minute per user (or per address before login) for the API's general
+         * routes; 0 turns the limit off (a benchmark or a trusted automation network).
+         */
+        rate_limit_per_minute: z.number().int().min(0).max(1_000_000),
+      })
+      .strict(),
     images: z
       .object({
         /** Largest image upload accepted, in bytes (413 above it). */
@@ -182,6 +191,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
       socket: "",
     },
     images: { upload_max_bytes: 200 * 1024 ** 3, keep_versions: 5 },
+    api: { rate_limit_per_minute: 100 },
     storage: { reserve_percent: 5 },
     fleet: { stall_timeout_seconds: 120 },
     netboot: {

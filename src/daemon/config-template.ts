@@ -131,6 +131,10 @@ const KEY_DOCS: Record<string, KeyDoc> = {
     about: "Volume group holding the thin pool, for the lvm-thin overlay driver.",
   },
   "iscsi.session_poll_ms": { about: "How often iSCSI logins are read for boot sessions, in ms." },
+  "api.rate_limit_per_minute": {
+    about:
+      "Requests per minute per user (per address before login) on the API's general routes; 0 turns the limit off. Logins and uploads keep their own limits.",
+  },
   "storage.reserve_percent": {
     about:
       "Percent of the image and overlay file systems kept free: uploads, new overlays and new versions are refused below it (0 turns it off).",

@@ -126,6 +126,7 @@ export class Daemon {
       log: this.log,
       store: this.store,
       signingKey: loadOrCreateSigningKey(join(c.data_dir, "api-signing.key")),
+      rateLimits: { general: { limit: c.api.rate_limit_per_minute, windowSeconds: 60 } },
       iscsi: {
         portalIp: c.iscsi.portal_address || "127.0.0.1",
         portalPort: c.iscsi.portal_port,

@@ -144,9 +144,9 @@ export class TargetsRepo extends Table<Target> {
   }
 
   forMachine(machineId: number): Target[] {
-    return this.db
-      .prepare("SELECT * FROM targets WHERE machine_id = ? ORDER BY id")
-      .all(machineId) as Target[];
+    return this.stmt("SELECT * FROM targets WHERE machine_id = ? ORDER BY id").all(
+      machineId,
+    ) as Target[];
   }
 
   /** Every target's id, active or not: their overlays are not orphans. */

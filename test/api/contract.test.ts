@@ -210,3 +210,24 @@ t.test("OpenAPI and docs: readable without a token, generated from the registry"
   t.match(html.text, "/api/users/{id}/reset-password");
   t.notMatch(html.text, /https?:\/\/(?!localhost)[a-z]/i, "no CDN or other outside URL");
 });
+
+t.test("rate limits: a class whose limit is 0 is not counted; the others still are", async (t) => {
+  const api = makeApi(t, {
+    rateLimits: { ...DEFAULT_RATE_LIMITS, general: { limit: 0, windowSeconds: 60 } },
+  });
+  const env = { incoming: { socket: { remoteAddress: "10.1.2.3" } } };
+  const general: number[] = [];
+  for (let i = 0; i < 150; i++)
+    general.push((await call(api, "GET", "/api/machines", { env })).status);
+  t.ok(
+    general.every((s) => s === 401),
+    "150 general requests in a minute: none refused",
+  );
+  const auth: number[] = [];
+  for (let i = 0; i < 6; i++)
+    auth.push(
+      (await call(api, "POST", "/api/auth/login", { body: { username: "x", password: "y" }, env }))
+        .status,
+    );
+  t.equal(auth.at(-1), 429, "logins keep their own limit");
+});

@@ -172,3 +172,35 @@ t.test("start-up failures are one clear line, never a stack trace", async (t) =>
   t.match(second.output(), /already in use/);
   t.notMatch(second.output(), /\n\s+at /, "no stack trace");
 });
+
+t.test("[api] rate_limit_per_minute sets the daemon's general limit; 0 turns it off", async (t) => {
+  // Unauthenticated requests are counted per address, before the 401: no login needed.
+  const statuses = async (port: number, n: number) => {
+    const out: { status: number; limit: string | undefined }[] = [];
+    for (let i = 0; i < n; i++) {
+      const res = await fetch(`http://127.0.0.1:${port}/api/machines`);
+      await res.arrayBuffer();
+      out.push({ status: res.status, limit: res.headers.get("x-ratelimit-limit") ?? undefined });
+    }
+    return out;
+  };
+  const limited = await startDaemon(t, {
+    env: { BOOTFLEET_DATA_DIR: tempDir(t), BOOTFLEET_API_RATE_LIMIT_PER_MINUTE: "3" },
+  });
+  const a = await statuses(limited.port, 4);
+  t.same(
+    a.map((r) => r.status),
+    [401, 401, 401, 429],
+    "the fourth request in the minute is refused",
+  );
+  t.equal(a[0]!.limit, "3", "and the limit is announced");
+
+  const open = await startDaemon(t, {
+    env: { BOOTFLEET_DATA_DIR: tempDir(t), BOOTFLEET_API_RATE_LIMIT_PER_MINUTE: "0" },
+  });
+  const b = await statuses(open.port, 150);
+  t.ok(
+    b.every((r) => r.status === 401 && r.limit === undefined),
+    "150 requests: none refused, no limit announced",
+  );
+});
