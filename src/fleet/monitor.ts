@@ -109,6 +109,13 @@ export class FleetMonitor {
     return this.#derive(session, this.#targetError(machineId));
   }
 
+  /** Several machines' states now, read with one query per table (a list page). */
+  statesOf(machineIds: readonly number[]): Map<number, DerivedState> {
+    const sessions = this.d.store.sessions.latestFor(machineIds);
+    const errors = this.d.store.targets.errorsFor(machineIds);
+    return new Map(machineIds.map((id) => [id, this.#derive(sessions.get(id), errors.get(id))]));
+  }
+
   /** Reads I/O of logged-in machines, re-derives states, now and then checks resources. */
   async tick(): Promise<void> {
     if (this.#ticking) return;

@@ -130,6 +130,20 @@ export class SessionsRepo extends Table<BootSession> {
     ).get(machineId) as BootSession | undefined;
   }
 
+  /**
+   * The most recent session of each of these machines, in one statement (a list page's
+   * live states: one query for the page, not one per row).
+   */
+  latestFor(machineIds: readonly number[]): Map<number, BootSession> {
+    if (!machineIds.length) return new Map();
+    const rows = this.stmt(
+      `SELECT s.* FROM boot_sessions s WHERE s.id IN (
+         SELECT max(id) FROM boot_sessions
+         WHERE machine_id IN (SELECT value FROM json_each(?)) GROUP BY machine_id)`,
+    ).all(JSON.stringify(machineIds)) as BootSession[];
+    return new Map(rows.map((r) => [r.machine_id, r]));
+  }
+
   /** Every machine's most recent session (one row per machine that ever booted). */
   latestPerMachine(): BootSession[] {
     return this.stmt(

@@ -161,9 +161,18 @@ export class TargetsRepo extends Table<Target> {
 
   /** Every active target, for the reconciler's start-up pass and session polling. */
   allActive(): Target[] {
-    return this.db
-      .prepare("SELECT * FROM targets WHERE is_active = 1 ORDER BY id")
-      .all() as Target[];
+    return this.stmt("SELECT * FROM targets WHERE is_active = 1 ORDER BY id").all() as Target[];
+  }
+
+  /** Of these machines, those with a target in error, and the first such target's reason. */
+  errorsFor(machineIds: readonly number[]): Map<number, string> {
+    if (!machineIds.length) return new Map();
+    const rows = this.stmt(
+      `SELECT machine_id, status_reason FROM targets
+       WHERE status = 'error' AND machine_id IN (SELECT value FROM json_each(?)) ORDER BY id DESC`,
+    ).all(JSON.stringify(machineIds)) as { machine_id: number; status_reason: string | null }[];
+    // Descending ids, so the lowest id (what forMachine().find() would pick) is set last.
+    return new Map(rows.map((r) => [r.machine_id, r.status_reason ?? "failed"]));
   }
 
   /** Targets whose overlay is on an older version than they follow, and the largest gap. */

@@ -175,7 +175,7 @@ t.test("start-up failures are one clear line, never a stack trace", async (t) =>
 
 t.test("[api] rate_limit_per_minute sets the daemon's general limit; 0 turns it off", async (t) => {
   // Unauthenticated requests are counted per address, before the 401: no login needed.
-  const statuses = async (port: number, n: number) => {
+  const statuses = async (port: number | undefined, n: number) => {
     const out: { status: number; limit: string | undefined }[] = [];
     for (let i = 0; i < n; i++) {
       const res = await fetch(`http://127.0.0.1:${port}/api/machines`);

@@ -241,3 +241,55 @@ t.test("jobs left running by a dead process are failed with the reason", async (
     ["interrupted by restart"],
   );
 });
+
+t.test(
+  "a list page's sessions and target errors, read at once, equal the per-machine reads",
+  async (t) => {
+    const s = Store.open({ path: ":memory:", busyTimeoutMs: 100 });
+    t.teardown(() => s.close());
+    const img = s.images.create({ name: "img", filename: "img.raw", status: "ready" });
+    const ids: number[] = [];
+    for (let i = 1; i <= 5; i++) {
+      const m = s.machines.create({ name: `pc-${i}`, mac_address: `52:54:00:00:10:0${i}` });
+      ids.push(m.id);
+      // Machine 1: no session. 2: one. 3, 4, 5: several (the latest must win).
+      for (let k = 1; k < i; k++)
+        s.sessions.start({ machine_id: m.id, status: k < i - 1 ? "stopped" : "starting" });
+      if (i >= 4) {
+        // Two failed targets on machine 4 (the first by id is the one shown), a healthy one on 5.
+        for (const [n, status, reason] of i === 4
+          ? ([
+              ["a", "error", "first failure"],
+              ["b", "error", "second failure"],
+            ] as const)
+          : ([["c", "active", null]] as const)) {
+          const tg = s.targets.create({
+            name: `t-${i}-${n}`,
+            iqn: `iqn.2026-11.lan.bootfleet:pc${i}${n}`,
+            portal_ip: "10.99.0.1",
+            machine_id: m.id,
+            system_image_id: img.id,
+            initiator_iqn: `iqn.x:init${i}${n}`,
+            chap_username: "u",
+            chap_password: "p",
+          });
+          s.targets.update(tg.id, { status, status_reason: reason });
+        }
+      }
+    }
+    const latest = s.sessions.latestFor(ids);
+    const errors = s.targets.errorsFor(ids);
+    for (const id of ids) {
+      t.same(latest.get(id), s.sessions.latest(id), `machine ${id}: the same latest session`);
+      const one = s.targets.forMachine(id).find((x) => x.status === "error");
+      t.equal(
+        errors.get(id),
+        one ? (one.status_reason ?? "failed") : undefined,
+        `machine ${id}: the same target error`,
+      );
+    }
+    t.equal(errors.get(ids[3]!), "first failure");
+    t.equal(latest.size, 4, "machines that never booted have no entry");
+    t.same([...s.sessions.latestFor([]).keys()], [], "an empty page reads nothing");
+  },
+);

@@ -12,6 +12,26 @@ declare module "../route.js" {
 /** The bound an app without the fleet monitor (tests, tools) derives states with. */
 const DEFAULT_STALL_MS = 120_000;
 
+/** The live states of a list page's machines: the same derivation, one query per table. */
+export function machineStates(deps: ApiDeps, machineIds: number[]): Map<number, DerivedState> {
+  const fleet = deps.services.fleet;
+  if (fleet) return fleet.statesOf(machineIds);
+  const sessions = deps.store.sessions.latestFor(machineIds);
+  const errors = deps.store.targets.errorsFor(machineIds);
+  return new Map(
+    machineIds.map((id) => [
+      id,
+      deriveMachineState({
+        session: sessions.get(id),
+        targetError: errors.get(id),
+        ioObservable: false,
+        now: deps.clock(),
+        stallAfterMs: DEFAULT_STALL_MS,
+      }),
+    ]),
+  );
+}
+
 /**
  * A machine's live state as the API shows it: the monitor's when the daemon runs one,
  * else derived the same way from the store (I/O then cannot be seen: never "booted").

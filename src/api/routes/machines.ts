@@ -15,7 +15,7 @@ import {
   sendList,
 } from "../route.js";
 import { zHostname, zIPv4, zLabel, zMac, zName, zText } from "../validate.js";
-import { machineState } from "./fleet-state.js";
+import { machineState, machineStates } from "./fleet-state.js";
 
 /** A machine document with a full custom script (64 Ki characters, escaped for JSON). */
 const MACHINE_BODY_MAX_BYTES = 512 * 1024;
@@ -196,7 +196,16 @@ export const machinesRoutes: RouteModule = (deps) => {
           location_id: query.location_id === "none" ? null : query.location_id,
           visibleTo: user!.role === "client" ? user!.id : undefined,
         });
-        return sendList(c, rows.map(view), total, query);
+        const states = machineStates(
+          deps,
+          rows.map((m) => m.id),
+        );
+        return sendList(
+          c,
+          rows.map((m) => machineView(m, states.get(m.id)!)),
+          total,
+          query,
+        );
       },
     }),
     defineRoute({
