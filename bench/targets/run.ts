@@ -22,13 +22,14 @@ import { cpus, loadavg, release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { pino } from "pino";
-import { type CommandRunner, commandRunner } from "../../src/host/exec.js";
+import { commandRunner } from "../../src/host/exec.js";
 import type { OverlayOwner } from "../../src/iscsi/overlay/owner.js";
 import { createReflinkDriver } from "../../src/iscsi/overlay/reflink.js";
 import type { OverlayDriver } from "../../src/iscsi/overlay/types.js";
 import { Reconciler } from "../../src/iscsi/reconciler.js";
 import { writeFileAtomic } from "../../src/iscsi/target/atomic-write.js";
 import { TgtDriver } from "../../src/iscsi/target/tgt.js";
+import { type TgtdManager, tgtdManager } from "../../src/iscsi/target/tgtd-ipc.js";
 import { Store } from "../../src/store/index.js";
 import { readCapacity, run, TestTgtd } from "../../test/fixtures/iscsi/tgtd.js";
 import { type LoopFs, mountLoopFs } from "../../test/iscsi/overlay/loopfs.js";
@@ -92,13 +93,13 @@ proto.spawn = function (options) {
   return origSpawn.call(this, options);
 };
 
-function countingRunner(inner: CommandRunner): CommandRunner {
-  return async (file, args, opts) => {
+function countingManager(inner: TgtdManager): TgtdManager {
+  return async (args) => {
     const op = args[args.indexOf("--op") + 1] ?? "?";
     const mode = args[args.indexOf("--mode") + 1] ?? "?";
     const started = performance.now();
     try {
-      return await inner(file, args, opts);
+      return await inner(args);
     } finally {
       const ms = performance.now() - started;
       bump(cur.tgtadm, `${op} ${mode}`, ms);
@@ -352,7 +353,7 @@ async function main(): Promise<void> {
     confDir,
     controlPort: tgtd.controlPort,
     logger,
-    run: countingRunner(commandRunner({ timeoutMs: 15_000, maxOutputChars: 16 * 1024 * 1024 })),
+    manage: countingManager(tgtdManager(tgtd.controlPort)),
   });
   const reconciler = new Reconciler({
     store,

@@ -1,13 +1,7 @@
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import {
-  CommandError,
-  type CommandRunner,
-  commandRunner,
-  describeCommand,
-  redact,
-} from "../../host/exec.js";
+import { describeCommand, redact } from "../../host/exec.js";
 import { errorText } from "../../lib/error-text.js";
 import { Serial } from "../../lib/keyed-lock.js";
 import { writeFileAtomic } from "./atomic-write.js";
@@ -25,7 +19,7 @@ import {
   type TgtTargetView,
 } from "./tgt-show.js";
 import { parseTgtStat } from "./tgt-stat.js";
-import { newTgtAccount } from "./tgtd-ipc.js";
+import { type TgtdManager, tgtdErrorText, tgtdManager } from "./tgtd-ipc.js";
 import {
   type RemoveOptions,
   type TargetDriver,
@@ -44,23 +38,18 @@ export interface TgtDriverOptions {
   /** tgtd's management port (`tgtd -C N`); 0 is tgtd's default. */
   controlPort?: number;
   logger: Logger;
-  run?: CommandRunner;
-  tgtadm?: string;
   /**
-   * Creates a CHAP account in tgtd (answer: tgtd's error code, 0 when done). Default: over
-   * tgtd's management socket (tgtd-ipc.ts), so the password is on no command line.
+   * tgtd's management channel: tgtadm-style arguments in, tgtd's answer out. Default: its
+   * Unix socket (tgtd-ipc.ts): no process per request, no password on a command line.
    */
-  newAccount?: (user: string, password: string) => Promise<number>;
+  manage?: TgtdManager;
 }
-
-// tgtadm answers at once unless tgtd is stuck; its `show` output is small.
-const TGTADM_COMMANDS = { timeoutMs: 15_000, maxOutputChars: 16 * 1024 * 1024 };
 
 const WILDCARDS = new Set(["0.0.0.0", "::"]);
 
 /**
- * Drives an already running tgtd through tgtadm. It never starts or restarts tgtd:
- * that would drop every booted machine.
+ * Drives an already running tgtd through its management socket, request by request as
+ * tgtadm would. It never starts or restarts tgtd: that would drop every booted machine.
  */
 export class TgtDriver implements TargetDriver {
   readonly name = "tgt" as const;
@@ -70,9 +59,7 @@ export class TgtDriver implements TargetDriver {
     confDir: string;
     controlPort: number;
     logger: Logger;
-    run: CommandRunner;
-    tgtadm: string;
-    newAccount: (user: string, password: string) => Promise<number>;
+    manage: TgtdManager;
   };
   readonly #serial = new Serial();
 
@@ -82,11 +69,7 @@ export class TgtDriver implements TargetDriver {
       confDir: options.confDir,
       controlPort: options.controlPort ?? 0,
       logger: options.logger,
-      run: options.run ?? commandRunner(TGTADM_COMMANDS),
-      tgtadm: options.tgtadm ?? "tgtadm",
-      newAccount:
-        options.newAccount ??
-        ((user, password) => newTgtAccount(options.controlPort ?? 0, user, password)),
+      manage: options.manage ?? tgtdManager(options.controlPort ?? 0),
     };
   }
 
@@ -410,38 +393,37 @@ export class TgtDriver implements TargetDriver {
     return parseTgtShowTargets(out.stdout);
   }
 
-  /** The one call with a secret: never through tgtadm's arguments (see tgtd-ipc.ts). */
+  /** The one request with a secret: on the socket only, never in a log or an error. */
   async #newAccount(iqn: string, user: string, password: string): Promise<void> {
-    let code: number;
-    try {
-      code = await this.#o.newAccount(user, password);
-    } catch (err) {
-      throw new TargetError(iqn, `cannot create CHAP account ${user}: ${errorText(err)}`);
-    }
-    if (code !== 0) {
-      throw new TargetError(
-        iqn,
-        `tgtd refused to create CHAP account ${user} (tgtd error ${code})`,
-      );
-    }
+    await this.#tgtadm(
+      iqn,
+      ["--op", "new", "--mode", "account", "--user", user, "--password", password],
+      [password],
+    );
   }
 
   async #tgtadm(iqn: string, args: string[], secrets: readonly string[]): Promise<void> {
     await this.#tgtadmOut(iqn, args, secrets);
   }
 
+  /** One management request; an error names the tgtadm command it stands for and why. */
   async #tgtadmOut(iqn: string, args: string[], secrets: readonly string[]) {
-    const full = ["--control-port", `${this.#o.controlPort}`, "--lld", "iscsi", ...args];
+    let answer: Awaited<ReturnType<TgtdManager>>;
     try {
-      return await this.#o.run(this.#o.tgtadm, full, { secrets });
+      answer = await this.#o.manage(args);
     } catch (err) {
-      // Redacted again: a test's fake runner may not know the secrets.
-      const said = redact(err instanceof CommandError ? err.detail : errorText(err), secrets);
       throw new TargetError(
         iqn,
-        `${describeCommand(this.#o.tgtadm, full, secrets)} failed: ${said}`,
+        `${describeCommand("tgtadm", args, secrets)}: ${redact(errorText(err), secrets)}`,
       );
     }
+    if (answer.code !== 0) {
+      throw new TargetError(
+        iqn,
+        `${describeCommand("tgtadm", args, secrets)} failed: ${tgtdErrorText(answer.code)}`,
+      );
+    }
+    return { stdout: answer.text };
   }
 }
 

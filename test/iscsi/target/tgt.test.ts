@@ -5,10 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import t from "tap";
-import { commandRunner } from "../../../src/host/exec.js";
 import { TgtDriver } from "../../../src/iscsi/target/tgt.js";
 import { parseTgtConf } from "../../../src/iscsi/target/tgt-conf.js";
 import { parseTgtShowAccounts, parseTgtShowTargets } from "../../../src/iscsi/target/tgt-show.js";
+import { tgtdManager } from "../../../src/iscsi/target/tgtd-ipc.js";
 import type { TargetSpec } from "../../../src/iscsi/target/types.js";
 import { iscsiUrl, readCapacity, run, TestTgtd, unitSerial } from "../../fixtures/iscsi/tgtd.js";
 
@@ -60,15 +60,15 @@ t.test(
     const logLines: string[] = [];
     const logger = pino({ level: "debug" }, { write: (s: string) => void logLines.push(s) });
     const commands: string[][] = [];
-    const real = commandRunner({ timeoutMs: 15_000 });
+    const real = tgtdManager(tgtd.controlPort);
     const driver = new TgtDriver({
       iqnPrefix: PREFIX,
       confDir,
       controlPort: tgtd.controlPort,
       logger,
-      run: (file, args, opts) => {
+      manage: (args) => {
         commands.push([...args]);
-        return real(file, args, opts);
+        return real(args);
       },
     });
 
