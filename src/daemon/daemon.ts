@@ -269,6 +269,7 @@ export class Daemon {
       imagesDir: c.images_dir,
       log: this.log,
       bus,
+      reservePercent: c.storage.reserve_percent,
     });
     // Overlays are left out until the iSCSI side can say which overlay ids targets use:
     // without that list the cleanup never touches a machine's disk.

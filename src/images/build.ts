@@ -3,6 +3,7 @@ import { createReadStream } from "node:fs";
 import { stat, unlink } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { Logger } from "pino";
+import { checkReserve } from "../diskspace/reserve.js";
 import type { EventBus } from "../events/bus.js";
 import { runChecked } from "../host/exec.js";
 import type { JobContext, JobRunner } from "../jobs/runner.js";
@@ -42,6 +43,8 @@ export interface ImageBuildServiceDeps {
   bus?: EventBus;
   /** Bounds one build (the lock wait and every step); the builder's default otherwise. */
   timeoutMs?: number;
+  /** `[storage] reserve_percent`: the copy into images_dir may not go below it. */
+  reservePercent?: number;
 }
 
 /** Share of the job's progress for the recipe's steps; the copy and the import share the rest. */
@@ -159,6 +162,12 @@ export class ImageBuildService {
 
       step = "copy";
       await ctx.step("copy", async () => {
+        if (d.reservePercent !== undefined) {
+          // What the copy allocates: the cached file's blocks (it is sparse).
+          const need = (await stat(built.path)).blocks * 512;
+          const r = await checkReserve(d.imagesDir, d.reservePercent, need);
+          if (!r.ok) throw new Error(r.reason);
+        }
         // Its own file: the cache may replace its copy when the recipe changes.
         await runChecked("cp", ["--reflink=auto", "--sparse=always", built.path, src], {
           signal: ctx.signal,
