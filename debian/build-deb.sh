@@ -84,6 +84,17 @@ done
 done
 install -m 0644 -t "$lib/bin" -D bin/bootfleetd.js bin/bootfleet.js
 install -m 0644 -t "$lib/ipxe" -D ipxe/*.ipxe
+# The image recipes, as data: the installed daemon's default [images] recipes_dir
+# (src/config/config.ts, packageRecipesDir). Scripts keep their executable bit, which is
+# part of a recipe's content hash: the same recipe has the same build cache key installed
+# and in the repository.
+share="$root/usr/share/bootfleet/images"
+(cd images && find . -type f) | sort | while read -r f; do
+  mode=0644
+  [ -x "images/$f" ] && mode=0755
+  install -D -m "$mode" "images/$f" "$share/${f#./}"
+done
+[ -f "$share/debian-12/recipe.json" ] || die "images/debian-12/recipe.json missing"
 # "type": "module" makes the .js files ESM; the version is read from here too.
 install -m 0644 package.json "$lib/package.json"
 
@@ -191,7 +202,8 @@ fi
 # Ownership comes from --root-owner-group; modes are made uniform here (npm tarballs
 # carry group-writable and stray executable bits).
 find "$root" -type d -exec chmod 0755 {} +
-find "$root" -type f ! -path "$root/usr/bin/*" ! -path "$lib/node/bin/node" -exec chmod 0644 {} +
+find "$root" -type f ! -path "$root/usr/bin/*" ! -path "$lib/node/bin/node" ! -path "$share/*" \
+  -exec chmod 0644 {} +
 
 install -m 0755 debian/postinst debian/prerm debian/postrm "$root/DEBIAN/"
 echo /etc/bootfleet/bootfleetd.toml >"$root/DEBIAN/conffiles"

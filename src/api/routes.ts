@@ -5,6 +5,7 @@ import { configRoutes } from "./routes/config.js";
 import { eventsRoutes } from "./routes/events.js";
 import { healthRoutes } from "./routes/health.js";
 import { historyRoutes } from "./routes/history.js";
+import { imageBuildsRoutes } from "./routes/image-builds.js";
 import { imageVersionsRoutes } from "./routes/image-versions.js";
 import { imagesRoutes } from "./routes/images.js";
 import { jobsRoutes } from "./routes/jobs.js";
@@ -29,6 +30,8 @@ export const ROUTE_MODULES: readonly RouteModule[] = [
   targetsRoutes,
   sessionsRoutes,
   historyRoutes,
+  // Before imagesRoutes: /images/recipes is not an /images/:id.
+  imageBuildsRoutes,
   imagesRoutes,
   jobsRoutes,
   eventsRoutes,

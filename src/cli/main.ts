@@ -13,6 +13,7 @@ import { UnreachableError } from "./client.js";
 import { type DoctorInputs, runDoctor } from "./doctor.js";
 import {
   alerts,
+  type BuildFlags,
   images,
   machines,
   type OpsContext,
@@ -35,6 +36,10 @@ const USAGE = `Usage: bootfleet <command> [options]
   status                                the daemon's health (exit 1 unless healthy)
   machines list | show ID               the machines, or one machine
   images list | versions ID             the image library, or one image's versions
+  image recipes                         the image recipes the daemon can build
+  image build RECIPE --name NAME [--description D]
+                                        build an image from a recipe, following its job
+                                        (exit 1 if a step failed)
   power on|off MACHINE                  power one machine on or off
   power on|off --location ROOM          every machine of a location (a bulk job)
   alerts                                open alerts
@@ -118,15 +123,17 @@ export async function main(
   return 2;
 }
 
-const OPS: Record<string, (ctx: OpsContext, args: string[], location?: string) => Promise<number>> =
-  {
-    status: (ctx) => status(ctx),
-    machines,
-    images,
-    power,
-    alerts: (ctx) => alerts(ctx),
-    jobs: watchJob,
-  };
+type OpsFlags = { location?: string | undefined } & BuildFlags;
+
+const OPS: Record<string, (ctx: OpsContext, args: string[], flags: OpsFlags) => Promise<number>> = {
+  status: (ctx) => status(ctx),
+  machines,
+  images: (ctx, args, flags) => images(ctx, args, flags),
+  image: (ctx, args, flags) => images(ctx, args, flags),
+  power: (ctx, args, flags) => power(ctx, args, flags.location),
+  alerts: (ctx) => alerts(ctx),
+  jobs: watchJob,
+};
 
 async function ops(
   command: string,
@@ -144,13 +151,21 @@ async function ops(
   if (values.location !== undefined && command !== "power") {
     throw new UsageError("--location goes with power only");
   }
+  const building = (command === "image" || command === "images") && positionals[0] === "build";
+  if ((values.name !== undefined || values.description !== undefined) && !building) {
+    throw new UsageError("--name and --description go with image build only");
+  }
   let socket = values.socket;
   if (socket === undefined) {
     const { config } = loadConfig({ path: values.config, env, privileges: detectPrivileges() });
     socket = config.http.socket;
   }
   const ctx: OpsContext = { socket, json: values.json, io };
-  return OPS[command]!(ctx, positionals, values.location);
+  return OPS[command]!(ctx, positionals, {
+    location: values.location,
+    name: values.name,
+    description: values.description,
+  });
 }
 
 async function doctor(argv: string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
@@ -200,6 +215,8 @@ function parseOps(argv: string[]) {
       socket: { type: "string" },
       json: { type: "boolean", default: false },
       location: { type: "string" },
+      name: { type: "string" },
+      description: { type: "string" },
     },
   });
 }

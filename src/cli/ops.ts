@@ -110,8 +110,20 @@ export async function machines(ctx: OpsContext, args: string[]): Promise<number>
   throw new OpsUsageError(`machines: expected "list" or "show ID", got "${sub ?? ""}"`);
 }
 
-export async function images(ctx: OpsContext, args: string[]): Promise<number> {
+/** What `image build` takes besides the recipe (--name, --description). */
+export interface BuildFlags {
+  name?: string | undefined;
+  description?: string | undefined;
+}
+
+export async function images(
+  ctx: OpsContext,
+  args: string[],
+  flags: BuildFlags = {},
+): Promise<number> {
   const [sub, arg] = args;
+  if (sub === "build") return buildImage(ctx, args.slice(1), flags);
+  if (sub === "recipes") return recipes(ctx);
   if (sub === "list") {
     const a = await get(ctx, "/api/images?limit=1000");
     if (a.status !== 200) return fail(ctx, apiErrorText(a));
@@ -143,7 +155,57 @@ export async function images(ctx: OpsContext, args: string[]): Promise<number> {
       ),
     );
   }
-  throw new OpsUsageError(`images: expected "list" or "versions ID", got "${sub ?? ""}"`);
+  throw new OpsUsageError(
+    `image: expected "list", "versions ID", "recipes" or "build RECIPE --name NAME", got "${sub ?? ""}"`,
+  );
+}
+
+/** The recipes the daemon can build. */
+async function recipes(ctx: OpsContext): Promise<number> {
+  const a = await get(ctx, "/api/images/recipes");
+  if (noRoute(a))
+    return fail(ctx, "this daemon has no image builds (GET /api/images/recipes: 404)");
+  if (a.status !== 200) return fail(ctx, apiErrorText(a));
+  const rows = ((a.body as Row).recipes ?? []) as Row[];
+  return out(ctx, a.body, () =>
+    rows.length === 0
+      ? "no recipes installed ([images] recipes_dir)\n"
+      : table(
+          ["NAME", "STEPS", "CACHED", "DESCRIPTION"],
+          rows.map((r) => [
+            r.name,
+            ((r.steps ?? []) as Row[]).map((s) => s.id).join(","),
+            r.cached ? "yes" : "no",
+            r.description,
+          ]),
+        ),
+  );
+}
+
+/** Starts a build of an installed recipe and follows its job to the end. */
+async function buildImage(ctx: OpsContext, args: string[], flags: BuildFlags): Promise<number> {
+  const [recipe, extra] = args;
+  if (!recipe) throw new OpsUsageError("image build: expected a RECIPE (bootfleet image recipes)");
+  if (extra !== undefined) throw new OpsUsageError(`image build: unexpected argument "${extra}"`);
+  if (!flags.name) throw new OpsUsageError("image build: --name NAME is required");
+  const a = await callApi(ctx.socket, "POST", "/api/images/build", {
+    recipe,
+    name: flags.name,
+    ...(flags.description !== undefined ? { description: flags.description } : {}),
+  });
+  if (noRoute(a)) return fail(ctx, "this daemon has no image builds (POST /api/images/build: 404)");
+  if (a.status !== 202) return fail(ctx, apiErrorText(a));
+  const b = a.body as Row;
+  const jobId = Number(b.job_id);
+  if (ctx.json) ctx.io.stdout.write(`${JSON.stringify(b)}\n`);
+  else {
+    ctx.io.stdout.write(
+      `building image ${b.image_id} ${JSON.stringify(flags.name)} from recipe ${recipe}: job ${jobId}\n`,
+    );
+  }
+  const code = await followJob(ctx, jobId);
+  if (code === 0 && !ctx.json) ctx.io.stdout.write(`image ${b.image_id} is ready\n`);
+  return code;
 }
 
 export async function power(ctx: OpsContext, args: string[], location?: string): Promise<number> {
@@ -229,7 +291,10 @@ const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 export async function watchJob(ctx: OpsContext, args: string[]): Promise<number> {
   const [sub, arg] = args;
   if (sub !== "watch") throw new OpsUsageError(`jobs: expected "watch ID", got "${sub ?? ""}"`);
-  const jobId = id(arg, "job id");
+  return followJob(ctx, id(arg, "job id"));
+}
+
+async function followJob(ctx: OpsContext, jobId: number): Promise<number> {
   const tty = ctx.io.stdout.isTTY === true && !ctx.json;
   let last = "";
   for (;;) {

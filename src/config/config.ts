@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
 import { z } from "zod";
@@ -74,6 +74,10 @@ export const configSchema = z
           .max(2 ** 50),
         /** Versions kept per image by the retention job (besides every version in use). */
         keep_versions: z.number().int().min(1).max(1000),
+        /** The image recipes that can be built (one folder each): packageRecipesDir(). */
+        recipes_dir: derivedPathSchema,
+        /** Recipe builds by content hash, and their work folders: <data_dir>/build-cache. */
+        build_cache_dir: derivedPathSchema,
       })
       .strict(),
     netboot: z
@@ -190,8 +194,13 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
       listen: low ? ":80" : ":8080",
       socket: "",
     },
-    images: { upload_max_bytes: 200 * 1024 ** 3, keep_versions: 5 },
     api: { rate_limit_per_minute: 100 },
+    images: {
+      upload_max_bytes: 200 * 1024 ** 3,
+      keep_versions: 5,
+      recipes_dir: "",
+      build_cache_dir: "",
+    },
     storage: { reserve_percent: 5 },
     fleet: { stall_timeout_seconds: 120 },
     netboot: {
@@ -289,6 +298,22 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   };
 }
 
+/** Where the package installs the recipes of images/ (debian/build-deb.sh). */
+export const INSTALLED_RECIPES_DIR = "/usr/share/bootfleet/images";
+
+/**
+ * The recipes that come with this bootfleet. The code runs from a checkout (src/ or dist/
+ * under it) or from the package (/usr/lib/bootfleet/dist); a checkout has its images/
+ * two levels above this module, the package has none there and ships them, as data
+ * (FHS), in /usr/share/bootfleet/images. So: images/ beside the code when it is there,
+ * else the package's folder. Decided by what is on disk rather than by the code's path,
+ * so a checkout anywhere and the package both find theirs without configuration.
+ */
+export function packageRecipesDir(moduleDir: string = import.meta.dirname): string {
+  const beside = resolve(moduleDir, "../../images");
+  return existsSync(beside) ? beside : INSTALLED_RECIPES_DIR;
+}
+
 /** Fills the keys whose defaults derive from others, and makes paths absolute. */
 function complete(
   config: Config,
@@ -306,6 +331,8 @@ function complete(
       (opts.privileges.isRoot ? "/run/bootfleet/api.sock" : join(c.data_dir, "api.sock")),
   );
   c.iscsi.overlays_dir = abs(c.iscsi.overlays_dir || join(c.data_dir, "overlays"));
+  c.images.recipes_dir = abs(c.images.recipes_dir || packageRecipesDir());
+  c.images.build_cache_dir = abs(c.images.build_cache_dir || join(c.data_dir, "build-cache"));
   if (!c.netboot.server_address && c.netboot.interfaces[0]) {
     c.netboot.server_address = detectAddress(c.netboot.interfaces[0]) ?? "";
   }

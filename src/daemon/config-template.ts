@@ -1,6 +1,6 @@
 import { stringify as stringifyToml } from "smol-toml";
 import { z } from "zod";
-import { configSchema, defaultConfig } from "../config/config.js";
+import { configSchema, defaultConfig, INSTALLED_RECIPES_DIR } from "../config/config.js";
 import type { Privileges } from "../host/privileges.js";
 
 /**
@@ -27,7 +27,7 @@ export const COMPUTED_MARKER = "# default:";
 
 const SECTION_DOCS: Record<string, string> = {
   http: "The REST API, the iPXE boot scripts and UEFI HTTP boot.",
-  images: "Image uploads through the API.",
+  images: "Image uploads through the API, and images built from recipes.",
   netboot: "Where PXE clients are served.",
   tftp: "TFTP: iPXE binaries for PXE firmware.",
   dhcp: "Proxy-DHCP: boot offers beside the site's own DHCP server.",
@@ -71,6 +71,19 @@ const KEY_DOCS: Record<string, KeyDoc> = {
   "images.keep_versions": {
     about:
       "Versions of each image kept after a commit; older ones are deleted by a job, never one in use (current, pinned, under an overlay or a draft).",
+  },
+  "images.recipes_dir": {
+    about:
+      "The image recipes that POST /api/images/build and `bootfleet image build` can run, one folder each (see its README.md); only these run.",
+    computed: {
+      rule: "the package's recipes: /usr/share/bootfleet/images (images/ of a checkout when run from one)",
+      example: () => INSTALLED_RECIPES_DIR,
+    },
+  },
+  "images.build_cache_dir": {
+    about:
+      "Recipe builds, kept by the recipe's content hash (an unchanged recipe builds at once), and the work folders of builds running.",
+    computed: { rule: "<data_dir>/build-cache", example: underDataDir("build-cache") },
   },
   "netboot.interfaces": {
     about: "Interfaces whose LAN proxy-DHCP serves.",

@@ -15,6 +15,8 @@ import { registerBulkJob } from "../fleet/bulk.js";
 import { FleetMonitor } from "../fleet/monitor.js";
 import { interfaceIPv4 } from "../host/interfaces.js";
 import { NeighbourTable } from "../host/neighbours.js";
+import { ImageBuildService } from "../images/build.js";
+import { RecipeCatalog } from "../images/recipes/catalog.js";
 import { ImageService } from "../images/service.js";
 import { VersionService } from "../images/versions.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
@@ -257,6 +259,19 @@ export class Daemon {
       maxUploadBytes: c.images.upload_max_bytes,
       reservePercent: c.storage.reserve_percent,
     });
+    const builds = new ImageBuildService({
+      store,
+      runner: jobs,
+      images,
+      catalog: new RecipeCatalog({
+        recipesDir: c.images.recipes_dir,
+        cacheDir: c.images.build_cache_dir,
+      }),
+      imagesDir: c.images_dir,
+      log: this.log,
+      bus,
+      reservePercent: c.storage.reserve_percent,
+    });
     // Overlays are left out until the iSCSI side can say which overlay ids targets use:
     // without that list the cleanup never touches a machine's disk.
     registerCleanupJob(jobs, {
@@ -306,6 +321,7 @@ export class Daemon {
     this.streams = new EventStreams({ bus });
     return {
       images,
+      builds,
       versions,
       jobs,
       events: this.streams,

@@ -23,12 +23,19 @@ import { receiveUpload } from "./upload.js";
 
 export const IMAGE_IMPORT_JOB = "image_import";
 export const IMAGE_IMPORT_STEPS = ["inspect", "check", "convert", "finalize"] as const;
+/**
+ * A recipe build (./build.ts): its params are ImageImportParams too, and it ends with the
+ * same import, so its files and image count as being imported while it runs.
+ */
+export const IMAGE_BUILD_JOB = "image_build";
 
 /** What an import job carries: the row and the uploaded file it turns into a raw image. */
 export interface ImageImportParams {
   image_id: number;
   /** File name (not path) of the uploaded bytes inside images_dir. */
   source: string;
+  /** The first version's note; "imported from <filename> (<format>)" by default. */
+  note?: string;
 }
 
 export const INTERRUPTED_IMPORT = "the daemon stopped during import; upload again";
@@ -87,7 +94,9 @@ export class ImageService {
 
   constructor(deps: ImageServiceDeps) {
     this.#d = deps;
-    deps.runner.register(IMAGE_IMPORT_JOB, (p, ctx) => this.#import(p as ImageImportParams, ctx));
+    deps.runner.register(IMAGE_IMPORT_JOB, (p, ctx) =>
+      this.importFile(p as ImageImportParams, ctx),
+    );
   }
 
   async upload(req: UploadRequest): Promise<{ image: Image; job: Job }> {
@@ -283,11 +292,18 @@ export class ImageService {
   }
 
   #importJobs(): { job: Job; params: ImageImportParams }[] {
-    const jobs = this.#d.store.jobs.unfinished(IMAGE_IMPORT_JOB);
+    const jobs = [IMAGE_IMPORT_JOB, IMAGE_BUILD_JOB].flatMap((type) =>
+      this.#d.store.jobs.unfinished(type),
+    );
     return jobs.map((job) => ({ job, params: JSON.parse(job.params) as ImageImportParams }));
   }
 
-  async #import(p: ImageImportParams, ctx: JobContext): Promise<unknown> {
+  /**
+   * The import steps (inspect, check, convert, finalize) of a file in images_dir, inside
+   * the job that calls it: an upload's own job, or a build's after its recipe steps. The
+   * image row ends `ready` with its first version, or `error` with nothing left on disk.
+   */
+  async importFile(p: ImageImportParams, ctx: JobContext): Promise<unknown> {
     const d = this.#d;
     const images = d.store.images;
     const src = join(d.imagesDir, basename(p.source));
@@ -328,7 +344,7 @@ export class ImageService {
             size_bytes: info.virtualSize,
             // The upload's checksum is the raw file's only when nothing was converted.
             checksum_sha256: info.format === "raw" ? image.checksum_sha256 : null,
-            note: `imported from ${image.filename} (${info.format})`,
+            note: p.note ?? `imported from ${image.filename} (${info.format})`,
           });
           images.update(p.image_id, { status: "ready", status_reason: null });
         });

@@ -9,6 +9,8 @@ import { type RunningHttpServer, startHttpServer } from "../../src/daemon/http-s
 import { registerCleanupJob } from "../../src/diskspace/cleanup.js";
 import { EventBus } from "../../src/events/bus.js";
 import { EventStreams } from "../../src/events/streams.js";
+import { ImageBuildService } from "../../src/images/build.js";
+import { RecipeCatalog } from "../../src/images/recipes/catalog.js";
 import { ImageService } from "../../src/images/service.js";
 import { JobRunner } from "../../src/jobs/runner.js";
 import { BootfleetMetrics } from "../../src/metrics/bootfleet.js";
@@ -35,6 +37,8 @@ export interface ServicesOptions {
   rateLimits?: Partial<RateLimits>;
   heartbeatMs?: number;
   maxQueue?: number;
+  /** Image builds from these recipes, cached there (test/images/build.test.ts). */
+  builds?: { recipesDir: string; cacheDir: string };
 }
 
 /**
@@ -88,7 +92,18 @@ export function servicesApi(
       woken.push(mac);
     },
   });
-  const services = { images, jobs, events, metrics, power };
+  const builds = opts.builds
+    ? new ImageBuildService({
+        store,
+        runner: jobs,
+        images,
+        catalog: new RecipeCatalog(opts.builds),
+        imagesDir,
+        log,
+        bus,
+      })
+    : undefined;
+  const services = { images, jobs, events, metrics, power, ...(builds ? { builds } : {}) };
   const { app, routes } = createApi({
     log,
     version: "test",

@@ -2,15 +2,11 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
-import {
-  IMAGES_DIR,
-  loadRecipe,
-  partitionSectors,
-  RecipeError,
-  recipeHash,
-  runStep,
-  stepEnvironment,
-} from "../helpers/image-recipe.js";
+import { stepEnvironment } from "../../src/images/recipes/environment.js";
+import { recipeHash } from "../../src/images/recipes/hash.js";
+import { loadRecipe, partitionSectors, RecipeError } from "../../src/images/recipes/manifest.js";
+import { runStepProcess } from "../../src/images/recipes/step-process.js";
+import { IMAGES_DIR } from "../helpers/image-recipe.js";
 
 // The recipe runner without a build: the manifest of images/debian-12 is valid, its layout
 // becomes the sectors the step scripts use, bad manifests are refused naming the field,
@@ -119,19 +115,23 @@ t.test("a step runs with the environment and reports its progress", async (t) =>
   const work = mkdtempSync(join(tmpdir(), "bf-recipe-work-"));
   t.teardown(() => rmSync(work, { recursive: true, force: true }));
   const recipe = loadRecipe(dir);
-  const seen: string[] = [];
-  await runStep(recipe, 0, stepEnvironment(recipe, work, SOURCES), {
-    logPath: join(work, "build.log"),
-    onProgress: (p) => seen.push(`${p.step.id} ${p.percent} ${p.message}`),
-  });
-  t.same(seen, ["rootfs 0 Install Debian (mmdebstrap)", "rootfs 50 half of bookworm"]);
+  const progress: string[] = [];
+  const lines: string[] = [];
+  const run = () =>
+    runStepProcess({
+      script: join(dir, "10-rootfs.sh"),
+      cwd: work,
+      env: stepEnvironment(recipe, work, SOURCES),
+      onProgress: (p, text) => progress.push(`${p} ${text}`),
+      onLine: (stream, line) => lines.push(`${stream}: ${line}`),
+    });
+  const ok = await run();
+  t.equal(ok.code, 0);
+  t.same(progress, ["50 half of bookworm"]);
+  t.same(lines.sort(), ["stderr: to stderr", "stdout: log line"], "every other line is log");
 
   writeFileSync(join(dir, "10-rootfs.sh"), "echo before the failure\nexit 3\n");
-  await t.rejects(
-    runStep(recipe, 0, stepEnvironment(recipe, work, SOURCES), {
-      logPath: join(work, "build.log"),
-    }),
-    /step rootfs \(10-rootfs\.sh\) failed \(exit 3\)[\s\S]*before the failure/,
-    "a failed step is named, with its log",
-  );
+  const failed = await run();
+  t.equal(failed.code, 3, "the exit status");
+  t.same(failed.tail, ["before the failure"], "the last lines, for the error");
 });

@@ -4,10 +4,12 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
-import { loadConfig, printableConfig } from "../../src/config/config.js";
+import { INSTALLED_RECIPES_DIR, loadConfig, printableConfig } from "../../src/config/config.js";
 import { renderConfigTemplate } from "../../src/daemon/config-template.js";
 import { adjustForPrivileges } from "../../src/daemon/unprivileged.js";
 import { detectPrivileges } from "../../src/host/privileges.js";
+import { recipeHash } from "../../src/images/recipes/hash.js";
+import { loadRecipe } from "../../src/images/recipes/manifest.js";
 import { tempDir } from "../helpers/daemon.js";
 import { freshDeb, REPO, VERSION } from "./fresh-deb.js";
 
@@ -85,6 +87,9 @@ t.test("files: the layout, root-owned, without development dependencies", async 
     "usr/share/doc/bootfleet/README.md",
     "usr/share/doc/bootfleet/copyright",
     "usr/share/lintian/overrides/bootfleet",
+    "usr/share/bootfleet/images/README.md",
+    "usr/share/bootfleet/images/debian-12/recipe.json",
+    "usr/share/bootfleet/images/debian-12/files/grub.cfg",
   ]) {
     t.ok(byPath.has(path), `has /${path}`);
   }
@@ -93,7 +98,12 @@ t.test("files: the layout, root-owned, without development dependencies", async 
       byPath.has("usr/share/doc/bootfleet/changelog.Debian.gz"),
     "has a changelog",
   );
-  for (const exe of ["usr/bin/bootfleetd", "usr/bin/bootfleet", `${LIB}/node/bin/node`]) {
+  for (const exe of [
+    "usr/bin/bootfleetd",
+    "usr/bin/bootfleet",
+    `${LIB}/node/bin/node`,
+    "usr/share/bootfleet/images/debian-12/10-rootfs.sh",
+  ]) {
     t.equal(byPath.get(exe)?.mode, "-rwxr-xr-x", `/${exe} is executable`);
   }
   t.same(
@@ -220,14 +230,31 @@ t.test("the extracted package runs on its bundled runtime", async (t) => {
   ]);
   t.equal(printed.status, 0, `--print-config exits 0: ${printed.stderr}`);
   const privileges = detectPrivileges();
-  const expected = printableConfig(
-    adjustForPrivileges(loadConfig({ path: conffile, env: {}, privileges, cwd: root }), privileges)
-      .config,
-  );
+  const effective = adjustForPrivileges(
+    loadConfig({ path: conffile, env: {}, privileges, cwd: root }),
+    privileges,
+  ).config;
+  // This test runs from the repository, whose recipes are its images/; the package has
+  // none beside its code and uses the ones it installs.
+  effective.images.recipes_dir = INSTALLED_RECIPES_DIR;
+  const expected = printableConfig(effective);
   t.equal(
     printed.stdout,
     expected,
     "prints the embedded defaults (native modules and conffile load)",
+  );
+
+  t.match(
+    printed.stdout,
+    `recipes_dir = "${INSTALLED_RECIPES_DIR}"`,
+    "the installed daemon builds the recipes the package installs",
+  );
+  const shipped = loadRecipe(join(root, INSTALLED_RECIPES_DIR, "debian-12"));
+  const repoRecipe = loadRecipe(join(REPO, "images/debian-12"));
+  t.equal(
+    recipeHash(shipped, ["deb http://deb.example/debian bookworm main"]),
+    recipeHash(repoRecipe, ["deb http://deb.example/debian bookworm main"]),
+    "the shipped recipe has the repository's build cache key",
   );
 
   const version = run([join(root, LIB, "bin/bootfleet.js"), "version"]);

@@ -16,6 +16,7 @@ const INPUTS = [
   "dist",
   "bin",
   "ipxe",
+  "images",
   "systemd",
   "debian",
   "package.json",
