@@ -205,6 +205,7 @@ async function httpServer(t: Teardown, store: Store) {
     scriptUrl: url,
     fileUrl: (id, name) => `http://${SERVER}/boot/files/${id}/${name}`,
     kernelCmdline: () => "console=ttyS0",
+    menuTimeoutSeconds: 10,
     // Stands in for the iSCSI service: the disk is always ready.
     sanboot: async (machine, target) => ({
       ok: true,
