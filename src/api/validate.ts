@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { MENU_TIMEOUT_MAX_SECONDS } from "../netboot/menu-settings.js";
 import { ApiError } from "./errors.js";
 
 /** C0/C1 controls and the Unicode line/paragraph separators: never part of a name. */
@@ -160,3 +161,6 @@ export const zMac = z.string().transform((s, ctx) => {
   }
   return mac;
 });
+
+/** A boot menu's wait in seconds: its entries' URLs are valid 5 minutes (netboot/menu-settings.ts). */
+export const zMenuTimeout = z.number().int().min(1).max(MENU_TIMEOUT_MAX_SECONDS);

@@ -85,6 +85,11 @@ export const configSchema = z
         interfaces: z.array(ifnameSchema),
         server_address: z.union([z.literal(""), ipv4Schema]),
         routed_subnets: z.array(subnetSchema),
+        /**
+         * How long a boot menu waits before its default entry, where neither the machine
+         * nor its room sets it. At most 240 s: the menu's entry URLs are valid 5 minutes.
+         */
+        menu_timeout_seconds: z.number().int().min(1).max(240),
       })
       .strict(),
     tftp: z
@@ -207,6 +212,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
       interfaces: detectedInterface ? [detectedInterface] : [],
       server_address: "",
       routed_subnets: [],
+      menu_timeout_seconds: 10,
     },
     tftp: {
       enabled: true,

@@ -97,6 +97,10 @@ const KEY_DOCS: Record<string, KeyDoc> = {
     about:
       'Subnets behind a DHCP relay allowed to boot (e.g. ["10.20.0.0/24"]); their machines get a script only at their fixed address.',
   },
+  "netboot.menu_timeout_seconds": {
+    about:
+      "Seconds a boot menu (a machine with several targets) waits before booting its default entry, where neither the machine nor its room sets it (1-240).",
+  },
   "tftp.enabled": { about: "Serve TFTP." },
   "tftp.port": { about: "UDP port of the TFTP server." },
   "tftp.root": {

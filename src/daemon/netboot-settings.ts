@@ -38,6 +38,7 @@ export function netbootSettings(c: Config, log: Logger, host: NetbootHostFacts):
       replyDelayMs: host.replyDelayMs,
     },
     routedSubnets: c.netboot.routed_subnets,
+    menuTimeoutSeconds: c.netboot.menu_timeout_seconds,
     httpPort: host.httpPort,
   };
 }

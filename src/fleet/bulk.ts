@@ -92,6 +92,10 @@ async function apply(d: BulkDeps, p: BulkParams, id: number): Promise<string> {
       return "overlays reset to a fresh clone of their image";
     case "assign_image": {
       const targets = d.store.targets.forMachine(id);
+      // One image for all of a boot menu's targets would make work and games the same disk.
+      if (targets.length > 1) {
+        throw new Error(`has ${targets.length} targets (a boot menu): assign each its image`);
+      }
       d.store.transaction(() => {
         d.store.machines.update(id, { boot_image_id: p.image_id! });
         for (const t of targets) d.store.targets.update(t.id, { system_image_id: p.image_id! });

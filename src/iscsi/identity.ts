@@ -56,6 +56,24 @@ export function chapSecret(): string {
   return out.join("");
 }
 
+/**
+ * The names of a machine's second, third... target (a boot menu of several images): its
+ * own IQN and CHAP user, since tgt's CHAP accounts are global and an IQN names one
+ * target. Made from the target's id, which is never handed out again (store migration
+ * 6): `<machine's IQN>:t<id>` and `bf-<slug>_t<id>`. The ":" and "_" cannot come out of
+ * iqnSlug, so no machine's first target can ever have these names.
+ */
+export function additionalTargetNames(
+  first: Pick<MachineIdentity, "iqn" | "chap_username">,
+  targetId: number,
+): Pick<MachineIdentity, "iqn" | "chap_username"> {
+  const suffix = `_t${targetId}`;
+  return {
+    iqn: `${first.iqn}:t${targetId}`,
+    chap_username: `${first.chap_username.slice(0, 64 - suffix.length)}${suffix}`,
+  };
+}
+
 /** A new identity for a machine's target, with a fresh CHAP secret. */
 export function machineIdentity(
   prefix: string,

@@ -6,6 +6,21 @@ export interface BootChoice {
   local?: boolean;
 }
 
+/** What the plan needs to know besides the machine's record (boot-script.ts reads it). */
+export interface BootFacts {
+  /** How many active targets the machine has. */
+  activeTargets: number;
+  /** Its menu's "boot from the local disk" entry, as the machine, else its room, asks. */
+  localDiskEntry: boolean;
+}
+
+/**
+ * Facts that make no menu: one target, no local-disk entry. The proxy-DHCP plans without
+ * reading targets, since it only asks whether the machine netboots at all, and a menu and
+ * a sanboot both do.
+ */
+export const PLAIN_SANBOOT: BootFacts = { activeTargets: 1, localDiskEntry: false };
+
 /**
  * What a machine boots, decided from its record alone (Pixiecore's BootSpec). The
  * proxy-DHCP and the HTTP script route both ask this one function, so they cannot
@@ -39,11 +54,18 @@ export type LocalReason =
  * 2. a boot action of local or disabled boots locally, discovered or not (the proxy-DHCP
  *    has always answered such a machine with "boot locally");
  * 3. an unknown or discovered machine waits in the discovery loop;
- * 4. otherwise its boot action, with a menu choice taken into account.
+ * 4. otherwise its boot action, with a menu choice taken into account. A sanboot machine
+ *    with one active target sanboots it with no menu; with several it gets a menu of them
+ *    (the `menu` action shows one whatever the count, and always offers the local disk).
  * A machine in `error` still boots: the error is about its record, not a reason to
- * keep it off the network.
+ * keep it off the network. A local-disk choice counts only where the menu offers that
+ * entry; otherwise the plan is as if none was made.
  */
-export function planBoot(machine: Machine | undefined, choice: BootChoice = {}): BootPlan {
+export function planBoot(
+  machine: Machine | undefined,
+  choice: BootChoice = {},
+  facts: BootFacts = PLAIN_SANBOOT,
+): BootPlan {
   if (machine) {
     if (machine.status === "retired") return { boot: "local", reason: "status retired" };
     if (machine.status === "maintenance") return { boot: "local", reason: "status maintenance" };
@@ -54,22 +76,26 @@ export function planBoot(machine: Machine | undefined, choice: BootChoice = {}):
     }
   }
   if (!machine || machine.status === "discovered") return { boot: "discovery" };
-  if (choice.local) return { boot: "local", reason: "chosen in the menu" };
   switch (machine.boot_action) {
     case "custom":
       return { boot: "custom" };
     case "kernel":
       return { boot: "kernel" };
-    case "menu":
-      return choice.targetId === undefined
-        ? { boot: "menu" }
-        : { boot: "sanboot", targetId: choice.targetId };
-    default:
-      // sanboot (local and disabled were settled above).
-      return choice.targetId === undefined
-        ? { boot: "sanboot" }
-        : { boot: "sanboot", targetId: choice.targetId };
+    default: {
+      // sanboot or menu (local and disabled were settled above).
+      const menu = machine.boot_action === "menu" || facts.activeTargets > 1;
+      if (menu && choice.local && offersLocalDisk(machine, facts)) {
+        return { boot: "local", reason: "chosen in the menu" };
+      }
+      if (choice.targetId !== undefined) return { boot: "sanboot", targetId: choice.targetId };
+      return menu ? { boot: "menu" } : { boot: "sanboot" };
+    }
   }
+}
+
+/** Whether the machine's menu has a "boot from the local disk" entry. */
+export function offersLocalDisk(machine: Machine, facts: BootFacts): boolean {
+  return machine.boot_action === "menu" || facts.localDiskEntry;
 }
 
 /** Whether the proxy-DHCP should offer a boot file at all. */

@@ -7,8 +7,8 @@ import { type Context, Hono } from "hono";
 import type { Logger } from "pino";
 import type { Store } from "../store/index.js";
 import type { Machine } from "../store/machines.js";
-import { type BootChoice, type BootPlan, planBoot } from "./boot-plan.js";
-import { type BootScriptDeps, scriptFor } from "./boot-script.js";
+import type { BootChoice, BootPlan } from "./boot-plan.js";
+import { type BootScriptDeps, planFor, scriptFor } from "./boot-script.js";
 import { createLogLimiter } from "./log-limiter.js";
 import { checkPeer, type PeerBindingDeps } from "./peer-binding.js";
 import { type UsedTokens, verifyBootToken } from "./script/token.js";
@@ -89,7 +89,7 @@ export function bootRoutes(deps: BootRoutesDeps) {
     if (target !== undefined && /^\d{1,9}$/.test(target)) choice.targetId = Number(target);
     if (c.req.query("local") === "1") choice.local = true;
     const machine = deps.store.machines.getByMac(mac);
-    const binding = bindingOf(planBoot(machine, choice));
+    const binding = bindingOf(planFor(deps, machine, choice));
     if (binding !== "anyone") {
       const peer = await checkPeer(deps.peers, mac, ip, machine);
       if (!peer.ok) return refuse(c, mac, ip, peer.reason);
@@ -112,7 +112,9 @@ export function bootRoutes(deps: BootRoutesDeps) {
 /**
  * Who may fetch the script a plan leads to:
  * - anyone: the discovery loop and "boot locally" hold nothing of the machine's own;
- * - the machine: its menu (target names, fresh URLs of its own), re-fetchable;
+ * - the machine: its menu (target names, fresh URLs of its own), re-fetchable; each entry
+ *   is a URL of this same route naming one target, which plans a sanboot and so is
+ *   bound as strictly as a machine with one target;
  * - the machine, once per URL: a sanboot script (the CHAP secret; preparing it rotates
  *   that secret and may reset the disk), a kernel command line or an admin's custom
  *   script (either may hold credentials).

@@ -3,7 +3,14 @@ import type { Image } from "../store/images.js";
 import type { Store } from "../store/index.js";
 import type { Machine } from "../store/machines.js";
 import type { Target } from "../store/targets.js";
-import { type BootChoice, planBoot } from "./boot-plan.js";
+import {
+  type BootChoice,
+  type BootFacts,
+  type BootPlan,
+  offersLocalDisk,
+  planBoot,
+} from "./boot-plan.js";
+import { type MenuSettings, menuSettings } from "./menu-settings.js";
 import type { SanbootData, ScriptData, ScriptKind } from "./script/kinds.js";
 import { renderScript, type ScriptTemplates } from "./script/render.js";
 
@@ -29,7 +36,37 @@ export interface BootScriptDeps {
   fileUrl(imageId: number, name: string): string;
   /** The kernel command line kept with a kernel image (its cmdline.txt). */
   kernelCmdline(image: Image): string;
+  /** A boot menu's wait where neither the machine nor its room sets one. */
+  menuTimeoutSeconds: number;
   sanboot?: SanbootPreparer;
+}
+
+/** What a machine's boot depends on besides its record: its targets and menu settings. */
+interface MachineBoot {
+  targets: Target[];
+  menu: MenuSettings;
+  facts: BootFacts;
+}
+
+function machineBoot(deps: BootScriptDeps, machine: Machine): MachineBoot {
+  const targets = activeTargets(deps, machine);
+  const location =
+    machine.location_id === null ? undefined : deps.store.locations.get(machine.location_id);
+  const menu = menuSettings(machine, location, deps.menuTimeoutSeconds);
+  return {
+    targets,
+    menu,
+    facts: { activeTargets: targets.length, localDiskEntry: menu.localDisk },
+  };
+}
+
+/** The boot plan of the machine that asks, with its targets and menu settings read. */
+export function planFor(
+  deps: BootScriptDeps,
+  machine: Machine | undefined,
+  choice: BootChoice = {},
+): BootPlan {
+  return machine ? planBoot(machine, choice, machineBoot(deps, machine).facts) : planBoot(machine);
 }
 
 export interface Rendered {
@@ -56,8 +93,9 @@ export async function scriptFor(
   const waiting = (message: string) =>
     render("discovery", { mac, scriptUrl: deps.scriptUrl(mac), message });
 
-  const plan = planBoot(machine, choice);
-  if (plan.boot === "discovery" || !machine) {
+  const boot = machine ? machineBoot(deps, machine) : undefined;
+  const plan = planBoot(machine, choice, boot?.facts);
+  if (plan.boot === "discovery" || !machine || !boot) {
     return waiting("This PC is registered. An admin can now assign it an image.");
   }
   switch (plan.boot) {
@@ -79,12 +117,24 @@ export async function scriptFor(
       });
     }
     case "menu": {
-      const items = activeTargets(deps, machine).map((t) => ({
-        label: t.description || t.name,
+      // Each entry is a fresh bound URL of this machine's script for one target: chosen,
+      // it is served like any sanboot (peer checked, once, CHAP rotated). The menu itself
+      // holds no secret.
+      const items = boot.targets.map((t) => ({
+        label: menuLabel(deps, t),
         url: deps.scriptUrl(mac, `target=${t.id}`),
       }));
-      items.push({ label: "Boot from the local disk", url: deps.scriptUrl(mac, "local=1") });
-      return render("menu", { title: `bootfleet: ${machine.name}`, items, defaultIndex: 0 });
+      if (offersLocalDisk(machine, boot.facts)) {
+        items.push({ label: "Boot from the local disk", url: deps.scriptUrl(mac, "local=1") });
+      }
+      if (items.length === 0) return waiting("No disk is assigned to this PC yet.");
+      const chosen = boot.targets.findIndex((t) => t.id === boot.menu.defaultTargetId);
+      return render("menu", {
+        title: `bootfleet: ${machine.name}`,
+        items,
+        defaultIndex: Math.max(chosen, 0),
+        timeoutMs: boot.menu.timeoutSeconds * 1000,
+      });
     }
     case "sanboot":
       return sanbootScript(deps, machine, plan.targetId, waiting, (data) =>
@@ -92,6 +142,23 @@ export async function scriptFor(
       );
   }
 }
+
+/**
+ * What a menu entry says: the target's description when an admin wrote one ("Games"),
+ * else its image's name ("Windows 11"), else the target's name. The renderer shows it as
+ * text, never as script (script/values.ts displayText). A long one is cut: a menu line
+ * is one row of an 80-column screen.
+ */
+function menuLabel(deps: BootScriptDeps, target: Target): string {
+  const label =
+    target.description || deps.store.images.get(target.system_image_id)?.name || target.name;
+  const chars = Array.from(label);
+  return chars.length > MENU_LABEL_CHARS
+    ? `${chars.slice(0, MENU_LABEL_CHARS - 1).join("")}\u2026`
+    : label;
+}
+
+const MENU_LABEL_CHARS = 48;
 
 function activeTargets(deps: BootScriptDeps, machine: Machine): Target[] {
   return deps.store.targets.forMachine(machine.id).filter((t) => t.is_active === 1);

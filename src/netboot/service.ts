@@ -79,6 +79,7 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
     ipxeBinaries,
     imagesDir: s.imagesDir,
     ...(deps.sanboot ? { sanboot: deps.sanboot } : {}),
+    menuTimeoutSeconds: s.menuTimeoutSeconds,
     scriptUrl: (mac, query) => urls.script(s.serverAddress, mac, query),
     fileUrl: (imageId, name) => `${urls.base(s.serverAddress)}/boot/files/${imageId}/${name}`,
     kernelCmdline: (image) => {

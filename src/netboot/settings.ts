@@ -28,6 +28,8 @@ export interface NetbootSettings {
    * gets a machine's script only at the machine's fixed address (peer-binding.ts).
    */
   routedSubnets: string[];
+  /** How long a boot menu waits, where neither the machine nor its room sets it. */
+  menuTimeoutSeconds: number;
   /** The HTTP port the daemon listens on, known once it is bound. */
   httpPort: () => number;
 }

@@ -7,6 +7,10 @@ export interface Location {
   id: number;
   name: string;
   description: string;
+  /** Menu time-out of its machines that set none (NULL: the global setting). */
+  menu_timeout_seconds: number | null;
+  /** Whether its machines' menus offer the local disk (NULL: no). */
+  menu_local_disk: number | null;
   created_at: string;
   updated_at: string;
 }
@@ -21,10 +25,18 @@ const ROW_SELECT =
 
 export class LocationsRepo extends Table<Location> {
   constructor(db: Db, clock: () => number = Date.now) {
-    super(db, "locations", ["name", "description"], clock);
+    super(
+      db,
+      "locations",
+      ["name", "description", "menu_timeout_seconds", "menu_local_disk"],
+      clock,
+    );
   }
 
-  create(l: Pick<Location, "name"> & Partial<Pick<Location, "description">>): Location {
+  create(
+    l: Pick<Location, "name"> &
+      Partial<Pick<Location, "description" | "menu_timeout_seconds" | "menu_local_disk">>,
+  ): Location {
     return this.insert(l);
   }
 

@@ -44,6 +44,12 @@ export interface Machine {
   last_boot: string | null;
   boot_count: number;
   location_id: number | null;
+  /** The target a boot menu starts on (NULL: the first active one). */
+  default_target_id: number | null;
+  /** NULL: as the machine's room says, else the global setting. */
+  menu_timeout_seconds: number | null;
+  /** Whether its menu offers the local disk; NULL: as its room says. */
+  menu_local_disk: number | null;
 }
 
 export type NewMachine = Pick<Machine, "name" | "mac_address"> &
@@ -79,6 +85,9 @@ const WRITABLE = [
   "last_boot",
   "boot_count",
   "location_id",
+  "default_target_id",
+  "menu_timeout_seconds",
+  "menu_local_disk",
 ] as const satisfies readonly (keyof Machine)[];
 
 /** A machine as listed: with whether a boot session of it is active. */

@@ -352,6 +352,21 @@ ALTER TABLE users ADD COLUMN failed_logins INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN login_locked_until TEXT;
 `,
   },
+  {
+    version: 9,
+    name: "boot menus: default target, time-out and local-disk entry",
+    sql: `
+-- A machine with several targets boots through a menu. Its default entry is a machine
+-- field (one default per machine by construction; deleting that target clears it). The
+-- time-out and the "boot from the local disk" entry are set on the machine, else on its
+-- room (NULL: not set there), else the time-out is [netboot] menu_timeout_seconds.
+ALTER TABLE machines ADD COLUMN default_target_id INTEGER REFERENCES targets(id) ON DELETE SET NULL;
+ALTER TABLE machines ADD COLUMN menu_timeout_seconds INTEGER;
+ALTER TABLE machines ADD COLUMN menu_local_disk INTEGER;
+ALTER TABLE locations ADD COLUMN menu_timeout_seconds INTEGER;
+ALTER TABLE locations ADD COLUMN menu_local_disk INTEGER;
+`,
+  },
 ];
 
 /**

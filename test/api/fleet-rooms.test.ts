@@ -141,6 +141,32 @@ t.test("bulk actions: one job, per-machine results, by ids or by room", async (t
   t.equal(assign.job.status, "succeeded");
   t.equal(f.store.machines.get(wol.id)!.boot_image_id, image.id);
 
+  // A boot menu's targets (work and games) are not all made one image.
+  const old = f.store.images.create({ name: "Old", filename: "old.raw", status: "ready" });
+  for (const n of [1, 2]) {
+    f.store.targets.create({
+      name: `bk-bmc-t${n}`,
+      iqn: `iqn.2024-01.io.bootfleet:bk-bmc:t${n}`,
+      portal_ip: "10.99.0.1",
+      machine_id: bmc.id,
+      system_image_id: old.id,
+      initiator_iqn: "iqn.2024-01.io.bootfleet:client-bk-bmc",
+      chap_username: `bk-bmc_t${n}`,
+      chap_password: "secret-secret-1",
+    });
+  }
+  const menu = await runJob({ action: "assign_image", machine_ids: [bmc.id], image_id: image.id });
+  t.equal(menu.job.status, "failed");
+  t.ok(
+    menu.logs.some((l) => /bk-bmc: .*2 targets \(a boot menu\)/.test(l)),
+    "the reason in its log",
+  );
+  t.same(
+    f.store.targets.forMachine(bmc.id).map((x) => x.system_image_id),
+    [old.id, old.id],
+    "its targets keep their images",
+  );
+
   const reset = await runJob({ action: "reset_overlays", machine_ids: [bmc.id] });
   t.equal(reset.job.status, "succeeded");
   t.same(f.resets, [bmc.id]);

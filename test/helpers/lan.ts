@@ -145,10 +145,13 @@ export class TestLan {
     memoryMiB?: number;
     /** The serial console also takes input (FirmwareClient.type), e.g. to log in. */
     serialInput?: boolean;
+    /** A QEMU monitor socket, for keys on the PC's keyboard (FirmwareClient.sendKey). */
+    monitor?: boolean;
   }): FirmwareClient {
     const tap = this.addTap(opts.bridge);
     const serial = join(this.dir, `${tap}.serial.log`);
     const input = opts.serialInput ? join(this.dir, `${tap}.serial.sock`) : undefined;
+    const monitor = opts.monitor ? join(this.dir, `${tap}.monitor.sock`) : undefined;
     const args = [
       "-machine",
       "accel=tcg",
@@ -165,9 +168,10 @@ export class TestLan {
       ...serialArgs(serial, input),
       "-device",
       "sga",
+      ...(monitor ? ["-monitor", `unix:${monitor},server=on,wait=off`] : []),
       "-no-reboot",
     ];
-    return new FirmwareClient(this.spawn("qemu-system-x86_64", args), serial, input);
+    return new FirmwareClient(this.spawn("qemu-system-x86_64", args), serial, input, monitor);
   }
 
   /**
@@ -256,12 +260,25 @@ function findOvmf(kind: "OVMF_CODE" | "OVMF_VARS"): string {
 /** A QEMU client whose serial console is polled for markers. */
 export class FirmwareClient {
   private input?: Socket;
+  private monitor?: Socket;
 
   constructor(
     readonly proc: ChildProcess,
     readonly serialPath: string,
     readonly inputPath?: string,
+    readonly monitorPath?: string,
   ) {}
+
+  /** Presses a key on the PC's keyboard through the QEMU monitor ("down", "ret"). */
+  async sendKey(key: string): Promise<void> {
+    if (!this.monitorPath) throw new Error("this client was started without a monitor");
+    if (!/^[a-z0-9_-]+$/.test(key)) throw new Error(`not a QEMU key name: ${key}`);
+    this.monitor ??= await connected(this.monitorPath);
+    const sock = this.monitor;
+    await new Promise<void>((resolve, reject) =>
+      sock.write(`sendkey ${key}\n`, (err) => (err ? reject(err) : resolve())),
+    );
+  }
 
   /**
    * Types text on the serial console (as keys: "\r" is Enter). Needs serialInput. The
@@ -322,6 +339,19 @@ export class FirmwareClient {
 
   kill(): void {
     this.input?.destroy();
+    this.monitor?.destroy();
     if (this.proc.exitCode === null) this.proc.kill("SIGKILL");
   }
+}
+
+/** A connection to a QEMU unix socket; what QEMU answers is read and dropped. */
+async function connected(path: string): Promise<Socket> {
+  const sock = createConnection(path);
+  await new Promise<void>((resolve, reject) => {
+    sock.once("connect", resolve);
+    sock.once("error", reject);
+  });
+  sock.on("data", () => {});
+  sock.on("error", () => {});
+  return sock;
 }

@@ -1,5 +1,6 @@
 import t from "tap";
 import {
+  additionalTargetNames,
   chapSecret,
   chapUsername,
   initiatorIqn,
@@ -54,4 +55,29 @@ t.test("a machine's identity puts the parts together with a fresh secret", async
     },
   );
   t.not(a.chap_password, b.chap_password);
+});
+
+t.test("a machine's later targets: names of their own that no first target can have", async (t) => {
+  const first = machineIdentity(PREFIX, { name: "PC-07", mac_address: "52:54:00:00:00:07" });
+  const second = additionalTargetNames(first, 12);
+  t.same(second, { iqn: `${PREFIX}:pc-07:t12`, chap_username: "bf-pc-07_t12" });
+  t.ok(isValidIqn(second.iqn), "a valid IQN");
+  t.match(second.chap_username, /^[A-Za-z0-9._:-]{1,64}$/, "a CHAP user tgt and LIO take");
+  // A machine named like the suffixed name maps to other names: ":" and "_" are not in slugs.
+  const lookalike = machineIdentity(PREFIX, {
+    name: "pc-07:t12",
+    mac_address: "52:54:00:00:00:08",
+  });
+  t.not(lookalike.iqn, second.iqn);
+  const lookalikeUser = machineIdentity(PREFIX, {
+    name: "pc-07_t12",
+    mac_address: "52:54:00:00:00:09",
+  });
+  t.not(lookalikeUser.chap_username, second.chap_username);
+  const long = additionalTargetNames(
+    machineIdentity(PREFIX, { name: "x".repeat(64), mac_address: "52:54:00:00:00:0a" }),
+    123456,
+  );
+  t.equal(long.chap_username.length, 64, "a long name is cut, never the suffix");
+  t.match(long.chap_username, /_t123456$/);
 });

@@ -205,6 +205,7 @@ async function httpServer(t: Teardown, store: Store) {
     scriptUrl: url,
     fileUrl: (id, name) => `http://${SERVER}/boot/files/${id}/${name}`,
     kernelCmdline: () => "console=ttyS0",
+    menuTimeoutSeconds: 10,
     // Stands in for the iSCSI service: the disk is always ready.
     sanboot: async (machine, target) => ({
       ok: true,
@@ -301,4 +302,37 @@ t.test("menu choices go through the same plan", async (t) => {
     "local",
     "a menu URL kept from before maintenance does not reach a disk",
   );
+});
+
+t.test("two targets: the menu goes to the machine only, each entry once", async (t) => {
+  const { store, imageId } = fixture(t);
+  const { url, raw } = await httpServer(t, store);
+  const mac = "52:54:00:bf:91:02";
+  const pc = store.machines.create({ name: "two-disks", mac_address: mac, status: "active" });
+  addDisk(store, pc, imageId);
+  const second = store.targets.create({
+    name: "two-disks-games",
+    iqn: "iqn.2024-01.io.bootfleet:two-disks:t99",
+    portal_ip: SERVER,
+    machine_id: pc.id,
+    system_image_id: imageId,
+    initiator_iqn: "iqn.2024-01.io.bootfleet:two-disks-init",
+    chap_username: "two-disks_t99",
+    chap_password: "secret-secret-2",
+    is_active: 1,
+  });
+  const stranger = "52:54:00:66:66:66";
+  const menu = url(mac);
+  t.equal((await raw(menu, stranger)).status, 403, "another host gets no menu");
+  const shown = await raw(menu, mac);
+  t.equal(shown.status, 200);
+  t.match(shown.text, /^choose /m, "the machine gets a menu");
+  t.notMatch(shown.text, /secret-secret/, "with no secret in it");
+  t.equal((await raw(menu, mac)).status, 200, "which it may fetch again");
+  const entry = url(mac, `target=${second.id}`);
+  t.equal((await raw(entry, stranger)).status, 403, "another host gets no entry");
+  const booted = await raw(entry, mac);
+  t.equal(booted.status, 200);
+  t.match(booted.text, /two-disks:t99/, "the entry sanboots its own target");
+  t.equal((await raw(entry, mac)).status, 403, "an entry's URL works once");
 });

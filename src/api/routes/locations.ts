@@ -13,20 +13,41 @@ import {
   zName,
   zText,
 } from "../route.js";
+import { zMenuTimeout } from "../validate.js";
 
 const locationView = (l: LocationRow) => ({
   id: l.id,
   name: l.name,
   description: l.description,
   machine_count: l.machine_count,
+  // The boot menus of its machines that set none themselves (null: not set here).
+  menu_timeout_seconds: l.menu_timeout_seconds,
+  menu_local_disk: l.menu_local_disk === null ? null : l.menu_local_disk === 1,
   created_at: l.created_at,
   updated_at: l.updated_at,
 });
 
-const createBody = z.object({ name: zName(128), description: zText(1000).optional() }).strict();
-const updateBody = z
-  .object({ name: zName(128).optional(), description: zText(1000).optional() })
+const menuFields = {
+  menu_timeout_seconds: zMenuTimeout.nullable().optional(),
+  menu_local_disk: z.boolean().nullable().optional(),
+};
+const createBody = z
+  .object({ name: zName(128), description: zText(1000).optional(), ...menuFields })
   .strict();
+const updateBody = z
+  .object({ name: zName(128).optional(), description: zText(1000).optional(), ...menuFields })
+  .strict();
+
+/** The store keeps the local-disk flag as 0/1. */
+function toRow<B extends { menu_local_disk?: boolean | null | undefined }>(b: B) {
+  const { menu_local_disk, ...rest } = b;
+  return {
+    ...rest,
+    ...(menu_local_disk === undefined
+      ? {}
+      : { menu_local_disk: menu_local_disk === null ? null : menu_local_disk ? 1 : 0 }),
+  };
+}
 const taken = () => "a location with this name exists";
 
 /**
@@ -60,7 +81,7 @@ export const locationsRoutes: RouteModule = (deps) => {
       status: 201,
       body: createBody,
       handler: ({ body, audit }) => {
-        const l = conflictOnUnique(() => store.locations.create(body), taken);
+        const l = conflictOnUnique(() => store.locations.create(toRow(body)), taken);
         audit({ resource_id: l.id });
         return locationView(row(l.id));
       },
@@ -78,14 +99,14 @@ export const locationsRoutes: RouteModule = (deps) => {
       method: "PUT",
       path: "/locations/:id",
       tag: "locations",
-      summary: "Rename or describe a location",
+      summary: "Rename or describe a location, or set its machines' boot menu habits",
       roles: OPERATORS,
       resource: "location",
       params: idParams,
       body: updateBody,
       handler: ({ params, body }) => {
         row(params.id);
-        conflictOnUnique(() => store.locations.update(params.id, body), taken);
+        conflictOnUnique(() => store.locations.update(params.id, toRow(body)), taken);
         return locationView(row(params.id));
       },
     }),

@@ -14,7 +14,7 @@ import {
   type RouteModule,
   sendList,
 } from "../route.js";
-import { zHostname, zIPv4, zLabel, zMac, zName, zText } from "../validate.js";
+import { zHostname, zIPv4, zLabel, zMac, zMenuTimeout, zName, zText } from "../validate.js";
 import { machineState, machineStates } from "./fleet-state.js";
 
 /** A machine document with a full custom script (64 Ki characters, escaped for JSON). */
@@ -70,6 +70,10 @@ export function machineView(m: MachineRow, live: DerivedState) {
     last_boot: m.last_boot,
     boot_count: m.boot_count,
     location_id: m.location_id,
+    // Its boot menu (several targets): null means "as its room says, else the global".
+    default_target_id: m.default_target_id,
+    menu_timeout_seconds: m.menu_timeout_seconds,
+    menu_local_disk: m.menu_local_disk === null ? null : m.menu_local_disk === 1,
     /** The live state (src/fleet/state.ts) and where it comes from. */
     state: live.state,
     state_detail: {
@@ -103,6 +107,9 @@ const fields = {
   bmc_address: z.union([zIPv4, zHostname]).nullable(),
   bmc_username: zName(64).nullable(),
   bmc_password: zName(128).nullable(),
+  default_target_id: z.number().int().positive().nullable(),
+  menu_timeout_seconds: zMenuTimeout.nullable(),
+  menu_local_disk: z.boolean().nullable(),
 };
 
 const updateBody = z
@@ -128,8 +135,22 @@ export function visibleMachine(deps: ApiDeps, user: AuthUser, id: number): Machi
 
 function checkReferences(
   deps: ApiDeps,
-  b: { boot_image_id?: number | null; owner_user_id?: number | null; location_id?: number | null },
+  b: {
+    boot_image_id?: number | null;
+    owner_user_id?: number | null;
+    location_id?: number | null;
+    default_target_id?: number | null;
+  },
+  machineId?: number,
 ) {
+  if (
+    b.default_target_id != null &&
+    deps.store.targets.get(b.default_target_id)?.machine_id !== machineId
+  ) {
+    throw new ApiError(422, "validation_error", "default_target_id: not a target of this machine", {
+      field: "default_target_id",
+    });
+  }
   if (b.location_id != null && !deps.store.locations.get(b.location_id)) {
     throw new ApiError(422, "validation_error", "location_id: no such location", {
       field: "location_id",
@@ -153,12 +174,15 @@ const conflictDetail = (err: Error) =>
     : "a machine with this name exists";
 
 function toRow(b: Partial<z.output<typeof updateBody>>): Partial<Machine> {
-  const { secure_boot_enabled, ...rest } = b;
+  const { secure_boot_enabled, menu_local_disk, ...rest } = b;
   return {
     ...rest,
     ...(secure_boot_enabled === undefined
       ? {}
       : { secure_boot_enabled: secure_boot_enabled ? 1 : 0 }),
+    ...(menu_local_disk === undefined
+      ? {}
+      : { menu_local_disk: menu_local_disk === null ? null : menu_local_disk ? 1 : 0 }),
   } as Partial<Machine>;
 }
 
@@ -250,7 +274,7 @@ export const machinesRoutes: RouteModule = (deps) => {
       maxBodyBytes: MACHINE_BODY_MAX_BYTES,
       handler: ({ params, body }) => {
         if (!store.machines.get(params.id)) throw notFound("machine", params.id);
-        checkReferences(deps, body);
+        checkReferences(deps, body, params.id);
         conflictOnUnique(() => store.machines.update(params.id, toRow(body)), conflictDetail);
         return view(getRow(params.id));
       },

@@ -1,5 +1,6 @@
+import { randomUUID } from "node:crypto";
 import { z } from "zod";
-import { machineIdentity } from "../../iscsi/identity.js";
+import { additionalTargetNames, machineIdentity } from "../../iscsi/identity.js";
 import { TARGET_SORTS, type TargetRow } from "../../store/targets.js";
 import { conflictOnUnique, notFound, uniqueColumn } from "../conflict.js";
 import { ApiError } from "../errors.js";
@@ -80,7 +81,11 @@ const createBody = z
     }
   });
 
-/** /api/targets: one iSCSI target per machine; changes go to the reconciler through onTargetChanged. */
+/**
+ * /api/targets: a machine's iSCSI targets. One boots as a plain sanboot; with several
+ * (a Windows and a Linux image, work and games) the machine boots through a menu of them.
+ * Changes go to the reconciler through onTargetChanged.
+ */
 export const targetsRoutes: RouteModule = (deps) => {
   const { store } = deps;
   const getRow = (id: number) => store.targets.getRow(id);
@@ -123,7 +128,7 @@ export const targetsRoutes: RouteModule = (deps) => {
       path: "/targets",
       tag: "targets",
       summary:
-        "Create a machine's iSCSI target (IQN, initiator ACL and CHAP secret made by the server)",
+        "Create an iSCSI target for a machine (IQN, initiator ACL and CHAP secret made by the server); a machine with several boots through a menu",
       roles: OPERATORS,
       resource: "target",
       status: 201,
@@ -139,16 +144,15 @@ export const targetsRoutes: RouteModule = (deps) => {
         const created = conflictOnUnique(
           () =>
             store.transaction(() => {
-              if (store.targets.forMachine(machine.id).length > 0) {
-                throw new ApiError(
-                  409,
-                  "conflict_error",
-                  `machine ${machine.name} already has a target`,
-                );
-              }
-              return store.targets.create({
-                ...machineIdentity(deps.iscsi.iqnPrefix, machine),
-                name: body.name ?? `${machine.name}-Target`,
+              const identity = machineIdentity(deps.iscsi.iqnPrefix, machine);
+              const first = store.targets.forMachine(machine.id).length === 0;
+              // A later target is named after its id, known once inserted: placeholders
+              // first, replaced in the same transaction.
+              const pending = `pending-${randomUUID()}`;
+              const created = store.targets.create({
+                ...identity,
+                ...(first ? {} : { iqn: `${identity.iqn}:${pending}`, chap_username: pending }),
+                name: body.name ?? (first ? `${machine.name}-Target` : pending),
                 description: body.description ?? "",
                 portal_ip: deps.iscsi.portalIp,
                 portal_port: deps.iscsi.portalPort,
@@ -158,6 +162,11 @@ export const targetsRoutes: RouteModule = (deps) => {
                 extra_disk_image_id: body.extra_disk_image_id ?? null,
                 extra_disk_mountpoint: body.extra_disk_mountpoint ?? null,
               });
+              if (first) return created;
+              return store.targets.update(created.id, {
+                ...additionalTargetNames(identity, created.id),
+                ...(body.name ? {} : { name: `${machine.name}-Target-${created.id}` }),
+              })!;
             }),
           (err) =>
             uniqueColumn(err) === "iqn"

@@ -174,7 +174,7 @@ function menuView(data: MenuData): View {
     };
   });
   return {
-    title: displayText("title", d.title, 200),
+    title: displayText("title", d.title),
     items,
     defaultIndex: integer("defaultIndex", d.defaultIndex ?? 0, 0, items.length - 1),
     timeoutMs: integer("timeoutMs", d.timeoutMs ?? 10_000, 0, 3_600_000),
