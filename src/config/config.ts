@@ -65,6 +65,15 @@ export const configSchema = z
           .max(2 ** 50),
         /** Versions kept per image by the retention job (besides every version in use). */
         keep_versions: z.number().int().min(1).max(1000),
+        /** Watch import_dir and import the disk images copied into it. */
+        import_enabled: z.boolean(),
+        /** The drop folder; empty: <images_dir>/import. */
+        import_dir: derivedPathSchema,
+        /**
+         * How long a dropped file's size must stay the same (with no process holding it open
+         * for writing) before it is imported.
+         */
+        import_stable_ms: z.number().int().min(100).max(3_600_000),
       })
       .strict(),
     netboot: z
@@ -72,6 +81,8 @@ export const configSchema = z
         interfaces: z.array(ifnameSchema),
         server_address: z.union([z.literal(""), ipv4Schema]),
         routed_subnets: z.array(subnetSchema),
+        /** Site overrides of the boot script templates (<kind>.ipxe); empty: none. */
+        templates_dir: z.string(),
       })
       .strict(),
     tftp: z
@@ -181,13 +192,20 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
       listen: low ? ":80" : ":8080",
       socket: "",
     },
-    images: { upload_max_bytes: 200 * 1024 ** 3, keep_versions: 5 },
+    images: {
+      upload_max_bytes: 200 * 1024 ** 3,
+      keep_versions: 5,
+      import_enabled: true,
+      import_dir: "",
+      import_stable_ms: 10_000,
+    },
     storage: { reserve_percent: 5 },
     fleet: { stall_timeout_seconds: 120 },
     netboot: {
       interfaces: detectedInterface ? [detectedInterface] : [],
       server_address: "",
       routed_subnets: [],
+      templates_dir: "",
     },
     tftp: {
       enabled: true,
@@ -290,6 +308,14 @@ function complete(
   const c = structuredClone(config);
   c.data_dir = abs(c.data_dir);
   c.images_dir = abs(c.images_dir || join(c.data_dir, "images"));
+  c.images.import_dir = abs(c.images.import_dir || join(c.images_dir, "import"));
+  if (c.images.import_dir === c.images_dir) {
+    // The library's own files (img-*.raw, uploads in progress) would be imported again.
+    throw new ConfigError(
+      `invalid configuration: [images] import_dir = ${JSON.stringify(c.images.import_dir)}: expected a folder other than images_dir (the default is <images_dir>/import)`,
+    );
+  }
+  if (c.netboot.templates_dir) c.netboot.templates_dir = abs(c.netboot.templates_dir);
   c.tftp.root = abs(c.tftp.root || join(c.data_dir, "tftp"));
   c.http.socket = abs(
     c.http.socket ||

@@ -27,7 +27,7 @@ export const COMPUTED_MARKER = "# default:";
 
 const SECTION_DOCS: Record<string, string> = {
   http: "The REST API, the iPXE boot scripts and UEFI HTTP boot.",
-  images: "Image uploads through the API.",
+  images: "Image uploads through the API, and the drop folder that imports copied files.",
   netboot: "Where PXE clients are served.",
   tftp: "TFTP: iPXE binaries for PXE firmware.",
   dhcp: "Proxy-DHCP: boot offers beside the site's own DHCP server.",
@@ -72,6 +72,19 @@ const KEY_DOCS: Record<string, KeyDoc> = {
     about:
       "Versions of each image kept after a commit; older ones are deleted by a job, never one in use (current, pinned, under an overlay or a draft).",
   },
+  "images.import_enabled": {
+    about:
+      "Import the disk images (.raw .img .qcow2 .vmdk .vhdx) copied into import_dir, through the same job as an upload.",
+  },
+  "images.import_dir": {
+    about:
+      "The drop folder: on the file system of images_dir (a file is moved, not copied); never images_dir itself. Files that fail go to its failed/ subfolder.",
+    computed: { rule: "<images_dir>/import", example: underDataDir("images/import") },
+  },
+  "images.import_stable_ms": {
+    about:
+      "How long a dropped file must keep its size, with no process holding it open for writing, before it is imported.",
+  },
   "netboot.interfaces": {
     about: "Interfaces whose LAN proxy-DHCP serves.",
     computed: { rule: "the interface of the default route", example: () => ["eth0"] },
@@ -83,6 +96,10 @@ const KEY_DOCS: Record<string, KeyDoc> = {
   "netboot.routed_subnets": {
     about:
       'Subnets behind a DHCP relay allowed to boot (e.g. ["10.20.0.0/24"]); their machines get a script only at their fixed address.',
+  },
+  "netboot.templates_dir": {
+    about:
+      "Site overrides of the boot script templates (sanboot.ipxe, menu.ipxe, ...), reloaded when they change; one that does not parse is refused and the previous kept. Empty: the built-in ones.",
   },
   "tftp.enabled": { about: "Serve TFTP." },
   "tftp.port": { about: "UDP port of the TFTP server." },

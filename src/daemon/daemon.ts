@@ -15,6 +15,8 @@ import { registerBulkJob } from "../fleet/bulk.js";
 import { FleetMonitor } from "../fleet/monitor.js";
 import { interfaceIPv4 } from "../host/interfaces.js";
 import { NeighbourTable } from "../host/neighbours.js";
+import { DropFolder } from "../images/drop-folder.js";
+import { ImageFileGuard } from "../images/file-guard.js";
 import { ImageService } from "../images/service.js";
 import { VersionService } from "../images/versions.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
@@ -54,6 +56,9 @@ export class Daemon {
   private streams: EventStreams | undefined;
   private fleet: FleetMonitor | undefined;
   private power: PowerService | undefined;
+  private images: ImageService | undefined;
+  private dropFolder: DropFolder | undefined;
+  private fileGuard: ImageFileGuard | undefined;
   /**
    * The event bus and the metrics, for the services that report to them (netboot:
    * `metrics.dhcpOffer`, `tftpTransfer`, `scriptServed`, `bootPhase`; bus events
@@ -169,6 +174,7 @@ export class Daemon {
     });
     await this.netboot.start();
     this.fleet.start();
+    await this.watchImages();
 
     this.state = "ready";
     this.notifier.ready(this.summary());
@@ -221,6 +227,7 @@ export class Daemon {
     await this.netboot?.close();
     this.iscsi?.close();
     this.fleet?.stop();
+    await Promise.all([this.dropFolder?.close(), this.fileGuard?.close()]);
     await this.http?.close(this.config.shutdown.drain_timeout_ms);
     await this.localSocket?.close();
     // Running jobs are cancelled and awaited while the store can still record how they ended.
@@ -255,7 +262,9 @@ export class Daemon {
       imagesDir: c.images_dir,
       maxUploadBytes: c.images.upload_max_bytes,
       reservePercent: c.storage.reserve_percent,
+      importDir: c.images.import_dir,
     });
+    this.images = images;
     // Overlays are left out until the iSCSI side can say which overlay ids targets use:
     // without that list the cleanup never touches a machine's disk.
     registerCleanupJob(jobs, {
@@ -312,6 +321,51 @@ export class Daemon {
       metrics,
       storage: { imagesDir: c.images_dir },
     };
+  }
+
+  /**
+   * The image folder watched: a ready image whose file is removed becomes `error` (with an
+   * alert), and files copied into the drop folder are imported, those dropped while the
+   * daemon was down included.
+   */
+  private async watchImages(): Promise<void> {
+    const c = this.config;
+    const images = this.images;
+    if (!images) return;
+    const log = this.log.child({ module: "images" });
+    const alerts = this.fleet?.alerts;
+    this.fileGuard = new ImageFileGuard({
+      imagesDir: c.images_dir,
+      log,
+      markFileLost: (path) => images.markFileLost(path),
+      checkFiles: () => images.checkFiles(),
+      onLost: (image) =>
+        alerts?.raise({
+          cause: `image_file_lost:${image.id}`,
+          severity: "critical",
+          machine_id: null,
+          message: `image ${image.name}: ${image.status_reason ?? "its file was removed"}`,
+          detail: { image_id: image.id },
+        }),
+    });
+    await this.fileGuard.start();
+    if (!c.images.import_enabled) return;
+    this.dropFolder = new DropFolder({
+      dir: c.images.import_dir,
+      imagesDir: c.images_dir,
+      stableMs: c.images.import_stable_ms,
+      log,
+      importFile: (path) => images.importDropped(path),
+      onProblem: (message, detail) =>
+        alerts?.raise({
+          cause: "image_drop",
+          severity: "warning",
+          machine_id: null,
+          message,
+          detail,
+        }),
+    });
+    await this.dropFolder.start();
   }
 
   /** DHCP, TFTP, HTTP, the iSCSI driver and the overlay file system, for /api/health/detailed. */
