@@ -158,6 +158,14 @@ export class Daemon {
       ...(this.iscsi ? { sanboot: this.iscsi.sanboot } : {}),
       ...(this.bus ? { bus: this.bus } : {}),
       onPhase: (machineId) => this.fleet?.evaluateMachine(machineId),
+      onTemplateProblem: (file, message) =>
+        this.fleet?.alerts.set(message !== null, {
+          cause: `template_override:${file}`,
+          severity: "warning",
+          machine_id: null,
+          message: message ?? `template override ${file} is in use`,
+          detail: { file },
+        }),
       ...(this.metrics ? { metrics: this.metrics } : {}),
     });
     app.route("/boot", this.netboot.routes as unknown as typeof app);
