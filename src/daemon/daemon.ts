@@ -303,7 +303,7 @@ export class Daemon {
         "jobs left by the previous run: interrupted ones failed, queued ones resumed",
       );
     }
-    this.recoverUploads(images);
+    this.recoverUploads(images, recovered.failed);
     const power = new PowerService({
       ipmi: new IpmiPower({
         baseEnv: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
@@ -405,8 +405,8 @@ export class Daemon {
    * `error`, and partial files go now (nothing writes them yet) and then every 15 minutes
    * (only files an hour old: the one being written now is never touched).
    */
-  private recoverUploads(images: ImageService): void {
-    images.failInterruptedImports();
+  private recoverUploads(images: ImageService, interruptedJobs: number[]): void {
+    images.failInterruptedImports(interruptedJobs);
     const scan = {
       imagesDir: this.config.images_dir,
       referencedImageFiles: () => images.referencedFiles(),

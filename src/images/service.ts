@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from "node:crypto";
-import { createReadStream, renameSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, renameSync } from "node:fs";
 import { mkdir, rename, stat, statfs, unlink } from "node:fs/promises";
 import { basename, extname, join } from "node:path";
 import type { Readable } from "node:stream";
@@ -405,7 +405,7 @@ export class ImageService {
    * with no import job still to run was being imported by a process that is gone. It
    * becomes `error` with a reason, instead of `processing` for ever.
    */
-  failInterruptedImports(): number[] {
+  failInterruptedImports(interruptedJobIds: readonly number[] = []): number[] {
     const failed: number[] = [];
     for (const image of this.#d.store.images.unfinished()) {
       if (this.activeImportJob(image.id)) continue;
@@ -416,7 +416,49 @@ export class ImageService {
       failed.push(image.id);
     }
     if (failed.length) this.#d.log.warn({ images: failed }, INTERRUPTED_IMPORT);
+    this.#returnInterruptedDrops(interruptedJobIds);
     return failed;
+  }
+
+  /**
+   * An import of a dropped file that the process died in (the runner failed its job at
+   * start): its file goes back to the drop folder's failed/ before the sweep of dead
+   * uploads could remove it, since it is the admin's. Synchronous: nothing runs yet.
+   */
+  #returnInterruptedDrops(jobIds: readonly number[]): void {
+    const d = this.#d;
+    if (!d.importDir) return;
+    for (const id of jobIds) {
+      const job = d.store.jobs.get(id);
+      if (job?.type !== IMAGE_IMPORT_JOB) continue;
+      const p = JSON.parse(job.params) as ImageImportParams;
+      if (p.dropped === undefined) continue;
+      const src = join(d.imagesDir, basename(p.source));
+      // A raw image is renamed to its final name before it is recorded as a version.
+      const candidates = [src, rawNameFor(src)];
+      const versions = new Set(d.store.images.versionPaths());
+      const left = candidates.find((f) => existsSync(f) && !versions.has(f));
+      if (!left) continue;
+      const dir = join(d.importDir, DROP_FAILED_DIR);
+      try {
+        mkdirSync(dir, { recursive: true, mode: 0o750 });
+        const target = freeTargetSync(dir, basename(p.dropped));
+        renameSync(left, target);
+        d.store.images.update(p.image_id, {
+          status: "error",
+          status_reason: `the daemon stopped during import; the file is back in ${target}: move it into the drop folder to try again`,
+        });
+        d.log.warn(
+          { image_id: p.image_id, file: target },
+          "interrupted drop import: file put back",
+        );
+      } catch (err) {
+        d.log.warn(
+          { image_id: p.image_id, file: left, err: (err as Error).message },
+          "cannot put the file of an interrupted drop import back",
+        );
+      }
+    }
   }
 
   activeImportJob(imageId: number): Job | undefined {
@@ -526,22 +568,19 @@ export class ImageService {
   async #returnDropped(src: string, dropped: string): Promise<void> {
     const dir = join(this.#d.importDir!, DROP_FAILED_DIR);
     await mkdir(dir, { recursive: true, mode: 0o750 });
-    const name = basename(dropped);
-    const ext = extname(name);
-    for (let i = 1; i < 1000; i++) {
-      const target = join(
-        dir,
-        i === 1 ? name : `${name.slice(0, -ext.length || undefined)}.${i}${ext}`,
-      );
-      const free = await stat(target).then(
-        () => false,
-        () => true,
-      );
-      if (!free) continue;
-      await rename(src, target);
-      this.#d.log.warn({ file: target }, "dropped file not imported: moved to the failed folder");
-      return;
-    }
+    const target = freeTargetSync(dir, basename(dropped));
+    await rename(src, target);
+    this.#d.log.warn({ file: target }, "dropped file not imported: moved to the failed folder");
+  }
+}
+
+/** `dir/name`, or `dir/stem.2.ext`, `dir/stem.3.ext`, ... whichever does not exist yet. */
+function freeTargetSync(dir: string, name: string): string {
+  const ext = extname(name);
+  const stem = ext ? name.slice(0, -ext.length) : name;
+  for (let i = 1; ; i++) {
+    const target = join(dir, i === 1 ? name : `${stem}.${i}${ext}`);
+    if (!existsSync(target)) return target;
   }
 }
 

@@ -12,6 +12,7 @@ import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
+import { Store } from "../../src/store/index.js";
 import { type RunningDaemon, startDaemon, tempDir } from "../helpers/daemon.js";
 
 // Images copied into the drop folder (<images_dir>/import) are imported by the real daemon
@@ -210,6 +211,36 @@ t.test(
       t.equal(readdirSync(images).filter((f) => f.endsWith(".raw")).length, before + 1);
       const [slow] = await named("slow");
       t.equal(slow!.status, "error", "the lost file stays an error");
+      d.proc.kill("SIGTERM");
+      await d.exited;
+    });
+
+    await t.test("a drop import the daemon died in gives the file back", async (t) => {
+      // What a killed process leaves: the job running, the file moved in under our name.
+      const store = Store.open({ path: join(dir, "bootfleet.db"), busyTimeoutMs: 1000 });
+      const bytes = randomBytes(64 * 1024);
+      const source = "img-00000000-0000-4000-8000-0000000000aa.upload";
+      writeFileSync(join(images, source), bytes);
+      const image = store.images.create({
+        name: "crashed",
+        filename: "crashed.raw",
+        status: "processing",
+      });
+      const job = store.jobs.create("image_import", {
+        image_id: image.id,
+        source,
+        dropped: "crashed.raw",
+      });
+      store.jobs.update(job.id, { status: "running" });
+      store.close();
+      d = await startDaemon(t, { env });
+      get = api(d, await login(d, dir));
+      const [img] = await named("crashed");
+      t.equal(img!.status, "error");
+      t.match(img!.status_reason, /the file is back in .*failed\/crashed\.raw/);
+      const back = join(drop, "failed", "crashed.raw");
+      t.ok(existsSync(back) && sha256(readFileSync(back)) === sha256(bytes), "the file, whole");
+      t.notOk(existsSync(join(images, source)), "nothing left under our name");
       d.proc.kill("SIGTERM");
       await d.exited;
     });
