@@ -232,9 +232,18 @@ t.test(
         dropped: "crashed.raw",
       });
       store.jobs.update(job.id, { status: "running" });
+      // And a ready image's file removed while the daemon was down.
+      const listed = store.images.listRows({ skip: 0, limit: 100, sort: "id", order: "asc" });
+      const offlineId = listed.rows.find((i) => i.name === "offline")?.id;
+      const offlinePath = store.images.currentFiles().find((f) => f.image_id === offlineId)?.path;
       store.close();
+      t.ok(offlinePath, "found the offline image's file");
+      unlinkSync(offlinePath!);
       d = await startDaemon(t, { env });
       get = api(d, await login(d, dir));
+      const [offline] = await named("offline");
+      t.equal(offline!.status, "error", "a file removed while down is found at start");
+      t.match(offline!.status_reason, /was removed from the image folder/);
       const [img] = await named("crashed");
       t.equal(img!.status, "error");
       t.match(img!.status_reason, /the file is back in .*failed\/crashed\.raw/);
