@@ -235,9 +235,9 @@ export class Daemon {
     await this.netboot?.close();
     this.iscsi?.close();
     this.fleet?.stop();
-    await Promise.all([this.dropFolder?.close(), this.fileGuard?.close()]);
     await this.http?.close(this.config.shutdown.drain_timeout_ms);
     await this.localSocket?.close();
+    await Promise.all([this.dropFolder?.close(), this.fileGuard?.close()]);
     // Running jobs are cancelled and awaited while the store can still record how they ended.
     await this.jobs?.stop(this.config.shutdown.drain_timeout_ms);
     this.store?.close();
