@@ -78,6 +78,15 @@ export const configSchema = z
         recipes_dir: derivedPathSchema,
         /** Recipe builds by content hash, and their work folders: <data_dir>/build-cache. */
         build_cache_dir: derivedPathSchema,
+        /** Watch import_dir and import the disk images copied into it. */
+        import_enabled: z.boolean(),
+        /** The drop folder; empty: <images_dir>/import. */
+        import_dir: derivedPathSchema,
+        /**
+         * How long a dropped file's size must stay the same (with no process holding it open
+         * for writing) before it is imported.
+         */
+        import_stable_ms: z.number().int().min(100).max(3_600_000),
       })
       .strict(),
     netboot: z
@@ -90,6 +99,8 @@ export const configSchema = z
          * nor its room sets it. At most 240 s: the menu's entry URLs are valid 5 minutes.
          */
         menu_timeout_seconds: z.number().int().min(1).max(240),
+        /** Site overrides of the boot script templates (<kind>.ipxe); empty: none. */
+        templates_dir: z.string(),
       })
       .strict(),
     tftp: z
@@ -205,6 +216,9 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
       keep_versions: 5,
       recipes_dir: "",
       build_cache_dir: "",
+      import_enabled: true,
+      import_dir: "",
+      import_stable_ms: 10_000,
     },
     storage: { reserve_percent: 5 },
     fleet: { stall_timeout_seconds: 120 },
@@ -213,6 +227,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
       server_address: "",
       routed_subnets: [],
       menu_timeout_seconds: 10,
+      templates_dir: "",
     },
     tftp: {
       enabled: true,
@@ -331,6 +346,14 @@ function complete(
   const c = structuredClone(config);
   c.data_dir = abs(c.data_dir);
   c.images_dir = abs(c.images_dir || join(c.data_dir, "images"));
+  c.images.import_dir = abs(c.images.import_dir || join(c.images_dir, "import"));
+  if (c.images.import_dir === c.images_dir) {
+    // The library's own files (img-*.raw, uploads in progress) would be imported again.
+    throw new ConfigError(
+      `invalid configuration: [images] import_dir = ${JSON.stringify(c.images.import_dir)}: expected a folder other than images_dir (the default is <images_dir>/import)`,
+    );
+  }
+  if (c.netboot.templates_dir) c.netboot.templates_dir = abs(c.netboot.templates_dir);
   c.tftp.root = abs(c.tftp.root || join(c.data_dir, "tftp"));
   c.http.socket = abs(
     c.http.socket ||

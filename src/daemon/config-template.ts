@@ -27,7 +27,8 @@ export const COMPUTED_MARKER = "# default:";
 
 const SECTION_DOCS: Record<string, string> = {
   http: "The REST API, the iPXE boot scripts and UEFI HTTP boot.",
-  images: "Image uploads through the API, and images built from recipes.",
+  images:
+    "Image uploads through the API, images built from recipes, and the drop folder that imports copied files.",
   netboot: "Where PXE clients are served.",
   tftp: "TFTP: iPXE binaries for PXE firmware.",
   dhcp: "Proxy-DHCP: boot offers beside the site's own DHCP server.",
@@ -85,6 +86,19 @@ const KEY_DOCS: Record<string, KeyDoc> = {
       "Recipe builds, kept by the recipe's content hash (an unchanged recipe builds at once), and the work folders of builds running.",
     computed: { rule: "<data_dir>/build-cache", example: underDataDir("build-cache") },
   },
+  "images.import_enabled": {
+    about:
+      "Import the disk images (.raw .img .qcow2 .vmdk .vhdx) copied into import_dir, through the same job as an upload.",
+  },
+  "images.import_dir": {
+    about:
+      "The drop folder: on the file system of images_dir (a file is moved, not copied); never images_dir itself. Files that fail go to its failed/ subfolder.",
+    computed: { rule: "<images_dir>/import", example: underDataDir("images/import") },
+  },
+  "images.import_stable_ms": {
+    about:
+      "How long a dropped file must keep its size, with no process holding it open for writing, before it is imported.",
+  },
   "netboot.interfaces": {
     about: "Interfaces whose LAN proxy-DHCP serves.",
     computed: { rule: "the interface of the default route", example: () => ["eth0"] },
@@ -100,6 +114,10 @@ const KEY_DOCS: Record<string, KeyDoc> = {
   "netboot.menu_timeout_seconds": {
     about:
       "Seconds a boot menu (a machine with several targets) waits before booting its default entry, where neither the machine nor its room sets it (1-240).",
+  },
+  "netboot.templates_dir": {
+    about:
+      "Site overrides of the boot script templates (sanboot.ipxe, menu.ipxe, ...), reloaded when they change; one that does not parse is refused and the previous kept. Empty: the built-in ones.",
   },
   "tftp.enabled": { about: "Serve TFTP." },
   "tftp.port": { about: "UDP port of the TFTP server." },

@@ -16,6 +16,8 @@ import { FleetMonitor } from "../fleet/monitor.js";
 import { interfaceIPv4 } from "../host/interfaces.js";
 import { NeighbourTable } from "../host/neighbours.js";
 import { ImageBuildService } from "../images/build.js";
+import { DropFolder } from "../images/drop-folder.js";
+import { ImageFileGuard } from "../images/file-guard.js";
 import { RecipeCatalog } from "../images/recipes/catalog.js";
 import { ImageService } from "../images/service.js";
 import { VersionService } from "../images/versions.js";
@@ -56,6 +58,9 @@ export class Daemon {
   private streams: EventStreams | undefined;
   private fleet: FleetMonitor | undefined;
   private power: PowerService | undefined;
+  private images: ImageService | undefined;
+  private dropFolder: DropFolder | undefined;
+  private fileGuard: ImageFileGuard | undefined;
   /**
    * The event bus and the metrics, for the services that report to them (netboot:
    * `metrics.dhcpOffer`, `tftpTransfer`, `scriptServed`, `bootPhase`; bus events
@@ -156,6 +161,14 @@ export class Daemon {
       ...(this.iscsi ? { sanboot: this.iscsi.sanboot } : {}),
       ...(this.bus ? { bus: this.bus } : {}),
       onPhase: (machineId) => this.fleet?.evaluateMachine(machineId),
+      onTemplateProblem: (file, message) =>
+        this.fleet?.alerts.set(message !== null, {
+          cause: `template_override:${file}`,
+          severity: "warning",
+          machine_id: null,
+          message: message ?? `template override ${file} is in use`,
+          detail: { file },
+        }),
       ...(this.metrics ? { metrics: this.metrics } : {}),
     });
     app.route("/boot", this.netboot.routes as unknown as typeof app);
@@ -172,6 +185,7 @@ export class Daemon {
     });
     await this.netboot.start();
     this.fleet.start();
+    await this.watchImages();
 
     this.state = "ready";
     this.notifier.ready(this.summary());
@@ -226,6 +240,7 @@ export class Daemon {
     this.fleet?.stop();
     await this.http?.close(this.config.shutdown.drain_timeout_ms);
     await this.localSocket?.close();
+    await Promise.all([this.dropFolder?.close(), this.fileGuard?.close()]);
     // Running jobs are cancelled and awaited while the store can still record how they ended.
     await this.jobs?.stop(this.config.shutdown.drain_timeout_ms);
     this.store?.close();
@@ -258,6 +273,7 @@ export class Daemon {
       imagesDir: c.images_dir,
       maxUploadBytes: c.images.upload_max_bytes,
       reservePercent: c.storage.reserve_percent,
+      importDir: c.images.import_dir,
     });
     const builds = new ImageBuildService({
       store,
@@ -272,6 +288,7 @@ export class Daemon {
       bus,
       reservePercent: c.storage.reserve_percent,
     });
+    this.images = images;
     // Overlays are left out until the iSCSI side can say which overlay ids targets use:
     // without that list the cleanup never touches a machine's disk.
     registerCleanupJob(jobs, {
@@ -302,7 +319,7 @@ export class Daemon {
         "jobs left by the previous run: interrupted ones failed, queued ones resumed",
       );
     }
-    this.recoverUploads(images);
+    this.recoverUploads(images, recovered.failed);
     const power = new PowerService({
       ipmi: new IpmiPower({
         baseEnv: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
@@ -329,6 +346,51 @@ export class Daemon {
       metrics,
       storage: { imagesDir: c.images_dir },
     };
+  }
+
+  /**
+   * The image folder watched: a ready image whose file is removed becomes `error` (with an
+   * alert), and files copied into the drop folder are imported, those dropped while the
+   * daemon was down included.
+   */
+  private async watchImages(): Promise<void> {
+    const c = this.config;
+    const images = this.images;
+    if (!images) return;
+    const log = this.log.child({ module: "images" });
+    const alerts = this.fleet?.alerts;
+    this.fileGuard = new ImageFileGuard({
+      imagesDir: c.images_dir,
+      log,
+      markFileLost: (path) => images.markFileLost(path),
+      checkFiles: () => images.checkFiles(),
+      onLost: (image) =>
+        alerts?.raise({
+          cause: `image_file_lost:${image.id}`,
+          severity: "critical",
+          machine_id: null,
+          message: `image ${image.name}: ${image.status_reason ?? "its file was removed"}`,
+          detail: { image_id: image.id },
+        }),
+    });
+    await this.fileGuard.start();
+    if (!c.images.import_enabled) return;
+    this.dropFolder = new DropFolder({
+      dir: c.images.import_dir,
+      imagesDir: c.images_dir,
+      stableMs: c.images.import_stable_ms,
+      log,
+      importFile: (path) => images.importDropped(path),
+      onProblem: (message, detail) =>
+        alerts?.raise({
+          cause: "image_drop",
+          severity: "warning",
+          machine_id: null,
+          message,
+          detail,
+        }),
+    });
+    await this.dropFolder.start();
   }
 
   /** DHCP, TFTP, HTTP, the iSCSI driver and the overlay file system, for /api/health/detailed. */
@@ -360,8 +422,8 @@ export class Daemon {
    * `error`, and partial files go now (nothing writes them yet) and then every 15 minutes
    * (only files an hour old: the one being written now is never touched).
    */
-  private recoverUploads(images: ImageService): void {
-    images.failInterruptedImports();
+  private recoverUploads(images: ImageService, interruptedJobs: number[]): void {
+    images.failInterruptedImports(interruptedJobs);
     const scan = {
       imagesDir: this.config.images_dir,
       referencedImageFiles: () => images.referencedFiles(),

@@ -21,6 +21,7 @@ export function netbootSettings(c: Config, log: Logger, host: NetbootHostFacts):
     serverAddress: c.netboot.server_address || interfaces[0]?.address || "127.0.0.1",
     imagesDir: c.images_dir,
     templatesDir: fileURLToPath(new URL("../../ipxe/", import.meta.url)),
+    templateOverridesDir: c.netboot.templates_dir,
     ipxe: {
       bios: c.tftp.ipxe_bios,
       efiX64: c.tftp.ipxe_efi_x64,

@@ -16,6 +16,7 @@ import {
 import { dhcpPolicy } from "./dhcp-policy.js";
 import { Discovery } from "./discovery.js";
 import { parseSubnet } from "./peer-binding.js";
+import { TemplateOverrides } from "./script/overrides.js";
 import { loadTemplates } from "./script/render.js";
 import { DEFAULT_BOOT_TOKEN_LIFETIME_MS, issueBootToken, UsedTokens } from "./script/token.js";
 import type { NetbootSettings } from "./settings.js";
@@ -36,6 +37,8 @@ export interface NetbootDeps {
   bus?: EventBus;
   /** Told after a boot phase was stamped on a machine's session. */
   onPhase?: (machineId: number) => void;
+  /** A template override was refused (the error), or is fine again (null). */
+  onTemplateProblem?: (file: string, message: string | null) => void;
 }
 
 export interface Netboot {
@@ -67,12 +70,22 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
     ...(deps.metrics ? { metrics: deps.metrics } : {}),
     ...(deps.onPhase ? { onPhase: deps.onPhase } : {}),
   });
+  const builtIn = await loadTemplates(s.templatesDir);
+  const overrides = s.templateOverridesDir
+    ? new TemplateOverrides({
+        builtIn,
+        dir: s.templateOverridesDir,
+        log,
+        ...(deps.onTemplateProblem ? { onProblem: deps.onTemplateProblem } : {}),
+      })
+    : undefined;
+  await overrides?.start();
   const ipxeBinaries = ipxeBinariesByName(s);
   const urls = bootUrls(s, deps.bootKey);
   const routes = bootRoutes({
     store,
     log,
-    templates: await loadTemplates(s.templatesDir),
+    templates: overrides?.templates ?? builtIn,
     bootKey: deps.bootKey,
     peers: { macForIp: deps.macForIp, routedSubnets: s.routedSubnets.map(parseSubnet) },
     usedTokens: new UsedTokens(),
@@ -110,7 +123,7 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
       }
     },
     async close() {
-      await Promise.all([dhcp?.close(), tftp?.close()]);
+      await Promise.all([dhcp?.close(), tftp?.close(), overrides?.close()]);
     },
     status() {
       const state = (enabled: boolean, running: boolean, where: string) =>

@@ -13,6 +13,8 @@ export interface NetbootSettings {
   imagesDir: string;
   /** Folder of the iPXE script templates. */
   templatesDir: string;
+  /** The site's overrides of those templates (<kind>.ipxe), watched; "" for none. */
+  templateOverridesDir: string;
   /** Paths of the iPXE binaries handed to PXE firmware (TFTP) and UEFI HTTP boot. */
   ipxe: { bios: string; efiX64: string; efiArm64?: string };
   tftp: { enabled: boolean; root: string; port: number; maxTransfers: number };

@@ -154,6 +154,15 @@ export class ImagesRepo extends Table<Image> {
     ).all() as Image[];
   }
 
+  /** Each ready image's current version file (what new overlays are made from). */
+  currentFiles(): { image_id: number; version: number; path: string }[] {
+    return this.stmt(
+      `SELECT v.image_id, v.version, v.path FROM images i
+       JOIN image_versions v ON v.image_id = i.id AND v.version = i.current_version
+       WHERE i.status = 'ready' ORDER BY i.id`,
+    ).all() as { image_id: number; version: number; path: string }[];
+  }
+
   /** The file of every version of every image. */
   versionPaths(): string[] {
     return (this.stmt("SELECT path FROM image_versions").all() as { path: string }[]).map(
