@@ -136,6 +136,14 @@ grep "^$REPO/node_modules/" "$work/production" | while read -r dir; do
     "$pkg"/Makefile
 done
 find "$lib/node_modules" -name '.*' -prune -exec rm -rf {} +
+# swagger-ui-dist (Swagger UI for /api/docs) carries a bundle for every way of loading it,
+# each with its source map (~12 MB); the daemon serves two of its files.
+swagger="$lib/node_modules/swagger-ui-dist"
+if [ -d "$swagger" ]; then
+  find "$swagger" -type f ! -name package.json ! -name LICENSE ! -name NOTICE ! -name index.js \
+    ! -name absolute-path.js ! -name swagger-ui-bundle.js ! -name swagger-ui.css -delete
+  [ -f "$swagger/swagger-ui-bundle.js" ] || die "swagger-ui-dist has no swagger-ui-bundle.js"
+fi
 find "$lib/node_modules" -depth -type d -empty -delete
 
 # The runtime: Node.js links only libc, libstdc++ and libgcc_s, so the package needs no

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { DOCS_FILES, DocsUi } from "./docs-ui.js";
 import { defineRoute, type RouteDef } from "./route.js";
 
 function openApiPath(path: string): string {
@@ -94,59 +95,12 @@ export function openApiDocument(routes: readonly RouteDef[], version: string) {
   };
 }
 
-const esc = (s: string) => s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
-
 /**
- * /api/docs: the appliance has no internet, so no CDN viewer: a self-contained page,
- * rendered on the server, listing every route with its roles and schemas.
+ * GET /api/openapi.json, GET /api/docs (Swagger UI) and its files, all readable without a
+ * token.
  */
-export function docsHtml(routes: readonly RouteDef[], version: string): string {
-  const byTag = new Map<string, RouteDef[]>();
-  for (const r of routes) {
-    if (r.hidden) continue;
-    const list = byTag.get(r.tag) ?? [];
-    list.push(r);
-    byTag.set(r.tag, list);
-  }
-  const block = (title: string, s: z.ZodType | undefined) =>
-    s
-      ? `<details><summary>${title}</summary><pre>${esc(JSON.stringify(schemaOf(s), null, 2))}</pre></details>`
-      : "";
-  const sections = [...byTag.entries()]
-    .map(
-      ([tag, list]) =>
-        `<section><h2 id="${esc(tag)}">${esc(tag)}</h2>${list
-          .map(
-            (r) =>
-              `<article><h3><span class="m ${r.method}">${r.method}</span> <code>${esc(
-                openApiPath(r.path),
-              )}</code></h3><p>${esc(r.summary)}</p><p class="roles">roles: ${esc(
-                r.roles === "public" ? "public (no token)" : r.roles.join(", "),
-              )}</p>${block("path parameters", r.params)}${block("query parameters", r.query)}${block(
-                "request body (JSON)",
-                r.body,
-              )}</article>`,
-          )
-          .join("")}</section>`,
-    )
-    .join("");
-  const toc = [...byTag.keys()].map((t) => `<a href="#${esc(t)}">${esc(t)}</a>`).join(" · ");
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>bootfleet API ${esc(
-    version,
-  )}</title><meta name="viewport" content="width=device-width,initial-scale=1"><style>
-body{font:15px/1.45 system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}
-h3{font-size:1em;margin:.2em 0}article{border-top:1px solid #ddd;padding:.6em 0}
-.m{display:inline-block;min-width:4.5em;font:bold 12px monospace;padding:2px 4px;border-radius:3px;color:#fff;background:#555}
-.GET{background:#2a7}.POST{background:#27c}.PUT{background:#c80}.DELETE{background:#c33}.PATCH{background:#86c}
-pre{background:#f6f6f6;padding:.6em;overflow:auto;font-size:12px}.roles{color:#666;font-size:13px;margin:0}
-</style></head><body><h1>bootfleet management API <small>${esc(version)}</small></h1>
-<p>Base path <code>/api</code>. Log in with <code>POST /api/auth/login</code> and send <code>Authorization: Bearer &lt;access_token&gt;</code>.
-Errors are <code>{"error","detail","timestamp"}</code>. The machine-readable document is <a href="/api/openapi.json">/api/openapi.json</a>.</p>
-<nav>${toc}</nav>${sections}</body></html>`;
-}
-
-/** GET /api/openapi.json and GET /api/docs, both readable without a token. */
 export function docsRoutes(routes: () => readonly RouteDef[], version: string): RouteDef[] {
+  const ui = new DocsUi(version);
   return [
     defineRoute({
       method: "GET",
@@ -160,9 +114,19 @@ export function docsRoutes(routes: () => readonly RouteDef[], version: string): 
       method: "GET",
       path: "/docs",
       tag: "docs",
-      summary: "Interactive documentation (self-contained page)",
+      summary: "Interactive documentation (Swagger UI, served offline)",
       roles: "public",
-      handler: ({ c }) => c.html(docsHtml(routes(), version)),
+      handler: ({ c }) => ui.pageResponse(c),
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/docs/:file",
+      tag: "docs",
+      summary: "A file of the documentation page",
+      roles: "public",
+      hidden: true,
+      params: z.object({ file: z.enum(DOCS_FILES) }),
+      handler: ({ c, params }) => ui.fileResponse(c, params.file),
     }),
   ];
 }

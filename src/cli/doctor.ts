@@ -13,17 +13,14 @@ import {
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { checkReserve } from "../diskspace/reserve.js";
+import type { CheckResult } from "./check.js";
+import { checkRogueProxyDhcp } from "./doctor-dhcp.js";
 
 /**
  * `bootfleet doctor`: what breaks a deployment, each check a small function saying what
  * it saw and what to do about it.
  */
-export interface CheckResult {
-  name: string;
-  status: "ok" | "warn" | "fail";
-  detail: string;
-  fix?: string;
-}
+export type { CheckResult };
 
 export interface DoctorInputs {
   ports: { port: number; proto: "tcp" | "udp"; what: string }[];
@@ -31,6 +28,11 @@ export interface DoctorInputs {
   reservePercent: number;
   ipxeFiles: string[];
   interfaces: string[];
+  /**
+   * Send a PXE DISCOVER on each interface and listen this long for another proxy-DHCP
+   * (when bootfleet's proxy-DHCP is on); 0 or absent skips the check.
+   */
+  dhcpProbeMs?: number;
   /** Where /sys is (tests point it elsewhere). */
   sys?: string;
   iscsiDriver?: string;
@@ -229,6 +231,11 @@ export async function runDoctor(inp: DoctorInputs): Promise<CheckResult[]> {
   results.push(await checkReserveSpace(inp.overlaysDir, inp.reservePercent));
   results.push(checkIpxe(inp.ipxeFiles));
   for (const i of inp.interfaces) results.push(checkLinkSpeed(i, inp.sys));
+  if (inp.dhcpProbeMs) {
+    for (const i of inp.interfaces) {
+      results.push(await checkRogueProxyDhcp(i, { listenMs: inp.dhcpProbeMs }));
+    }
+  }
   results.push(checkSsd(inp.overlaysDir, inp.sys));
   return results;
 }

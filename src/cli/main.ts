@@ -192,6 +192,8 @@ async function doctor(argv: string[], env: NodeJS.ProcessEnv, io: CliIo): Promis
     reservePercent: c.storage.reserve_percent,
     ipxeFiles: [c.tftp.ipxe_bios, c.tftp.ipxe_efi_x64],
     interfaces: c.netboot.interfaces,
+    // Another proxy-DHCP only competes with bootfleet's own.
+    dhcpProbeMs: c.dhcp.enabled ? 1500 : 0,
     iscsiDriver: c.iscsi.target_driver,
     overlayDriver: c.iscsi.overlay_driver,
   });

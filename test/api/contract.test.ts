@@ -207,8 +207,18 @@ t.test("OpenAPI and docs: readable without a token, generated from the registry"
   const html = await call(api, "GET", "/api/docs");
   t.equal(html.status, 200);
   t.match(html.headers.get("content-type"), /text\/html/);
-  t.match(html.text, "/api/users/{id}/reset-password");
+  t.match(html.headers.get("content-security-policy"), /script-src 'self';/);
+  t.notMatch(html.text, /<script>|<style|\sstyle=|\son[a-z]+=/i, "no inline script or style");
   t.notMatch(html.text, /https?:\/\/(?!localhost)[a-z]/i, "no CDN or other outside URL");
+  for (const src of html.text.match(/(?<=(src|href)=")\/api\/docs\/[^"]+/g) ?? []) {
+    const file = await call(api, "GET", src);
+    t.equal(file.status, 200, `${src} is served`);
+  }
+  const init = await call(api, "GET", "/api/docs/init.js");
+  t.match(init.headers.get("content-type"), /text\/javascript/);
+  t.match(init.text, '"/api/openapi.json"', "the initializer reads this API's document");
+  t.match(init.text, "validatorUrl: null", "and never asks an outside validator");
+  t.equal((await call(api, "GET", "/api/docs/index.html")).status, 422, "only the listed files");
 });
 
 t.test("rate limits: a class whose limit is 0 is not counted; the others still are", async (t) => {

@@ -149,6 +149,23 @@ t.test("files: the layout, root-owned, without development dependencies", async 
     entries.some((e) => e.path.startsWith(`${LIB}/dist/`) && e.path.endsWith(".map")),
     "no source maps (their sources are not shipped)",
   );
+  const swagger = `${LIB}/node_modules/swagger-ui-dist/`;
+  t.same(
+    entries
+      .filter((e) => e.path.startsWith(swagger) && !e.path.endsWith("/"))
+      .map((e) => e.path.slice(swagger.length))
+      .sort(),
+    [
+      "LICENSE",
+      "NOTICE",
+      "absolute-path.js",
+      "index.js",
+      "package.json",
+      "swagger-ui-bundle.js",
+      "swagger-ui.css",
+    ],
+    "of swagger-ui-dist, only what /api/docs serves (no other bundles, no source maps)",
+  );
 });
 
 t.test("conffile and maintainer scripts", async (t) => {
