@@ -12,6 +12,7 @@ import {
   unlink,
   writeFile,
 } from "node:fs/promises";
+import { release } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { CommandError, type CommandRunner, commandRunner } from "../../host/exec.js";
@@ -51,6 +52,8 @@ export interface DmSnapshotDriverOptions {
   sysBlock?: string;
   /** Where the device nodes are (tests). */
   devDir?: string;
+  /** The running kernel's module folder, /lib/modules/<release> (tests). */
+  modulesDir?: string;
 }
 
 const COW_SUFFIX = ".cow";
@@ -92,6 +95,7 @@ class DmSnapshotDriver implements OverlayDriver {
   readonly #dm: DmDevices;
   readonly #chunkSectors: number;
   readonly #devDir: string;
+  readonly #modulesDir: string;
   readonly #lock = new KeyedLock();
   /** Attaching an origin and opening it with a snapshot is one step per image file. */
   readonly #originLock = new KeyedLock();
@@ -103,6 +107,7 @@ class DmSnapshotDriver implements OverlayDriver {
     this.#dm = new DmDevices(o.run ?? commandRunner(OVERLAY_COMMANDS), o.sysBlock);
     this.#chunkSectors = o.chunkSectors ?? 8;
     this.#devDir = o.devDir ?? "/dev";
+    this.#modulesDir = o.modulesDir ?? `/lib/modules/${release()}`;
   }
 
   #cowPath(id: string): string {
@@ -147,8 +152,14 @@ class DmSnapshotDriver implements OverlayDriver {
       } catch (err) {
         missing.push(`dmsetup (${errorText(err)})`);
       }
-      if (targets.length > 0 && !targets.includes("snapshot")) {
-        missing.push("the dm-snapshot target (module dm_snapshot is not loaded)");
+      // The kernel loads dm_snapshot itself at the first snapshot table; the package also
+      // loads it at boot (modules-load.d), when the daemon may not read /lib/modules.
+      if (
+        targets.length > 0 &&
+        !targets.includes("snapshot") &&
+        !(await this.#hasSnapshotModule())
+      ) {
+        missing.push("the dm-snapshot target (module dm_snapshot is neither loaded nor installed)");
       }
     }
     if (missing.length > 0) {
@@ -388,6 +399,14 @@ class DmSnapshotDriver implements OverlayDriver {
   deleteVersion(path: string): Promise<void> {
     // A loop device still serving it keeps the inode until its last machine lets go.
     return deleteReflinkVersion(path);
+  }
+
+  async #hasSnapshotModule(): Promise<boolean> {
+    for (const list of ["modules.dep", "modules.builtin"]) {
+      const text = await readFile(join(this.#modulesDir, list), "utf8").catch(() => "");
+      if (/(^|\/)dm-snapshot\.ko/m.test(text)) return true;
+    }
+    return false;
   }
 
   // --- devices ---

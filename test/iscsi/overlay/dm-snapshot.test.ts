@@ -100,17 +100,50 @@ t.test("a kernel without device-mapper is refused, saying what to load", async (
 });
 
 t.test("a kernel whose device-mapper lacks the snapshot target is refused", async (t) => {
-  const dir = t.testdir({ overlays: {}, dev: { "loop-control": "" } });
+  const dir = t.testdir({
+    overlays: {},
+    dev: { "loop-control": "" },
+    modules: {
+      "modules.dep": "kernel/drivers/md/dm-thin-pool.ko.xz: kernel/drivers/md/dm-mod.ko.xz\n",
+    },
+  });
   mkdirSync(join(dir, "dev/mapper"));
   writeFileSync(join(dir, "dev/mapper/control"), "");
   const d = createDmSnapshotDriver({
     dir: join(dir, "overlays"),
     logger,
     devDir: join(dir, "dev"),
+    modulesDir: join(dir, "modules"),
     run: async (file) => {
       if (file === "dmsetup") return { stdout: "striped v1.7.0\nlinear v1.4.0\n", stderr: "" };
       throw new Error(`unexpected ${file}`);
     },
   });
-  await t.rejects(d.check(), /the dm-snapshot target \(module dm_snapshot is not loaded\)/);
+  await t.rejects(
+    d.check(),
+    /the dm-snapshot target \(module dm_snapshot is neither loaded nor installed\)/,
+  );
+});
+
+t.test("a snapshot module not loaded yet but installed is fine: the kernel loads it", async (t) => {
+  const dir = t.testdir({
+    overlays: {},
+    dev: { "loop-control": "", mapper: { control: "" } },
+    modules: {
+      "modules.dep": "kernel/drivers/md/dm-snapshot.ko.xz: kernel/drivers/md/dm-bufio.ko.xz\n",
+    },
+  });
+  const d = createDmSnapshotDriver({
+    dir: join(dir, "overlays"),
+    logger,
+    devDir: join(dir, "dev"),
+    modulesDir: join(dir, "modules"),
+    run: async (file, args) => {
+      if (file === "dmsetup") return { stdout: "linear v1.4.0\n", stderr: "" };
+      if (file === "losetup" && args[0] === "--list") return { stdout: "", stderr: "" };
+      throw new Error(`unexpected ${file}`);
+    },
+  });
+  await d.check();
+  t.pass("check() accepts it");
 });
