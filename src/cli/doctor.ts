@@ -275,10 +275,10 @@ export async function runDoctor(inp: DoctorInputs): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
   if (inp.iscsiDriver !== "tgt") results.push(checkLio(inp.sys));
   for (const p of inp.ports) results.push(await checkPort(p));
-  results.push(checkOverlayDriver(inp.overlayDriver, inp.iscsiDriver, inp.sys));
-  if (inp.overlayDriver !== "lvm-thin" && inp.overlayDriver !== "dm-snapshot") {
-    results.push(checkReflink(inp.overlaysDir));
-  }
+  const overlay = checkOverlayDriver(inp.overlayDriver, inp.iscsiDriver, inp.sys);
+  results.push(overlay);
+  // Reflink matters only where reflink clones are the overlays in use.
+  if (overlay.detail.startsWith("reflink")) results.push(checkReflink(inp.overlaysDir));
   results.push(await checkReserveSpace(inp.overlaysDir, inp.reservePercent));
   results.push(checkIpxe(inp.ipxeFiles));
   for (const i of inp.interfaces) results.push(checkLinkSpeed(i, inp.sys));
