@@ -158,6 +158,56 @@ export function checkLio(sys = "/sys"): CheckResult {
   };
 }
 
+/**
+ * Which overlay driver the daemon takes and why, by the rule of `[iscsi] overlay_driver =
+ * "auto"` (iscsi/overlay/select.ts): dm-snapshot, whose machines share the image's page
+ * cache, with LIO where the kernel has device-mapper snapshots and loop devices.
+ */
+export function checkOverlayDriver(
+  overlayDriver = "auto",
+  iscsiDriver = "auto",
+  sys = "/sys",
+): CheckResult {
+  const name = "overlay driver";
+  const missing = [
+    ["dm_mod", "device-mapper"],
+    ["dm_snapshot", "dm-snapshot"],
+    ["loop", "loop devices"],
+  ]
+    .filter(([mod]) => !existsSync(join(sys, "module", mod!)))
+    .map(([, what]) => what!);
+  const fix = "modprobe dm_snapshot loop (the package lists them in /usr/lib/modules-load.d/)";
+  if (overlayDriver === "dm-snapshot") {
+    if (missing.length === 0) return ok(name, "dm-snapshot (configured): the kernel has it");
+    return {
+      name,
+      status: "fail",
+      detail: `dm-snapshot (configured), but the kernel lacks ${missing.join(", ")}`,
+      fix,
+    };
+  }
+  if (overlayDriver !== "auto") return ok(name, `${overlayDriver} (configured)`);
+  const lio = iscsiDriver !== "tgt" && existsSync(join(sys, "kernel/config/target"));
+  if (!lio) {
+    return ok(
+      name,
+      `reflink (auto): the target driver is tgt, which caches each block device itself; dm-snapshot overlays (a shared page cache) need LIO`,
+    );
+  }
+  if (missing.length === 0) {
+    return ok(
+      name,
+      "dm-snapshot (auto): LIO with device-mapper snapshots and loop devices, so every machine shares the image's page cache",
+    );
+  }
+  return {
+    name,
+    status: "warn",
+    detail: `reflink (auto): the kernel lacks ${missing.join(", ")}, so each machine's clone reads and caches the image on its own`,
+    fix,
+  };
+}
+
 export function checkLinkSpeed(ifname: string, sys = "/sys"): CheckResult {
   const name = `link speed of ${ifname}`;
   let speed: number;
@@ -227,7 +277,10 @@ export async function runDoctor(inp: DoctorInputs): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
   if (inp.iscsiDriver !== "tgt") results.push(checkLio(inp.sys));
   for (const p of inp.ports) results.push(await checkPort(p));
-  if (inp.overlayDriver !== "lvm-thin") results.push(checkReflink(inp.overlaysDir));
+  const overlay = checkOverlayDriver(inp.overlayDriver, inp.iscsiDriver, inp.sys);
+  results.push(overlay);
+  // Reflink matters only where reflink clones are the overlays in use.
+  if (overlay.detail.startsWith("reflink")) results.push(checkReflink(inp.overlaysDir));
   results.push(await checkReserveSpace(inp.overlaysDir, inp.reservePercent));
   results.push(checkIpxe(inp.ipxeFiles));
   for (const i of inp.interfaces) results.push(checkLinkSpeed(i, inp.sys));

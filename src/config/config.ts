@@ -125,7 +125,7 @@ export const configSchema = z
     iscsi: z
       .object({
         target_driver: z.enum(["auto", "lio", "tgt"]),
-        overlay_driver: z.enum(["reflink", "lvm-thin"]),
+        overlay_driver: z.enum(["auto", "reflink", "lvm-thin", "dm-snapshot"]),
         overlays_dir: derivedPathSchema,
         portal_port: portSchema,
         portal_address: z.union([z.literal(""), ipv4Schema]),
@@ -140,6 +140,7 @@ export const configSchema = z
         lio_saveconfig: pathSchema,
         lvm_volume_group: z.string(),
         session_poll_ms: z.number().int().min(500).max(600000),
+        warm_max_mib: z.number().int().min(0).max(1048576),
       })
       .strict(),
     storage: z
@@ -246,7 +247,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
     },
     iscsi: {
       target_driver: "auto",
-      overlay_driver: "reflink",
+      overlay_driver: "auto",
       overlays_dir: "",
       portal_port: 3260,
       portal_address: "",
@@ -256,6 +257,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
       lio_saveconfig: "/etc/rtslib-fb-target/saveconfig.json",
       lvm_volume_group: "",
       session_poll_ms: 5000,
+      warm_max_mib: 1024,
     },
     store: { busy_timeout_ms: 5000 },
     log: { level: "info" },

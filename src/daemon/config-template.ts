@@ -143,7 +143,8 @@ const KEY_DOCS: Record<string, KeyDoc> = {
     about: 'Target driver: "lio" (kernel), "tgt" (tgtd) or "auto" (LIO when present).',
   },
   "iscsi.overlay_driver": {
-    about: 'Overlay driver: "reflink" (XFS or btrfs clones) or "lvm-thin" (thin snapshots).',
+    about:
+      'Overlay driver: "auto" (dm-snapshot with LIO where the kernel has device-mapper snapshots and loop, else reflink), "dm-snapshot" (machines share the image\'s page cache), "reflink" (XFS or btrfs clones) or "lvm-thin" (thin snapshots).',
   },
   "iscsi.overlays_dir": {
     about: "Where reflink overlays live (on the same file system as images_dir).",
@@ -164,6 +165,10 @@ const KEY_DOCS: Record<string, KeyDoc> = {
   },
   "iscsi.lvm_volume_group": {
     about: "Volume group holding the thin pool, for the lvm-thin overlay driver.",
+  },
+  "iscsi.warm_max_mib": {
+    about:
+      "Boot-set warming with dm-snapshot overlays: at most this many MiB of each current image version's recorded boot set (<version file>.bootset.csv) are read into the page cache at start and when a version becomes current; 0 turns it off.",
   },
   "iscsi.session_poll_ms": { about: "How often iSCSI logins are read for boot sessions, in ms." },
   "api.rate_limit_per_minute": {

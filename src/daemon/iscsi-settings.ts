@@ -15,6 +15,7 @@ export function iscsiSettings(config: Config, opts: { isRoot: boolean }): IscsiS
     tgt: { controlPort: c.tgt_control_port, confDir: c.tgt_conf_dir },
     lio: { saveconfigPath: c.lio_saveconfig },
     sessionPollMs: c.session_poll_ms,
+    warmMaxBytes: c.warm_max_mib * 1024 * 1024,
     // modprobe needs root; without it, "auto" simply takes tgt when configfs is absent.
     mayLoadModules: opts.isRoot,
     reservePercent: config.storage.reserve_percent,

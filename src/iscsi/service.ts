@@ -8,7 +8,7 @@ import { errorText } from "../lib/error-text.js";
 import type { BootfleetMetrics } from "../metrics/bootfleet.js";
 import type { SanbootPreparer } from "../netboot/boot-script.js";
 import type { Store } from "../store/index.js";
-import { selectOverlayDriver } from "./overlay/select.js";
+import { chooseOverlayDriver } from "./overlay/select.js";
 import { Reconciler } from "./reconciler.js";
 import type { IscsiSettings } from "./settings.js";
 import { LioDriver } from "./target/lio.js";
@@ -16,6 +16,7 @@ import { selectTargetDriver } from "./target/select.js";
 import { TgtDriver } from "./target/tgt.js";
 import type { TargetIo } from "./target/types.js";
 import { versionStorage } from "./version-storage.js";
+import { BootSetWarmer } from "./warm.js";
 
 export interface Iscsi {
   reconciler: Reconciler;
@@ -54,9 +55,8 @@ export async function startIscsi(opts: {
 }): Promise<Iscsi> {
   const { settings: s, store } = opts;
   const log = opts.log.child({ module: "iscsi" });
-  const overlays = selectOverlayDriver(s.overlayDriver, s, log);
   mkdirSync(s.overlaysDir, { recursive: true, mode: 0o750 });
-  await overlays.check();
+  // The target driver first: which overlay driver "auto" takes depends on it.
   const targets = await selectTargetDriver({
     mode: s.targetDriver,
     logger: log,
@@ -71,6 +71,18 @@ export async function startIscsi(opts: {
       }),
     ...(s.mayLoadModules ? { run: commandRunner({ timeoutMs: 15_000 }) } : {}),
   });
+  const { driver: overlays, reason: overlayReason } = await chooseOverlayDriver(
+    s.overlayDriver,
+    s,
+    targets.name,
+    log,
+  );
+  await overlays.check();
+  const currentPath = (imageId: number): string | undefined => {
+    const image = store.images.get(imageId);
+    if (image?.status !== "ready" || image.current_version === null) return undefined;
+    return store.images.versions(imageId).find((v) => v.version === image.current_version)?.path;
+  };
   const reconciler = new Reconciler({
     store,
     ...(opts.bus ? { bus: opts.bus } : {}),
@@ -82,13 +94,22 @@ export async function startIscsi(opts: {
     ...(s.reservePercent !== undefined
       ? { reserve: () => checkReserve(s.overlaysDir, s.reservePercent!) }
       : {}),
-    imagePath: (imageId) => {
-      const image = store.images.get(imageId);
-      if (image?.status !== "ready" || image.current_version === null) return undefined;
-      return store.images.versions(imageId).find((v) => v.version === image.current_version)?.path;
-    },
+    imagePath: currentPath,
   });
   await reconciler.startup();
+
+  // Only dm-snapshot overlays read unwritten blocks through the image file's page cache.
+  const warmer = new BootSetWarmer({
+    maxBytes: overlays.name === "dm-snapshot" ? s.warmMaxBytes : 0,
+    log,
+  });
+  for (const path of store.images.currentVersionPaths()) void warmer.warm(path);
+  const stopWarmOnChange = opts.bus?.on((e) => {
+    if (e.type !== "image_version_changed") return;
+    if (e.payload.action !== "update_committed" && e.payload.action !== "rolled_back") return;
+    const path = currentPath(e.payload.image_id);
+    if (path) void warmer.warm(path);
+  });
 
   let polling = false;
   let polls = 0;
@@ -121,7 +142,11 @@ export async function startIscsi(opts: {
     resetOverlays: (machineId) => reconciler.resetMachineOverlays(machineId),
     io: targets.io ? (iqn) => targets.io!(iqn) : undefined,
     versionStorage: versionStorage(reconciler, overlays, store),
-    close: () => clearInterval(timer),
+    close: () => {
+      clearInterval(timer);
+      stopWarmOnChange?.();
+      warmer.close();
+    },
     summary: () => `iSCSI ${targets.name}/${overlays.name}`,
     health: async () => {
       const driver = await targets.list().then(
@@ -137,7 +162,7 @@ export async function startIscsi(opts: {
       const overlay = await overlays.check().then(
         (): ComponentHealth => ({
           status: "healthy",
-          reason: `${overlays.name} overlays usable in ${s.overlaysDir}`,
+          reason: `${overlays.name} overlays usable in ${s.overlaysDir} (${overlayReason})`,
         }),
         (err: unknown): ComponentHealth => ({
           status: "unhealthy",

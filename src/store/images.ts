@@ -170,6 +170,15 @@ export class ImagesRepo extends Table<Image> {
     );
   }
 
+  /** The file of the current version of every ready image (what boots; what warming reads). */
+  currentVersionPaths(): string[] {
+    return (
+      this.stmt(
+        "SELECT v.path FROM images i JOIN image_versions v ON v.image_id = i.id AND v.version = i.current_version WHERE i.status = 'ready' ORDER BY i.id",
+      ).all() as { path: string }[]
+    ).map((r) => r.path);
+  }
+
   versions(imageId: number): ImageVersion[] {
     return this.db
       .prepare("SELECT * FROM image_versions WHERE image_id = ? ORDER BY version")

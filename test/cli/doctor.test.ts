@@ -8,6 +8,7 @@ import {
   checkIpxe,
   checkLinkSpeed,
   checkLio,
+  checkOverlayDriver,
   checkPort,
   checkReflink,
   checkReserveSpace,
@@ -89,4 +90,26 @@ t.test("LIO, link speed and SSD read sysfs: a fake one where each fails", async 
   const ssd = checkSsd(sys, sys);
   t.equal(ssd.status, "warn", "no /sys/dev/block in the fake: cannot tell, says so");
   t.match(ssd.fix, /lsblk/);
+});
+
+t.test("the overlay driver check says which driver auto takes, and why", async (t) => {
+  const sys = t.testdir({
+    module: { dm_mod: {}, dm_snapshot: {}, loop: {} },
+    kernel: { config: { target: {} } },
+  });
+  const shared = checkOverlayDriver("auto", "auto", sys);
+  t.equal(shared.status, "ok");
+  t.match(shared.detail, /^dm-snapshot \(auto\): .*page cache/);
+  t.match(checkOverlayDriver("auto", "tgt", sys).detail, /^reflink \(auto\): .*tgt/);
+  const noSnap = t.testdir({
+    module: { dm_mod: {}, loop: {} },
+    kernel: { config: { target: {} } },
+  });
+  const fallback = checkOverlayDriver("auto", "lio", noSnap);
+  t.equal(fallback.status, "warn");
+  t.match(fallback.detail, /^reflink \(auto\): the kernel lacks dm-snapshot/);
+  t.match(fallback.fix, /modprobe dm_snapshot loop/);
+  const forced = checkOverlayDriver("dm-snapshot", "lio", noSnap);
+  t.equal(forced.status, "fail", "dm-snapshot configured on a kernel without it fails");
+  t.equal(checkOverlayDriver("reflink", "lio", noSnap).detail, "reflink (configured)");
 });

@@ -57,7 +57,7 @@ t.test("with no file, the embedded defaults are used and are complete", async (t
   t.equal(config.dhcp.enabled, true);
   t.equal(config.dhcp.mode, "proxy");
   t.equal(config.iscsi.target_driver, "auto");
-  t.equal(config.iscsi.overlay_driver, "reflink");
+  t.equal(config.iscsi.overlay_driver, "auto");
   t.equal(config.log.level, "info");
 });
 

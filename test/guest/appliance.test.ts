@@ -273,10 +273,14 @@ t.test(
     );
 
     // The admin's configuration: LIO explicitly, sessions polled often (the test waits on them).
+    // Reflink overlays: the steps below check fileio targets that LIO restores at boot before
+    // bootfleetd runs (dm-snapshot devices exist only once bootfleetd has made them; they
+    // have their own guest test, shared-cache.test.ts).
     await g.sh(
       `cat > ${CONFIG} <<'EOF'
 [iscsi]
 target_driver = "lio"
+overlay_driver = "reflink"
 session_poll_ms = 1000
 
 [log]

@@ -3,7 +3,7 @@ import type { OverlayOwner, QuarantinedOverlay } from "./owner.js";
 
 /** A machine's private writable disk, as a target driver needs to serve it. */
 export interface OverlayRef {
-  /** "file" for a fileio backstore (reflink), "block" for a block device (lvm-thin). */
+  /** "file" for a fileio backstore (reflink), "block" for a block device (lvm-thin, dm-snapshot). */
   kind: "file" | "block";
   path: string;
   sizeBytes: number;
@@ -26,7 +26,7 @@ export interface OverlayUsage {
   uniqueBytes?: number;
 }
 
-export type OverlayDriverName = "reflink" | "lvm-thin";
+export type OverlayDriverName = "reflink" | "lvm-thin" | "dm-snapshot";
 
 export interface OverlayDriver {
   readonly name: OverlayDriverName;
