@@ -80,7 +80,12 @@ t.test(
     const http = lab.lan.startUefiClient({ bridge: "br0", mac: MACHINES.http.mac, boot: "http" });
     t.teardown(() => http.kill());
     const up = async (pc: FirmwareClient, key: keyof typeof MACHINES) => {
-      await pc.waitFor(new RegExp(`\\n${MACHINES[key].name} login:`), LOGIN_TIMEOUT);
+      // A kernel panic ends the wait at once (QEMU stays up, halted), naming the panic.
+      const seen = await pc.waitFor(
+        new RegExp(`\\n${MACHINES[key].name} login:|Kernel panic - not syncing: [^\\n]*`),
+        LOGIN_TIMEOUT,
+      );
+      if (seen[0].startsWith("Kernel panic")) throw new Error(`${MACHINES[key].name}: ${seen[0]}`);
       return { at: Date.now(), io: lab.targetIo(key) };
     };
     const [chainUp, httpUp] = await Promise.all([up(chain, "chain"), up(http, "http")]);

@@ -86,7 +86,12 @@ t.test(
         serialInput: true,
       });
       t.teardown(() => pc.kill());
-      await pc.waitFor(new RegExp(`\\n${MACHINES[key].name} login:`), LOGIN_TIMEOUT);
+      // A kernel panic ends the wait at once (QEMU stays up, halted), naming the panic.
+      const seen = await pc.waitFor(
+        new RegExp(`\\n${MACHINES[key].name} login:|Kernel panic - not syncing: [^\\n]*`),
+        LOGIN_TIMEOUT,
+      );
+      if (seen[0].startsWith("Kernel panic")) throw new Error(`${MACHINES[key].name}: ${seen[0]}`);
       return pc;
     };
     /** A PC off: QEMU killed after a sync, its iSCSI connection closed as a logout would. */
