@@ -26,6 +26,16 @@ export interface BootRoutesDeps extends BootScriptDeps {
   imagesDir: string;
   /** After a script was rendered, with the machine the route already read (none if unknown). */
   onScriptServed?(machine: Machine | undefined, clientIp: string, kind: string): void;
+  /** After an iPXE binary went out whole (UEFI HTTP boot's counterpart of the TFTP phase). */
+  onBinaryServed?(e: HttpBinaryEvent): void;
+}
+
+export interface HttpBinaryEvent {
+  /** The name asked for, e.g. snponly.efi. */
+  file: string;
+  bytes: number;
+  durationMs: number;
+  clientAddress: string;
 }
 
 /** Files of a kernel image an iPXE client may fetch: nothing else leaves the library. */
@@ -56,9 +66,19 @@ export function bootRoutes(deps: BootRoutesDeps) {
   };
 
   app.get("/ipxe/:name", async (c) => {
-    const path = deps.ipxeBinaries[c.req.param("name")];
+    const name = c.req.param("name");
+    const path = deps.ipxeBinaries[name];
     if (!path) return c.text("not found\n", 404);
-    return sendFile(c, path);
+    const started = performance.now();
+    const clientAddress = clientIp(c);
+    return sendFile(c, path, (bytes) =>
+      deps.onBinaryServed?.({
+        file: name,
+        bytes,
+        durationMs: performance.now() - started,
+        clientAddress,
+      }),
+    );
   });
 
   app.get("/files/:image/:name", async (c) => {
@@ -136,7 +156,12 @@ function clientIp(c: Context): string {
   return address.startsWith("::ffff:") ? address.slice(7) : address;
 }
 
-async function sendFile(c: Context, path: string) {
+/**
+ * The file with its length. A HEAD gets the headers alone (EDK2's HTTP boot asks for the
+ * size first), so no file is opened for it; `sent` is told once a GET's body was read to
+ * its end.
+ */
+async function sendFile(c: Context, path: string, sent?: (bytes: number) => void) {
   let size: number;
   try {
     const s = await stat(path);
@@ -145,9 +170,9 @@ async function sendFile(c: Context, path: string) {
   } catch {
     return c.text("not found\n", 404);
   }
-  const body = Readable.toWeb(createReadStream(path)) as ReadableStream;
-  return c.body(body, 200, {
-    "content-type": "application/octet-stream",
-    "content-length": String(size),
-  });
+  const headers = { "content-type": "application/octet-stream", "content-length": String(size) };
+  if (c.req.method === "HEAD") return c.body(null, 200, headers);
+  const file = createReadStream(path);
+  if (sent) file.once("end", () => sent(size));
+  return c.body(Readable.toWeb(file) as ReadableStream, 200, headers);
 }

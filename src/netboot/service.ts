@@ -100,6 +100,11 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
       return existsSync(path) ? readFileSync(path, "utf8").trim() : "";
     },
     onScriptServed: (machine, clientIp, kind) => timeline.scriptServed(machine, clientIp, kind),
+    onBinaryServed: (e) => {
+      timeline
+        .binaryServed(e)
+        .catch((err: unknown) => log.warn({ err }, "HTTP transfer not recorded on the timeline"));
+    },
   });
   const policy = dhcpPolicy({
     discovery: new Discovery({ store, log, ...(deps.bus ? { bus: deps.bus } : {}) }),

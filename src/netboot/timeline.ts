@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import type { BootfleetMetrics } from "../metrics/bootfleet.js";
 import type { Store } from "../store/index.js";
 import type { Machine } from "../store/machines.js";
+import type { HttpBinaryEvent } from "./boot-routes.js";
 import type { ProxyRequestInfo } from "./dhcp/server.js";
 import type { TftpTransferEvent } from "./tftp/server.js";
 
@@ -21,8 +22,8 @@ export interface BootTimelineDeps {
 }
 
 /**
- * The boot timeline: each phase of a boot (DHCP offer, TFTP transfer, script served) is
- * stamped on the machine's current boot session, and timed for /metrics. It also knows
+ * The boot timeline: each phase of a boot (DHCP offer, TFTP or HTTP transfer of iPXE,
+ * script served) is stamped on the machine's current boot session, and timed for /metrics. It also knows
  * where a boot stands, which the proxy-DHCP asks to avoid a chainload loop.
  */
 export class BootTimeline {
@@ -64,7 +65,7 @@ export class BootTimeline {
    */
   async transferred(e: TftpTransferEvent): Promise<void> {
     if (e.sizeProbe) return;
-    const { store, metrics, log } = this.deps;
+    const { metrics, log } = this.deps;
     metrics?.tftpTransfer(e.ok ? "ok" : e.errorCode === 8 ? "aborted" : "error", e.bytes);
     log.info(
       {
@@ -79,17 +80,39 @@ export class BootTimeline {
     // Only a served file is a boot phase: refusals and failures (a flood of them, maybe)
     // never reach the neighbour table.
     if (!e.ok) return;
+    await this.#stampTransfer(e);
+  }
+
+  /**
+   * UEFI HTTP boot fetched iPXE's EFI binary over HTTP: the same phase as a TFTP transfer
+   * (the session's boot_method, x64-http, tells them apart). It also marks this boot as
+   * having loaded bootfleet's iPXE, so that iPXE gets its script and no chainload.
+   */
+  async binaryServed(e: HttpBinaryEvent): Promise<void> {
+    this.deps.log.info(
+      { file: e.file, bytes: e.bytes, duration_ms: e.durationMs, client: e.clientAddress },
+      "iPXE binary served over HTTP",
+    );
+    await this.#stampTransfer(e);
+  }
+
+  async #stampTransfer(e: {
+    file: string;
+    bytes: number;
+    durationMs: number;
+    clientAddress: string;
+  }): Promise<void> {
+    const { store, metrics } = this.deps;
     const mac = await this.deps.macForIp(e.clientAddress);
     const machine = mac ? store.machines.getByMac(mac) : undefined;
-    if (machine) {
-      store.sessions.stampPhase(machine.id, "tftp_done_at", {
-        tftp_file: e.file,
-        tftp_bytes: e.bytes,
-        tftp_duration_ms: Math.round(e.durationMs),
-      });
-      metrics?.bootPhase("tftp", e.durationMs / 1000);
-      this.deps.onPhase?.(machine.id);
-    }
+    if (!machine) return;
+    store.sessions.stampPhase(machine.id, "tftp_done_at", {
+      tftp_file: e.file,
+      tftp_bytes: e.bytes,
+      tftp_duration_ms: Math.round(e.durationMs),
+    });
+    metrics?.bootPhase("tftp", e.durationMs / 1000);
+    this.deps.onPhase?.(machine.id);
   }
 
   /** A script was served over HTTP (machine undefined: a MAC the store does not know). */

@@ -1,13 +1,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { createHash } from "node:crypto";
-import { createReadStream, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
-import { Store } from "../../src/store/index.js";
-import { startDaemon, tempDir } from "../helpers/daemon.js";
+import { copySparse, sha256, shell as shellAt, startDisklessLab } from "../helpers/diskless-lab.js";
 import { BUILD_TIMEOUT_MS, buildImage } from "../helpers/image-recipe.js";
-import { type FirmwareClient, TestLan } from "../helpers/lan.js";
-import { mountLoopFs } from "../iscsi/overlay/loopfs.js";
+import type { FirmwareClient } from "../helpers/lan.js";
 
 // A real operating system, diskless: PCs boot the Debian 12 image of images/debian-12
 // through the daemon (proxy DHCP, iPXE script, sanboot of their own reflink overlay on
@@ -27,35 +24,14 @@ const SETUP_TIMEOUT = 10 * 60_000;
 // (each waits for the prompt, then for its marker), and the setup.
 t.setTimeout(BUILD_TIMEOUT_MS + SETUP_TIMEOUT + 3 * LOGIN_TIMEOUT + 12 * SHELL_TIMEOUT);
 
-const PREFIX = "iqn.2024-01.io.bootfleet";
-
-function sha256(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash("sha256");
-    createReadStream(path)
-      .on("data", (d) => h.update(d))
-      .on("error", reject)
-      .on("end", () => resolve(h.digest("hex")));
-  });
-}
-
 /** read_bytes of a process (bytes it caused to be read from storage), from /proc. */
 function readBytes(pid: number): number {
   const m = /^read_bytes: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, "utf8"));
   return Number(m?.[1] ?? Number.NaN);
 }
 
-/**
- * Runs a command at the root shell of a booted PC (autologin on ttyS0) and waits for its
- * marker. The marker is computed by the shell ($((...))), so the echo of the typed line
- * never matches it.
- */
-async function shell(pc: FirmwareClient, command: string, marker: RegExp): Promise<string> {
-  // Keys typed before the shell runs are flushed by getty and login: wait for its prompt.
-  await pc.waitFor(/root@[a-z0-9-]+:~# /, SHELL_TIMEOUT);
-  await pc.type(`${command}\r`);
-  return (await pc.waitFor(marker, SHELL_TIMEOUT))[0];
-}
+const shell = (pc: FirmwareClient, command: string, marker: RegExp) =>
+  shellAt(pc, command, marker, SHELL_TIMEOUT);
 
 t.test("two PCs boot one Debian image diskless, each under its own name", { skip }, async (t) => {
   // The image: cached by recipe hash; a cold build is part of this test's time.
@@ -63,25 +39,6 @@ t.test("two PCs boot one Debian image diskless, each under its own name", { skip
   t.comment(
     `image ${image.path}: ${image.built ? "built" : "cached"} in ${image.seconds.toFixed(1)} s`,
   );
-
-  const lan = TestLan.create(t, "bf-e2e-deb", [
-    { bridge: "br0", address: "10.99.0.1", dhcpRange: ["10.99.0.50", "10.99.0.99"] },
-  ]);
-  const fs = await mountLoopFs("xfs-reflink", 8 * 1024 ** 3, "e2e-deb");
-  t.teardown(() => fs.cleanup());
-  const data = fs.dir;
-  const confDir = tempDir(t, "bf-tgt-conf-");
-
-  mkdirSync(join(data, "images"));
-  const golden = join(data, "images", "debian-12.raw");
-  // The cache is on another file system: a plain copy (sparse, like the cached file).
-  await new Promise<void>((resolve, reject) => {
-    const cp = spawn("cp", ["--sparse=always", image.path, golden], { stdio: "inherit" });
-    cp.once("error", reject);
-    cp.once("exit", (code) => (code === 0 ? resolve() : reject(new Error(`cp exit ${code}`))));
-  });
-  const goldenSize = statSync(golden).size;
-  const goldenSum = await sha256(golden);
 
   const machines = {
     a: { name: "lab-pc-a", mac: "52:54:00:bf:de:0a", policy: "persistent" as const },
@@ -94,74 +51,19 @@ t.test("two PCs boot one Debian image diskless, each under its own name", { skip
       policy: "reset" as const,
     },
   };
-  const ids: Record<string, { machine: number; target: number }> = {};
-  const store = Store.open({ path: join(data, "bootfleet.db"), busyTimeoutMs: 1000 });
-  const img = store.images.create({
-    name: "Debian 12",
-    filename: "debian-12.raw",
-    status: "ready",
-    format: "raw",
+  const lab = await startDisklessLab(t, {
+    name: "bf-e2e-deb",
+    net: "10.99.0",
+    fsBytes: 8 * 1024 ** 3,
+    writeGolden: (path) => copySparse(image.path, path),
+    machines,
+    // It applies every target (tgtadm calls) before it says ready: slow on a loaded machine.
+    daemonTimeoutMs: 120_000,
   });
-  store.images.addVersion(img.id, { path: golden, size_bytes: goldenSize });
-  for (const [key, m] of Object.entries(machines)) {
-    const machine = store.machines.create({
-      name: m.name,
-      mac_address: m.mac,
-      status: "active",
-      boot_action: "sanboot",
-      overlay_policy: m.policy,
-      ...("hostname" in m ? { hostname: m.hostname } : {}),
-    });
-    const target = store.targets.create({
-      name: `${m.name}-target`,
-      iqn: `${PREFIX}:${m.name}`,
-      portal_ip: "10.99.0.1",
-      machine_id: machine.id,
-      system_image_id: img.id,
-      initiator_iqn: `${PREFIX}:client-${m.mac.replace(/:/g, "")}`,
-      chap_username: `user-${key}`,
-      chap_password: `Secret${key.toUpperCase()}0123456`,
-    });
-    ids[key] = { machine: machine.id, target: target.id };
-  }
-  store.close();
-
-  lan.startSiteDhcp(lan.subnets[0]!);
-  const control = 20_000 + ((process.pid + 7) % 10_000);
-  const tgtd = lan.spawn("tgtd", ["-f", "-C", String(control), "--iscsi", "portal=10.99.0.1:3260"]);
-  t.teardown(() => {
-    try {
-      lan.exec("tgtadm", ["-C", String(control), "--op", "delete", "--mode", "system"]);
-    } catch {
-      // killed with the namespace's processes
-    }
-  });
-  for (let i = 0; ; i++) {
-    try {
-      lan.exec("tgtadm", ["-C", String(control), "--op", "show", "--mode", "sys"]);
-      break;
-    } catch (err) {
-      if (i > 100) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  await startDaemon(t, {
-    wrapper: lan.wrapper,
-    // It applies both targets (tgtadm calls) before it says ready: slow on a loaded machine.
-    timeoutMs: 120_000,
-    env: {
-      BOOTFLEET_DATA_DIR: data,
-      BOOTFLEET_HTTP_LISTEN: ":80",
-      BOOTFLEET_TFTP_PORT: "69",
-      BOOTFLEET_DHCP_ENABLED: "true",
-      BOOTFLEET_NETBOOT_INTERFACES: "br0",
-      BOOTFLEET_ISCSI_TARGET_DRIVER: "tgt",
-      BOOTFLEET_ISCSI_TGT_CONTROL_PORT: String(control),
-      BOOTFLEET_ISCSI_TGT_CONF_DIR: confDir,
-      BOOTFLEET_ISCSI_SESSION_POLL_MS: "1000",
-    },
-  });
-  const overlay = (key: string) => join(data, "overlays", `t${ids[key]!.target}-system.img`);
+  const { lan, golden, tgtd } = lab;
+  const goldenSize = statSync(golden).size;
+  const goldenSum = await sha256(golden);
+  const overlay = lab.overlay;
 
   // Optional: every read tgtd makes of the overlays during the first boots, for the boot
   // storm benchmark (bench/storm/boot-set/README.md says how it is made).

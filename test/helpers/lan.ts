@@ -175,14 +175,19 @@ export class TestLan {
   }
 
   /**
-   * A UEFI PC (OVMF) that PXE-boots with the firmware's own network stack: `romfile=`
-   * keeps QEMU's iPXE ROM out, so it asks for a boot file as architecture 7.
+   * A UEFI PC (OVMF) that boots with the firmware's own network stack: `romfile=` keeps
+   * QEMU's iPXE ROM out. With `boot: "pxe"` (the default) it asks for a boot file as
+   * architecture 7. With `boot: "http"` OVMF's PXE is switched off through its fw_cfg
+   * knobs (OvmfPkg/RUNTIME_CONFIG.md), so the NIC's first boot option is UEFI HTTPv4: the
+   * firmware asks as vendor class HTTPClient, architecture 16, and fetches the URL it is
+   * given with its own HTTP client.
    */
   startUefiClient(opts: {
     bridge: string;
     mac: string;
     memoryMiB?: number;
     serialInput?: boolean;
+    boot?: "pxe" | "http";
   }): FirmwareClient {
     const tap = this.addTap(opts.bridge);
     const serial = join(this.dir, `${tap}.serial.log`);
@@ -202,6 +207,14 @@ export class TestLan {
       `tap,id=n0,ifname=${tap},script=no,downscript=no`,
       "-device",
       `virtio-net-pci,netdev=n0,mac=${opts.mac},romfile=`,
+      ...(opts.boot === "http"
+        ? [
+            "-fw_cfg",
+            "name=opt/org.tianocore/IPv4PXESupport,string=no",
+            "-fw_cfg",
+            "name=opt/org.tianocore/IPv6PXESupport,string=no",
+          ]
+        : []),
       "-display",
       "none",
       ...serialArgs(serial, input),

@@ -135,20 +135,25 @@ export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<Prox
   };
 }
 
-type Decision =
+export type Decision =
   | { action: "reply"; info: ProxyRequestInfo; outcome: Extract<ProxyOutcome, { action: "reply" }> }
   /** No reason: not a PXE request at all (ignored silently). */
   | { action: "ignore"; mac?: string; port?: ProxyPort; reason?: string };
 
-/** Classifies a decoded request, asks the daemon's policy, and lets dhcp/proxy.ts decide. */
-function decide(
-  opts: ProxyDhcpServerOptions,
-  d: InboundDatagram,
+/**
+ * Classifies a decoded request, asks the daemon's policy, and lets dhcp/proxy.ts decide.
+ * UEFI HTTP boot firmware (vendor class HTTPClient) is a boot client as much as PXE
+ * firmware is: proxy.ts answers it with the http:// URL of iPXE's EFI binary.
+ */
+export function decide(
+  opts: Pick<ProxyDhcpServerOptions, "policy" | "bootFiles">,
+  d: Pick<InboundDatagram, "ifname" | "dstPort" | "srcAddress" | "srcPort" | "localAddress">,
   packet: DhcpPacket,
   serverAddress: string | undefined,
 ): Decision {
   const client = classifyClient(packet);
-  if (!client.isRequest || !client.isPxe || client.mac === undefined) return { action: "ignore" };
+  const bootClient = client.isPxe || client.isHttpBoot;
+  if (!client.isRequest || !bootClient || client.mac === undefined) return { action: "ignore" };
   const port = d.dstPort === 4011 ? 4011 : 67;
   const info: ProxyRequestInfo = {
     client: client as ClientInfo & { mac: string },

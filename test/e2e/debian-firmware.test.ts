@@ -1,0 +1,130 @@
+import t from "tap";
+import { copySparse, type DisklessLab, startDisklessLab } from "../helpers/diskless-lab.js";
+import { BUILD_TIMEOUT_MS, buildImage } from "../helpers/image-recipe.js";
+import type { FirmwareClient } from "../helpers/lan.js";
+
+// The firmware paths debian-boot.test.ts does not take, with the real Debian image:
+// - BIOS PXE chainloading undionly.kpxe: the NIC's iPXE is answered as plain PXE firmware
+//   (BOOTFLEET_DHCP_CHAINLOAD_NIC_IPXE), so it loads bootfleet's undionly.kpxe over TFTP;
+// - UEFI HTTP boot: OVMF with its PXE switched off asks as HTTPClient, is given the
+//   http:// URL of iPXE's EFI binary, fetches it with its own HTTP client, and that iPXE
+//   sanboots (the daemon must not chainload it again).
+// Each boot's timeline (the API's session view) is printed as a `# timeline` line.
+const skip =
+  process.getuid?.() === 0
+    ? false
+    : "needs root: namespaces, loop-mounted XFS, tgtd, QEMU, mmdebstrap";
+
+/** Bounds, not expectations: a Debian boot under TCG takes minutes, more on a loaded machine. */
+const LOGIN_TIMEOUT = 1_500_000;
+const SETUP_TIMEOUT = 10 * 60_000;
+t.setTimeout(BUILD_TIMEOUT_MS + SETUP_TIMEOUT + LOGIN_TIMEOUT + 60_000);
+
+const MACHINES = {
+  chain: { name: "lab-fw-chain", mac: "52:54:00:bf:df:01", policy: "reset" as const },
+  http: { name: "lab-fw-http", mac: "52:54:00:bf:df:02", policy: "reset" as const },
+};
+
+interface SessionView {
+  boot_method: string | null;
+  started_at: string;
+  phases: Record<string, string | null>;
+  io_seen_at: string | null;
+}
+
+/** Seconds from QEMU's start to a stamp, or "-" when the phase was not stamped. */
+const since = (start: number, iso: string | null | undefined) =>
+  iso ? `+${((Date.parse(iso) - start) / 1000).toFixed(1)} s` : "-";
+
+function timeline(lab: DisklessLab, key: keyof typeof MACHINES, start: number, loginAt: number) {
+  const list = lab.api("GET", `/sessions?machine_id=${lab.ids[key]!.machine}&limit=1`);
+  const s = (list.json as SessionView[])[0];
+  if (!s) throw new Error(`no session for ${key}: ${JSON.stringify(list.json)}`);
+  const transfer = s.boot_method?.endsWith("-http") ? "HTTP" : "TFTP";
+  return {
+    session: s,
+    line:
+      `timeline ${MACHINES[key].name} (${s.boot_method}), from QEMU start: ` +
+      `offer ${since(start, s.phases.dhcp_offer_at)}, ` +
+      `${transfer} ${since(start, s.phases.tftp_done_at)}, ` +
+      `script ${since(start, s.phases.script_served_at)}, ` +
+      `iSCSI login ${since(start, s.phases.iscsi_login_at)}, ` +
+      `first I/O ${since(start, s.io_seen_at)}, ` +
+      `login prompt +${((loginAt - start) / 1000).toFixed(1)} s`,
+  };
+}
+
+t.test(
+  "the Debian image boots on BIOS PXE + undionly.kpxe and on UEFI HTTP boot",
+  { skip },
+  async (t) => {
+    const image = await buildImage("debian-12", { log: (m) => t.comment(m) });
+    t.comment(`image ${image.path}: ${image.built ? "built" : "cached"}`);
+    const lab = await startDisklessLab(t, {
+      name: "bf-e2e-dfw",
+      net: "10.96.0",
+      fsBytes: 6 * 1024 ** 3,
+      writeGolden: (path) => copySparse(image.path, path),
+      machines: MACHINES,
+      env: { BOOTFLEET_DHCP_CHAINLOAD_NIC_IPXE: "true" },
+    });
+
+    // Both at once: two Debian boots under TCG are the cost of this test.
+    const started = Date.now();
+    const chain = lab.lan.startBiosClient({
+      bridge: "br0",
+      mac: MACHINES.chain.mac,
+      memoryMiB: 512,
+    });
+    t.teardown(() => chain.kill());
+    const http = lab.lan.startUefiClient({ bridge: "br0", mac: MACHINES.http.mac, boot: "http" });
+    t.teardown(() => http.kill());
+    const up = async (pc: FirmwareClient, key: keyof typeof MACHINES) => {
+      // A kernel panic ends the wait at once (QEMU stays up, halted), naming the panic.
+      const seen = await pc.waitFor(
+        new RegExp(`\\n${MACHINES[key].name} login:|Kernel panic - not syncing: [^\\n]*`),
+        LOGIN_TIMEOUT,
+      );
+      if (seen[0].startsWith("Kernel panic")) throw new Error(`${MACHINES[key].name}: ${seen[0]}`);
+      return { at: Date.now(), io: lab.targetIo(key) };
+    };
+    const [chainUp, httpUp] = await Promise.all([up(chain, "chain"), up(http, "http")]);
+
+    // BIOS PXE: the ROM was sent to TFTP for undionly.kpxe, whose iPXE got the script.
+    t.match(chain.serial(), /undionly\.kpxe\.\.\. ok/, "the BIOS PC loaded undionly.kpxe");
+    t.pass(`${MACHINES.chain.name} reached its login prompt (BIOS PXE -> undionly.kpxe)`);
+    const c = timeline(lab, "chain", started, chainUp.at);
+    t.equal(c.session.boot_method, "bios", "the session says BIOS");
+    t.ok(c.session.phases.tftp_done_at && c.session.phases.iscsi_login_at, "phases stamped");
+    t.comment(c.line);
+
+    // UEFI HTTP boot: OVMF's HTTPv4 boot option, not PXE, and one script (no chainload).
+    t.match(http.serial(), /Start HTTP Boot over IPv4/, "OVMF took its HTTP boot option");
+    t.notMatch(http.serial(), /Start PXE over IPv4/, "and not PXE");
+    t.pass(`${MACHINES.http.name} reached its login prompt (UEFI HTTP boot -> snponly.efi)`);
+    const h = timeline(lab, "http", started, httpUp.at);
+    t.equal(h.session.boot_method, "x64-http", "the session says UEFI HTTP boot");
+    t.ok(h.session.phases.tftp_done_at, "the HTTP transfer of iPXE is on the timeline");
+    t.comment(h.line);
+    const binaries = lab.daemon.logs.filter((l) => l.msg === "iPXE binary served over HTTP");
+    t.same(
+      binaries.map((l) => l.file),
+      ["snponly.efi"],
+      "snponly.efi went over HTTP, once",
+    );
+    const scripts = lab.daemon.logs.filter((l) => l.msg === "boot script served");
+    t.equal(scripts.length, 2, "one script per PC: no chainload loop on either");
+
+    // What one boot read from its overlay, to the login prompt (tgtd's session counters).
+    for (const [key, io] of [
+      ["chain", chainUp.io],
+      ["http", httpUp.io],
+    ] as const) {
+      t.ok(io.readBytes > 10 * 2 ** 20, `${key}: the boot read its overlay`);
+      t.comment(
+        `boot set ${MACHINES[key].name}: ${(io.readBytes / 2 ** 20).toFixed(1)} MiB read, ` +
+          `${(io.writeBytes / 2 ** 20).toFixed(1)} MiB written, ${io.commands} commands`,
+      );
+    }
+  },
+);
