@@ -51,6 +51,7 @@ t.test("an iPXE binary fetched over HTTP is the boot's transfer phase", async (t
     scriptUrl: () => "http://127.0.0.1/boot/x",
     fileUrl: () => "http://127.0.0.1/boot/files/x",
     kernelCmdline: () => "",
+    menuTimeoutSeconds: 10,
     onBinaryServed: (e) => recorded.push(timeline.binaryServed(e)),
   });
   const server = serve({
