@@ -16,6 +16,7 @@ import { FleetMonitor } from "../fleet/monitor.js";
 import { interfaceIPv4 } from "../host/interfaces.js";
 import { NeighbourTable } from "../host/neighbours.js";
 import { ImageService } from "../images/service.js";
+import { SnapshotService } from "../images/snapshots.js";
 import { VersionService } from "../images/versions.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
 import { JobRunner } from "../jobs/runner.js";
@@ -279,6 +280,12 @@ export class Daemon {
       keepVersions: c.images.keep_versions,
       reserve: () => checkReserve(c.images_dir, c.storage.reserve_percent),
     });
+    const snapshots = new SnapshotService({
+      store,
+      log: this.log,
+      versions,
+      reserve: () => checkReserve(c.images_dir, c.storage.reserve_percent),
+    });
     const recovered = jobs.recover();
     if (recovered.failed.length || recovered.requeued.length) {
       this.log.warn(
@@ -306,6 +313,7 @@ export class Daemon {
     return {
       images,
       versions,
+      snapshots,
       jobs,
       events: this.streams,
       power,

@@ -454,6 +454,77 @@ export class Reconciler {
   }
 
   /**
+   * Clones the target's system overlay under `name` (reflink clone or thin snapshot, never
+   * a copy), under the machine's lock so no reset or boot interleaves. With `refuseLive`,
+   * refused (LiveSessionError) while the machine is logged in: a disk being written is not
+   * a consistent image. Without, the clone is crash-consistent, like a power cut.
+   */
+  cloneSystemOverlay(targetId: number, name: string, refuseLive: boolean): Promise<OverlayRef> {
+    const target = this.d.store.targets.get(targetId);
+    if (!target) return Promise.reject(new Error(`no target ${targetId}`));
+    return this.perMachine.run(target.machine_id, async () => {
+      if (refuseLive) await this.refuseLive(target);
+      const overlays = this.d.overlays;
+      if (!overlays.freezeVersion) {
+        throw new Error(`the ${overlays.name} overlay driver cannot clone overlays`);
+      }
+      return overlays.freezeVersion(systemOverlayId(target.id), name);
+    });
+  }
+
+  /**
+   * Puts a clone back as the target's system overlay (a snapshot restore): refused while
+   * the machine is logged in; its target is taken down and rebuilt on the restored disk.
+   */
+  restoreSystemOverlay(targetId: number, path: string, version: number | null): Promise<Target> {
+    const target = this.d.store.targets.get(targetId);
+    if (!target) return Promise.reject(new Error(`no target ${targetId}`));
+    return this.perMachine.run(target.machine_id, async () => {
+      const machine = this.d.store.machines.get(target.machine_id)!;
+      await this.refuseLive(target);
+      await this.takeDown(target);
+      this.knownTargetIds.add(target.id);
+      await this.d.overlays.reset(
+        path,
+        systemOverlayId(target.id),
+        this.ownerOf(target, target.system_image_id, version),
+      );
+      const restored = this.d.store.targets.update(target.id, { overlay_version: version })!;
+      await this.applyTarget(machine, restored);
+      this.d.log.info({ iqn: target.iqn, from: path, version }, "overlay restored from a snapshot");
+      return this.d.store.targets.get(target.id)!;
+    });
+  }
+
+  /**
+   * Deletes what storage_garbage lists (snapshots whose rows went, with their target or
+   * machine too); a failure stays queued for the next sweep.
+   */
+  async collectGarbage(): Promise<void> {
+    const remove = this.d.overlays.deleteVersion?.bind(this.d.overlays);
+    if (!remove) return;
+    for (const g of this.d.store.storageGarbage.pending()) {
+      try {
+        await remove(g.path);
+        this.d.store.storageGarbage.done(g.id);
+        this.d.log.info({ path: g.path, reason: g.reason }, "deleted with its row");
+      } catch (err) {
+        this.d.store.storageGarbage.failed(g.id, errorText(err));
+        this.d.log.warn({ path: g.path, err: errorText(err) }, "not deleted yet; retried later");
+      }
+    }
+  }
+
+  private async refuseLive(target: Target): Promise<void> {
+    if (!(await this.liveSession(target))) return;
+    const machine = this.d.store.machines.get(target.machine_id);
+    throw new LiveSessionError(
+      machine?.name ?? `${target.machine_id}`,
+      this.d.store.sessions.current(target.machine_id)?.session_id,
+    );
+  }
+
+  /**
    * After an update of the machine's image closed (the machine is off): its target is
    * rebuilt on its own overlay instead of the draft.
    */
@@ -521,6 +592,7 @@ export class Reconciler {
         this.d.log.error({ overlay: id, err: errorText(err) }, "unknown overlay left in place");
       }
     }
+    await this.collectGarbage();
   }
 
   /** The overlays set aside and the targets left running, for the storage API. */

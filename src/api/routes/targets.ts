@@ -38,6 +38,7 @@ export function targetView(t: TargetRow) {
     // Versions: the one it pins (null: follows the image's current one), the one its
     // overlay was cloned from, and how far that is behind.
     image_version: t.system_image_version,
+    pinned_version: t.system_image_version,
     overlay_version: t.overlay_version,
     versions_behind: t.versions_behind,
     overlay_allocated_bytes: t.overlay_allocated_bytes,
