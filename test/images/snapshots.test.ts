@@ -1,4 +1,8 @@
+import { mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import t, { type Test } from "tap";
+import { findOrphans } from "../../src/diskspace/cleanup.js";
 import { EventBus } from "../../src/events/bus.js";
 import { SnapshotService } from "../../src/images/snapshots.js";
 import { VersionError } from "../../src/images/version-errors.js";
@@ -350,3 +354,26 @@ t.test("pin: only to an existing version; retention keeps pinned and snapshotted
     ["pinned", "unpinned"],
   );
 });
+
+t.test(
+  "storage clean-up: a snapshot file without a row is an orphan, one with a row is not",
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), `bf-snap-orphans-${process.pid}-`));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const kept = join(dir, "snap-t1-0a1b2c3d.raw");
+    const lost = join(dir, "snap-t2-deadbeef.raw");
+    const old = new Date(Date.now() - 2 * 3600_000);
+    for (const p of [kept, lost]) {
+      writeFileSync(p, "x");
+      utimesSync(p, old, old);
+    }
+    const orphans = await findOrphans({
+      imagesDir: dir,
+      referencedImageFiles: () => new Set([kept]),
+    });
+    t.same(
+      orphans.map((o) => [o.path, o.reason]),
+      [[lost, "unreferenced snapshot file"]],
+    );
+  },
+);
