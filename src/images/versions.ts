@@ -109,9 +109,14 @@ export class VersionService {
           field: "machine_id",
         });
       }
+      // A games or data disk (a target's extra disk) is updated the same way as a system disk.
       const boots = s.targets
         .forMachine(machine.id)
-        .some((t) => t.is_active === 1 && t.system_image_id === image.id);
+        .some(
+          (t) =>
+            t.is_active === 1 &&
+            (t.system_image_id === image.id || t.extra_disk_image_id === image.id),
+        );
       if (!boots) {
         throw new VersionError(
           "machine_not_on_image",

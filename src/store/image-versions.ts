@@ -10,12 +10,14 @@ export type ImageVersionRow = ImageVersion & {
   in_use_by: number;
 };
 
-// A version is in use when a target pins it, a target's overlay was cloned from it (a
-// persistent machine keeps booting it), an open update's draft rests on it, a writeback
-// snapshot rests on it (a restore puts its target back on it), or it is current.
+// A version is in use when a target pins it, a target's overlay (or extra disk) was cloned
+// from it or serves it (a persistent machine keeps booting it), an open update's draft
+// rests on it, a writeback snapshot rests on it (a restore puts its target back on it), or
+// it is current.
 const IN_USE_BY = `(
-  (SELECT count(*) FROM targets t WHERE t.system_image_id = v.image_id
+  (SELECT count(*) FROM targets t WHERE (t.system_image_id = v.image_id
      AND (t.system_image_version = v.version OR t.overlay_version = v.version))
+     OR (t.extra_disk_image_id = v.image_id AND t.extra_overlay_version = v.version))
   + (SELECT count(*) FROM image_updates u WHERE u.image_id = v.image_id
      AND u.status = 'open' AND u.base_version = v.version)
   + (SELECT count(*) FROM target_snapshots s WHERE s.image_id = v.image_id

@@ -354,7 +354,7 @@ ALTER TABLE users ADD COLUMN login_locked_until TEXT;
   },
   {
     version: 8,
-    name: "writeback snapshots of targets, and files waiting for deletion",
+    name: "writeback snapshots of targets, files waiting for deletion, extra disk versions",
     sql: `
 -- A snapshot of a persistent machine's writeback: a clone of its system overlay (a reflink
 -- file or a thin LV) taken with a comment; restoring it clones it back over the overlay.
@@ -372,6 +372,11 @@ CREATE TABLE target_snapshots (
   updated_at    TEXT NOT NULL DEFAULT ${NOW}
 );
 CREATE INDEX target_snapshots_target ON target_snapshots(target_id, id);
+
+-- The version of the extra disk image a target's extra LUN serves (games disk, read-only)
+-- or its data overlay was cloned from: a commit of the games image never swaps the disk
+-- under a running PC, and retention keeps it.
+ALTER TABLE targets ADD COLUMN extra_overlay_version INTEGER;
 
 -- Files (or LVs) whose row is gone and whose bytes must go too: a deleted snapshot, or
 -- every snapshot of a deleted target or machine (the cascade fires the trigger), so no

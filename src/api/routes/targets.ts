@@ -41,6 +41,8 @@ export function targetView(t: TargetRow) {
     pinned_version: t.system_image_version,
     overlay_version: t.overlay_version,
     versions_behind: t.versions_behind,
+    // The version of the extra disk image its LUN serves (games) or its overlay was made from (data).
+    extra_disk_version: t.extra_overlay_version,
     overlay_allocated_bytes: t.overlay_allocated_bytes,
     overlay_unique_bytes: t.overlay_unique_bytes,
     overlay_usage_at: t.overlay_usage_at,
