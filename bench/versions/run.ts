@@ -4,6 +4,8 @@
  * fragmented variant): the draft is a real reflink overlay holding 64 MiB of the
  * super-client's scattered writes; commit goes through VersionService with the reflink
  * driver's freezeVersion (what the daemon does), rollback is the store's pointer change.
+ * Then, on a persistent machine's overlay holding the same 64 MiB of writes: a writeback
+ * snapshot (SnapshotService.take), its restore, and a promote (VersionService.promote).
  *
  *   node --import tsx bench/versions/run.ts        (root; a few minutes; about 3 GiB of disk)
  */
@@ -11,8 +13,10 @@ import { randomBytes } from "node:crypto";
 import { mkdir, open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { pino } from "pino";
+import { SnapshotService } from "../../src/images/snapshots.js";
 import { VersionService, type VersionStorage } from "../../src/images/versions.js";
 import { createReflinkDriver } from "../../src/iscsi/overlay/reflink.js";
+import { systemOverlayId } from "../../src/iscsi/reconciler.js";
 import { Store } from "../../src/store/index.js";
 import { mountLoopFs } from "../../test/iscsi/overlay/loopfs.js";
 
@@ -70,8 +74,10 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 const fs = await mountLoopFs("xfs-reflink", 260 * GiB, "bench-versions");
 try {
-  console.log("| image | commit median (min–max) | rollback median |");
-  console.log("|---|---|---|");
+  const rows = [
+    "| image | commit median (min–max) | rollback median | snapshot | restore | promote |",
+    "|---|---|---|---|---|---|",
+  ];
   for (const c of CASES) {
     const base = join(fs.dir, c.label.replace(/\W+/g, "-"));
     const images = join(base, "images");
@@ -89,13 +95,26 @@ try {
       isLive: async () => false,
       resetTarget: async () => {},
       retarget: async () => {},
+      // What the reconciler does under the machine's lock, minus the target rebuild.
+      cloneOverlay: (id, n) => driver.freezeVersion!(systemOverlayId(id), n),
+      restoreOverlay: async (id, p, v) => {
+        await driver.reset(p, systemOverlayId(id));
+        store.targets.update(id, { overlay_version: v });
+      },
+      collectGarbage: async () => {
+        for (const g of store.storageGarbage.pending()) {
+          await driver.deleteVersion!(g.path);
+          store.storageGarbage.done(g.id);
+        }
+      },
     };
     const versions = new VersionService({ store, log, keepVersions: 100 });
     versions.attach(storage);
     const image = store.images.create({ name: "img", filename: "v1.raw", status: "ready" });
     store.images.addVersion(image.id, { path: v1, size_bytes: c.sizeBytes });
     const m = store.machines.create({ name: "super", mac_address: "52:54:00:00:00:01" });
-    store.targets.create({
+    const snapshots = new SnapshotService({ store, log, versions });
+    const st = store.targets.create({
       name: "super-t",
       iqn: "iqn.2024-01.bench:super",
       portal_ip: "10.0.0.1",
@@ -123,12 +142,37 @@ try {
       rollbacks.push(performance.now() - t0);
       await versions.rollback(image.id, store.images.versions(image.id).at(-1)!.version);
     }
-    console.log(
-      `| ${c.label} | ${median(commits).toFixed(1)} ms (${Math.min(...commits).toFixed(1)}–${Math.max(...commits).toFixed(1)}) | ${median(rollbacks).toFixed(2)} ms |`,
+    // The super-client, now a persistent machine on the current version, with its writes.
+    const cur = store.images.get(image.id)!.current_version!;
+    const curPath = store.images.versions(image.id).find((v) => v.version === cur)!.path;
+    const own = await driver.create(curPath, systemOverlayId(st.id));
+    store.targets.update(st.id, { overlay_version: cur });
+    await scatter(own.path, c.sizeBytes, 64 * MiB, 64 * 1024, false);
+    const takes: number[] = [];
+    const restores: number[] = [];
+    const promotes: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      let t0 = performance.now();
+      const snap = await snapshots.take(st.id, `run ${i}`, null);
+      takes.push(performance.now() - t0);
+      t0 = performance.now();
+      await snapshots.restore(st.id, snap.id);
+      restores.push(performance.now() - t0);
+      t0 = performance.now();
+      await versions.promote(st.id, { comment: `run ${i}` }, null);
+      promotes.push(performance.now() - t0);
+      await snapshots.delete(st.id, snap.id);
+    }
+    const cell = (xs: number[]) =>
+      `${median(xs).toFixed(1)} ms (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`;
+    rows.push(
+      `| ${c.label} | ${cell(commits)} | ${median(rollbacks).toFixed(2)} ms | ${cell(takes)} | ${cell(restores)} | ${cell(promotes)} |`,
     );
+    console.log(rows.at(-1));
     store.close();
     await rm(base, { recursive: true, force: true });
   }
+  console.log(`\n${rows.join("\n")}`);
 } finally {
   await fs.cleanup();
 }

@@ -15,6 +15,7 @@ import { machinesBulkRoutes } from "./routes/machines-bulk.js";
 import { powerRoutes } from "./routes/power.js";
 import { sessionsRoutes } from "./routes/sessions.js";
 import { storageRoutes } from "./routes/storage.js";
+import { targetWritebackRoutes } from "./routes/target-writeback.js";
 import { targetsRoutes } from "./routes/targets.js";
 import { usersRoutes } from "./routes/users.js";
 
@@ -42,4 +43,5 @@ export const ROUTE_MODULES: readonly RouteModule[] = [
   configRoutes,
   machinesBulkRoutes,
   imageVersionsRoutes,
+  targetWritebackRoutes,
 ];

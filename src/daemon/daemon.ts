@@ -20,6 +20,7 @@ import { DropFolder } from "../images/drop-folder.js";
 import { ImageFileGuard } from "../images/file-guard.js";
 import { RecipeCatalog } from "../images/recipes/catalog.js";
 import { ImageService } from "../images/service.js";
+import { SnapshotService } from "../images/snapshots.js";
 import { VersionService } from "../images/versions.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
 import { JobRunner } from "../jobs/runner.js";
@@ -312,6 +313,12 @@ export class Daemon {
       keepVersions: c.images.keep_versions,
       reserve: () => checkReserve(c.images_dir, c.storage.reserve_percent),
     });
+    const snapshots = new SnapshotService({
+      store,
+      log: this.log,
+      versions,
+      reserve: () => checkReserve(c.images_dir, c.storage.reserve_percent),
+    });
     const recovered = jobs.recover();
     if (recovered.failed.length || recovered.requeued.length) {
       this.log.warn(
@@ -340,6 +347,7 @@ export class Daemon {
       images,
       builds,
       versions,
+      snapshots,
       jobs,
       events: this.streams,
       power,

@@ -7,7 +7,11 @@ export const STORAGE_CLEANUP_JOB = "storage_cleanup";
 export interface Orphan {
   path: string;
   bytes: number;
-  reason: "unreferenced image file" | "dead upload" | "dead overlay temp";
+  reason:
+    | "unreferenced image file"
+    | "unreferenced snapshot file"
+    | "dead upload"
+    | "dead overlay temp";
 }
 
 export interface OrphanScanOptions {
@@ -30,6 +34,9 @@ export interface OrphanScanOptions {
 // admin's and is left alone.
 const IMAGE_FILE = /^img-[0-9a-f-]{36}\.(upload|raw|raw\.part)$/;
 const UPLOAD_TEMP = /^\.upload-[0-9a-f]+\.part$/;
+// A writeback snapshot's clone (images/snapshots.ts) whose row is gone, e.g. after a crash
+// between the clone and its row.
+const SNAPSHOT_FILE = /^snap-t\d+-[0-9a-f]{8}\.raw$/;
 const OVERLAY_TEMP = /^\.[A-Za-z0-9][A-Za-z0-9_.-]*\.tmp-[0-9a-f]+$/;
 
 /** Lists files of ours that nothing references and that are old enough to be dead. */
@@ -40,12 +47,18 @@ export async function findOrphans(opts: OrphanScanOptions): Promise<Orphan[]> {
   const referenced = opts.referencedImageFiles();
   for (const name of await listDir(opts.imagesDir)) {
     const upload = UPLOAD_TEMP.test(name);
-    if (!upload && !IMAGE_FILE.test(name)) continue;
+    const snapshot = SNAPSHOT_FILE.test(name);
+    if (!upload && !snapshot && !IMAGE_FILE.test(name)) continue;
     const path = join(opts.imagesDir, name);
     if (referenced.has(path)) continue;
     const st = await fileStat(path);
     if (!st || now - st.mtimeMs < minAge) continue;
-    out.push({ path, bytes: st.size, reason: upload ? "dead upload" : "unreferenced image file" });
+    const reason = upload
+      ? "dead upload"
+      : snapshot
+        ? "unreferenced snapshot file"
+        : "unreferenced image file";
+    out.push({ path, bytes: st.size, reason });
   }
   if (opts.overlaysDir) {
     // Only the temp clones an interrupted create left: never an overlay.

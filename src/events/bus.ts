@@ -50,7 +50,7 @@ export interface EventPayloads {
     session_id: string | null;
     reason: string | null;
   };
-  /** The update cycle of an image: an update opened, committed or discarded, a rollback, a version deleted, a target reset. */
+  /** The update cycle of an image: an update opened, committed or discarded, a rollback, a version deleted, a target reset, pinned, promoted, a writeback snapshot taken, restored or deleted. */
   image_version_changed: {
     image_id: number;
     action: string;
@@ -59,6 +59,7 @@ export interface EventPayloads {
     update_id?: number;
     machine_id?: number;
     target_id?: number;
+    snapshot_id?: number;
   };
 }
 

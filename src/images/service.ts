@@ -482,6 +482,7 @@ export class ImageService {
     const d = this.#d;
     const out = new Set<string>();
     for (const path of d.store.images.versionPaths()) out.add(path);
+    for (const path of d.store.targetSnapshots.paths()) out.add(path);
     for (const { params } of this.#importJobs()) {
       const src = join(d.imagesDir, basename(params.source));
       out.add(src);

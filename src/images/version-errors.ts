@@ -22,7 +22,13 @@ export type VersionErrorCode =
   /** The free-space reserve refuses a new version or overlay. */
   | "insufficient_space"
   /** The iSCSI side (overlay driver) is not running, or cannot make versions. */
-  | "unavailable";
+  | "unavailable"
+  /** The machine resets its overlay at every boot: it has no writeback to snapshot or promote. */
+  | "reset_policy"
+  /** The target has no overlay yet (it never booted): nothing to snapshot or promote. */
+  | "no_writeback"
+  /** The snapshot was taken of another image than the one the target boots now. */
+  | "snapshot_mismatch";
 
 export class VersionError extends Error {
   override name = "VersionError";

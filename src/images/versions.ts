@@ -28,6 +28,23 @@ export interface VersionStorage {
   resetTarget(targetId: number): Promise<void>;
   /** Rebuilds a machine's target on its own overlay once its draft is gone. */
   retarget(machineId: number): Promise<void>;
+  /**
+   * Clones a target's system overlay into an immutable file (or LV) named `name`, in
+   * constant time: a writeback snapshot, or a promoted version. `refuseLive`: refused with
+   * VersionError live_session while the machine is logged in (checked under its lock).
+   */
+  cloneOverlay(
+    targetId: number,
+    name: string,
+    refuseLive: boolean,
+  ): Promise<{ path: string; sizeBytes: number }>;
+  /**
+   * Puts a clone (a snapshot) back as the target's system overlay, which then rests on
+   * `version`; throws VersionError live_session while the machine is logged in.
+   */
+  restoreOverlay(targetId: number, path: string, version: number | null): Promise<void>;
+  /** Deletes the files (or LVs) queued in storage_garbage; what fails stays queued. */
+  collectGarbage(): Promise<void>;
 }
 
 export interface ReserveAnswer {
@@ -92,9 +109,14 @@ export class VersionService {
           field: "machine_id",
         });
       }
+      // A games or data disk (a target's extra disk) is updated the same way as a system disk.
       const boots = s.targets
         .forMachine(machine.id)
-        .some((t) => t.is_active === 1 && t.system_image_id === image.id);
+        .some(
+          (t) =>
+            t.is_active === 1 &&
+            (t.system_image_id === image.id || t.extra_disk_image_id === image.id),
+        );
       if (!boots) {
         throw new VersionError(
           "machine_not_on_image",
@@ -121,7 +143,7 @@ export class VersionService {
         if ((err as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE") this.#refuseOpen(image);
         throw err;
       }
-      this.#publish(image.id, "update_opened", {
+      this.publish(image.id, "update_opened", {
         update_id: row.id,
         machine_id: machine.id,
         version: row.base_version,
@@ -178,7 +200,7 @@ export class VersionService {
       }
       const ms = Math.round(performance.now() - started);
       await this.#closeDraft(update.draft_overlay, update.machine_id);
-      this.#publish(image.id, "update_committed", {
+      this.publish(image.id, "update_committed", {
         update_id: update.id,
         machine_id: update.machine_id,
         version: version.version,
@@ -203,7 +225,7 @@ export class VersionService {
       }
       s.imageUpdates.close(update.id, "discarded");
       if (this.#storage) await this.#closeDraft(update.draft_overlay, update.machine_id);
-      this.#publish(image.id, "update_discarded", {
+      this.publish(image.id, "update_discarded", {
         update_id: update.id,
         machine_id: update.machine_id,
       });
@@ -235,7 +257,7 @@ export class VersionService {
       }
       const from = image.current_version;
       s.imageVersions.setCurrent(image.id, version);
-      this.#publish(image.id, "rolled_back", { version });
+      this.publish(image.id, "rolled_back", { version });
       this.#d.log.info({ image_id: image.id, from, to: version }, "image rolled back");
       return s.images.get(image.id)!;
     });
@@ -248,12 +270,121 @@ export class VersionService {
     if (!target) throw new VersionError("not_found", `no target ${targetId}`);
     await this.#requireStorage().resetTarget(target.id);
     const after = s.targets.get(target.id)!;
-    this.#publish(target.system_image_id, "target_reset", {
+    this.publish(target.system_image_id, "target_reset", {
       target_id: target.id,
       machine_id: target.machine_id,
       ...(after.overlay_version !== null ? { version: after.overlay_version } : {}),
     });
     return after;
+  }
+
+  /**
+   * Promotes a persistent machine's writeback: a clone of its system overlay becomes
+   * version N+1 of its image (constant time), current unless `make_current` is false.
+   * Refused while the machine runs (a disk being written is not a consistent image), for
+   * a reset-on-reboot machine, and while the image has an open update.
+   */
+  async promote(
+    targetId: number,
+    req: { comment: string; make_current?: boolean | undefined },
+    userId: number | null,
+  ): Promise<ImageVersionRow> {
+    const target = this.#target(targetId);
+    return this.#perImage.run(target.system_image_id, async () => {
+      const s = this.#d.store;
+      const image = this.#readyImage(target.system_image_id);
+      const machine = s.machines.get(target.machine_id)!;
+      requireWriteback(machine.name, machine.overlay_policy, target, "promote");
+      const open = s.imageUpdates.openFor(image.id);
+      if (open) {
+        throw new VersionError(
+          "update_open",
+          `image ${image.name} has open update ${open.id} on machine ${open.machine_name}: commit or discard it before a promote`,
+          { update_id: open.id, machine_id: open.machine_id },
+        );
+      }
+      const storage = this.#requireStorage();
+      const why = "promote: a writeback being written is not a consistent image";
+      await this.#refuseLive(machine.id, why);
+      await this.#checkReserve("a new version");
+      const before = image.current_version;
+      const next = Math.max(0, ...s.images.versions(image.id).map((v) => v.version)) + 1;
+      const name = `img${image.id}-v${next}-${randomBytes(4).toString("hex")}`;
+      const started = performance.now();
+      const frozen = await storage.cloneOverlay(target.id, name, true);
+      let version: ImageVersionRow;
+      try {
+        version = s.transaction(() => {
+          const v = s.images.addVersion(image.id, {
+            path: frozen.path,
+            size_bytes: frozen.sizeBytes,
+            note: req.comment,
+            created_by: userId,
+          });
+          if (req.make_current === false && before !== null) {
+            s.imageVersions.setCurrent(image.id, before);
+          }
+          // The machine's disk is that version now: it is not behind it.
+          s.targets.update(target.id, { overlay_version: v.version });
+          return s.imageVersions.get(image.id, v.version)!;
+        });
+      } catch (err) {
+        await storage.deleteVersion(frozen.path).catch(() => {});
+        throw err;
+      }
+      this.publish(image.id, "promoted", {
+        version: version.version,
+        machine_id: machine.id,
+        target_id: target.id,
+      });
+      this.#d.log.info(
+        {
+          image_id: image.id,
+          target_id: target.id,
+          version: version.version,
+          current: req.make_current !== false,
+          ms: Math.round(performance.now() - started),
+        },
+        "writeback promoted to an image version",
+      );
+      this.#submitRetention(userId);
+      return version;
+    });
+  }
+
+  /**
+   * Pins a target to one version of its image (null: follows the current one). The next
+   * fresh overlay (a reset, or every boot of a reset-on-reboot machine) is of that version;
+   * retention never deletes a pinned version.
+   */
+  async pin(targetId: number, version: number | null): Promise<Target> {
+    const target = this.#target(targetId);
+    return this.#perImage.run(target.system_image_id, async () => {
+      const s = this.#d.store;
+      const image = this.#image(target.system_image_id);
+      if (version !== null) {
+        const known = s.images.versions(image.id).map((v) => v.version);
+        if (!known.includes(version)) {
+          throw new VersionError(
+            "invalid_reference",
+            `pinned_version: image ${image.name} has no version ${version} (versions: ${known.join(", ") || "none"})`,
+            { field: "pinned_version", versions: known },
+          );
+        }
+      }
+      const after = s.targets.update(target.id, { system_image_version: version })!;
+      this.publish(image.id, version === null ? "unpinned" : "pinned", {
+        target_id: target.id,
+        machine_id: target.machine_id,
+        ...(version !== null ? { version } : {}),
+      });
+      return after;
+    });
+  }
+
+  /** The disk side, or VersionError unavailable while the iSCSI side is not running. */
+  storage(): VersionStorage {
+    return this.#requireStorage();
   }
 
   /** Queues the retention job (no-op without a job runner). */
@@ -298,7 +429,7 @@ export class VersionService {
       });
       for (const v of doomed) {
         deleted.push({ image_id: imageId, version: v.version });
-        this.#publish(imageId, "version_deleted", { version: v.version });
+        this.publish(imageId, "version_deleted", { version: v.version });
       }
     }
     return { deleted, keep_versions: this.#d.keepVersions };
@@ -365,6 +496,12 @@ export class VersionService {
     return u;
   }
 
+  #target(id: number): Target {
+    const target = this.#d.store.targets.get(id);
+    if (!target) throw new VersionError("not_found", `no target ${id}`);
+    return target;
+  }
+
   #image(id: number): Image {
     const image = this.#d.store.images.get(id);
     if (!image) throw new VersionError("not_found", `no image ${id}`);
@@ -392,10 +529,17 @@ export class VersionService {
     return this.#storage;
   }
 
-  #publish(
+  /** Announces a change of the image's versions or of a machine's disk on the bus. */
+  publish(
     imageId: number,
     action: string,
-    extra: { version?: number; update_id?: number; machine_id?: number; target_id?: number },
+    extra: {
+      version?: number;
+      update_id?: number;
+      machine_id?: number;
+      target_id?: number;
+      snapshot_id?: number;
+    },
   ): void {
     this.#d.bus?.publish("image_version_changed", {
       image_id: imageId,
@@ -416,4 +560,30 @@ export function retentionPlan(versions: number[], keep: number, inUse: Set<numbe
     .slice(Math.max(0, keep))
     .filter((v) => !inUse.has(v))
     .sort((a, b) => a - b);
+}
+
+/**
+ * Snapshots and promotes need a writeback: a persistent machine's overlay that exists.
+ * Throws reset_policy or no_writeback naming the machine.
+ */
+export function requireWriteback(
+  machineName: string,
+  policy: string,
+  target: Target,
+  what: string,
+): void {
+  if (policy === "reset") {
+    throw new VersionError(
+      "reset_policy",
+      `cannot ${what}: machine ${machineName} resets its overlay at every boot (overlay_policy reset), so it keeps no writeback; make it persistent first`,
+      { machine_id: target.machine_id, target_id: target.id },
+    );
+  }
+  if (target.overlay_version === null) {
+    throw new VersionError(
+      "no_writeback",
+      `cannot ${what}: target ${target.name} has no overlay yet (machine ${machineName} never booted it)`,
+      { target_id: target.id },
+    );
+  }
 }

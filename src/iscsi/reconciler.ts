@@ -13,7 +13,12 @@ import { chapSecret } from "./identity.js";
 import type { OverlayOwner, QuarantinedOverlay } from "./overlay/owner.js";
 import type { CreatedOverlay, OverlayDriver, OverlayRef } from "./overlay/types.js";
 import type { LunSpec, TargetDriver, TargetSpec } from "./target/types.js";
-import { type SystemDisk, selectSystemDisk } from "./version-selection.js";
+import {
+  type ExtraDisk,
+  type SystemDisk,
+  selectExtraDisk,
+  selectSystemDisk,
+} from "./version-selection.js";
 
 export interface ReconcilerDeps {
   store: Store;
@@ -117,12 +122,15 @@ export class Reconciler {
   prepareSanboot(machine: Machine, target: Target): Promise<Prepared> {
     return this.perMachine.run(machine.id, async () => {
       try {
-        const current = this.rotateChap(target);
-        const draft = await this.prepareDraft(current);
+        let current = this.rotateChap(target);
+        const drafts = await this.prepareDrafts(current);
+        // A games disk moves to the current version at a boot, never under a running PC.
+        const games = await this.refreshGamesDisk(current);
+        current = this.d.store.targets.get(current.id) ?? current;
         if (machine.overlay_policy === "reset") await this.resetOverlays(current);
-        else if (draft) await this.takeDown(current);
-        const spec = await this.applyTarget(machine, current);
-        if (spec && draft) this.d.store.imageUpdates.markBooted(draft.draftUpdateId!);
+        else if (drafts.length || games) await this.takeDown(current);
+        const spec = await this.applyTarget(machine, this.d.store.targets.get(current.id)!);
+        if (spec) for (const id of drafts) this.d.store.imageUpdates.markBooted(id);
         if (!spec)
           return {
             ok: false,
@@ -284,28 +292,25 @@ export class Reconciler {
     }
     const luns: LunSpec[] = [this.lun(this.d.targets.firstLun, system, false, target, "system")];
     if (target.extra_disk_image_id !== null) {
-      const extraImage = this.requireImage(target.extra_disk_image_id, "extra disk image");
+      const xd = this.extraDisk(target);
       // A games disk is the same for every machine: shared, read-only. A data disk is
-      // the machine's own: an overlay it can write.
+      // the machine's own: an overlay it can write; so is an update's draft of either.
       const extra: OverlayRef =
-        target.target_type === "system_data"
+        xd.overlayId !== undefined
           ? this.adopted(
               target,
               await this.d.overlays.create(
-                extraImage,
-                extraOverlayId(target.id),
-                this.ownerOf(target, target.extra_disk_image_id),
+                xd.imagePath,
+                xd.overlayId,
+                this.ownerOf(target, target.extra_disk_image_id, xd.version),
               ),
             )
-          : { kind: "file", path: extraImage, sizeBytes: await fileSize(extraImage) };
+          : { kind: "file", path: xd.imagePath, sizeBytes: await fileSize(xd.imagePath) };
+      if (xd.draftUpdateId === undefined && target.extra_overlay_version !== xd.version) {
+        this.d.store.targets.update(target.id, { extra_overlay_version: xd.version });
+      }
       luns.push(
-        this.lun(
-          this.d.targets.firstLun + 1,
-          extra,
-          target.target_type !== "system_data",
-          target,
-          "extra",
-        ),
+        this.lun(this.d.targets.firstLun + 1, extra, xd.overlayId === undefined, target, "extra"),
       );
     }
     return {
@@ -344,12 +349,6 @@ export class Reconciler {
     };
   }
 
-  private requireImage(imageId: number, what: string): string {
-    const path = this.d.imagePath(imageId);
-    if (!path) throw new Error(`${what} ${imageId} has no ready version`);
-    return path;
-  }
-
   /** New CHAP secrets for this boot, in the store first: a restart applies what the store holds. */
   private rotateChap(target: Target): Target {
     const patch: Partial<Target> = { chap_password: chapSecret() };
@@ -378,12 +377,19 @@ export class Reconciler {
       );
       this.d.store.targets.update(target.id, { overlay_version: disk.version });
     }
-    if (target.target_type === "system_data" && target.extra_disk_image_id !== null) {
-      await this.d.overlays.reset(
-        this.requireImage(target.extra_disk_image_id, "extra disk image"),
-        extraOverlayId(target.id),
-        this.ownerOf(target, target.extra_disk_image_id),
-      );
+    if (target.extra_disk_image_id !== null) {
+      const xd = this.extraDisk(target, true);
+      // A data disk is reset to the current version; a games disk serves it from now on.
+      if (xd.draftUpdateId === undefined && xd.overlayId !== undefined) {
+        await this.d.overlays.reset(
+          xd.imagePath,
+          xd.overlayId,
+          this.ownerOf(target, target.extra_disk_image_id, xd.version),
+        );
+      }
+      if (xd.draftUpdateId === undefined) {
+        this.d.store.targets.update(target.id, { extra_overlay_version: xd.version });
+      }
     }
     this.d.store.targets.update(target.id, {
       overlay_reset_at: new Date(this.clock()).toISOString(),
@@ -402,15 +408,47 @@ export class Reconciler {
     return disk;
   }
 
-  /**
-   * The super-client's draft, when the machine is one: a new draft must respect the
-   * free-space reserve (an existing one keeps booting whatever the reserve says).
-   */
-  private async prepareDraft(target: Target): Promise<SystemDisk | undefined> {
-    const disk = this.systemDisk(target);
-    if (disk.draftUpdateId === undefined) return undefined;
-    if (!(await this.d.overlays.list()).includes(disk.overlayId)) await this.checkReserve();
+  private extraDisk(target: Target, fresh = false): ExtraDisk {
+    const disk = selectExtraDisk(this.d.store, target, extraOverlayId(target.id), fresh);
+    if (typeof disk === "string") throw new Error(disk);
     return disk;
+  }
+
+  /**
+   * The drafts the machine boots as a super-client (of its system image, of its extra
+   * disk's image, or both), by update id: a new draft must respect the free-space reserve
+   * (an existing one keeps booting whatever the reserve says).
+   */
+  private async prepareDrafts(target: Target): Promise<number[]> {
+    const drafts: { overlayId: string; updateId: number }[] = [];
+    const system = this.systemDisk(target);
+    if (system.draftUpdateId !== undefined) {
+      drafts.push({ overlayId: system.overlayId, updateId: system.draftUpdateId });
+    }
+    if (target.extra_disk_image_id !== null) {
+      const extra = this.extraDisk(target);
+      if (extra.draftUpdateId !== undefined && extra.overlayId !== undefined) {
+        drafts.push({ overlayId: extra.overlayId, updateId: extra.draftUpdateId });
+      }
+    }
+    if (drafts.length === 0) return [];
+    const existing = await this.d.overlays.list();
+    if (drafts.some((d) => !existing.includes(d.overlayId))) await this.checkReserve();
+    return drafts.map((d) => d.updateId);
+  }
+
+  /**
+   * At a boot, a games disk that serves an older version than the current one moves to it
+   * (it is read-only: nothing of the machine's is lost). True when the LUN changes.
+   */
+  private async refreshGamesDisk(target: Target): Promise<boolean> {
+    if (target.extra_disk_image_id === null || target.target_type === "system_data") return false;
+    const fresh = this.extraDisk(target, true);
+    if (fresh.draftUpdateId !== undefined || fresh.version === target.extra_overlay_version) {
+      return false;
+    }
+    this.d.store.targets.update(target.id, { extra_overlay_version: fresh.version });
+    return true;
   }
 
   private async checkReserve(): Promise<void> {
@@ -451,6 +489,77 @@ export class Reconciler {
       await this.applyTarget(machine, this.d.store.targets.get(target.id)!);
       return this.d.store.targets.get(target.id)!;
     });
+  }
+
+  /**
+   * Clones the target's system overlay under `name` (reflink clone or thin snapshot, never
+   * a copy), under the machine's lock so no reset or boot interleaves. With `refuseLive`,
+   * refused (LiveSessionError) while the machine is logged in: a disk being written is not
+   * a consistent image. Without, the clone is crash-consistent, like a power cut.
+   */
+  cloneSystemOverlay(targetId: number, name: string, refuseLive: boolean): Promise<OverlayRef> {
+    const target = this.d.store.targets.get(targetId);
+    if (!target) return Promise.reject(new Error(`no target ${targetId}`));
+    return this.perMachine.run(target.machine_id, async () => {
+      if (refuseLive) await this.refuseLive(target);
+      const overlays = this.d.overlays;
+      if (!overlays.freezeVersion) {
+        throw new Error(`the ${overlays.name} overlay driver cannot clone overlays`);
+      }
+      return overlays.freezeVersion(systemOverlayId(target.id), name);
+    });
+  }
+
+  /**
+   * Puts a clone back as the target's system overlay (a snapshot restore): refused while
+   * the machine is logged in; its target is taken down and rebuilt on the restored disk.
+   */
+  restoreSystemOverlay(targetId: number, path: string, version: number | null): Promise<Target> {
+    const target = this.d.store.targets.get(targetId);
+    if (!target) return Promise.reject(new Error(`no target ${targetId}`));
+    return this.perMachine.run(target.machine_id, async () => {
+      const machine = this.d.store.machines.get(target.machine_id)!;
+      await this.refuseLive(target);
+      await this.takeDown(target);
+      this.knownTargetIds.add(target.id);
+      await this.d.overlays.reset(
+        path,
+        systemOverlayId(target.id),
+        this.ownerOf(target, target.system_image_id, version),
+      );
+      const restored = this.d.store.targets.update(target.id, { overlay_version: version })!;
+      await this.applyTarget(machine, restored);
+      this.d.log.info({ iqn: target.iqn, from: path, version }, "overlay restored from a snapshot");
+      return this.d.store.targets.get(target.id)!;
+    });
+  }
+
+  /**
+   * Deletes what storage_garbage lists (snapshots whose rows went, with their target or
+   * machine too); a failure stays queued for the next sweep.
+   */
+  async collectGarbage(): Promise<void> {
+    const remove = this.d.overlays.deleteVersion?.bind(this.d.overlays);
+    if (!remove) return;
+    for (const g of this.d.store.storageGarbage.pending()) {
+      try {
+        await remove(g.path);
+        this.d.store.storageGarbage.done(g.id);
+        this.d.log.info({ path: g.path, reason: g.reason }, "deleted with its row");
+      } catch (err) {
+        this.d.store.storageGarbage.failed(g.id, errorText(err));
+        this.d.log.warn({ path: g.path, err: errorText(err) }, "not deleted yet; retried later");
+      }
+    }
+  }
+
+  private async refuseLive(target: Target): Promise<void> {
+    if (!(await this.liveSession(target))) return;
+    const machine = this.d.store.machines.get(target.machine_id);
+    throw new LiveSessionError(
+      machine?.name ?? `${target.machine_id}`,
+      this.d.store.sessions.current(target.machine_id)?.session_id,
+    );
   }
 
   /**
@@ -521,6 +630,7 @@ export class Reconciler {
         this.d.log.error({ overlay: id, err: errorText(err) }, "unknown overlay left in place");
       }
     }
+    await this.collectGarbage();
   }
 
   /** The overlays set aside and the targets left running, for the storage API. */

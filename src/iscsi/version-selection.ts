@@ -61,3 +61,57 @@ export function versionsBehind(store: Store, target: Target): number {
     .versions(target.system_image_id)
     .filter((v) => v.version > target.overlay_version! && v.version <= wanted).length;
 }
+
+/** Which version a target's extra disk (games or data) serves, and how. */
+export interface ExtraDisk {
+  /** The overlay the extra LUN serves; undefined: the version's file itself, shared read-only. */
+  overlayId: string | undefined;
+  imagePath: string;
+  version: number;
+  /** Set when the machine is the super-client of an open update of the extra image. */
+  draftUpdateId?: number;
+}
+
+/**
+ * The extra disk's counterpart of selectSystemDisk. The super-client of an open update of
+ * the extra image gets the update's writable draft (a games disk too). Otherwise a data
+ * disk is the machine's own overlay and a games disk the version's file, read-only: the
+ * version it already serves (targets.extra_overlay_version, so a commit never swaps the
+ * games disk under a running PC), or the current one when it has none or `fresh`.
+ */
+export function selectExtraDisk(
+  store: Store,
+  target: Target,
+  ownOverlayId: string,
+  fresh = false,
+): ExtraDisk | string {
+  const imageId = target.extra_disk_image_id;
+  if (imageId === null) return `target ${target.name} has no extra disk`;
+  const image = store.images.get(imageId);
+  if (image?.status !== "ready" || image.current_version === null) {
+    return `extra disk image ${imageId} has no ready version`;
+  }
+  const versions = store.images.versions(image.id);
+  const pathOf = (v: number) => versions.find((x) => x.version === v)?.path;
+  const update = store.imageUpdates.openOnMachine(target.machine_id, image.id);
+  if (update) {
+    const path = pathOf(update.base_version);
+    if (!path)
+      return `version ${update.base_version} of image ${image.name} (the update's base) is gone`;
+    return {
+      overlayId: update.draft_overlay,
+      imagePath: path,
+      version: update.base_version,
+      draftUpdateId: update.id,
+    };
+  }
+  const served = fresh ? null : target.extra_overlay_version;
+  const wanted = served !== null && pathOf(served) ? served : image.current_version;
+  const path = pathOf(wanted);
+  if (!path) return `image ${image.name} has no file for its current version ${wanted}`;
+  return {
+    overlayId: target.target_type === "system_data" ? ownOverlayId : undefined,
+    imagePath: path,
+    version: wanted,
+  };
+}

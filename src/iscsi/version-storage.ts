@@ -34,22 +34,46 @@ export function versionStorage(
       try {
         await reconciler.resetTarget(targetId);
       } catch (err) {
-        if (err instanceof LiveSessionError) {
-          const t = store.targets.get(targetId);
-          throw new VersionError("live_session", err.message, {
-            machine_id: t?.machine_id ?? null,
-            session_id: err.sessionId ?? null,
-          });
-        }
-        if (err instanceof ReserveError) {
-          throw new VersionError(
-            "insufficient_space",
-            `a fresh overlay is refused: ${err.message}`,
-          );
-        }
-        throw err;
+        throw refusal(err, targetId);
       }
     },
     retarget: (machineId) => reconciler.retarget(machineId),
+    cloneOverlay: async (targetId, name, refuseLive) => {
+      if (!overlays.freezeVersion) {
+        throw new VersionError(
+          "unavailable",
+          `the ${overlays.name} overlay driver cannot clone overlays`,
+        );
+      }
+      try {
+        const ref = await reconciler.cloneSystemOverlay(targetId, name, refuseLive);
+        return { path: ref.path, sizeBytes: ref.sizeBytes };
+      } catch (err) {
+        throw refusal(err, targetId);
+      }
+    },
+    restoreOverlay: async (targetId, path, version) => {
+      try {
+        await reconciler.restoreSystemOverlay(targetId, path, version);
+      } catch (err) {
+        throw refusal(err, targetId);
+      }
+    },
+    collectGarbage: () => reconciler.collectGarbage(),
   };
+
+  /** The reconciler's refusals, as the update cycle's errors. */
+  function refusal(err: unknown, targetId: number): unknown {
+    if (err instanceof LiveSessionError) {
+      const t = store.targets.get(targetId);
+      return new VersionError("live_session", err.message, {
+        machine_id: t?.machine_id ?? null,
+        session_id: err.sessionId ?? null,
+      });
+    }
+    if (err instanceof ReserveError) {
+      return new VersionError("insufficient_space", `a fresh overlay is refused: ${err.message}`);
+    }
+    return err;
+  }
 }

@@ -6,17 +6,22 @@ import { nowIso } from "./util.js";
 /** A version as listed: with who made it and how many targets and drafts rest on it. */
 export type ImageVersionRow = ImageVersion & {
   created_by_username: string | null;
-  /** Targets pinned to it or whose overlay was cloned from it, plus open drafts based on it. */
+  /** Targets pinned to it or whose overlay was cloned from it, open drafts and snapshots based on it. */
   in_use_by: number;
 };
 
-// A version is in use when a target pins it, a target's overlay was cloned from it (a
-// persistent machine keeps booting it), an open update's draft rests on it, or it is current.
+// A version is in use when a target pins it, a target's overlay (or extra disk) was cloned
+// from it or serves it (a persistent machine keeps booting it), an open update's draft
+// rests on it, a writeback snapshot rests on it (a restore puts its target back on it), or
+// it is current.
 const IN_USE_BY = `(
-  (SELECT count(*) FROM targets t WHERE t.system_image_id = v.image_id
+  (SELECT count(*) FROM targets t WHERE (t.system_image_id = v.image_id
      AND (t.system_image_version = v.version OR t.overlay_version = v.version))
+     OR (t.extra_disk_image_id = v.image_id AND t.extra_overlay_version = v.version))
   + (SELECT count(*) FROM image_updates u WHERE u.image_id = v.image_id
-     AND u.status = 'open' AND u.base_version = v.version))`;
+     AND u.status = 'open' AND u.base_version = v.version)
+  + (SELECT count(*) FROM target_snapshots s WHERE s.image_id = v.image_id
+     AND s.image_version = v.version))`;
 
 /** The versions of images (the golden files or volumes machines clone their overlays from). */
 export class ImageVersionsRepo {

@@ -8,6 +8,7 @@ import { JobsRepo } from "./jobs.js";
 import { LocationsRepo } from "./locations.js";
 import { MachinesRepo } from "./machines.js";
 import { SessionsRepo } from "./sessions.js";
+import { StorageGarbageRepo, TargetSnapshotsRepo } from "./target-snapshots.js";
 import { TargetsRepo } from "./targets.js";
 import { UsersRepo } from "./users.js";
 
@@ -27,6 +28,8 @@ export class Store {
   readonly locations: LocationsRepo;
   readonly imageVersions: ImageVersionsRepo;
   readonly imageUpdates: ImageUpdatesRepo;
+  readonly targetSnapshots: TargetSnapshotsRepo;
+  readonly storageGarbage: StorageGarbageRepo;
 
   constructor(
     readonly db: Db,
@@ -44,6 +47,8 @@ export class Store {
     this.locations = new LocationsRepo(db, clock);
     this.imageVersions = new ImageVersionsRepo(db, clock);
     this.imageUpdates = new ImageUpdatesRepo(db, clock);
+    this.targetSnapshots = new TargetSnapshotsRepo(db, clock);
+    this.storageGarbage = new StorageGarbageRepo(db);
   }
 
   static open(opts: OpenStoreOptions, clock?: () => number): Store {

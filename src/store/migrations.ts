@@ -353,6 +353,50 @@ ALTER TABLE users ADD COLUMN login_locked_until TEXT;
 `,
   },
   {
+    version: 8,
+    name: "writeback snapshots of targets, files waiting for deletion, extra disk versions",
+    sql: `
+-- A snapshot of a persistent machine's writeback: a clone of its system overlay (a reflink
+-- file or a thin LV) taken with a comment; restoring it clones it back over the overlay.
+-- image_version is the version the overlay rested on when the snapshot was taken.
+CREATE TABLE target_snapshots (
+  id            INTEGER PRIMARY KEY AUTOINCREMENT,
+  target_id     INTEGER NOT NULL REFERENCES targets(id) ON DELETE CASCADE,
+  image_id      INTEGER NOT NULL,
+  image_version INTEGER,
+  path          TEXT NOT NULL,
+  size_bytes    INTEGER NOT NULL DEFAULT 0,
+  comment       TEXT NOT NULL DEFAULT '',
+  created_by    INTEGER REFERENCES users(id) ON DELETE SET NULL,
+  created_at    TEXT NOT NULL DEFAULT ${NOW},
+  updated_at    TEXT NOT NULL DEFAULT ${NOW}
+);
+CREATE INDEX target_snapshots_target ON target_snapshots(target_id, id);
+
+-- The version of the extra disk image a target's extra LUN serves (games disk, read-only)
+-- or its data overlay was cloned from: a commit of the games image never swaps the disk
+-- under a running PC, and retention keeps it.
+ALTER TABLE targets ADD COLUMN extra_overlay_version INTEGER;
+
+-- Files (or LVs) whose row is gone and whose bytes must go too: a deleted snapshot, or
+-- every snapshot of a deleted target or machine (the cascade fires the trigger), so no
+-- snapshot is ever left on disk without a row. The iSCSI side drains it.
+CREATE TABLE storage_garbage (
+  id         INTEGER PRIMARY KEY AUTOINCREMENT,
+  path       TEXT NOT NULL,
+  reason     TEXT NOT NULL,
+  attempts   INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT,
+  created_at TEXT NOT NULL DEFAULT ${NOW}
+);
+CREATE TRIGGER target_snapshots_to_garbage AFTER DELETE ON target_snapshots
+BEGIN
+  INSERT INTO storage_garbage (path, reason)
+  VALUES (old.path, 'snapshot ' || old.id || ' of target ' || old.target_id);
+END;
+`,
+  },
+  {
     version: 9,
     name: "boot menus: default target, time-out and local-disk entry",
     sql: `

@@ -32,6 +32,8 @@ export interface Target {
   overlay_reset_at: string | null;
   /** The version the system overlay was cloned from (NULL: not made yet). */
   overlay_version: number | null;
+  /** The version of the extra disk image its LUN serves (games) or its overlay was cloned from (data). */
+  extra_overlay_version: number | null;
   created_at: string;
   updated_at: string;
 }
@@ -61,6 +63,7 @@ const WRITABLE = [
   "overlay_usage_at",
   "overlay_reset_at",
   "overlay_version",
+  "extra_overlay_version",
 ] as const satisfies readonly (keyof Target)[];
 
 export type NewTarget = Pick<

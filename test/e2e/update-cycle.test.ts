@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
 import { Store } from "../../src/store/index.js";
@@ -241,6 +241,84 @@ t.test("update cycle: open on SUPER, commit, PC-B sees it, rollback", { skip }, 
   const reset = api("POST", `/targets/${ids.super!.target}/reset`);
   t.equal(reset.status, 200, `SUPER reset while off (${JSON.stringify(reset.json)})`);
   t.match(reset.json, { overlay_version: 1, versions_behind: 0 });
+
+  // Writeback snapshots: SUPER (persistent, fresh on version 1) gets a restore point.
+  const snapFiles = () => readdirSync(join(data, "images")).filter((f) => f.startsWith("snap-"));
+  const noSnap = api("POST", `/targets/${ids.b!.target}/snapshots`, { comment: "x" });
+  t.equal(noSnap.status, 409, "no snapshot of a reset-on-reboot machine");
+  t.match(noSnap.json, { reason: "reset_policy", detail: /lab-pc-b resets its overlay/ });
+  const snap = api("POST", `/targets/${ids.super!.target}/snapshots`, { comment: "clean v1" });
+  t.equal(snap.status, 201, `snapshot taken (${JSON.stringify(snap.json)})`);
+  t.match(snap.json, { target_id: ids.super!.target, image_version: 1, comment: "clean v1" });
+  t.equal(snapFiles().length, 1, "its clone is in the image folder");
+  t.same(
+    api("GET", `/targets/${ids.super!.target}/snapshots`).json.map((x: { id: number }) => x.id),
+    [snap.json.id],
+    "listed",
+  );
+
+  // SUPER boots and writes; restore and promote are refused while it runs.
+  const s2 = lan.startBiosClient({ bridge: "br0", mac: machines.super.mac });
+  t.teardown(() => s2.kill());
+  await s2.waitFor(BOOTED, BOOT_TIMEOUT);
+  t.match(s2.serial(), /DISKLESS-BOOT-OK FRESH/, "SUPER boots its fresh overlay");
+  const restorePath = `/targets/${ids.super!.target}/snapshots/${snap.json.id}/restore`;
+  let restored = api("POST", restorePath);
+  t.equal(restored.status, 409, "restore with a live session is refused");
+  t.match(restored.json, { reason: "live_session", detail: /lab-super has a live iSCSI session/ });
+  const livePromote = api("POST", `/targets/${ids.super!.target}/promote`, { comment: "x" });
+  t.equal(livePromote.status, 409, "promote with a live session is refused");
+  t.match(livePromote.json?.detail, /lab-super is running .*not a consistent image/);
+  s2.kill();
+  dropIscsiConnections();
+  for (let i = 0; i < 60 && restored.json?.reason === "live_session"; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    restored = api("POST", restorePath);
+  }
+  t.equal(restored.status, 200, `restored once SUPER is off (${JSON.stringify(restored.json)})`);
+  t.match(restored.json, { overlay_version: 1 });
+
+  // The write is gone: SUPER boots the snapshot's clean disk (and writes again).
+  const s3 = lan.startBiosClient({ bridge: "br0", mac: machines.super.mac });
+  t.teardown(() => s3.kill());
+  await s3.waitFor(BOOTED, BOOT_TIMEOUT);
+  t.match(s3.serial(), /DISKLESS-BOOT-OK FRESH/, "after the restore SUPER's write is gone");
+  s3.kill();
+  dropIscsiConnections();
+
+  // Promote SUPER's writeback: version 3, current, whose content has SUPER's write.
+  let promoted = api("POST", `/targets/${ids.super!.target}/promote`, { comment: "SUPER's" });
+  for (let i = 0; i < 60 && promoted.json?.reason === "live_session"; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    promoted = api("POST", `/targets/${ids.super!.target}/promote`, { comment: "SUPER's" });
+  }
+  t.equal(promoted.status, 200, `promoted (${JSON.stringify(promoted.json)})`);
+  t.match(promoted.json, { version: 3, comment: "SUPER's", is_current: true });
+  const v3File = readdirSync(join(data, "images")).find((f) => f.startsWith(`img${image.id}-v3-`));
+  t.ok(v3File, "version 3's file is in the image folder");
+  const v3 = readFileSync(join(data, "images", v3File!));
+  t.match(
+    v3.subarray(3 * 512, 4 * 512).toString("latin1"),
+    /WRITTEN-BY-BOOT/,
+    "version 3 holds SUPER's write",
+  );
+  t.match(api("GET", `/targets/${ids.super!.target}`).json, {
+    overlay_version: 3,
+    versions_behind: 0,
+  });
+
+  // Pin: only to a version that exists.
+  const badPin = api("PUT", `/targets/${ids.b!.target}/pin`, { pinned_version: 9 });
+  t.equal(badPin.status, 422, "pin to a missing version is refused");
+  t.match(badPin.json?.detail, /pinned_version: image Golden has no version 9/);
+  const pin = api("PUT", `/targets/${ids.b!.target}/pin`, { pinned_version: 1 });
+  t.equal(pin.status, 200, "PC-B pinned to version 1");
+  t.match(api("GET", `/targets/${ids.b!.target}`).json, { pinned_version: 1 });
+
+  // The snapshot's file goes with it.
+  const del = api("DELETE", `/targets/${ids.super!.target}/snapshots/${snap.json.id}`);
+  t.equal(del.status, 200, "snapshot deleted");
+  t.same(snapFiles(), [], "and its file");
 
   t.equal(sha256(v1), v1Sha, "version 1's file never changed");
 });

@@ -34,6 +34,16 @@ function fakeStorage() {
     retarget: async (machineId) => {
       calls.push(`retarget ${machineId}`);
     },
+    cloneOverlay: async (targetId, name, refuseLive) => {
+      calls.push(`clone t${targetId} ${name}${refuseLive ? " refuseLive" : ""}`);
+      return { path: `/images/${name}.raw`, sizeBytes: 4321 };
+    },
+    restoreOverlay: async (targetId, path, version) => {
+      calls.push(`restore t${targetId} ${path} v${version}`);
+    },
+    collectGarbage: async () => {
+      calls.push("collectGarbage");
+    },
   };
   return { storage, calls, live };
 }

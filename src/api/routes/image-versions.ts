@@ -71,6 +71,9 @@ const VERSION_ERRORS: Record<VersionErrorCode, [ContentfulStatusCode, ErrorCode]
   live_session: [409, "conflict_error"],
   insufficient_space: [507, "insufficient_storage"],
   unavailable: [503, "service_unavailable"],
+  reset_policy: [409, "conflict_error"],
+  no_writeback: [409, "conflict_error"],
+  snapshot_mismatch: [409, "conflict_error"],
 };
 
 export function versionApiError(err: unknown): unknown {

@@ -39,8 +39,11 @@ export function targetView(t: TargetRow) {
     // Versions: the one it pins (null: follows the image's current one), the one its
     // overlay was cloned from, and how far that is behind.
     image_version: t.system_image_version,
+    pinned_version: t.system_image_version,
     overlay_version: t.overlay_version,
     versions_behind: t.versions_behind,
+    // The version of the extra disk image its LUN serves (games) or its overlay was made from (data).
+    extra_disk_version: t.extra_overlay_version,
     overlay_allocated_bytes: t.overlay_allocated_bytes,
     overlay_unique_bytes: t.overlay_unique_bytes,
     overlay_usage_at: t.overlay_usage_at,
