@@ -27,6 +27,7 @@ export const COMPUTED_MARKER = "# default:";
 
 const SECTION_DOCS: Record<string, string> = {
   http: "The REST API, the iPXE boot scripts and UEFI HTTP boot.",
+  api: "Limits of the REST API.",
   images:
     "Image uploads through the API, images built from recipes, and the drop folder that imports copied files.",
   netboot: "Where PXE clients are served.",
