@@ -71,6 +71,16 @@ export interface Target {
   extra_disk_image_name: string | null;
   extra_disk_mountpoint: string | null;
   initiator_iqn: string;
+  machine_id?: number;
+  machine_name?: string;
+  system_image_id?: number;
+  extra_disk_image_id?: number | null;
+  /** The version it is pinned to; null: it follows the image's current version. */
+  pinned_version?: number | null;
+  /** The version its overlay was cloned from (null: no overlay yet). */
+  overlay_version?: number | null;
+  /** Versions made after its overlay's, up to the one it follows. */
+  versions_behind?: number | null;
   /** Overlay usage, once the API reports it on targets. */
   overlay_allocated_bytes?: number | null;
   overlay_size_bytes?: number | null;
@@ -100,6 +110,37 @@ export interface ImageVersion {
   created_at?: string;
   comment?: string | null;
   current?: boolean;
+  is_current?: boolean;
+  /** Targets, drafts and snapshots resting on it. */
+  in_use_by?: number;
+  created_by_username?: string | null;
+}
+
+/** An update of an image on a super-client (open, then committed or discarded). */
+export interface ImageUpdate {
+  id: number;
+  image_id: number;
+  machine_id: number;
+  machine_name: string | null;
+  base_version: number;
+  status: "open" | "committed" | "discarded";
+  comment: string;
+  draft_booted_at: string | null;
+  committed_version: number | null;
+  created_at: string;
+  closed_at: string | null;
+}
+
+/** A writeback snapshot of a persistent machine's target. */
+export interface Snapshot {
+  id: number;
+  target_id: number;
+  image_id: number;
+  image_version: number | null;
+  comment: string;
+  size_bytes: number;
+  created_by_username: string | null;
+  created_at: string;
 }
 
 export interface JobStep {

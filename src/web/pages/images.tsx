@@ -2,7 +2,7 @@ import { Fragment } from "preact";
 import { useState } from "preact/hooks";
 import { list, request } from "../api.ts";
 import { href } from "../router.ts";
-import type { Image, ImageVersion } from "../types.ts";
+import type { Image } from "../types.ts";
 import {
   bytes,
   can,
@@ -15,6 +15,7 @@ import {
   useResource,
   useThrottle,
 } from "../ui.tsx";
+import { ImageVersions } from "./image-versions.tsx";
 
 export function ImagesPage() {
   const images = useResource(() => list<Image>("/images?limit=1000&sort=name"), []);
@@ -78,7 +79,7 @@ export function ImagesPage() {
                 {open === i.id ? (
                   <tr>
                     <td colSpan={8}>
-                      <Versions image={i} />
+                      <ImageVersions image={i} onChanged={images.reload} />
                     </td>
                   </tr>
                 ) : null}
@@ -89,53 +90,6 @@ export function ImagesPage() {
       ) : null}
       {can("admin") ? <Upload onDone={images.reload} /> : null}
     </>
-  );
-}
-
-/** GET /api/images/{id}/versions, once the update cycle lands; until then, a note. */
-function Versions({ image }: { image: Image }) {
-  const versions = useResource(
-    () =>
-      request<ImageVersion[] | { versions: ImageVersion[] }>("GET", `/images/${image.id}/versions`),
-    [image.id],
-  );
-  const rows = Array.isArray(versions.data) ? versions.data : (versions.data?.versions ?? []);
-  return (
-    <div class="versions">
-      <Problem error={versions.error} what={`Versions of ${image.name}`} />
-      <Loading when={versions.loading} />
-      {versions.data && rows.length === 0 ? <p>No versions recorded.</p> : null}
-      {rows.length > 0 ? (
-        <table>
-          <caption>Versions of {image.name}</caption>
-          <thead>
-            <tr>
-              <th scope="col">Version</th>
-              <th scope="col">Status</th>
-              <th scope="col">Size</th>
-              <th scope="col">Created</th>
-              <th scope="col">Comment</th>
-            </tr>
-          </thead>
-          <tbody>
-            {rows.map((v) => (
-              <tr key={v.id ?? v.version}>
-                <td class="num">
-                  {v.version}
-                  {v.current || v.version === image.current_version ? " (current)" : ""}
-                </td>
-                <td>{v.status ?? "–"}</td>
-                <td class="num">{bytes(v.size_bytes)}</td>
-                <td>
-                  <Time at={v.created_at} />
-                </td>
-                <td>{v.comment ?? ""}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      ) : null}
-    </div>
   );
 }
 

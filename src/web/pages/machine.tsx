@@ -18,6 +18,7 @@ import {
   useThrottle,
 } from "../ui.tsx";
 import { loadLocations } from "./fleet.tsx";
+import { TargetDisk } from "./target-disk.tsx";
 
 const POWER = [
   { action: "on", label: "Power on" },
@@ -140,7 +141,13 @@ export function MachinePage({ id }: { id: number }) {
               <p>No target: this machine boots without a disk from this server.</p>
             ) : null}
             {targets.data?.items.map((t) => (
-              <TargetView key={t.id} target={t} machineId={id} />
+              <TargetView
+                key={t.id}
+                target={t}
+                machineId={id}
+                persistent={m?.overlay_policy === "persistent"}
+                onChanged={targets.reload}
+              />
             ))}
           </Section>
           <Section title="Boot timeline">
@@ -153,7 +160,13 @@ export function MachinePage({ id }: { id: number }) {
   );
 }
 
-function TargetView({ target: t, machineId }: { target: Target; machineId: number }) {
+function TargetView(props: {
+  target: Target;
+  machineId: number;
+  persistent: boolean;
+  onChanged: () => void;
+}) {
+  const { target: t, machineId } = props;
   const used = t.overlay_allocated_bytes;
   const size = t.overlay_size_bytes;
   return (
@@ -215,6 +228,7 @@ function TargetView({ target: t, machineId }: { target: Target; machineId: numbe
           }}
         />
       ) : null}
+      <TargetDisk target={t} persistent={props.persistent} onChanged={props.onChanged} />
     </div>
   );
 }
