@@ -244,6 +244,9 @@ t.test(
         t.ok(await disk.getByRole("button", { name }).isVisible(), `admin sees "${name}"`);
       }
       await page.screenshot({ path: join(shots, "cycle-machine.png"), fullPage: true });
+      await row.getByRole("button", { name: "Restore" }).click();
+      await row.getByRole("status").filter({ hasText: "restored" }).waitFor();
+      t.pass("the snapshot was restored (after a confirm)");
       await row.getByRole("button", { name: "Delete" }).click();
       await disk.getByText("No snapshots.").waitFor();
       t.equal(s.store.targetSnapshots.list(lab.target.id).length, 0, "deleted in the API");
