@@ -247,6 +247,16 @@ t.test(
       await row.getByRole("button", { name: "Restore" }).click();
       await row.getByRole("status").filter({ hasText: "restored" }).waitFor();
       t.pass("the snapshot was restored (after a confirm)");
+      // Pinned to version 2 (current is 1 after the rollback): one version behind.
+      await disk.getByLabel("Version to boot").selectOption("2");
+      await disk.getByRole("button", { name: "Pin" }).click();
+      await disk.getByText("version 2 (pinned)").waitFor();
+      t.match(
+        await disk.locator("dd", { hasText: /^1 — a reset/ }).textContent(),
+        /^1 — a reset of its overlay brings it up to date/,
+        "one version behind the pinned version",
+      );
+      t.equal(s.store.targets.get(lab.target.id)?.system_image_version, 2, "pinned in the API");
       await row.getByRole("button", { name: "Delete" }).click();
       await disk.getByText("No snapshots.").waitFor();
       t.equal(s.store.targetSnapshots.list(lab.target.id).length, 0, "deleted in the API");
