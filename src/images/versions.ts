@@ -177,28 +177,12 @@ export class VersionService {
       }
       const storage = this.#requireStorage();
       await this.#refuseLive(update.machine_id, "commit: its disk must be consistent");
-      await this.#checkReserve("a new version");
-      const next = Math.max(0, ...s.images.versions(image.id).map((v) => v.version)) + 1;
-      const name = `img${image.id}-v${next}-${randomBytes(4).toString("hex")}`;
-      const started = performance.now();
-      const frozen = await storage.freeze(update.draft_overlay, name);
-      let version: ImageVersionRow;
-      try {
-        version = s.transaction(() => {
-          const v = s.images.addVersion(image.id, {
-            path: frozen.path,
-            size_bytes: frozen.sizeBytes,
-            note: comment,
-            created_by: userId,
-          });
-          s.imageUpdates.close(update.id, "committed", v.version);
-          return s.imageVersions.get(image.id, v.version)!;
-        });
-      } catch (err) {
-        await storage.deleteVersion(frozen.path).catch(() => {});
-        throw err;
-      }
-      const ms = Math.round(performance.now() - started);
+      const { version, ms } = await this.#addVersion(
+        image,
+        { note: comment, created_by: userId },
+        (name) => storage.freeze(update.draft_overlay, name),
+        (v) => s.imageUpdates.close(update.id, "committed", v),
+      );
       await this.#closeDraft(update.draft_overlay, update.machine_id);
       this.publish(image.id, "update_committed", {
         update_id: update.id,
@@ -306,32 +290,19 @@ export class VersionService {
       const storage = this.#requireStorage();
       const why = "promote: a writeback being written is not a consistent image";
       await this.#refuseLive(machine.id, why);
-      await this.#checkReserve("a new version");
       const before = image.current_version;
-      const next = Math.max(0, ...s.images.versions(image.id).map((v) => v.version)) + 1;
-      const name = `img${image.id}-v${next}-${randomBytes(4).toString("hex")}`;
-      const started = performance.now();
-      const frozen = await storage.cloneOverlay(target.id, name, true);
-      let version: ImageVersionRow;
-      try {
-        version = s.transaction(() => {
-          const v = s.images.addVersion(image.id, {
-            path: frozen.path,
-            size_bytes: frozen.sizeBytes,
-            note: req.comment,
-            created_by: userId,
-          });
+      const { version, ms } = await this.#addVersion(
+        image,
+        { note: req.comment, created_by: userId },
+        (name) => storage.cloneOverlay(target.id, name, true),
+        (v) => {
           if (req.make_current === false && before !== null) {
             s.imageVersions.setCurrent(image.id, before);
           }
           // The machine's disk is that version now: it is not behind it.
-          s.targets.update(target.id, { overlay_version: v.version });
-          return s.imageVersions.get(image.id, v.version)!;
-        });
-      } catch (err) {
-        await storage.deleteVersion(frozen.path).catch(() => {});
-        throw err;
-      }
+          s.targets.update(target.id, { overlay_version: v });
+        },
+      );
       this.publish(image.id, "promoted", {
         version: version.version,
         machine_id: machine.id,
@@ -343,7 +314,7 @@ export class VersionService {
           target_id: target.id,
           version: version.version,
           current: req.make_current !== false,
-          ms: Math.round(performance.now() - started),
+          ms,
         },
         "writeback promoted to an image version",
       );
@@ -462,6 +433,42 @@ export class VersionService {
         { machine_id: machineId, session_id: session ?? null },
       );
     }
+  }
+
+  /**
+   * The image's next version: its file made by `make` (a freeze or a clone, under a fresh
+   * name), then its row added with `andThen`'s changes in one transaction. A file whose row
+   * cannot be written is deleted again. `ms` is the time the file and row took.
+   */
+  async #addVersion(
+    image: Image,
+    row: { note: string; created_by: number | null },
+    make: (name: string) => Promise<{ path: string; sizeBytes: number }>,
+    andThen: (version: number) => void,
+  ): Promise<{ version: ImageVersionRow; ms: number }> {
+    const s = this.#d.store;
+    const storage = this.#requireStorage();
+    await this.#checkReserve("a new version");
+    const next = Math.max(0, ...s.images.versions(image.id).map((v) => v.version)) + 1;
+    const name = `img${image.id}-v${next}-${randomBytes(4).toString("hex")}`;
+    const started = performance.now();
+    const made = await make(name);
+    let version: ImageVersionRow;
+    try {
+      version = s.transaction(() => {
+        const v = s.images.addVersion(image.id, {
+          path: made.path,
+          size_bytes: made.sizeBytes,
+          ...row,
+        });
+        andThen(v.version);
+        return s.imageVersions.get(image.id, v.version)!;
+      });
+    } catch (err) {
+      await storage.deleteVersion(made.path).catch(() => {});
+      throw err;
+    }
+    return { version, ms: Math.round(performance.now() - started) };
   }
 
   async #checkReserve(what: string): Promise<void> {
