@@ -453,9 +453,8 @@ export class VersionService {
     const name = `img${image.id}-v${next}-${randomBytes(4).toString("hex")}`;
     const started = performance.now();
     const made = await make(name);
-    let version: ImageVersionRow;
-    try {
-      version = s.transaction(() => {
+    const version = await recordOrDelete(storage, made.path, () =>
+      s.transaction(() => {
         const v = s.images.addVersion(image.id, {
           path: made.path,
           size_bytes: made.sizeBytes,
@@ -463,11 +462,8 @@ export class VersionService {
         });
         andThen(v.version);
         return s.imageVersions.get(image.id, v.version)!;
-      });
-    } catch (err) {
-      await storage.deleteVersion(made.path).catch(() => {});
-      throw err;
-    }
+      }),
+    );
     return { version, ms: Math.round(performance.now() - started) };
   }
 
@@ -592,5 +588,22 @@ export function requireWriteback(
       `cannot ${what}: target ${target.name} has no overlay yet (machine ${machineName} never booted it)`,
       { target_id: target.id },
     );
+  }
+}
+
+/**
+ * Records a file just made (a version or a snapshot) with `record`; a file whose row cannot
+ * be written is deleted again, so no file is left that no row knows.
+ */
+export async function recordOrDelete<T>(
+  storage: VersionStorage,
+  path: string,
+  record: () => T,
+): Promise<T> {
+  try {
+    return record();
+  } catch (err) {
+    await storage.deleteVersion(path).catch(() => {});
+    throw err;
   }
 }
