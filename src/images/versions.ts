@@ -231,14 +231,7 @@ export class VersionService {
           { field: "version", versions: known },
         );
       }
-      const open = s.imageUpdates.openFor(image.id);
-      if (open) {
-        throw new VersionError(
-          "update_open",
-          `image ${image.name} has open update ${open.id} on machine ${open.machine_name}: commit or discard it before a rollback`,
-          { update_id: open.id, machine_id: open.machine_id },
-        );
-      }
+      this.#refuseOpen(image, "rollback");
       const from = image.current_version;
       s.imageVersions.setCurrent(image.id, version);
       this.publish(image.id, "rolled_back", { version });
@@ -279,14 +272,7 @@ export class VersionService {
       const image = this.#readyImage(target.system_image_id);
       const machine = s.machines.get(target.machine_id)!;
       requireWriteback(machine.name, machine.overlay_policy, target, "promote");
-      const open = s.imageUpdates.openFor(image.id);
-      if (open) {
-        throw new VersionError(
-          "update_open",
-          `image ${image.name} has open update ${open.id} on machine ${open.machine_name}: commit or discard it before a promote`,
-          { update_id: open.id, machine_id: open.machine_id },
-        );
-      }
+      this.#refuseOpen(image, "promote");
       const storage = this.#requireStorage();
       const why = "promote: a writeback being written is not a consistent image";
       await this.#refuseLive(machine.id, why);
@@ -474,12 +460,18 @@ export class VersionService {
     }
   }
 
-  #refuseOpen(image: Image): void {
+  /**
+   * Refuses while the image has an open update: a second one (`what` undefined: one open
+   * update per image), or a rollback or promote, which would bypass its draft.
+   */
+  #refuseOpen(image: Image, what?: string): void {
     const open = this.#d.store.imageUpdates.openFor(image.id);
     if (open) {
+      const has = what === undefined ? "already has" : "has";
+      const then = what === undefined ? "first (one open update per image)" : `before a ${what}`;
       throw new VersionError(
         "update_open",
-        `image ${image.name} already has open update ${open.id} on machine ${open.machine_name}: commit or discard it first (one open update per image)`,
+        `image ${image.name} ${has} open update ${open.id} on machine ${open.machine_name}: commit or discard it ${then}`,
         { update_id: open.id, machine_id: open.machine_id },
       );
     }
