@@ -9,18 +9,27 @@ import { type Asset, loadAsset, sendAsset } from "./static-asset.js";
  * only; no inline script or style, no eval, no framing. The bundle is built to need nothing
  * more (src/web: no style attributes, gauges are <meter>/<progress>, charts are SVG).
  */
-export const WEB_CSP = [
-  "default-src 'self'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self'",
-  "font-src 'self'",
-  "connect-src 'self'",
-  "object-src 'none'",
-  "base-uri 'none'",
-  "form-action 'self'",
-  "frame-ancestors 'none'",
-].join("; ");
+const WEB_CSP_DIRECTIVES: Readonly<Record<string, string>> = {
+  "default-src": "'self'",
+  "script-src": "'self'",
+  "style-src": "'self'",
+  "img-src": "'self'",
+  "font-src": "'self'",
+  "connect-src": "'self'",
+  "object-src": "'none'",
+  "base-uri": "'none'",
+  "form-action": "'self'",
+  "frame-ancestors": "'none'",
+};
+
+/** The dashboard's policy with some directives replaced (another page of ours that needs more). */
+export function cspLike(replaced: Readonly<Record<string, string>> = {}): string {
+  return Object.entries({ ...WEB_CSP_DIRECTIVES, ...replaced })
+    .map(([directive, sources]) => `${directive} ${sources}`)
+    .join("; ");
+}
+
+export const WEB_CSP = cspLike();
 
 /** dist/web beside dist/api (this file compiles to dist/api/web.js). */
 export function defaultWebDir(): string {

@@ -18,6 +18,7 @@ import {
   IMAGE_IMPORT_STEPS,
   type ImageImportParams,
   type ImageService,
+  imageUploadedEvent,
 } from "./service.js";
 
 /** What a build job carries: an import's params plus the recipe it builds first. */
@@ -113,14 +114,7 @@ export class ImageBuildService {
       });
       return { image, job };
     });
-    d.bus?.publish("image_uploaded", {
-      image_id: image.id,
-      name: image.name,
-      format: image.format,
-      size_bytes: image.size_bytes,
-      status: image.status,
-      job_id: job.id,
-    });
+    d.bus?.publish("image_uploaded", imageUploadedEvent(image, job));
     d.log.info({ image_id: image.id, recipe: req.recipe, job_id: job.id }, "image build queued");
     return { image, job };
   }

@@ -6,7 +6,7 @@ import type { Readable } from "node:stream";
 import type { Logger } from "pino";
 import { z } from "zod";
 import { checkReserve } from "../diskspace/reserve.js";
-import type { EventBus } from "../events/bus.js";
+import type { EventBus, EventPayloads } from "../events/bus.js";
 import type { JobContext, JobRunner } from "../jobs/runner.js";
 import type { Image, ImageFormat, ImageType } from "../store/images.js";
 import type { Store } from "../store/index.js";
@@ -244,14 +244,7 @@ export class ImageService {
       }
       throw err;
     }
-    d.bus?.publish("image_uploaded", {
-      image_id: image.id,
-      name: image.name,
-      format: image.format,
-      size_bytes: image.size_bytes,
-      status: image.status,
-      job_id: job.id,
-    });
+    d.bus?.publish("image_uploaded", imageUploadedEvent(image, job));
     return { image, job };
   }
 
@@ -646,4 +639,16 @@ function rawNameFor(src: string): string {
 async function freeBytesOf(dir: string): Promise<number> {
   const s = await statfs(dir);
   return s.bavail * s.bsize;
+}
+
+/** The image_uploaded event of a new image row and the job that imports (or builds) it. */
+export function imageUploadedEvent(image: Image, job: Job): EventPayloads["image_uploaded"] {
+  return {
+    image_id: image.id,
+    name: image.name,
+    format: image.format,
+    size_bytes: image.size_bytes,
+    status: image.status,
+    job_id: job.id,
+  };
 }

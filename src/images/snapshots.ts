@@ -5,7 +5,12 @@ import type { Store } from "../store/index.js";
 import type { TargetSnapshotRow } from "../store/target-snapshots.js";
 import type { Target } from "../store/targets.js";
 import { VersionError } from "./version-errors.js";
-import { type ReserveAnswer, requireWriteback, type VersionService } from "./versions.js";
+import {
+  type ReserveAnswer,
+  recordOrDelete,
+  requireWriteback,
+  type VersionService,
+} from "./versions.js";
 
 export interface SnapshotServiceDeps {
   store: Store;
@@ -53,8 +58,7 @@ export class SnapshotService {
       const name = `snap-t${target.id}-${randomBytes(4).toString("hex")}`;
       const started = performance.now();
       const clone = await storage.cloneOverlay(target.id, name, false);
-      let row: TargetSnapshotRow;
-      try {
+      const row = await recordOrDelete(storage, clone.path, () => {
         const created = s.targetSnapshots.create({
           target_id: target.id,
           image_id: target.system_image_id,
@@ -64,11 +68,8 @@ export class SnapshotService {
           comment,
           created_by: userId,
         });
-        row = s.targetSnapshots.getRow(created.id)!;
-      } catch (err) {
-        await storage.deleteVersion(clone.path).catch(() => {});
-        throw err;
-      }
+        return s.targetSnapshots.getRow(created.id)!;
+      });
       this.#d.versions.publish(target.system_image_id, "snapshot_taken", {
         target_id: target.id,
         machine_id: target.machine_id,

@@ -177,28 +177,12 @@ export class VersionService {
       }
       const storage = this.#requireStorage();
       await this.#refuseLive(update.machine_id, "commit: its disk must be consistent");
-      await this.#checkReserve("a new version");
-      const next = Math.max(0, ...s.images.versions(image.id).map((v) => v.version)) + 1;
-      const name = `img${image.id}-v${next}-${randomBytes(4).toString("hex")}`;
-      const started = performance.now();
-      const frozen = await storage.freeze(update.draft_overlay, name);
-      let version: ImageVersionRow;
-      try {
-        version = s.transaction(() => {
-          const v = s.images.addVersion(image.id, {
-            path: frozen.path,
-            size_bytes: frozen.sizeBytes,
-            note: comment,
-            created_by: userId,
-          });
-          s.imageUpdates.close(update.id, "committed", v.version);
-          return s.imageVersions.get(image.id, v.version)!;
-        });
-      } catch (err) {
-        await storage.deleteVersion(frozen.path).catch(() => {});
-        throw err;
-      }
-      const ms = Math.round(performance.now() - started);
+      const { version, ms } = await this.#addVersion(
+        image,
+        { note: comment, created_by: userId },
+        (name) => storage.freeze(update.draft_overlay, name),
+        (v) => s.imageUpdates.close(update.id, "committed", v),
+      );
       await this.#closeDraft(update.draft_overlay, update.machine_id);
       this.publish(image.id, "update_committed", {
         update_id: update.id,
@@ -247,14 +231,7 @@ export class VersionService {
           { field: "version", versions: known },
         );
       }
-      const open = s.imageUpdates.openFor(image.id);
-      if (open) {
-        throw new VersionError(
-          "update_open",
-          `image ${image.name} has open update ${open.id} on machine ${open.machine_name}: commit or discard it before a rollback`,
-          { update_id: open.id, machine_id: open.machine_id },
-        );
-      }
+      this.#refuseOpen(image, "rollback");
       const from = image.current_version;
       s.imageVersions.setCurrent(image.id, version);
       this.publish(image.id, "rolled_back", { version });
@@ -295,43 +272,23 @@ export class VersionService {
       const image = this.#readyImage(target.system_image_id);
       const machine = s.machines.get(target.machine_id)!;
       requireWriteback(machine.name, machine.overlay_policy, target, "promote");
-      const open = s.imageUpdates.openFor(image.id);
-      if (open) {
-        throw new VersionError(
-          "update_open",
-          `image ${image.name} has open update ${open.id} on machine ${open.machine_name}: commit or discard it before a promote`,
-          { update_id: open.id, machine_id: open.machine_id },
-        );
-      }
+      this.#refuseOpen(image, "promote");
       const storage = this.#requireStorage();
       const why = "promote: a writeback being written is not a consistent image";
       await this.#refuseLive(machine.id, why);
-      await this.#checkReserve("a new version");
       const before = image.current_version;
-      const next = Math.max(0, ...s.images.versions(image.id).map((v) => v.version)) + 1;
-      const name = `img${image.id}-v${next}-${randomBytes(4).toString("hex")}`;
-      const started = performance.now();
-      const frozen = await storage.cloneOverlay(target.id, name, true);
-      let version: ImageVersionRow;
-      try {
-        version = s.transaction(() => {
-          const v = s.images.addVersion(image.id, {
-            path: frozen.path,
-            size_bytes: frozen.sizeBytes,
-            note: req.comment,
-            created_by: userId,
-          });
+      const { version, ms } = await this.#addVersion(
+        image,
+        { note: req.comment, created_by: userId },
+        (name) => storage.cloneOverlay(target.id, name, true),
+        (v) => {
           if (req.make_current === false && before !== null) {
             s.imageVersions.setCurrent(image.id, before);
           }
           // The machine's disk is that version now: it is not behind it.
-          s.targets.update(target.id, { overlay_version: v.version });
-          return s.imageVersions.get(image.id, v.version)!;
-        });
-      } catch (err) {
-        await storage.deleteVersion(frozen.path).catch(() => {});
-        throw err;
-      }
+          s.targets.update(target.id, { overlay_version: v });
+        },
+      );
       this.publish(image.id, "promoted", {
         version: version.version,
         machine_id: machine.id,
@@ -343,7 +300,7 @@ export class VersionService {
           target_id: target.id,
           version: version.version,
           current: req.make_current !== false,
-          ms: Math.round(performance.now() - started),
+          ms,
         },
         "writeback promoted to an image version",
       );
@@ -464,6 +421,38 @@ export class VersionService {
     }
   }
 
+  /**
+   * The image's next version: its file made by `make` (a freeze or a clone, under a fresh
+   * name), then its row added with `andThen`'s changes in one transaction. A file whose row
+   * cannot be written is deleted again. `ms` is the time the file and row took.
+   */
+  async #addVersion(
+    image: Image,
+    row: { note: string; created_by: number | null },
+    make: (name: string) => Promise<{ path: string; sizeBytes: number }>,
+    andThen: (version: number) => void,
+  ): Promise<{ version: ImageVersionRow; ms: number }> {
+    const s = this.#d.store;
+    const storage = this.#requireStorage();
+    await this.#checkReserve("a new version");
+    const next = Math.max(0, ...s.images.versions(image.id).map((v) => v.version)) + 1;
+    const name = `img${image.id}-v${next}-${randomBytes(4).toString("hex")}`;
+    const started = performance.now();
+    const made = await make(name);
+    const version = await recordOrDelete(storage, made.path, () =>
+      s.transaction(() => {
+        const v = s.images.addVersion(image.id, {
+          path: made.path,
+          size_bytes: made.sizeBytes,
+          ...row,
+        });
+        andThen(v.version);
+        return s.imageVersions.get(image.id, v.version)!;
+      }),
+    );
+    return { version, ms: Math.round(performance.now() - started) };
+  }
+
   async #checkReserve(what: string): Promise<void> {
     const r = await this.#d.reserve?.();
     if (r && !r.ok) {
@@ -471,12 +460,18 @@ export class VersionService {
     }
   }
 
-  #refuseOpen(image: Image): void {
+  /**
+   * Refuses while the image has an open update: a second one (`what` undefined: one open
+   * update per image), or a rollback or promote, which would bypass its draft.
+   */
+  #refuseOpen(image: Image, what?: string): void {
     const open = this.#d.store.imageUpdates.openFor(image.id);
     if (open) {
+      const has = what === undefined ? "already has" : "has";
+      const then = what === undefined ? "first (one open update per image)" : `before a ${what}`;
       throw new VersionError(
         "update_open",
-        `image ${image.name} already has open update ${open.id} on machine ${open.machine_name}: commit or discard it first (one open update per image)`,
+        `image ${image.name} ${has} open update ${open.id} on machine ${open.machine_name}: commit or discard it ${then}`,
         { update_id: open.id, machine_id: open.machine_id },
       );
     }
@@ -585,5 +580,22 @@ export function requireWriteback(
       `cannot ${what}: target ${target.name} has no overlay yet (machine ${machineName} never booted it)`,
       { target_id: target.id },
     );
+  }
+}
+
+/**
+ * Records a file just made (a version or a snapshot) with `record`; a file whose row cannot
+ * be written is deleted again, so no file is left that no row knows.
+ */
+export async function recordOrDelete<T>(
+  storage: VersionStorage,
+  path: string,
+  record: () => T,
+): Promise<T> {
+  try {
+    return record();
+  } catch (err) {
+    await storage.deleteVersion(path).catch(() => {});
+    throw err;
   }
 }

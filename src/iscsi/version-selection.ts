@@ -27,20 +27,9 @@ export function selectSystemDisk(
   if (image?.status !== "ready" || image.current_version === null) {
     return `system image ${target.system_image_id} has no ready version`;
   }
-  const versions = store.images.versions(image.id);
-  const pathOf = (v: number) => versions.find((x) => x.version === v)?.path;
-  const update = store.imageUpdates.openOnMachine(target.machine_id, image.id);
-  if (update) {
-    const path = pathOf(update.base_version);
-    if (!path)
-      return `version ${update.base_version} of image ${image.name} (the update's base) is gone`;
-    return {
-      overlayId: update.draft_overlay,
-      imagePath: path,
-      version: update.base_version,
-      draftUpdateId: update.id,
-    };
-  }
+  const pathOf = versionPaths(store, image.id);
+  const draft = draftOf(store, target, image, pathOf);
+  if (draft !== undefined) return draft;
   const wanted = target.system_image_version ?? image.current_version;
   const path = pathOf(wanted);
   if (!path) {
@@ -91,20 +80,9 @@ export function selectExtraDisk(
   if (image?.status !== "ready" || image.current_version === null) {
     return `extra disk image ${imageId} has no ready version`;
   }
-  const versions = store.images.versions(image.id);
-  const pathOf = (v: number) => versions.find((x) => x.version === v)?.path;
-  const update = store.imageUpdates.openOnMachine(target.machine_id, image.id);
-  if (update) {
-    const path = pathOf(update.base_version);
-    if (!path)
-      return `version ${update.base_version} of image ${image.name} (the update's base) is gone`;
-    return {
-      overlayId: update.draft_overlay,
-      imagePath: path,
-      version: update.base_version,
-      draftUpdateId: update.id,
-    };
-  }
+  const pathOf = versionPaths(store, image.id);
+  const draft = draftOf(store, target, image, pathOf);
+  if (draft !== undefined) return draft;
   const served = fresh ? null : target.extra_overlay_version;
   const wanted = served !== null && pathOf(served) ? served : image.current_version;
   const path = pathOf(wanted);
@@ -113,5 +91,34 @@ export function selectExtraDisk(
     overlayId: target.target_type === "system_data" ? ownOverlayId : undefined,
     imagePath: path,
     version: wanted,
+  };
+}
+
+/** The file of each version of an image, by version number. */
+function versionPaths(store: Store, imageId: number): (version: number) => string | undefined {
+  const versions = store.images.versions(imageId);
+  return (v) => versions.find((x) => x.version === v)?.path;
+}
+
+/**
+ * The draft of an open update of the image when the target's machine is its super-client:
+ * a writable overlay of the update's base version. Undefined when there is no such update.
+ */
+function draftOf(
+  store: Store,
+  target: Target,
+  image: { id: number; name: string },
+  pathOf: (version: number) => string | undefined,
+): Required<SystemDisk> | string | undefined {
+  const update = store.imageUpdates.openOnMachine(target.machine_id, image.id);
+  if (!update) return undefined;
+  const path = pathOf(update.base_version);
+  if (!path)
+    return `version ${update.base_version} of image ${image.name} (the update's base) is gone`;
+  return {
+    overlayId: update.draft_overlay,
+    imagePath: path,
+    version: update.base_version,
+    draftUpdateId: update.id,
   };
 }

@@ -82,6 +82,15 @@ export function versionApiError(err: unknown): unknown {
   return new ApiError(status, code, err.message, { reason: err.code, ...err.details });
 }
 
+/** Runs a call of the version or snapshot service, its refusals answered as API errors. */
+export async function versionCall<T>(fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw versionApiError(err);
+  }
+}
+
 const updateParams = z.object({
   id: z.coerce.number().int().positive(),
   update_id: z.coerce.number().int().positive(),
@@ -104,13 +113,8 @@ export const imageVersionsRoutes: RouteModule = (deps) => {
     if (!row) throw notFound("image", id);
     return row;
   };
-  const run = async <T>(fn: (s: VersionService) => T | Promise<T>): Promise<T> => {
-    try {
-      return await fn(service(deps));
-    } catch (err) {
-      throw versionApiError(err);
-    }
-  };
+  const run = <T>(fn: (s: VersionService) => T | Promise<T>): Promise<T> =>
+    versionCall(() => fn(versionService(deps)));
   return [
     defineRoute({
       method: "GET",
@@ -247,7 +251,8 @@ export const imageVersionsRoutes: RouteModule = (deps) => {
   ];
 };
 
-function service(deps: ApiDeps): VersionService {
+/** The image version service, or 503 when the daemon runs without it. */
+export function versionService(deps: ApiDeps): VersionService {
   const s = deps.services.versions;
   if (!s)
     throw new ApiError(503, "service_unavailable", "the image version service is not running");

@@ -16,7 +16,7 @@ import {
   type RouteModule,
 } from "../route.js";
 import { zText } from "../validate.js";
-import { versionApiError, versionView } from "./image-versions.js";
+import { versionCall, versionService, versionView } from "./image-versions.js";
 
 declare module "../route.js" {
   interface ApiServices {
@@ -77,16 +77,7 @@ export const targetWritebackRoutes: RouteModule = (deps) => {
   const snapshots = (): SnapshotService =>
     deps.services.snapshots ??
     raise(new ApiError(503, "service_unavailable", "the snapshot service is not running"));
-  const versions = (): VersionService =>
-    deps.services.versions ??
-    raise(new ApiError(503, "service_unavailable", "the image version service is not running"));
-  const run = async <T>(fn: () => Promise<T> | T): Promise<T> => {
-    try {
-      return await fn();
-    } catch (err) {
-      throw versionApiError(err);
-    }
-  };
+  const versions = (): VersionService => versionService(deps);
   return [
     defineRoute({
       method: "GET",
@@ -114,7 +105,9 @@ export const targetWritebackRoutes: RouteModule = (deps) => {
       body: takeBody,
       handler: async ({ params, body, user, audit }) => {
         const t = target(params.id);
-        const snap = await run(() => snapshots().take(t.id, body.comment, user?.id ?? null));
+        const snap = await versionCall(() =>
+          snapshots().take(t.id, body.comment, user?.id ?? null),
+        );
         audit({ resource_id: snap.id, machine_id: t.machine_id, detail: { target_id: t.id } });
         return snapshotView(snap);
       },
@@ -131,7 +124,7 @@ export const targetWritebackRoutes: RouteModule = (deps) => {
       params: snapshotParams,
       handler: async ({ params, audit }) => {
         const t = target(params.id);
-        const after = await run(() => snapshots().restore(t.id, params.sid));
+        const after = await versionCall(() => snapshots().restore(t.id, params.sid));
         audit({
           resource_id: params.sid,
           machine_id: t.machine_id,
@@ -151,7 +144,7 @@ export const targetWritebackRoutes: RouteModule = (deps) => {
       params: snapshotParams,
       handler: async ({ params, audit }) => {
         const t = target(params.id);
-        const gone = await run(() => snapshots().delete(t.id, params.sid));
+        const gone = await versionCall(() => snapshots().delete(t.id, params.sid));
         audit({ resource_id: gone.id, machine_id: t.machine_id, detail: { target_id: t.id } });
         return { message: "snapshot deleted", id: gone.id };
       },
@@ -169,7 +162,7 @@ export const targetWritebackRoutes: RouteModule = (deps) => {
       body: promoteBody,
       handler: async ({ params, body, user, audit }) => {
         const t = target(params.id);
-        const v = await run(() => versions().promote(t.id, body, user?.id ?? null));
+        const v = await versionCall(() => versions().promote(t.id, body, user?.id ?? null));
         audit({
           resource_id: t.id,
           machine_id: t.machine_id,
@@ -191,7 +184,7 @@ export const targetWritebackRoutes: RouteModule = (deps) => {
       body: pinBody,
       handler: async ({ params, body, audit }) => {
         const t = target(params.id);
-        const after = await run(() => versions().pin(t.id, body.pinned_version));
+        const after = await versionCall(() => versions().pin(t.id, body.pinned_version));
         audit({
           resource_id: t.id,
           machine_id: t.machine_id,

@@ -1,35 +1,28 @@
-import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
-import {
-  copyFile,
-  link,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  stat,
-  unlink,
-  writeFile,
-} from "node:fs/promises";
+import { copyFile, link, open, readFile, rename, stat, unlink } from "node:fs/promises";
 import { release } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { CommandError, type CommandRunner, commandRunner } from "../../host/exec.js";
 import { errorText } from "../../lib/error-text.js";
 import { KeyedLock } from "../../lib/keyed-lock.js";
 import { applyCowStore, readCowStore } from "./cow-store.js";
 import { DmDevices } from "./dm-devices.js";
-import { errnoCode, isNoSpace, NO_CLONE_ERRNOS, OverlayError } from "./errors.js";
-import { overlayIdsAmong, validateOverlayId } from "./names.js";
+import { errnoCode, NO_CLONE_ERRNOS, OverlayError } from "./errors.js";
+import { validateOverlayId } from "./names.js";
 import {
-  isQuarantineName,
-  type OverlayOwner,
-  ownerMismatch,
-  parseOwner,
-  type QuarantinedOverlay,
-  quarantineName,
-} from "./owner.js";
+  deleteFromQuarantineDir,
+  listOverlayFiles,
+  listQuarantineDir,
+  moveToQuarantineDir,
+  overlayFsError,
+  readJson,
+  requireImageDir,
+  syncDir,
+  tempPath,
+  writeJsonRecord,
+} from "./overlay-files.js";
+import { type OverlayOwner, ownerMismatch, parseOwner, type QuarantinedOverlay } from "./owner.js";
 import { deleteReflinkVersion } from "./reflink-versions.js";
 import {
   type CreatedOverlay,
@@ -58,8 +51,6 @@ export interface DmSnapshotDriverOptions {
 
 const COW_SUFFIX = ".cow";
 const META_SUFFIX = ".snap.json";
-const QUARANTINE_DIR = "quarantine";
-const TMP_MARK = ".tmp-";
 /** dm names: the id is validated (A-Z a-z 0-9 _ . -, at most 100), so this fits dm's 127. */
 const DM_PREFIX = "bfsnap-";
 const DM_UUID_PREFIX = "BOOTFLEET-SNAP-";
@@ -199,7 +190,7 @@ class DmSnapshotDriver implements OverlayDriver {
         await rename(tmp, cow);
       } catch (err) {
         await unlink(tmp).catch(() => {});
-        throw this.#fsError(err, overlayId, `cannot publish ${cow}`, cow);
+        throw overlayFsError(err, overlayId, `cannot publish ${cow}`, cow);
       }
       await this.#writeMeta(overlayId, fresh);
       await this.#activate(overlayId, fresh);
@@ -226,7 +217,7 @@ class DmSnapshotDriver implements OverlayDriver {
         await unlink(tmp).catch(() => {});
         throw err instanceof OverlayError
           ? err
-          : this.#fsError(err, overlayId, `cannot replace ${cow}`, cow);
+          : overlayFsError(err, overlayId, `cannot replace ${cow}`, cow);
       }
       await this.#writeMeta(overlayId, fresh);
       await this.#activate(overlayId, fresh);
@@ -243,7 +234,7 @@ class DmSnapshotDriver implements OverlayDriver {
         () => true,
         (err: unknown) => {
           if (errnoCode(err) === "ENOENT") return false;
-          throw this.#fsError(err, overlayId, `cannot delete ${cow}`, cow);
+          throw overlayFsError(err, overlayId, `cannot delete ${cow}`, cow);
         },
       );
       await unlink(this.#metaPath(overlayId)).catch(() => {});
@@ -256,43 +247,15 @@ class DmSnapshotDriver implements OverlayDriver {
     return this.#lock.run(overlayId, () => this.#moveToQuarantine(overlayId, reason));
   }
 
-  async quarantined(): Promise<QuarantinedOverlay[]> {
-    const dir = join(this.#dir, QUARANTINE_DIR);
-    const names = await readdir(dir).catch(() => [] as string[]);
-    const out: QuarantinedOverlay[] = [];
-    for (const file of names.sort()) {
-      if (!file.endsWith(COW_SUFFIX)) continue;
-      const name = file.slice(0, -COW_SUFFIX.length);
-      if (!isQuarantineName(name)) continue;
-      const st = await stat(join(dir, file)).catch(() => undefined);
-      if (!st?.isFile()) continue;
-      const meta = await readJson(join(dir, `${name}.json`));
-      const owner = parseOwner(meta?.owner);
-      out.push({
-        name,
-        overlayId: typeof meta?.overlayId === "string" ? meta.overlayId : name.split(".q")[0]!,
-        reason: typeof meta?.reason === "string" ? meta.reason : "unknown",
-        quarantinedAt: typeof meta?.quarantinedAt === "string" ? meta.quarantinedAt : "",
-        // What the machine wrote: the store's allocated bytes (its origin is kept elsewhere).
-        sizeBytes: st.blocks * SECTOR,
-        ...(owner ? { owner } : {}),
-      });
-    }
-    return out;
+  quarantined(): Promise<QuarantinedOverlay[]> {
+    // What the machine wrote: the store's allocated bytes (its origin is kept elsewhere).
+    return listQuarantineDir(this.#dir, COW_SUFFIX, (st) => st.blocks * SECTOR);
   }
 
   async deleteQuarantined(name: string): Promise<boolean> {
-    if (!isQuarantineName(name)) return false;
-    const dir = join(this.#dir, QUARANTINE_DIR);
-    try {
-      await unlink(join(dir, `${name}${COW_SUFFIX}`));
-    } catch (err) {
-      if (errnoCode(err) === "ENOENT") return false;
-      throw this.#fsError(err, undefined, `cannot delete quarantined ${name}`, dir);
-    }
-    await unlink(join(dir, `${name}.json`)).catch(() => {});
-    this.#log.warn({ name }, "quarantined overlay deleted");
-    return true;
+    const deleted = await deleteFromQuarantineDir(this.#dir, name, COW_SUFFIX);
+    if (deleted) this.#log.warn({ name }, "quarantined overlay deleted");
+    return deleted;
   }
 
   async usage(overlayId: string): Promise<OverlayUsage> {
@@ -301,23 +264,15 @@ class DmSnapshotDriver implements OverlayDriver {
     try {
       blocks = (await stat(cow)).blocks;
     } catch (err) {
-      throw this.#fsError(err, overlayId, `cannot read ${cow}`, cow);
+      throw overlayFsError(err, overlayId, `cannot read ${cow}`, cow);
     }
     // The store holds only what the machine wrote (and its exception table): all of it unique.
     const bytes = blocks * SECTOR;
     return { allocatedBytes: bytes, uniqueBytes: bytes };
   }
 
-  async list(): Promise<string[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.#dir);
-    } catch (err) {
-      throw this.#fsError(err, undefined, `cannot list overlay folder ${this.#dir}`, this.#dir);
-    }
-    return overlayIdsAmong(names, (n) =>
-      n.endsWith(COW_SUFFIX) ? n.slice(0, -COW_SUFFIX.length) : undefined,
-    );
+  list(): Promise<string[]> {
+    return listOverlayFiles(this.#dir, COW_SUFFIX);
   }
 
   /**
@@ -327,18 +282,15 @@ class DmSnapshotDriver implements OverlayDriver {
    * reads and writes), and the log says so.
    */
   async freezeVersion(overlayId: string, name: string): Promise<OverlayRef> {
-    if (this.#imageDir === undefined) {
-      throw new OverlayError("NOT_FOUND", "no image folder is configured: versions cannot be made");
-    }
+    const imageDir = requireImageDir(this.#imageDir);
     validateOverlayId(name);
-    const imageDir = this.#imageDir;
     return this.#lock.run(overlayId, async () => {
       const meta = await this.#readMeta(overlayId);
       if (meta === undefined) {
         throw new OverlayError("NOT_FOUND", `overlay "${overlayId}" does not exist`, { overlayId });
       }
       const dest = join(imageDir, `${name}.raw`);
-      const tmp = join(imageDir, `.${name}${TMP_MARK}${randomBytes(6).toString("hex")}`);
+      const tmp = tempPath(imageDir, name);
       const started = performance.now();
       let cloned = true;
       try {
@@ -388,7 +340,7 @@ class DmSnapshotDriver implements OverlayDriver {
         }
         throw err instanceof OverlayError
           ? err
-          : this.#fsError(err, overlayId, `cannot make version ${name} from the draft`, dest);
+          : overlayFsError(err, overlayId, `cannot make version ${name} from the draft`, dest);
       } finally {
         await unlink(tmp).catch(() => {});
       }
@@ -490,7 +442,7 @@ class DmSnapshotDriver implements OverlayDriver {
     try {
       st = await stat(image);
     } catch (err) {
-      throw this.#fsError(err, overlayId, `image ${image} is not readable`, image);
+      throw overlayFsError(err, overlayId, `image ${image} is not readable`, image);
     }
     if (!st.isFile() || st.size < SECTOR || st.size % SECTOR !== 0) {
       throw new OverlayError(
@@ -517,7 +469,7 @@ class DmSnapshotDriver implements OverlayDriver {
     const chunks = Math.ceil(imageBytes / chunk);
     const areas = Math.ceil(chunks / (chunk / 16));
     const size = (chunks + areas + 2) * chunk;
-    const tmp = join(this.#dir, `.${overlayId}${TMP_MARK}${randomBytes(6).toString("hex")}`);
+    const tmp = tempPath(this.#dir, overlayId);
     try {
       const fh = await open(tmp, "wx", 0o600);
       try {
@@ -528,7 +480,7 @@ class DmSnapshotDriver implements OverlayDriver {
       }
     } catch (err) {
       await unlink(tmp).catch(() => {});
-      throw this.#fsError(err, overlayId, "cannot make its copy-on-write store", tmp);
+      throw overlayFsError(err, overlayId, "cannot make its copy-on-write store", tmp);
     }
     return tmp;
   }
@@ -545,60 +497,27 @@ class DmSnapshotDriver implements OverlayDriver {
     };
   }
 
-  async #writeMeta(overlayId: string, meta: SnapMeta): Promise<void> {
-    const path = this.#metaPath(overlayId);
-    const tmp = join(this.#dir, `.${overlayId}.meta${TMP_MARK}${randomBytes(6).toString("hex")}`);
-    try {
-      await writeFile(tmp, `${JSON.stringify(meta)}\n`, { mode: 0o640, flush: true });
-      await rename(tmp, path);
-      await syncDir(this.#dir);
-    } catch (err) {
-      await unlink(tmp).catch(() => {});
-      throw this.#fsError(err, overlayId, "cannot record the overlay's origin and owner", path);
-    }
+  #writeMeta(overlayId: string, meta: SnapMeta): Promise<void> {
+    return writeJsonRecord(this.#metaPath(overlayId), meta, {
+      overlayId,
+      what: "cannot record the overlay's origin and owner",
+      tmpStem: `${overlayId}.meta`,
+      durable: true,
+    });
   }
 
   async #moveToQuarantine(overlayId: string, reason: string): Promise<string | undefined> {
     const cow = this.#cowPath(overlayId);
     if (!(await exists(cow))) return undefined;
     await this.#deactivate(overlayId);
-    const dir = join(this.#dir, QUARANTINE_DIR);
-    await mkdir(dir, { recursive: true, mode: 0o750 });
-    const name = quarantineName(overlayId, new Date());
     const meta = await this.#readMeta(overlayId);
-    const record = {
-      overlayId,
-      reason,
-      quarantinedAt: new Date().toISOString(),
+    const name = await moveToQuarantineDir(this.#dir, overlayId, cow, COW_SUFFIX, reason, {
       owner: meta?.owner,
       image: meta?.image,
-    };
-    try {
-      await writeFile(join(dir, `${name}.json`), `${JSON.stringify(record)}\n`, { mode: 0o640 });
-      await rename(cow, join(dir, `${name}${COW_SUFFIX}`));
-    } catch (err) {
-      throw this.#fsError(err, overlayId, `cannot quarantine ${cow}`, cow);
-    }
+    });
     await unlink(this.#metaPath(overlayId)).catch(() => {});
     this.#log.warn({ overlayId, quarantined_as: name, reason }, "overlay quarantined");
     return name;
-  }
-
-  #fsError(err: unknown, overlayId: string | undefined, what: string, path: string): OverlayError {
-    const who = overlayId === undefined ? "" : `overlay "${overlayId}": `;
-    if (isNoSpace(err)) {
-      return new OverlayError(
-        "NO_SPACE",
-        `${who}${what}: the file system of ${dirname(path)} is full (${errnoCode(err)}); free space there or grow it`,
-        { overlayId, path, cause: err },
-      );
-    }
-    const code = errnoCode(err) === "ENOENT" ? "NOT_FOUND" : "IO";
-    return new OverlayError(code, `${who}${what}: ${errorText(err)}`, {
-      overlayId,
-      path,
-      cause: err,
-    });
   }
 }
 
@@ -607,21 +526,4 @@ async function exists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
-}
-
-async function readJson(path: string): Promise<Record<string, unknown> | undefined> {
-  try {
-    return JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
-  } catch {
-    return undefined;
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }

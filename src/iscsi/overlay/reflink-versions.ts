@@ -1,9 +1,9 @@
-import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import { copyFile, link, open, stat, unlink } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { errnoCode, NO_CLONE_ERRNOS, OverlayError } from "./errors.js";
 import { validateOverlayId } from "./names.js";
+import { syncDir, tempPath } from "./overlay-files.js";
 import type { OverlayRef } from "./types.js";
 
 /**
@@ -18,7 +18,7 @@ export async function freezeReflinkVersion(
 ): Promise<OverlayRef> {
   validateOverlayId(name);
   const dest = join(resolve(imageDir), `${name}.raw`);
-  const tmp = join(resolve(imageDir), `.${name}.tmp-${randomBytes(6).toString("hex")}`);
+  const tmp = tempPath(resolve(imageDir), name);
   try {
     await copyFile(overlayPath, tmp, fsConstants.COPYFILE_FICLONE_FORCE);
     const fh = await open(tmp, "r");
@@ -69,14 +69,5 @@ export async function deleteReflinkVersion(path: string): Promise<void> {
     await unlink(path);
   } catch (err) {
     if (errnoCode(err) !== "ENOENT") throw err;
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }

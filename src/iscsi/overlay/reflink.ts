@@ -1,41 +1,29 @@
 import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
-import {
-  copyFile,
-  link,
-  lstat,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  stat,
-  unlink,
-  writeFile,
-} from "node:fs/promises";
+import { copyFile, link, lstat, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { CommandError, type CommandRunner, commandRunner } from "../../host/exec.js";
 import { errorText } from "../../lib/error-text.js";
 import { KeyedLock } from "../../lib/keyed-lock.js";
-import {
-  errnoCode,
-  isNoSpace,
-  NO_CLONE_ERRNOS,
-  OverlayError,
-  type OverlayErrorCode,
-} from "./errors.js";
+import { errnoCode, NO_CLONE_ERRNOS, OverlayError } from "./errors.js";
 import { parseXfsIoFiemap, summarizeExtents, xfsIoFiemapArgs } from "./fiemap.js";
 import { fileSystemType } from "./fstype.js";
-import { overlayIdsAmong, validateOverlayId } from "./names.js";
+import { validateOverlayId } from "./names.js";
 import {
-  isQuarantineName,
-  type OverlayOwner,
-  ownerMismatch,
-  parseOwner,
-  type QuarantinedOverlay,
-  quarantineName,
-} from "./owner.js";
+  deleteFromQuarantineDir,
+  listOverlayFiles,
+  listQuarantineDir,
+  moveToQuarantineDir,
+  overlayFsError,
+  readJson,
+  requireImageDir,
+  syncDir,
+  TMP_MARK,
+  tempPath,
+  writeJsonRecord,
+} from "./overlay-files.js";
+import { type OverlayOwner, ownerMismatch, parseOwner, type QuarantinedOverlay } from "./owner.js";
 import { deleteReflinkVersion, freezeReflinkVersion } from "./reflink-versions.js";
 import {
   type CreatedOverlay,
@@ -59,10 +47,6 @@ export interface ReflinkDriverOptions {
 const SUFFIX = ".img";
 // The owner record beside each overlay: <id>.owner.json (never mistaken for an overlay).
 const OWNER_SUFFIX = ".owner.json";
-// Overlays set aside, each with a <name>.json saying whose it was and why.
-const QUARANTINE_DIR = "quarantine";
-// Temp files start with "." so list() never mistakes one for an overlay.
-const TMP_MARK = ".tmp-";
 
 export const REFLINK_FIX = "put the overlay folder on XFS made with reflink=1 or on btrfs";
 
@@ -210,49 +194,14 @@ class ReflinkDriver implements OverlayDriver {
     return this.#lock.run(overlayId, () => this.#moveToQuarantine(overlayId, reason));
   }
 
-  async quarantined(): Promise<QuarantinedOverlay[]> {
-    const dir = join(this.#dir, QUARANTINE_DIR);
-    let names: string[];
-    try {
-      names = await readdir(dir);
-    } catch (err) {
-      if (errnoCode(err) === "ENOENT") return [];
-      throw this.#fsError(err, undefined, `cannot list ${dir}`, dir);
-    }
-    const out: QuarantinedOverlay[] = [];
-    for (const file of names.sort()) {
-      if (!file.endsWith(SUFFIX)) continue;
-      const name = file.slice(0, -SUFFIX.length);
-      if (!isQuarantineName(name)) continue;
-      const st = await lstat(join(dir, file)).catch(() => undefined);
-      if (!st?.isFile()) continue;
-      const meta = await readJson(join(dir, `${name}.json`));
-      const owner = parseOwner(meta?.owner);
-      out.push({
-        name,
-        overlayId: typeof meta?.overlayId === "string" ? meta.overlayId : name.split(".q")[0]!,
-        reason: typeof meta?.reason === "string" ? meta.reason : "unknown",
-        quarantinedAt: typeof meta?.quarantinedAt === "string" ? meta.quarantinedAt : "",
-        sizeBytes: st.size,
-        ...(owner ? { owner } : {}),
-      });
-    }
-    return out;
+  quarantined(): Promise<QuarantinedOverlay[]> {
+    return listQuarantineDir(this.#dir, SUFFIX, (st) => st.size);
   }
 
   async deleteQuarantined(name: string): Promise<boolean> {
-    if (!isQuarantineName(name)) return false;
-    const dir = join(this.#dir, QUARANTINE_DIR);
-    const file = join(dir, `${name}${SUFFIX}`);
-    try {
-      await unlink(file);
-    } catch (err) {
-      if (errnoCode(err) === "ENOENT") return false;
-      throw this.#fsError(err, undefined, `cannot delete ${file}`, file);
-    }
-    await unlink(join(dir, `${name}.json`)).catch(() => {});
-    this.#log.warn({ name }, "quarantined overlay deleted");
-    return true;
+    const deleted = await deleteFromQuarantineDir(this.#dir, name, SUFFIX);
+    if (deleted) this.#log.warn({ name }, "quarantined overlay deleted");
+    return deleted;
   }
 
   #ownerPath(overlayId: string): string {
@@ -263,33 +212,20 @@ class ReflinkDriver implements OverlayDriver {
     return parseOwner(await readJson(this.#ownerPath(overlayId)));
   }
 
-  async #writeOwner(overlayId: string, owner: OverlayOwner): Promise<void> {
-    const tmp = join(this.#dir, `.${overlayId}.owner${TMP_MARK}${randomBytes(6).toString("hex")}`);
-    try {
-      await writeFile(tmp, `${JSON.stringify(owner)}\n`, { mode: 0o640, flush: true });
-      await rename(tmp, this.#ownerPath(overlayId));
-    } catch (err) {
-      await unlink(tmp).catch(() => {});
-      throw this.#fsError(err, overlayId, "cannot record the overlay's owner", tmp);
-    }
+  #writeOwner(overlayId: string, owner: OverlayOwner): Promise<void> {
+    return writeJsonRecord(this.#ownerPath(overlayId), owner, {
+      overlayId,
+      what: "cannot record the overlay's owner",
+      tmpStem: `${overlayId}.owner`,
+    });
   }
 
   /** Moves an overlay (and its owner record) into the quarantine folder; the caller holds the lock. */
   async #moveToQuarantine(overlayId: string, reason: string): Promise<string | undefined> {
     const final = this.pathOf(overlayId);
     if ((await this.#existingOverlay(final, overlayId)) === undefined) return undefined;
-    const dir = join(this.#dir, QUARANTINE_DIR);
-    await mkdir(dir, { recursive: true, mode: 0o750 });
-    const name = quarantineName(overlayId, new Date());
     const owner = await this.#readOwner(overlayId);
-    const meta = { overlayId, reason, quarantinedAt: new Date().toISOString(), owner };
-    try {
-      await writeFile(join(dir, `${name}.json`), `${JSON.stringify(meta)}\n`, { mode: 0o640 });
-      // Same file system: a rename, so the bytes are kept as they are, at no cost.
-      await rename(final, join(dir, `${name}${SUFFIX}`));
-    } catch (err) {
-      throw this.#fsError(err, overlayId, `cannot quarantine ${final}`, final);
-    }
+    const name = await moveToQuarantineDir(this.#dir, overlayId, final, SUFFIX, reason, { owner });
     await unlink(this.#ownerPath(overlayId)).catch(() => {});
     await this.#syncDir(overlayId);
     this.#log.warn({ overlayId, quarantined_as: name, reason }, "overlay quarantined");
@@ -322,25 +258,15 @@ class ReflinkDriver implements OverlayDriver {
     return { allocatedBytes, uniqueBytes };
   }
 
-  async list(): Promise<string[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.#dir);
-    } catch (err) {
-      throw this.#fsError(err, undefined, `cannot list overlay folder ${this.#dir}`, this.#dir);
-    }
-    return overlayIdsAmong(names, (name) =>
-      name.endsWith(SUFFIX) ? name.slice(0, -SUFFIX.length) : undefined,
-    );
+  list(): Promise<string[]> {
+    return listOverlayFiles(this.#dir, SUFFIX);
   }
 
   // Image versions (reflink-versions.ts): a commit freezes a draft overlay into the image folder.
   async freezeVersion(overlayId: string, name: string): Promise<OverlayRef> {
-    if (this.#imageDir === undefined) {
-      throw new OverlayError("NOT_FOUND", "no image folder is configured: versions cannot be made");
-    }
+    const imageDir = requireImageDir(this.#imageDir);
     const src = this.pathOf(overlayId);
-    return this.#lock.run(overlayId, () => freezeReflinkVersion(src, this.#imageDir!, name));
+    return this.#lock.run(overlayId, () => freezeReflinkVersion(src, imageDir, name));
   }
 
   deleteVersion(path: string): Promise<void> {
@@ -396,7 +322,7 @@ class ReflinkDriver implements OverlayDriver {
 
   /** Clones the image under a temp name, flushed, and returns that name. */
   async #cloneToTemp(imagePath: string, overlayId: string): Promise<string> {
-    const tmp = join(this.#dir, `.${overlayId}${TMP_MARK}${randomBytes(6).toString("hex")}`);
+    const tmp = tempPath(this.#dir, overlayId);
     this.#inFlight.add(tmp);
     try {
       // FICLONE_FORCE: fail rather than silently write a full copy of a 100 GB image.
@@ -442,18 +368,8 @@ class ReflinkDriver implements OverlayDriver {
   }
 
   #fsError(err: unknown, overlayId: string | undefined, what: string, path: string): OverlayError {
-    const who = overlayId === undefined ? "" : `overlay "${overlayId}": `;
-    const errno = errnoCode(err);
-    let code: OverlayErrorCode = "IO";
-    let why = errorText(err);
-    if (isNoSpace(err)) {
-      code = "NO_SPACE";
-      why = `the file system of ${this.#dir} is full (${errno}); free space there or grow it`;
-    } else if (errno === "ENOENT") {
-      code = "NOT_FOUND";
-      why = `${path} does not exist (ENOENT)`;
-    }
-    return new OverlayError(code, `${who}${what}: ${why}`, { overlayId, path, cause: err });
+    // Every file of this driver is in its folder, and it is that folder's space that runs out.
+    return overlayFsError(err, overlayId, what, path, this.#dir);
   }
 
   async #removeTemp(tmp: string): Promise<void> {
@@ -469,12 +385,7 @@ class ReflinkDriver implements OverlayDriver {
 
   async #syncDir(overlayId: string): Promise<void> {
     try {
-      const fh = await open(this.#dir, "r");
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      await syncDir(this.#dir);
     } catch (err) {
       throw this.#fsError(err, overlayId, `cannot flush overlay folder ${this.#dir}`, this.#dir);
     }
@@ -510,13 +421,5 @@ class ReflinkDriver implements OverlayDriver {
       await unlink(src).catch(() => {});
       await unlink(dst).catch(() => {});
     }
-  }
-}
-
-async function readJson(path: string): Promise<Record<string, unknown> | undefined> {
-  try {
-    return JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
-  } catch {
-    return undefined;
   }
 }
