@@ -1,12 +1,4 @@
-import {
-  closeSync,
-  mkdirSync,
-  openSync,
-  readSync,
-  truncateSync,
-  writeFileSync,
-  writeSync,
-} from "node:fs";
+import { mkdirSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
 import t from "tap";
@@ -17,6 +9,7 @@ import { TgtDriver } from "../../src/iscsi/target/tgt.js";
 import { Store } from "../../src/store/index.js";
 import { TestTgtd } from "../fixtures/iscsi/tgtd.js";
 import { tempDir } from "../helpers/daemon.js";
+import { readAt, writeAt } from "../helpers/file-at.js";
 import { mountLoopFs } from "../iscsi/overlay/loopfs.js";
 
 // Before: a new target took a deleted target's id (SQLite reused the largest id) and with
@@ -26,26 +19,6 @@ const skip = process.getuid?.() === 0 ? false : "needs root: loop-mounted XFS an
 const PREFIX = "iqn.2024-01.io.bootfleet";
 const MiB = 1024 * 1024;
 const log = pino({ level: "silent" });
-
-function readAt(path: string, offset: number, length: number): string {
-  const fd = openSync(path, "r");
-  try {
-    const b = Buffer.alloc(length);
-    readSync(fd, b, 0, length, offset);
-    return b.toString("latin1");
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function writeAt(path: string, offset: number, text: string): void {
-  const fd = openSync(path, "r+");
-  try {
-    writeSync(fd, Buffer.from(text), 0, text.length, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 t.test("a new target never inherits another machine's disk", { skip }, async (t) => {
   const fs = await mountLoopFs("xfs-reflink", 1024 ** 3, "inherit");

@@ -1,13 +1,4 @@
-import {
-  closeSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  readSync,
-  truncateSync,
-  writeFileSync,
-  writeSync,
-} from "node:fs";
+import { mkdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
 import t from "tap";
@@ -19,6 +10,7 @@ import { versionStorage } from "../../src/iscsi/version-storage.js";
 import { Store } from "../../src/store/index.js";
 import { TestTgtd } from "../fixtures/iscsi/tgtd.js";
 import { tempDir } from "../helpers/daemon.js";
+import { readAt, writeAt } from "../helpers/file-at.js";
 import { mountLoopFs } from "./overlay/loopfs.js";
 
 // A games or data disk (a target's extra disk) has versions and updates like a system
@@ -28,26 +20,6 @@ const skip = process.getuid?.() === 0 ? false : "needs root: loop-mounted XFS an
 const PREFIX = "iqn.2024-01.io.bootfleet";
 const MiB = 1024 * 1024;
 const log = pino({ level: "silent" });
-
-function readAt(path: string, offset: number, length: number): string {
-  const fd = openSync(path, "r");
-  try {
-    const b = Buffer.alloc(length);
-    readSync(fd, b, 0, length, offset);
-    return b.toString("latin1");
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function writeAt(path: string, offset: number, text: string): void {
-  const fd = openSync(path, "r+");
-  try {
-    writeSync(fd, Buffer.from(text), 0, text.length, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 t.test(
   "games and data disks: update, commit, no swap under a running PC, reset",
