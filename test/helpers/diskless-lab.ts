@@ -34,7 +34,11 @@ export interface DisklessLabOptions extends Omit<LanRigOptions, "seed"> {
 export interface DisklessLab extends LanRig {
   golden: string;
   imageId: number;
-  ids: Record<string, { machine: number; target: number; iqn: string }>;
+  /** By machine key: its ids, its target's IQN, initiator name and first CHAP secret. */
+  ids: Record<
+    string,
+    { machine: number; target: number; iqn: string; initiator: string; chapPassword: string }
+  >;
   /** An overlay's file, by machine key. */
   overlay(key: string): string;
   /** The completed I/O of a machine's target, from tgtd's per-session counters. */
@@ -76,17 +80,19 @@ export async function startDisklessLab(
           ...(m.hostname ? { hostname: m.hostname } : {}),
         });
         const iqn = `${IQN_PREFIX}:${m.name}`;
+        const initiator = `${IQN_PREFIX}:client-${m.mac.replace(/:/g, "")}`;
+        const chapPassword = `Secret${key.toUpperCase()}0123456`;
         const target = store.targets.create({
           name: `${m.name}-target`,
           iqn,
           portal_ip: `${opts.net}.1`,
           machine_id: machine.id,
           system_image_id: image.id,
-          initiator_iqn: `${IQN_PREFIX}:client-${m.mac.replace(/:/g, "")}`,
+          initiator_iqn: initiator,
           chap_username: `user-${key}`,
-          chap_password: `Secret${key.toUpperCase()}0123456`,
+          chap_password: chapPassword,
         });
-        ids[key] = { machine: machine.id, target: target.id, iqn };
+        ids[key] = { machine: machine.id, target: target.id, iqn, initiator, chapPassword };
       }
     },
   });
