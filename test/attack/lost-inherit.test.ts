@@ -1,4 +1,4 @@
-import { mkdirSync, truncateSync, writeFileSync } from "node:fs";
+import { truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
 import t from "tap";
@@ -7,10 +7,9 @@ import { createReflinkDriver } from "../../src/iscsi/overlay/reflink.js";
 import { Reconciler } from "../../src/iscsi/reconciler.js";
 import { TgtDriver } from "../../src/iscsi/target/tgt.js";
 import { Store } from "../../src/store/index.js";
-import { TestTgtd } from "../fixtures/iscsi/tgtd.js";
 import { tempDir } from "../helpers/daemon.js";
 import { readAt, writeAt } from "../helpers/file-at.js";
-import { mountLoopFs } from "../iscsi/overlay/loopfs.js";
+import { startReflinkTgt } from "../iscsi/reflink-tgt.js";
 
 // Before: a new target took a deleted target's id (SQLite reused the largest id) and with
 // it the overlay named after that id; and an overlay on disk under a target's name was
@@ -21,14 +20,7 @@ const MiB = 1024 * 1024;
 const log = pino({ level: "silent" });
 
 t.test("a new target never inherits another machine's disk", { skip }, async (t) => {
-  const fs = await mountLoopFs("xfs-reflink", 1024 ** 3, "inherit");
-  t.teardown(() => fs.cleanup());
-  const tgtd = await TestTgtd.start();
-  t.teardown(() => tgtd.stop());
-  const imagesDir = join(fs.dir, "images");
-  const overlaysDir = join(fs.dir, "overlays");
-  mkdirSync(imagesDir);
-  mkdirSync(overlaysDir);
+  const { tgtd, imagesDir, overlaysDir } = await startReflinkTgt(t, "inherit");
   const golden = join(imagesDir, "golden.raw");
   writeFileSync(golden, "GOLDEN");
   truncateSync(golden, 8 * MiB);

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
 import t from "tap";
@@ -8,10 +8,9 @@ import { extraOverlayId, Reconciler } from "../../src/iscsi/reconciler.js";
 import { TgtDriver } from "../../src/iscsi/target/tgt.js";
 import { versionStorage } from "../../src/iscsi/version-storage.js";
 import { Store } from "../../src/store/index.js";
-import { TestTgtd } from "../fixtures/iscsi/tgtd.js";
 import { tempDir } from "../helpers/daemon.js";
 import { readAt, writeAt } from "../helpers/file-at.js";
-import { mountLoopFs } from "./overlay/loopfs.js";
+import { startReflinkTgt } from "./reflink-tgt.js";
 
 // A games or data disk (a target's extra disk) has versions and updates like a system
 // disk: real reflink overlays on loop-mounted XFS, real tgtd, the daemon's reconciler and
@@ -25,14 +24,7 @@ t.test(
   "games and data disks: update, commit, no swap under a running PC, reset",
   { skip },
   async (t) => {
-    const fs = await mountLoopFs("xfs-reflink", 1024 ** 3, "extra-versions");
-    t.teardown(() => fs.cleanup());
-    const tgtd = await TestTgtd.start();
-    t.teardown(() => tgtd.stop());
-    const imagesDir = join(fs.dir, "images");
-    const overlaysDir = join(fs.dir, "overlays");
-    mkdirSync(imagesDir);
-    mkdirSync(overlaysDir);
+    const { tgtd, imagesDir, overlaysDir } = await startReflinkTgt(t, "extra-versions");
     const file = (name: string, text: string) => {
       const p = join(imagesDir, name);
       writeFileSync(p, text);
