@@ -1,21 +1,16 @@
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
 import { BOOT_SECTOR_OK, startBootLan } from "../helpers/boot-lan.js";
-import { tempDir } from "../helpers/daemon.js";
 import {
   browserSkipReason,
-  CHROMIUM,
-  launchBrowser,
+  launchBrowserIn,
   loginThroughForm,
+  rootSkipReason,
   screenshotDir,
   watchedPage,
 } from "./helpers.js";
 
-const rootSkip =
-  process.getuid?.() !== 0 && process.env.CI !== "true"
-    ? "needs root: namespaces, loop-mounted XFS, tgtd, QEMU"
-    : undefined;
+const rootSkip = rootSkipReason("namespaces, loop-mounted XFS, tgtd, QEMU");
 const BOOT_TIMEOUT = 150_000;
 const MAC = "52:54:00:bf:70:0b";
 /** The phases of a good boot, as src/fleet/state.ts names them, in order. */
@@ -40,12 +35,7 @@ t.test(
     });
     const base = `http://${boot.server}`;
 
-    const bin = tempDir(t, `bf-web-bin-${process.pid}-`);
-    const inNs = join(bin, "chromium");
-    writeFileSync(inNs, `#!/bin/sh\nexec ip netns exec ${boot.lan.ns} ${CHROMIUM} "$@"\n`, {
-      mode: 0o755,
-    });
-    const browser = await launchBrowser(t, inNs);
+    const browser = await launchBrowserIn(t, boot.lan.ns);
     const context = await browser.newContext({ viewport: { width: 1280, height: 700 } });
     const w = await watchedPage(context);
     const page = w.page;

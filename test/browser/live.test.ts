@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
 import { startDaemon, tempDir } from "../helpers/daemon.js";
@@ -6,17 +6,14 @@ import { TestLan } from "../helpers/lan.js";
 import { ascii, opt, rawPacket } from "../netboot/dhcp/rfc-builder.js";
 import {
   browserSkipReason,
-  CHROMIUM,
-  launchBrowser,
+  launchBrowserIn,
   loginThroughForm,
+  rootSkipReason,
   screenshotDir,
   watchedPage,
 } from "./helpers.js";
 
-const rootSkip =
-  process.getuid?.() !== 0 && process.env.CI !== "true"
-    ? "needs root: the daemon's proxy-DHCP runs in a network namespace of its own"
-    : undefined;
+const rootSkip = rootSkipReason("the daemon's proxy-DHCP runs in a network namespace of its own");
 
 const MAC = [0x52, 0x54, 0x00, 0x77, 0x00, 0x01];
 
@@ -57,13 +54,7 @@ t.test(
     const base = `http://127.0.0.1:${daemon.port}`;
     const password = readFileSync(join(data, "initial-admin-password"), "utf8").trim();
 
-    // Chromium in the namespace too (Playwright talks to it over inherited pipes).
-    const bin = tempDir(t, `bf-web-bin-${process.pid}-`);
-    const inNs = join(bin, "chromium");
-    writeFileSync(inNs, `#!/bin/sh\nexec ip netns exec ${lan.ns} ${CHROMIUM} "$@"\n`, {
-      mode: 0o755,
-    });
-    const browser = await launchBrowser(t, inNs);
+    const browser = await launchBrowserIn(t, lan.ns);
     const context = await browser.newContext({ viewport: { width: 1280, height: 700 } });
     const w = await watchedPage(context);
     const page = w.page;
