@@ -1,14 +1,7 @@
 import { join } from "node:path";
 import t from "tap";
 import { BOOT_SECTOR_OK, startBootLan } from "../helpers/boot-lan.js";
-import {
-  browserSkipReason,
-  launchBrowserIn,
-  loginThroughForm,
-  rootSkipReason,
-  screenshotDir,
-  watchedPage,
-} from "./helpers.js";
+import { adminPageIn, browserSkipReason, rootSkipReason, screenshotDir } from "./helpers.js";
 
 const rootSkip = rootSkipReason("namespaces, loop-mounted XFS, tgtd, QEMU");
 const BOOT_TIMEOUT = 150_000;
@@ -35,12 +28,8 @@ t.test(
     });
     const base = `http://${boot.server}`;
 
-    const browser = await launchBrowserIn(t, boot.lan.ns);
-    const context = await browser.newContext({ viewport: { width: 1280, height: 700 } });
-    const w = await watchedPage(context);
+    const w = await adminPageIn(t, boot.lan.ns, base, boot.adminPassword);
     const page = w.page;
-    page.setDefaultTimeout(30_000);
-    await loginThroughForm(page, base, "admin", boot.adminPassword);
     const tile = page.locator(`li.tile[data-machine-id="${boot.machineId}"]`);
     await tile.waitFor({ timeout: 90_000 }).catch(async (err: Error) => {
       throw new Error(`${err.message}\nThe page said: ${await page.locator("main").textContent()}`);
@@ -81,6 +70,5 @@ t.test(
     t.equal(await page.evaluate("window.bfMarker"), 42, "without a reload");
     t.same(w.cspViolations, [], "no CSP violation");
     await page.screenshot({ path: join(screenshotDir(t), "grid-booted.png"), fullPage: true });
-    await context.close();
   },
 );

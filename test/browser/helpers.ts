@@ -72,6 +72,26 @@ export async function launchBrowserIn(t: Teardown, ns: string): Promise<Browser>
   return launchBrowser(t, inNs);
 }
 
+/**
+ * The admin's page on a LAN (Chromium in the namespace `ns`), logged in through the form at
+ * `base`; its context is closed in teardown.
+ */
+export async function adminPageIn(
+  t: Teardown,
+  ns: string,
+  base: string,
+  password: string,
+): Promise<WatchedPage> {
+  const browser = await launchBrowserIn(t, ns);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 700 } });
+  t.teardown(() => context.close());
+  const w = await watchedPage(context);
+  // A bound, not an expectation: the daemon and QEMU share two busy cores.
+  w.page.setDefaultTimeout(30_000);
+  await loginThroughForm(w.page, base, "admin", password);
+  return w;
+}
+
 export interface Dashboard {
   daemon: RunningDaemon;
   base: string;

@@ -4,14 +4,7 @@ import t from "tap";
 import { startDaemon, tempDir } from "../helpers/daemon.js";
 import { TestLan } from "../helpers/lan.js";
 import { ascii, opt, rawPacket } from "../netboot/dhcp/rfc-builder.js";
-import {
-  browserSkipReason,
-  launchBrowserIn,
-  loginThroughForm,
-  rootSkipReason,
-  screenshotDir,
-  watchedPage,
-} from "./helpers.js";
+import { adminPageIn, browserSkipReason, rootSkipReason, screenshotDir } from "./helpers.js";
 
 const rootSkip = rootSkipReason("the daemon's proxy-DHCP runs in a network namespace of its own");
 
@@ -54,12 +47,8 @@ t.test(
     const base = `http://127.0.0.1:${daemon.port}`;
     const password = readFileSync(join(data, "initial-admin-password"), "utf8").trim();
 
-    const browser = await launchBrowserIn(t, lan.ns);
-    const context = await browser.newContext({ viewport: { width: 1280, height: 700 } });
-    const w = await watchedPage(context);
+    const w = await adminPageIn(t, lan.ns, base, password);
     const page = w.page;
-    page.setDefaultTimeout(20_000);
-    await loginThroughForm(page, base, "admin", password);
     await page.getByText("No machines yet.").waitFor();
     await page.locator(".live-live").waitFor();
     await page.evaluate("window.bfMarker = 42");
@@ -96,6 +85,5 @@ t.test(
     t.equal(await page.evaluate("window.bfMarker"), 42, "without a reload");
     t.same(w.cspViolations, [], "no CSP violation");
     await page.screenshot({ path: join(screenshotDir(t), "live-discovered.png"), fullPage: true });
-    await context.close();
   },
 );
