@@ -1,11 +1,11 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { closeSync, mkdirSync, openSync, readSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
 import { Store } from "../../src/store/index.js";
-import { REPO, startDaemon, tempDir } from "../helpers/daemon.js";
-import { TestLan } from "../helpers/lan.js";
-import { mountLoopFs } from "../iscsi/overlay/loopfs.js";
+import { writeBootSector } from "../helpers/boot-lan.js";
+import { REPO } from "../helpers/daemon.js";
+import { startDisklessLab } from "../helpers/diskless-lab.js";
+import { readAt } from "../helpers/file-at.js";
 import type { Forge } from "./forge-dhcp.js";
 
 // The boot binding, attacked from the LAN with real packets: a second host in a network
@@ -18,32 +18,9 @@ import type { Forge } from "./forge-dhcp.js";
 const skip =
   process.getuid?.() === 0 ? false : "needs root: namespaces, loop-mounted XFS, tgtd, QEMU";
 const BOOT_TIMEOUT = 150_000;
-const PREFIX = "iqn.2024-01.io.bootfleet";
 const SERVER = "10.99.0.1";
 
-/** test/e2e/sanboot.test.ts's boot sector: prints FRESH or SEEN, then writes LBA 3. */
-const BOOT_CODE =
-  "fa31c08ed88ec08ed0bc007cfb8816687cb80102b9040030f68a16687cbb0080cd13722dbe697c803e0080577503be827ce82500b80103b9040030f68a16687cbbc47ccd13720abe9a7ce80c00faf4ebfcbeae7ce80200ebf4ac08c07409b40ebb0700cd10ebf2c3004449534b4c4553532d424f4f542d4f4b2046524553480d0a004449534b4c4553532d424f4f542d4f4b205345454e0d0a004449534b4c4553532d57524954452d4f4b0d0a004449534b4c4553532d4449534b2d4552524f520d0a005752495454454e2d42592d424f4f54";
-const WRITTEN = Buffer.from("WRITTEN-BY-BOOT");
-
-function bootSector(): Buffer {
-  const sector = Buffer.alloc(512);
-  Buffer.from(BOOT_CODE, "hex").copy(sector);
-  sector[510] = 0x55;
-  sector[511] = 0xaa;
-  return sector;
-}
-
-function readSector(path: string, lba: number): Buffer {
-  const fd = openSync(path, "r");
-  try {
-    const b = Buffer.alloc(512);
-    readSync(fd, b, 0, 512, lba * 512);
-    return b;
-  } finally {
-    closeSync(fd);
-  }
-}
+const WRITTEN = "WRITTEN-BY-BOOT";
 
 /** Runs a command in a host's namespace; never throws (the exit code is returned). */
 function inHost(host: string, cmd: string, args: string[]): { code: number; out: string } {
@@ -87,56 +64,20 @@ function scriptSecret(script: string): string | undefined {
 }
 
 t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
-  const lan = TestLan.create(t, "bf-atk-bind", [
-    { bridge: "br0", address: SERVER, dhcpRange: ["10.99.0.50", "10.99.0.99"] },
-  ]);
-  const fs = await mountLoopFs("xfs-reflink", 2 * 1024 ** 3, "atk-bind");
-  t.teardown(() => fs.cleanup());
-  const data = fs.dir;
-  const confDir = tempDir(t, "bf-tgt-conf-");
-  mkdirSync(join(data, "images"), { recursive: true });
-  const golden = join(data, "images", "golden.raw");
-  writeFileSync(golden, bootSector());
-  truncateSync(golden, 64 * 1024 * 1024);
-
   // V: a real PC (QEMU), reset on reboot. W: a persistent machine played by a plain host
-  // with W's MAC, for the checks that need no firmware.
+  // with W's MAC, for the checks that need no firmware. Both sanboot
+  // test/e2e/sanboot.test.ts's boot sector: it prints FRESH or SEEN, then writes LBA 3.
   const V = { name: "lab-pc-v", mac: "52:54:00:bf:60:0a", policy: "reset" as const };
   const W = { name: "lab-pc-w", mac: "52:54:00:bf:60:0b", policy: "persistent" as const };
-  const ids: Record<string, { machine: number; target: number; iqn: string; init: string }> = {};
-  {
-    const store = Store.open({ path: join(data, "bootfleet.db"), busyTimeoutMs: 1000 });
-    const image = store.images.create({
-      name: "Golden",
-      filename: "golden.raw",
-      status: "ready",
-      format: "raw",
-    });
-    store.images.addVersion(image.id, { path: golden, size_bytes: 64 * 1024 * 1024 });
-    for (const m of [V, W]) {
-      const machine = store.machines.create({
-        name: m.name,
-        mac_address: m.mac,
-        status: "active",
-        boot_action: "sanboot",
-        overlay_policy: m.policy,
-      });
-      const iqn = `${PREFIX}:${m.name}`;
-      const init = `${PREFIX}:client-${m.mac.replace(/:/g, "")}`;
-      const target = store.targets.create({
-        name: `${m.name}-target`,
-        iqn,
-        portal_ip: SERVER,
-        machine_id: machine.id,
-        system_image_id: image.id,
-        initiator_iqn: init,
-        chap_username: `user-${m.name}`,
-        chap_password: "InitialSecret000",
-      });
-      ids[m.name] = { machine: machine.id, target: target.id, iqn, init };
-    }
-    store.close();
-  }
+  const { lan, data, daemon, ids, tgtadm } = await startDisklessLab(t, {
+    name: "bf-atk-bind",
+    net: "10.99.0",
+    fsBytes: 2 * 1024 ** 3,
+    writeGolden: writeBootSector,
+    // Keyed by name: each CHAP user is user-<machine name>.
+    machines: { [V.name]: V, [W.name]: W },
+    env: { BOOTFLEET_LOG_LEVEL: "debug" },
+  });
   const row = (name: string) => {
     const s = Store.open({ path: join(data, "bootfleet.db"), busyTimeoutMs: 1000, readonly: true });
     try {
@@ -146,48 +87,12 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
     }
   };
 
-  lan.startSiteDhcp(lan.subnets[0]!);
-  const control = 20_000 + ((process.pid + 17) % 10_000);
-  const tgtadm = (args: string[]) =>
-    lan.exec("tgtadm", ["-C", String(control), "--lld", "iscsi", ...args]);
-  lan.spawn("tgtd", ["-f", "-C", String(control), "--iscsi", `portal=${SERVER}:3260`]);
-  t.teardown(() => {
-    try {
-      lan.exec("tgtadm", ["-C", String(control), "--op", "delete", "--mode", "system"]);
-    } catch {
-      // killed with the namespace's processes
-    }
-  });
-  for (let i = 0; ; i++) {
-    try {
-      lan.exec("tgtadm", ["-C", String(control), "--op", "show", "--mode", "sys"]);
-      break;
-    } catch (err) {
-      if (i > 100) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
   /** The I_T nexus ids logged in to a target. */
   const nexuses = (iqn: string): string[] => {
     const out = tgtadm(["--op", "show", "--mode", "target"]);
     const block = out.split(/^Target \d+: /m).find((b) => b.startsWith(`${iqn}\n`)) ?? "";
     return [...block.matchAll(/I_T nexus: (\d+)/g)].map((m) => m[1]!);
   };
-  const daemon = await startDaemon(t, {
-    wrapper: lan.wrapper,
-    env: {
-      BOOTFLEET_DATA_DIR: data,
-      BOOTFLEET_HTTP_LISTEN: ":80",
-      BOOTFLEET_TFTP_PORT: "69",
-      BOOTFLEET_DHCP_ENABLED: "true",
-      BOOTFLEET_NETBOOT_INTERFACES: "br0",
-      BOOTFLEET_ISCSI_TARGET_DRIVER: "tgt",
-      BOOTFLEET_ISCSI_TGT_CONTROL_PORT: String(control),
-      BOOTFLEET_ISCSI_TGT_CONF_DIR: confDir,
-      BOOTFLEET_ISCSI_SESSION_POLL_MS: "1000",
-      BOOTFLEET_LOG_LEVEL: "debug",
-    },
-  });
 
   const attacker = lan.addHost("br0", "10.99.0.66");
   const wHost = lan.addHost("br0", "10.99.0.21", W.mac);
@@ -215,7 +120,7 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
       t.equal(got.status, "403", `${m.name}: the attacker's fetch is refused`);
       t.notMatch(got.body, /password|initiator-iqn/, "and carries nothing of the machine's");
     }
-    t.equal(row(W.name).chap_password, "InitialSecret000", "nothing was prepared for W");
+    t.equal(row(W.name).chap_password, ids[W.name]!.chapPassword, "nothing was prepared for W");
     t.equal(row(V.name).overlay_reset_at, null, "V's disk was not reset");
     const refused = await daemon.waitForLog(
       (l) => l.msg === "boot script refused" && l.from === "10.99.0.66",
@@ -232,7 +137,7 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
     t.equal(first.status, "200", "W's own fetch is served");
     s1 = scriptSecret(first.body) ?? "";
     t.equal(s1.length, 16, "with its CHAP secret");
-    t.not(s1, "InitialSecret000", "a new one for this boot");
+    t.not(s1, ids[W.name]!.chapPassword, "a new one for this boot");
     t.equal(row(W.name).chap_password, s1, "the one stored and applied");
     t.equal(fetchFrom(wHost, wUrl).status, "403", "the same URL a second time is refused");
     t.equal(fetchFrom(attacker, wUrl).status, "403", "and so is the attacker's replay of it");
@@ -249,7 +154,7 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
         wHost,
         "iscsi-perf",
         "-i",
-        ids[W.name]!.init,
+        ids[W.name]!.initiator,
         "-t",
         "15",
         "-x",
@@ -288,7 +193,7 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
     t.notMatch(perfOut, /error|fail|reconnect/i, "without an error or a reconnect");
     if (perf.exitCode === null) perf.kill("SIGKILL");
     const inq = (secret: string) =>
-      inHost(wHost, "iscsi-inq", [`--initiator-name=${ids[W.name]!.init}`, url(secret)]).code;
+      inHost(wHost, "iscsi-inq", [`--initiator-name=${ids[W.name]!.initiator}`, url(secret)]).code;
     t.not(inq(s1), 0, "a new login with the old secret fails");
     t.equal(inq(s2), 0, "a new login with the new one works");
   });
@@ -299,7 +204,7 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
     t.teardown(() => v1.kill());
     await v1.waitFor(/DISKLESS-BOOT-OK FRESH[\s\S]*DISKLESS-WRITE-OK/, BOOT_TIMEOUT);
     const secret1 = row(V.name).chap_password;
-    t.not(secret1, "InitialSecret000", "the victim's boot got a new secret");
+    t.not(secret1, ids[V.name]!.chapPassword, "the victim's boot got a new secret");
     const resetAt = row(V.name).overlay_reset_at;
     t.ok(resetAt, "its verified boot reset its disk");
     const session = nexuses(ids[V.name]!.iqn);
@@ -311,11 +216,7 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
     }
     t.same(nexuses(ids[V.name]!.iqn), session, "V's session was not dropped");
     t.equal(row(V.name).overlay_reset_at, resetAt, "V's disk was not reset");
-    t.same(
-      readSector(overlay, 3).subarray(0, WRITTEN.length),
-      WRITTEN,
-      "what V wrote is still on its disk",
-    );
+    t.equal(readAt(overlay, 3 * 512, WRITTEN.length), WRITTEN, "what V wrote is still on its disk");
     t.equal(row(V.name).chap_password, secret1, "nor was its secret changed");
 
     // A reboot of V itself is a verified boot: a fresh disk and another secret.
@@ -327,7 +228,7 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
     const secret2 = row(V.name).chap_password;
     t.not(secret2, secret1, "and a new CHAP secret");
     const stolen = inHost(attacker, "iscsi-inq", [
-      `--initiator-name=${ids[V.name]!.init}`,
+      `--initiator-name=${ids[V.name]!.initiator}`,
       `iscsi://user-${V.name}%${secret1}@${SERVER}:3260/${ids[V.name]!.iqn}/1`,
     ]);
     t.not(stolen.code, 0, "the secret of V's first boot opens nothing now");

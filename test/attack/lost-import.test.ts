@@ -1,28 +1,18 @@
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 import t from "tap";
 import { Store } from "../../src/store/index.js";
-import { type RunningDaemon, startDaemon, tempDir } from "../helpers/daemon.js";
+import { adminToken, startDaemon, tempDir } from "../helpers/daemon.js";
 
 // Before: a daemon killed mid-import left its image `processing` for ever, and the partial
 // upload file stayed until an admin ran the cleanup job by hand.
-
-async function token(d: RunningDaemon, dir: string): Promise<string> {
-  const password = readFileSync(join(dir, "initial-admin-password"), "utf8").trim();
-  const r = await fetch(`http://127.0.0.1:${d.port}/api/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: "admin", password }),
-  });
-  return ((await r.json()) as { access_token: string }).access_token;
-}
 
 t.test("a daemon killed mid-upload and mid-import leaves nothing stuck or behind", async (t) => {
   const dir = tempDir(t, `bf-lost-import-${process.pid}-`);
   const env = { BOOTFLEET_DATA_DIR: dir, BOOTFLEET_TFTP_ENABLED: "false" };
   const first = await startDaemon(t, { env });
-  const auth = await token(first, dir);
+  const auth = await adminToken(first, dir);
   const images = join(dir, "images");
 
   // An upload in progress: the head of a multipart body, then a stall.
@@ -64,7 +54,7 @@ t.test("a daemon killed mid-upload and mid-import leaves nothing stuck or behind
   store.close();
 
   const second = await startDaemon(t, { env });
-  const auth2 = await token(second, dir);
+  const auth2 = await adminToken(second, dir);
   const got = await fetch(`http://127.0.0.1:${second.port}/api/images/${image.id}`, {
     headers: { authorization: `Bearer ${auth2}` },
   });

@@ -1,12 +1,4 @@
-import {
-  closeSync,
-  mkdirSync,
-  openSync,
-  readSync,
-  truncateSync,
-  writeFileSync,
-  writeSync,
-} from "node:fs";
+import { truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
 import t from "tap";
@@ -15,9 +7,9 @@ import { createReflinkDriver } from "../../src/iscsi/overlay/reflink.js";
 import { Reconciler } from "../../src/iscsi/reconciler.js";
 import { TgtDriver } from "../../src/iscsi/target/tgt.js";
 import { Store } from "../../src/store/index.js";
-import { TestTgtd } from "../fixtures/iscsi/tgtd.js";
 import { tempDir } from "../helpers/daemon.js";
-import { mountLoopFs } from "../iscsi/overlay/loopfs.js";
+import { readAt, writeAt } from "../helpers/file-at.js";
+import { startReflinkTgt } from "../iscsi/reflink-tgt.js";
 
 // Before: a new target took a deleted target's id (SQLite reused the largest id) and with
 // it the overlay named after that id; and an overlay on disk under a target's name was
@@ -27,35 +19,8 @@ const PREFIX = "iqn.2024-01.io.bootfleet";
 const MiB = 1024 * 1024;
 const log = pino({ level: "silent" });
 
-function readAt(path: string, offset: number, length: number): string {
-  const fd = openSync(path, "r");
-  try {
-    const b = Buffer.alloc(length);
-    readSync(fd, b, 0, length, offset);
-    return b.toString("latin1");
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function writeAt(path: string, offset: number, text: string): void {
-  const fd = openSync(path, "r+");
-  try {
-    writeSync(fd, Buffer.from(text), 0, text.length, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 t.test("a new target never inherits another machine's disk", { skip }, async (t) => {
-  const fs = await mountLoopFs("xfs-reflink", 1024 ** 3, "inherit");
-  t.teardown(() => fs.cleanup());
-  const tgtd = await TestTgtd.start();
-  t.teardown(() => tgtd.stop());
-  const imagesDir = join(fs.dir, "images");
-  const overlaysDir = join(fs.dir, "overlays");
-  mkdirSync(imagesDir);
-  mkdirSync(overlaysDir);
+  const { tgtd, imagesDir, overlaysDir } = await startReflinkTgt(t, "inherit");
   const golden = join(imagesDir, "golden.raw");
   writeFileSync(golden, "GOLDEN");
   truncateSync(golden, 8 * MiB);

@@ -1,21 +1,9 @@
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
 import { BOOT_SECTOR_OK, startBootLan } from "../helpers/boot-lan.js";
-import { tempDir } from "../helpers/daemon.js";
-import {
-  browserSkipReason,
-  CHROMIUM,
-  launchBrowser,
-  loginThroughForm,
-  screenshotDir,
-  watchedPage,
-} from "./helpers.js";
+import { adminPageIn, browserSkipReason, rootSkipReason, screenshotDir } from "./helpers.js";
 
-const rootSkip =
-  process.getuid?.() !== 0 && process.env.CI !== "true"
-    ? "needs root: namespaces, loop-mounted XFS, tgtd, QEMU"
-    : undefined;
+const rootSkip = rootSkipReason("namespaces, loop-mounted XFS, tgtd, QEMU");
 const BOOT_TIMEOUT = 150_000;
 const MAC = "52:54:00:bf:70:0b";
 /** The phases of a good boot, as src/fleet/state.ts names them, in order. */
@@ -40,17 +28,8 @@ t.test(
     });
     const base = `http://${boot.server}`;
 
-    const bin = tempDir(t, `bf-web-bin-${process.pid}-`);
-    const inNs = join(bin, "chromium");
-    writeFileSync(inNs, `#!/bin/sh\nexec ip netns exec ${boot.lan.ns} ${CHROMIUM} "$@"\n`, {
-      mode: 0o755,
-    });
-    const browser = await launchBrowser(t, inNs);
-    const context = await browser.newContext({ viewport: { width: 1280, height: 700 } });
-    const w = await watchedPage(context);
+    const w = await adminPageIn(t, boot.lan.ns, base, boot.adminPassword);
     const page = w.page;
-    page.setDefaultTimeout(30_000);
-    await loginThroughForm(page, base, "admin", boot.adminPassword);
     const tile = page.locator(`li.tile[data-machine-id="${boot.machineId}"]`);
     await tile.waitFor({ timeout: 90_000 }).catch(async (err: Error) => {
       throw new Error(`${err.message}\nThe page said: ${await page.locator("main").textContent()}`);
@@ -91,6 +70,5 @@ t.test(
     t.equal(await page.evaluate("window.bfMarker"), 42, "without a reload");
     t.same(w.cspViolations, [], "no CSP violation");
     await page.screenshot({ path: join(screenshotDir(t), "grid-booted.png"), fullPage: true });
-    await context.close();
   },
 );

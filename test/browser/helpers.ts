@@ -1,7 +1,8 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import t, { type Test } from "tap";
 import { REPO, type RunningDaemon, startDaemon, tempDir } from "../helpers/daemon.js";
 
 /** Debian's chromium package: Playwright's own browser download cannot work offline. */
@@ -18,6 +19,21 @@ export function browserSkipReason(): string | undefined {
     return "dist/web is not built (npm run build)";
   }
   return undefined;
+}
+
+/** Why a browser test that needs root cannot run here, or undefined (in CI, it must run). */
+export function rootSkipReason(why: string): string | undefined {
+  return process.getuid?.() !== 0 && process.env.CI !== "true" ? `needs root: ${why}` : undefined;
+}
+
+/**
+ * A browser test against its own dashboard (startDashboard), skipped where there is no
+ * browser or no built dashboard.
+ */
+export function dashboardTest(name: string, fn: (t: Test, d: Dashboard) => Promise<void>) {
+  return t.test(name, { skip: browserSkipReason() ?? false }, async (t) =>
+    fn(t, await startDashboard(t)),
+  );
 }
 
 /**
@@ -43,6 +59,37 @@ export async function launchBrowser(t: Teardown, executablePath = CHROMIUM): Pro
   });
   t.teardown(() => browser.close());
   return browser;
+}
+
+/**
+ * Headless Chromium inside a network namespace (Playwright talks to it over inherited
+ * pipes), so its pages reach the LAN as a PC's admin would; closed in teardown.
+ */
+export async function launchBrowserIn(t: Teardown, ns: string): Promise<Browser> {
+  const bin = tempDir(t, `bf-web-bin-${process.pid}-`);
+  const inNs = join(bin, "chromium");
+  writeFileSync(inNs, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+  return launchBrowser(t, inNs);
+}
+
+/**
+ * The admin's page on a LAN (Chromium in the namespace `ns`), logged in through the form at
+ * `base`; its context is closed in teardown.
+ */
+export async function adminPageIn(
+  t: Teardown,
+  ns: string,
+  base: string,
+  password: string,
+): Promise<WatchedPage> {
+  const browser = await launchBrowserIn(t, ns);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 700 } });
+  t.teardown(() => context.close());
+  const w = await watchedPage(context);
+  // A bound, not an expectation: the daemon and QEMU share two busy cores.
+  w.page.setDefaultTimeout(30_000);
+  await loginThroughForm(w.page, base, "admin", password);
+  return w;
 }
 
 export interface Dashboard {

@@ -1,22 +1,12 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
 import { startDaemon, tempDir } from "../helpers/daemon.js";
 import { TestLan } from "../helpers/lan.js";
 import { ascii, opt, rawPacket } from "../netboot/dhcp/rfc-builder.js";
-import {
-  browserSkipReason,
-  CHROMIUM,
-  launchBrowser,
-  loginThroughForm,
-  screenshotDir,
-  watchedPage,
-} from "./helpers.js";
+import { adminPageIn, browserSkipReason, rootSkipReason, screenshotDir } from "./helpers.js";
 
-const rootSkip =
-  process.getuid?.() !== 0 && process.env.CI !== "true"
-    ? "needs root: the daemon's proxy-DHCP runs in a network namespace of its own"
-    : undefined;
+const rootSkip = rootSkipReason("the daemon's proxy-DHCP runs in a network namespace of its own");
 
 const MAC = [0x52, 0x54, 0x00, 0x77, 0x00, 0x01];
 
@@ -57,18 +47,8 @@ t.test(
     const base = `http://127.0.0.1:${daemon.port}`;
     const password = readFileSync(join(data, "initial-admin-password"), "utf8").trim();
 
-    // Chromium in the namespace too (Playwright talks to it over inherited pipes).
-    const bin = tempDir(t, `bf-web-bin-${process.pid}-`);
-    const inNs = join(bin, "chromium");
-    writeFileSync(inNs, `#!/bin/sh\nexec ip netns exec ${lan.ns} ${CHROMIUM} "$@"\n`, {
-      mode: 0o755,
-    });
-    const browser = await launchBrowser(t, inNs);
-    const context = await browser.newContext({ viewport: { width: 1280, height: 700 } });
-    const w = await watchedPage(context);
+    const w = await adminPageIn(t, lan.ns, base, password);
     const page = w.page;
-    page.setDefaultTimeout(20_000);
-    await loginThroughForm(page, base, "admin", password);
     await page.getByText("No machines yet.").waitFor();
     await page.locator(".live-live").waitFor();
     await page.evaluate("window.bfMarker = 42");
@@ -105,6 +85,5 @@ t.test(
     t.equal(await page.evaluate("window.bfMarker"), 42, "without a reload");
     t.same(w.cspViolations, [], "no CSP violation");
     await page.screenshot({ path: join(screenshotDir(t), "live-discovered.png"), fullPage: true });
-    await context.close();
   },
 );

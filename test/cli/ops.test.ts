@@ -1,25 +1,13 @@
 import { execFile } from "node:child_process";
 import { statSync } from "node:fs";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
 import { promisify } from "node:util";
 import t from "tap";
 import { callApi } from "../../src/cli/client.js";
-import { main } from "../../src/cli/main.js";
 import { REPO, startDaemon, tempDir } from "../helpers/daemon.js";
+import { runCli } from "./run-cli.js";
 
 const run = promisify(execFile);
-
-async function cli(args: string[]) {
-  const out = new PassThrough();
-  const err = new PassThrough();
-  let stdout = "";
-  let stderr = "";
-  out.on("data", (d) => (stdout += d));
-  err.on("data", (d) => (stderr += d));
-  const code = await main(args, {}, { stdin: new PassThrough(), stdout: out, stderr: err });
-  return { code, stdout, stderr };
-}
 
 /**
  * `bootfleet` against a real built daemon over its local socket (run `npm run build`
@@ -55,68 +43,68 @@ t.test("bootfleet over the daemon's local socket", async (t) => {
   t.equal(tcp.status, 401, "the same request over TCP without a token");
   t.equal((await fetch(`http://127.0.0.1:${daemon.port}/api/machines`)).status, 401);
 
-  const list = await cli(["machines", "list", "--json", ...S]);
+  const list = await runCli(["machines", "list", "--json", ...S]);
   t.equal(list.code, 0, list.stderr);
   const rows = JSON.parse(list.stdout) as { id: number; name: string }[];
   t.same(
     rows.map((r) => r.name),
     ["pc-01"],
   );
-  const table = await cli(["machines", "list", ...S]);
+  const table = await runCli(["machines", "list", ...S]);
   t.match(table.stdout, /^ID\s+NAME\s+MAC/m);
   t.match(table.stdout, /pc-01\s+52:54:00:aa:bb:01/);
 
-  const show = await cli(["machines", "show", String(machineId), "--json", ...S]);
+  const show = await runCli(["machines", "show", String(machineId), "--json", ...S]);
   t.equal(show.code, 0);
   t.equal((JSON.parse(show.stdout) as { name: string }).name, "pc-01");
-  const none = await cli(["machines", "show", "99999", ...S]);
+  const none = await runCli(["machines", "show", "99999", ...S]);
   t.equal(none.code, 1, "a missing machine is a failure");
   t.match(none.stderr, /HTTP 404/);
 
-  const imgs = await cli(["images", "list", "--json", ...S]);
+  const imgs = await runCli(["images", "list", "--json", ...S]);
   t.equal(imgs.code, 0, imgs.stderr);
   t.same(JSON.parse(imgs.stdout), []);
 
   // Alerts and locations belong to the fleet API: either they answer or the CLI says
   // plainly that this daemon has none.
   const alertsRoute = (await callApi(d.sock, "GET", "/api/alerts")).status !== 404;
-  const alerts = await cli(["alerts", ...S]);
+  const alerts = await runCli(["alerts", ...S]);
   if (alertsRoute) t.equal(alerts.code, 0, alerts.stderr);
   else {
     t.equal(alerts.code, 1);
     t.match(alerts.stderr, /no alerts API/);
   }
   const locRoute = (await callApi(d.sock, "GET", "/api/locations")).status !== 404;
-  const room = await cli(["power", "on", "--location", "room-a", ...S]);
+  const room = await runCli(["power", "on", "--location", "room-a", ...S]);
   t.equal(room.code, 1, "no location room-a either way");
   t.match(room.stderr, locRoute ? /no location named "room-a"/ : /no locations API/);
 
   // Wake-on-LAN for a machine without a BMC: sent (or refused with the daemon's reason).
-  const pw = await cli(["power", "on", String(machineId), ...S]);
+  const pw = await runCli(["power", "on", String(machineId), ...S]);
   if (pw.code === 0) t.match(pw.stdout, `machine ${machineId}: power on sent`);
   else t.match(pw.stderr, /HTTP \d{3}/);
-  const pwNone = await cli(["power", "off", "99999", ...S]);
+  const pwNone = await runCli(["power", "off", "99999", ...S]);
   t.equal(pwNone.code, 1, "power for a missing machine fails");
   t.match(pwNone.stderr, /HTTP 404/);
 
   const cleanup = await callApi(d.sock, "POST", "/api/storage/cleanup");
   t.equal(cleanup.status, 202);
   const jobId = (cleanup.body as { job_id: number }).job_id;
-  const watch = await cli(["jobs", "watch", String(jobId), ...S]);
+  const watch = await runCli(["jobs", "watch", String(jobId), ...S]);
   t.equal(watch.code, 0, watch.stderr);
   t.match(watch.stdout, new RegExp(`^job ${jobId} storage_cleanup succeeded 100%$`, "m"));
   t.notMatch(watch.stdout, /\r/, "plain lines when stdout is not a terminal");
-  const noJob = await cli(["jobs", "watch", "424242", ...S]);
+  const noJob = await runCli(["jobs", "watch", "424242", ...S]);
   t.equal(noJob.code, 1);
 
-  const st = await cli(["status", "--json", ...S]);
+  const st = await runCli(["status", "--json", ...S]);
   const health = JSON.parse(st.stdout) as { status: string };
   t.equal(st.code, health.status === "healthy" ? 0 : 1, "status exit code follows health");
 
-  t.equal((await cli(["machines", "frob", ...S])).code, 2, "usage error");
-  t.equal((await cli(["machines", "show", "x", ...S])).code, 2, "a bad id is a usage error");
-  t.equal((await cli(["alerts", "--bogus", ...S])).code, 2, "unknown option");
-  const gone = await cli(["status", "--socket", join(dir, "nothing.sock")]);
+  t.equal((await runCli(["machines", "frob", ...S])).code, 2, "usage error");
+  t.equal((await runCli(["machines", "show", "x", ...S])).code, 2, "a bad id is a usage error");
+  t.equal((await runCli(["alerts", "--bogus", ...S])).code, 2, "unknown option");
+  const gone = await runCli(["status", "--socket", join(dir, "nothing.sock")]);
   t.equal(gone.code, 3, "daemon not reachable");
   t.match(gone.stderr, /cannot reach bootfleetd .* no socket there/);
 

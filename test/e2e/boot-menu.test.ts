@@ -1,11 +1,7 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: "${...}" in these strings is iPXE syntax
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
-import { Store } from "../../src/store/index.js";
-import { startDaemon, tempDir } from "../helpers/daemon.js";
-import { TestLan } from "../helpers/lan.js";
-import { mountLoopFs } from "../iscsi/overlay/loopfs.js";
+import { startLanRig } from "../helpers/lan-rig.js";
 import { asSerialShows, writeMarkerDisk } from "../netboot/script/fixtures/qemu-ipxe.js";
 
 // A PC with two targets (a work image and a games image) boots through a menu on real
@@ -23,118 +19,40 @@ const GAMES = "BOOT-MENU-IMAGE-GAMES";
 const WORK_LABEL = "Work && reboot # ${password}";
 
 t.test("a PC with two targets boots its default, or the entry chosen", { skip }, async (t) => {
-  const lan = TestLan.create(t, "bf-e2e-menu", [
-    { bridge: "br0", address: "10.99.0.1", dhcpRange: ["10.99.0.50", "10.99.0.99"] },
-  ]);
-  const fs = await mountLoopFs("xfs-reflink", 2 * 1024 ** 3, "e2e-menu");
-  t.teardown(() => fs.cleanup());
-  const data = fs.dir;
-  const confDir = tempDir(t, "bf-tgt-conf-");
-  const secrets = tempDir(t, "bf-menu-curl-");
-
-  // Two golden images whose boot sectors print different markers.
-  mkdirSync(join(data, "images"), { recursive: true });
-  const store = Store.open({ path: join(data, "bootfleet.db"), busyTimeoutMs: 1000 });
   const images: Record<string, number> = {};
-  for (const [name, marker] of [
-    ["work", WORK],
-    ["games", GAMES],
-  ] as const) {
-    const file = join(data, "images", `${name}.raw`);
-    await writeMarkerDisk(file, marker);
-    const image = store.images.create({
-      name: `${name} image`,
-      filename: `${name}.raw`,
-      status: "ready",
-      format: "raw",
-    });
-    store.images.addVersion(image.id, { path: file, size_bytes: 64 * 1024 * 1024 });
-    images[name] = image.id;
-  }
-  const machine = store.machines.create({
-    name: "menu-pc",
-    mac_address: MAC,
-    status: "active",
-    boot_action: "sanboot",
-    overlay_policy: "persistent",
-  });
-  store.close();
-
-  lan.startSiteDhcp(lan.subnets[0]!);
-  const control = 20_000 + ((process.pid + 7_000) % 10_000);
-  lan.spawn("tgtd", ["-f", "-C", String(control), "--iscsi", "portal=10.99.0.1:3260"]);
-  t.teardown(() => {
-    try {
-      lan.exec("tgtadm", ["-C", String(control), "--op", "delete", "--mode", "system"]);
-    } catch {
-      // killed with the namespace's processes
-    }
-  });
-  for (let i = 0; ; i++) {
-    try {
-      lan.exec("tgtadm", ["-C", String(control), "--op", "show", "--mode", "sys"]);
-      break;
-    } catch (err) {
-      if (i > 100) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  await startDaemon(t, {
-    wrapper: lan.wrapper,
-    env: {
-      BOOTFLEET_DATA_DIR: data,
-      BOOTFLEET_HTTP_LISTEN: ":80",
-      BOOTFLEET_TFTP_PORT: "69",
-      BOOTFLEET_DHCP_ENABLED: "true",
-      BOOTFLEET_NETBOOT_INTERFACES: "br0",
-      BOOTFLEET_ISCSI_TARGET_DRIVER: "tgt",
-      BOOTFLEET_ISCSI_TGT_CONTROL_PORT: String(control),
-      BOOTFLEET_ISCSI_TGT_CONF_DIR: confDir,
-      BOOTFLEET_ISCSI_SESSION_POLL_MS: "1000",
+  let machineId = 0;
+  const { lan, api } = await startLanRig(t, {
+    name: "bf-e2e-menu",
+    net: "10.99.0",
+    fsBytes: 2 * 1024 ** 3,
+    // Two golden images whose boot sectors print different markers, and the PC without
+    // a target yet: the admin sets those up through the API.
+    async seed(store, data) {
+      for (const [name, marker] of [
+        ["work", WORK],
+        ["games", GAMES],
+      ] as const) {
+        const file = join(data, "images", `${name}.raw`);
+        await writeMarkerDisk(file, marker);
+        const image = store.images.create({
+          name: `${name} image`,
+          filename: `${name}.raw`,
+          status: "ready",
+          format: "raw",
+        });
+        store.images.addVersion(image.id, { path: file, size_bytes: 64 * 1024 * 1024 });
+        images[name] = image.id;
+      }
+      machineId = store.machines.create({
+        name: "menu-pc",
+        mac_address: MAC,
+        status: "active",
+        boot_action: "sanboot",
+        overlay_policy: "persistent",
+      }).id;
     },
   });
-
-  // The admin sets it all up through the API (secrets through stdin and a 0600 file).
-  const password = readFileSync(join(data, "initial-admin-password"), "utf8").trim();
-  const login = JSON.parse(
-    lan.exec(
-      "curl",
-      [
-        "-sf",
-        "-H",
-        "content-type: application/json",
-        "--data-binary",
-        "@-",
-        "http://10.99.0.1/api/auth/login",
-      ],
-      { input: JSON.stringify({ username: "admin", password }) },
-    ),
-  ) as { access_token: string };
-  const curlConf = join(secrets, "curl.conf");
-  writeFileSync(curlConf, `header = "Authorization: Bearer ${login.access_token}"\n`, {
-    mode: 0o600,
-  });
-  const api = (method: string, path: string, body?: unknown) => {
-    const out = lan.exec(
-      "curl",
-      [
-        "-s",
-        "-K",
-        curlConf,
-        "-X",
-        method,
-        "-H",
-        "content-type: application/json",
-        ...(body === undefined ? [] : ["--data-binary", "@-"]),
-        "-w",
-        "\n%{http_code}",
-        `http://10.99.0.1/api${path}`,
-      ],
-      body === undefined ? {} : { input: JSON.stringify(body) },
-    );
-    const nl = out.lastIndexOf("\n");
-    return { status: Number(out.slice(nl + 1)), json: JSON.parse(out.slice(0, nl) || "null") };
-  };
+  const machine = { id: machineId };
 
   const work = api("POST", "/targets", {
     machine_id: machine.id,

@@ -1,11 +1,9 @@
 import { createHash } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
-import { Store } from "../../src/store/index.js";
-import { startDaemon, tempDir } from "../helpers/daemon.js";
-import { TestLan } from "../helpers/lan.js";
-import { mountLoopFs } from "../iscsi/overlay/loopfs.js";
+import { writeBootSector } from "../helpers/boot-lan.js";
+import { startDisklessLab } from "../helpers/diskless-lab.js";
 
 // The weekly loop of a diskless fleet, end to end with real firmware: BIOS PCs sanboot
 // reflink overlays through tgtd; an update opened on SUPER becomes version 2 at commit,
@@ -14,144 +12,31 @@ const skip =
   process.getuid?.() === 0 ? false : "needs root: namespaces, loop-mounted XFS, tgtd, QEMU";
 const BOOT_TIMEOUT = 150_000;
 
-/**
- * test/fixtures/boot/boot-sector.asm, assembled (as in sanboot.test.ts): prints
- * "DISKLESS-BOOT-OK FRESH" or "... SEEN" (LBA 3 already written), then writes LBA 3.
- */
-const BOOT_CODE =
-  "fa31c08ed88ec08ed0bc007cfb8816687cb80102b9040030f68a16687cbb0080cd13722dbe697c803e0080577503be827ce82500b80103b9040030f68a16687cbbc47ccd13720abe9a7ce80c00faf4ebfcbeae7ce80200ebf4ac08c07409b40ebb0700cd10ebf2c3004449534b4c4553532d424f4f542d4f4b2046524553480d0a004449534b4c4553532d424f4f542d4f4b205345454e0d0a004449534b4c4553532d57524954452d4f4b0d0a004449534b4c4553532d4449534b2d4552524f520d0a005752495454454e2d42592d424f4f54";
-
-function bootSector(): Buffer {
-  const sector = Buffer.alloc(512);
-  Buffer.from(BOOT_CODE, "hex").copy(sector);
-  sector[510] = 0x55;
-  sector[511] = 0xaa;
-  return sector;
-}
-
 const sha256 = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");
-const PREFIX = "iqn.2024-01.io.bootfleet";
 const BOOTED = /DISKLESS-BOOT-OK (FRESH|SEEN)[\s\S]*DISKLESS-WRITE-OK/;
 
 t.test("update cycle: open on SUPER, commit, PC-B sees it, rollback", { skip }, async (t) => {
-  const lan = TestLan.create(t, "bf-e2e-upd", [
-    { bridge: "br0", address: "10.98.0.1", dhcpRange: ["10.98.0.50", "10.98.0.99"] },
-  ]);
-  const fs = await mountLoopFs("xfs-reflink", 2 * 1024 ** 3, "e2e-upd");
-  t.teardown(() => fs.cleanup());
-  const data = fs.dir;
-  const confDir = tempDir(t, "bf-tgt-conf-");
-
-  // Version 1: 64 MiB with the boot sector in front.
-  mkdirSync(join(data, "images"), { recursive: true });
-  const v1 = join(data, "images", "golden-v1.raw");
-  writeFileSync(v1, bootSector());
-  truncateSync(v1, 64 * 1024 * 1024);
-  const v1Sha = sha256(v1);
-
   const machines = {
     super: { name: "lab-super", mac: "52:54:00:bf:51:0a", policy: "persistent" as const },
     b: { name: "lab-pc-b", mac: "52:54:00:bf:51:0b", policy: "reset" as const },
   };
-  const ids: Record<string, { machine: number; target: number }> = {};
-  const store = Store.open({ path: join(data, "bootfleet.db"), busyTimeoutMs: 1000 });
-  const image = store.images.create({
-    name: "Golden",
-    filename: "golden.raw",
-    status: "ready",
-    format: "raw",
-  });
-  store.images.addVersion(image.id, { path: v1, size_bytes: 64 * 1024 * 1024, note: "v1" });
-  for (const [key, m] of Object.entries(machines)) {
-    const machine = store.machines.create({
-      name: m.name,
-      mac_address: m.mac,
-      status: "active",
-      boot_action: "sanboot",
-      overlay_policy: m.policy,
-    });
-    const target = store.targets.create({
-      name: `${m.name}-target`,
-      iqn: `${PREFIX}:${m.name}`,
-      portal_ip: "10.98.0.1",
-      machine_id: machine.id,
-      system_image_id: image.id,
-      initiator_iqn: `${PREFIX}:client-${m.mac.replace(/:/g, "")}`,
-      chap_username: `user-${key}`,
-      chap_password: `Secret${key.toUpperCase()}0123456`,
-    });
-    ids[key] = { machine: machine.id, target: target.id };
-  }
-  store.close();
-
-  lan.startSiteDhcp(lan.subnets[0]!);
-  const control = 20_000 + ((process.pid + 5000) % 10_000);
-  lan.spawn("tgtd", ["-f", "-C", String(control), "--iscsi", "portal=10.98.0.1:3260"]);
-  t.teardown(() => {
-    try {
-      lan.exec("tgtadm", ["-C", String(control), "--op", "delete", "--mode", "system"]);
-    } catch {
-      // killed with the namespace's processes
-    }
-  });
-  for (let i = 0; ; i++) {
-    try {
-      lan.exec("tgtadm", ["-C", String(control), "--op", "show", "--mode", "sys"]);
-      break;
-    } catch (err) {
-      if (i > 100) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  const daemon = await startDaemon(t, {
-    wrapper: lan.wrapper,
-    // A bound, not a timing: applying two tgt targets takes long on a loaded 2-core host.
-    timeoutMs: 240_000,
-    env: {
-      BOOTFLEET_DATA_DIR: data,
-      BOOTFLEET_HTTP_LISTEN: ":80",
-      BOOTFLEET_TFTP_PORT: "69",
-      BOOTFLEET_DHCP_ENABLED: "true",
-      BOOTFLEET_NETBOOT_INTERFACES: "br0",
-      BOOTFLEET_ISCSI_TARGET_DRIVER: "tgt",
-      BOOTFLEET_ISCSI_TGT_CONTROL_PORT: String(control),
-      BOOTFLEET_ISCSI_TGT_CONF_DIR: confDir,
-      BOOTFLEET_ISCSI_SESSION_POLL_MS: "1000",
-      BOOTFLEET_LOG_LEVEL: "debug",
+  // Version 1: 64 MiB with the boot sector in front (test/helpers/boot-lan.ts): it prints
+  // "DISKLESS-BOOT-OK FRESH" or "... SEEN" (LBA 3 already written), then writes LBA 3.
+  let v1Sha = "";
+  const lab = await startDisklessLab(t, {
+    name: "bf-e2e-upd",
+    net: "10.98.0",
+    fsBytes: 2 * 1024 ** 3,
+    writeGolden(path) {
+      writeBootSector(path);
+      v1Sha = sha256(path);
     },
+    machines,
+    env: { BOOTFLEET_LOG_LEVEL: "debug" },
   });
-
-  // The API, from inside the namespace; the token goes to curl on stdin, not its arguments.
-  const password = readFileSync(join(data, "initial-admin-password"), "utf8").trim();
-  const curl = (method: string, path: string, body?: unknown, token?: string) => {
-    const config = token ? `header = "Authorization: Bearer ${token}"\n` : "";
-    const out = lan.exec(
-      "curl",
-      [
-        "-sS",
-        "-K",
-        "-",
-        "-X",
-        method,
-        "-H",
-        "Content-Type: application/json",
-        ...(body === undefined ? [] : ["--data-binary", JSON.stringify(body)]),
-        "-w",
-        "\n%{http_code}",
-        `http://10.98.0.1/api${path}`,
-      ],
-      { input: config },
-    );
-    const nl = out.lastIndexOf("\n");
-    const text = out.slice(0, nl);
-    return { status: Number(out.slice(nl + 1)), json: text ? JSON.parse(text) : undefined };
-  };
-  const login = curl("POST", "/auth/login", { username: "admin", password });
-  t.equal(login.status, 200, "admin logs in");
-  const token = login.json.access_token as string;
-  const api = (method: string, path: string, body?: unknown) => curl(method, path, body, token);
-  const dropIscsiConnections = () =>
-    lan.exec("ss", ["-K", "-t", "state", "established", "( sport = :3260 )"]);
+  const { lan, data, daemon, ids, api, dropIscsiConnections } = lab;
+  const v1 = lab.golden;
+  const image = { id: lab.imageId };
 
   // PC-B (reset on reboot) boots version 1 clean.
   const b1 = lan.startBiosClient({ bridge: "br0", mac: machines.b.mac });

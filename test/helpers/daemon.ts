@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -146,4 +146,16 @@ export async function httpGet(
 ): Promise<{ status: number; body: string }> {
   const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
   return { status: res.status, body: await res.text() };
+}
+
+/** The initial admin's access token from a daemon on loopback (its data folder holds the password). */
+export async function adminToken(d: RunningDaemon, dataDir: string): Promise<string> {
+  const password = readFileSync(join(dataDir, "initial-admin-password"), "utf8").trim();
+  const r = await fetch(`http://127.0.0.1:${d.port}/api/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: "admin", password }),
+  });
+  if (r.status !== 200) throw new Error(`admin login failed: HTTP ${r.status}`);
+  return ((await r.json()) as { access_token: string }).access_token;
 }

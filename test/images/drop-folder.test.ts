@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
 import { Store } from "../../src/store/index.js";
-import { type RunningDaemon, startDaemon, tempDir } from "../helpers/daemon.js";
+import { adminToken, type RunningDaemon, startDaemon, tempDir } from "../helpers/daemon.js";
 
 // Images copied into the drop folder (<images_dir>/import) are imported by the real daemon
 // through the upload's job: only once complete, once across restarts, refused when junk,
@@ -37,16 +37,6 @@ interface ImageRow {
   format: string;
   checksum_sha256: string | null;
   virtual_size_bytes: number;
-}
-
-async function login(d: RunningDaemon, dir: string): Promise<string> {
-  const password = readFileSync(join(dir, "initial-admin-password"), "utf8").trim();
-  const r = await fetch(`http://127.0.0.1:${d.port}/api/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: "admin", password }),
-  });
-  return ((await r.json()) as { access_token: string }).access_token;
 }
 
 function api(d: RunningDaemon, auth: string) {
@@ -92,7 +82,7 @@ t.test(
     const images = join(dir, "images");
     const drop = join(images, "import");
     let d = await startDaemon(t, { env });
-    let auth = await login(d, dir);
+    let auth = await adminToken(d, dir);
     let get = api(d, auth);
     const all = () => get<ImageRow[]>("/images?limit=100");
     const named = async (name: string) => (await all()).filter((i) => i.name === name);
@@ -194,7 +184,7 @@ t.test(
       const before = readdirSync(images).filter((f) => f.endsWith(".raw")).length;
       writeFileSync(join(drop, "offline.raw"), randomBytes(1024 * 1024));
       d = await startDaemon(t, { env });
-      auth = await login(d, dir);
+      auth = await adminToken(d, dir);
       get = api(d, auth);
       const img = await settled("offline");
       t.equal(img.status, "ready", img.status_reason ?? "");
@@ -202,7 +192,7 @@ t.test(
       d.proc.kill("SIGTERM");
       await d.exited;
       d = await startDaemon(t, { env });
-      auth = await login(d, dir);
+      auth = await adminToken(d, dir);
       get = api(d, auth);
       // A file is moved out of the drop folder as it is taken: nothing is left to take again.
       t.notOk(existsSync(join(drop, "offline.raw")), "the drop folder no longer holds it");
@@ -240,7 +230,7 @@ t.test(
       t.ok(offlinePath, "found the offline image's file");
       unlinkSync(offlinePath!);
       d = await startDaemon(t, { env });
-      get = api(d, await login(d, dir));
+      get = api(d, await adminToken(d, dir));
       const [offline] = await named("offline");
       t.equal(offline!.status, "error", "a file removed while down is found at start");
       t.match(offline!.status_reason, /was removed from the image folder/);

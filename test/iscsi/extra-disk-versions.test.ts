@@ -1,13 +1,4 @@
-import {
-  closeSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  readSync,
-  truncateSync,
-  writeFileSync,
-  writeSync,
-} from "node:fs";
+import { readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
 import t from "tap";
@@ -17,9 +8,9 @@ import { extraOverlayId, Reconciler } from "../../src/iscsi/reconciler.js";
 import { TgtDriver } from "../../src/iscsi/target/tgt.js";
 import { versionStorage } from "../../src/iscsi/version-storage.js";
 import { Store } from "../../src/store/index.js";
-import { TestTgtd } from "../fixtures/iscsi/tgtd.js";
 import { tempDir } from "../helpers/daemon.js";
-import { mountLoopFs } from "./overlay/loopfs.js";
+import { readAt, writeAt } from "../helpers/file-at.js";
+import { startReflinkTgt } from "./reflink-tgt.js";
 
 // A games or data disk (a target's extra disk) has versions and updates like a system
 // disk: real reflink overlays on loop-mounted XFS, real tgtd, the daemon's reconciler and
@@ -29,38 +20,11 @@ const PREFIX = "iqn.2024-01.io.bootfleet";
 const MiB = 1024 * 1024;
 const log = pino({ level: "silent" });
 
-function readAt(path: string, offset: number, length: number): string {
-  const fd = openSync(path, "r");
-  try {
-    const b = Buffer.alloc(length);
-    readSync(fd, b, 0, length, offset);
-    return b.toString("latin1");
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function writeAt(path: string, offset: number, text: string): void {
-  const fd = openSync(path, "r+");
-  try {
-    writeSync(fd, Buffer.from(text), 0, text.length, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 t.test(
   "games and data disks: update, commit, no swap under a running PC, reset",
   { skip },
   async (t) => {
-    const fs = await mountLoopFs("xfs-reflink", 1024 ** 3, "extra-versions");
-    t.teardown(() => fs.cleanup());
-    const tgtd = await TestTgtd.start();
-    t.teardown(() => tgtd.stop());
-    const imagesDir = join(fs.dir, "images");
-    const overlaysDir = join(fs.dir, "overlays");
-    mkdirSync(imagesDir);
-    mkdirSync(overlaysDir);
+    const { tgtd, imagesDir, overlaysDir } = await startReflinkTgt(t, "extra-versions");
     const file = (name: string, text: string) => {
       const p = join(imagesDir, name);
       writeFileSync(p, text);

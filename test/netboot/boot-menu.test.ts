@@ -10,6 +10,7 @@ import { menuSettings } from "../../src/netboot/menu-settings.js";
 import { loadTemplates } from "../../src/netboot/script/render.js";
 import { Store } from "../../src/store/index.js";
 import type { Machine } from "../../src/store/machines.js";
+import { readyDisk } from "./ready-disk.js";
 
 // A machine with several targets boots through a menu of them: planBoot decides, the
 // script says it with every name as text, and its settings come from the machine, else its
@@ -141,18 +142,7 @@ async function fixture(
     fileUrl: (id, name) => `http://${SERVER}/boot/files/${id}/${name}`,
     kernelCmdline: () => "",
     menuTimeoutSeconds: 10,
-    sanboot: async (machine, target) => {
-      prepared.push(target.id);
-      return {
-        ok: true,
-        data: {
-          name: machine.name,
-          initiatorIqn: target.initiator_iqn,
-          chap: { username: target.chap_username, password: target.chap_password },
-          system: { server: SERVER, lun: 1, targetIqn: target.iqn },
-        },
-      };
-    },
+    sanboot: readyDisk(SERVER, (id) => prepared.push(id)),
   };
   const script = (choice = {}) => scriptFor(deps, mac, store.machines.get(m.id)!, choice);
   return { store, machineId: m.id, ids, script, prepared };

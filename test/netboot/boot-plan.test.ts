@@ -18,6 +18,7 @@ import { BootTimeline } from "../../src/netboot/timeline.js";
 import { Store } from "../../src/store/index.js";
 import type { BootAction, Machine, MachineStatus } from "../../src/store/machines.js";
 import { ascii, opt, rawPacket } from "./dhcp/rfc-builder.js";
+import { readyDisk } from "./ready-disk.js";
 
 // One decision, two entry points: for every machine state, what the proxy-DHCP answers
 // (a boot file, or "boot locally") and which script the HTTP route serves must agree.
@@ -206,16 +207,7 @@ async function httpServer(t: Teardown, store: Store) {
     fileUrl: (id, name) => `http://${SERVER}/boot/files/${id}/${name}`,
     kernelCmdline: () => "console=ttyS0",
     menuTimeoutSeconds: 10,
-    // Stands in for the iSCSI service: the disk is always ready.
-    sanboot: async (machine, target) => ({
-      ok: true,
-      data: {
-        name: machine.name,
-        initiatorIqn: target.initiator_iqn,
-        chap: { username: target.chap_username, password: target.chap_password },
-        system: { server: SERVER, lun: 1, targetIqn: target.iqn },
-      },
-    }),
+    sanboot: readyDisk(SERVER),
     onScriptServed: (_machine, _ip, kind) => served.push(kind),
   });
   const { Hono } = await import("hono");
