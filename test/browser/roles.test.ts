@@ -72,6 +72,8 @@ dashboardTest("dashboard: a viewer cannot act, a client sees its own", async (t,
     );
     await page.goBack();
     await page.getByRole("heading", { level: 1, name: "Fleet" }).waitFor();
+    // The heading comes before the list's fetch answers: wait for the tiles, then count them.
+    await page.locator("li.tile").first().waitFor();
     t.equal(await page.locator("li.tile").count(), 2, "a viewer sees the whole fleet");
     t.equal(await page.locator("input[type=checkbox]").count(), 0, "no selection for bulk actions");
     t.equal(await page.locator(".bulk, .bulk-hint").count(), 0, "no bulk bar");
