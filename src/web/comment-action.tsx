@@ -1,6 +1,6 @@
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
-import { ApiError } from "./api.ts";
+import { actionErrorText } from "./ui.tsx";
 
 /**
  * A small form for an action that takes a comment (commit, promote, snapshot, open an
@@ -33,11 +33,7 @@ export function CommentAction(props: {
       setMsg(text ? { ok: true, text } : undefined);
       form.reset();
     } catch (err) {
-      const text =
-        err instanceof ApiError && err.unavailable
-          ? "not available on this server"
-          : (err as Error).message;
-      setMsg({ ok: false, text });
+      setMsg({ ok: false, text: actionErrorText(err) });
     } finally {
       setBusy(false);
     }

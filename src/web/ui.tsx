@@ -186,11 +186,7 @@ export function ActionButton(props: {
       const text = await props.run();
       setMsg(text ? { ok: true, text } : undefined);
     } catch (err) {
-      const text =
-        err instanceof ApiError && err.unavailable
-          ? "not available on this server"
-          : (err as Error).message;
-      setMsg({ ok: false, text });
+      setMsg({ ok: false, text: actionErrorText(err) });
     } finally {
       setBusy(false);
     }
@@ -212,4 +208,11 @@ export function ActionButton(props: {
 /** A page's heading: focusable, so the app can move focus to it on navigation. */
 export function Title({ children }: { children: ComponentChildren }) {
   return <h1 tabIndex={-1}>{children}</h1>;
+}
+
+/** What a failed action shows: the API's own words, or that this server lacks the route. */
+export function actionErrorText(err: unknown): string {
+  return err instanceof ApiError && err.unavailable
+    ? "not available on this server"
+    : (err as Error).message;
 }
