@@ -105,8 +105,7 @@ export class FleetMonitor {
 
   /** One machine's state now. */
   stateOf(machineId: number): DerivedState {
-    const session = this.d.store.sessions.latest(machineId);
-    return this.#derive(session, this.#targetError(machineId));
+    return this.statesOf([machineId]).get(machineId)!;
   }
 
   /** Several machines' states now, read with one query per table (a list page). */
@@ -176,11 +175,6 @@ export class FleetMonitor {
       now: this.#clock(),
       stallAfterMs: this.d.stallAfterMs,
     });
-  }
-
-  #targetError(machineId: number): string | undefined {
-    const t = this.d.store.targets.forMachine(machineId).find((x) => x.status === "error");
-    return t ? (t.status_reason ?? "failed") : undefined;
   }
 
   #announce(machineId: number, s: BootSession, now: DerivedState): void {

@@ -37,14 +37,5 @@ export function machineStates(deps: ApiDeps, machineIds: number[]): Map<number, 
  * else derived the same way from the store (I/O then cannot be seen: never "booted").
  */
 export function machineState(deps: ApiDeps, machineId: number): DerivedState {
-  const fleet = deps.services.fleet;
-  if (fleet) return fleet.stateOf(machineId);
-  const target = deps.store.targets.forMachine(machineId).find((t) => t.status === "error");
-  return deriveMachineState({
-    session: deps.store.sessions.latest(machineId),
-    targetError: target ? (target.status_reason ?? "failed") : undefined,
-    ioObservable: false,
-    now: deps.clock(),
-    stallAfterMs: DEFAULT_STALL_MS,
-  });
+  return machineStates(deps, [machineId]).get(machineId)!;
 }
