@@ -6,6 +6,7 @@
 //
 //   node --import tsx bench/storm/run.ts [--clients 100] [--bootset-mib 8] [--spread-ms 0]
 //        [--limit-seconds 900] [--ref HEAD] [--sides bootfleet,handbuilt] [--json FILE]
+//        [--cpu-prof DIR]   (a V8 CPU profile of bootfleetd during its side; top functions printed)
 //        [--keep-snap | --snap DIR]   (keep the built bootfleet for the next run / use a kept one)
 //
 // Needs root, iproute2, tgt, dnsmasq-base, tftpd-hpa, nginx-light, python3, xfsprogs, fincore.
@@ -56,6 +57,7 @@ const REF = opt("ref", "HEAD");
 const SIDES = opt("sides", "bootfleet,handbuilt").split(",");
 const JSON_OUT = opt("json", "");
 const SNAP = opt("snap", "");
+const CPU_PROF = argv.includes("--cpu-prof") ? resolve(opt("cpu-prof", "bench-storm-prof")) : "";
 const KEEP_SNAP = argv.includes("--keep-snap");
 if (!(N >= 1 && N <= 500)) throw new Error("--clients: 1 to 500 (the bench is bounded)");
 if (!(BOOTSET_MIB > 0 && BOOTSET_MIB <= 68)) throw new Error("--bootset-mib: above 0, at most 68");
@@ -428,9 +430,10 @@ async function seedStore(snap: string, data: string, golden: string): Promise<Ma
 }
 
 async function startBootfleet(snap: string, data: string): Promise<Proc> {
+  const profile = CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${CPU_PROF}`] : [];
   const p = spawnServer(
     process.execPath,
-    [join(snap, "bin/bootfleetd.js")],
+    [...profile, join(snap, "bin/bootfleetd.js")],
     {
       BOOTFLEET_DATA_DIR: data,
       BOOTFLEET_HTTP_LISTEN: ":80",
@@ -463,7 +466,7 @@ async function startBootfleet(snap: string, data: string): Promise<Proc> {
 }
 
 /** The hand-built stack's tgt targets: what an admin's loop of tgtadm calls makes. */
-function handBuiltTargets(machines: Machine[], overlay: (m: Machine) => string): void {
+function handBuiltTargets(machines: Machine[], overlay: (m: Machine) => string): Promise<void> {
   const lines: string[] = [];
   const t = `tgtadm -C ${TGT_CONTROL}`;
   for (const [i, m] of machines.entries()) {
@@ -479,7 +482,13 @@ function handBuiltTargets(machines: Machine[], overlay: (m: Machine) => string):
   const script = join(WORK, "tgt-setup.sh");
   // The secrets stay in a root-only file here; tgtadm itself takes them as arguments.
   writeFileSync(script, `set -e\n${lines.join("\n")}\n`, { mode: 0o600 });
-  inNs(SERVER_NS, "bash", script);
+  // Not execFileSync: tgtd logs to the pipe this process reads, and a blocked event loop
+  // would let that pipe fill, tgtd block on it, and tgtadm wait for tgtd forever.
+  return new Promise((res, rej) => {
+    const child = spawn("ip", ["netns", "exec", SERVER_NS, "bash", script], { stdio: "inherit" });
+    started.push(child);
+    child.on("exit", (code) => (code === 0 ? res() : rej(new Error(`tgtadm loop exited ${code}`))));
+  });
 }
 
 function startHandBuilt(machines: Machine[]): Proc[] {
@@ -678,6 +687,32 @@ function report(sides: Side[], set: BootSet, commit: string): string {
   return lines.join("\n");
 }
 
+/** The functions with the most self time in a V8 .cpuprofile. */
+function topOfProfile(file: string, n = 25): string {
+  const prof = JSON.parse(readFileSync(file, "utf8")) as {
+    nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+    samples: number[];
+    timeDeltas: number[];
+  };
+  const byId = new Map(prof.nodes.map((x) => [x.id, x]));
+  const self = new Map<string, number>();
+  let total = 0;
+  prof.samples.forEach((id, k) => {
+    const dt = prof.timeDeltas[k] ?? 0;
+    total += dt;
+    const cf = byId.get(id)?.callFrame;
+    const key = cf
+      ? `${cf.functionName || "(anonymous)"} ${cf.url.replace(/^.*\/(dist|node_modules)\//, "$1/")}:${cf.lineNumber + 1}`
+      : "?";
+    self.set(key, (self.get(key) ?? 0) + dt);
+  });
+  return [...self.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, n)
+    .map(([k, v]) => `${((v / total) * 100).toFixed(1).padStart(5)}%  ${k}`)
+    .join("\n");
+}
+
 // ---------------------------------------------------------------- main
 
 async function main(): Promise<void> {
@@ -694,6 +729,7 @@ async function main(): Promise<void> {
   ]) {
     execFileSync("sh", ["-c", `command -v ${tool}`], { stdio: "ignore" });
   }
+  if (CPU_PROF) mkdirSync(CPU_PROF, { recursive: true });
   const set = loadBootSet();
   const { snap, commit } = buildSnapshot();
   makeLan();
@@ -733,7 +769,7 @@ async function main(): Promise<void> {
     tgtd = await startTgtd();
     log("hand-built: tgtadm loop for the same targets on the same overlays");
     const t0 = Date.now();
-    handBuiltTargets(machines, overlay);
+    await handBuiltTargets(machines, overlay);
     log(`hand-built: ${N} targets in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const procs = startHandBuilt(machines);
     await sleep(1000);
@@ -746,6 +782,11 @@ async function main(): Promise<void> {
   }
   const text = report(sides, set, commit);
   console.log(text);
+  if (CPU_PROF) {
+    for (const f of readdirSync(CPU_PROF).filter((x) => x.endsWith(".cpuprofile"))) {
+      console.log(`\nCPU profile ${f} (self time):\n${topOfProfile(join(CPU_PROF, f))}`);
+    }
+  }
   if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify({ commit, sides }, null, 2));
 }
 
@@ -754,4 +795,4 @@ main()
     console.error(err);
     process.exitCode = 1;
   })
-  .finally(() => cleanup());
+  .finally(() => cleanup().then(() => process.exit()));
