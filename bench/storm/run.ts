@@ -286,6 +286,21 @@ function pageCacheBytes(files: string[]): number {
   return total;
 }
 
+/**
+ * Datagrams the server namespace's raw and UDP sockets dropped (receive buffer full), summed
+ * over the sockets open now (/proc/net/{raw,udp}, last column): bootfleet's DHCP listens on a
+ * raw socket, dnsmasq and tftpd-hpa on UDP sockets.
+ */
+function socketDrops(): { raw: number; udp: number } {
+  const sum = (file: string) =>
+    inNs(SERVER_NS, "cat", file)
+      .trim()
+      .split("\n")
+      .slice(1)
+      .reduce((a, l) => a + (Number(l.trim().split(/\s+/).at(-1)) || 0), 0);
+  return { raw: sum("/proc/net/raw"), udp: sum("/proc/net/udp") };
+}
+
 function dropCaches(): void {
   execFileSync("sync");
   writeFileSync("/proc/sys/vm/drop_caches", "3");
@@ -571,6 +586,7 @@ interface Side {
   cpuSeconds: number;
   diskBytesRead: number;
   pageCacheBytes: number;
+  drops: { raw: number; udp: number };
 }
 
 async function storm(side: string, set: BootSet, device: string, files: string[]): Promise<Side> {
@@ -593,6 +609,7 @@ async function storm(side: string, set: BootSet, device: string, files: string[]
   dropCaches();
   const cpu0 = serverCpuSeconds();
   const disk0 = deviceBytesRead(device);
+  const drops0 = socketDrops();
   log(`${side}: storm of ${N} PCs`);
   const out = await new Promise<string>((res, rej) => {
     const child = spawn(
@@ -619,11 +636,13 @@ async function storm(side: string, set: BootSet, device: string, files: string[]
   const cpuSeconds = serverCpuSeconds() - cpu0;
   const diskBytesRead = deviceBytesRead(device) - disk0;
   const cache = pageCacheBytes(files);
+  const drops1 = socketDrops();
+  const drops = { raw: drops1.raw - drops0.raw, udp: drops1.udp - drops0.udp };
   const parsed = JSON.parse(out) as { results: ClientResult[]; wallMs: number };
   const okCount = parsed.results.filter((r) => r.ok).length;
   log(`${side}: ${okCount}/${N} booted, ${(parsed.wallMs / 1000).toFixed(1)} s`);
   for (const r of parsed.results.filter((x) => !x.ok).slice(0, 5)) log(`  ${r.mac}: ${r.error}`);
-  return { side, ...parsed, cpuSeconds, diskBytesRead, pageCacheBytes: cache };
+  return { side, ...parsed, cpuSeconds, diskBytesRead, pageCacheBytes: cache, drops };
 }
 
 // ---------------------------------------------------------------- report
@@ -673,6 +692,10 @@ function report(sides: Side[], set: BootSet, commit: string): string {
   row("server CPU (s, every process of its namespace)", (s) => fmt(s.cpuSeconds));
   row("disk bytes read (MiB, the XFS loop device)", (s) => MiB(s.diskBytesRead));
   row("page cache of the overlays + golden after (MiB)", (s) => MiB(s.pageCacheBytes));
+  row(
+    "datagrams dropped by the server's sockets (raw / UDP)",
+    (s) => `${s.drops.raw} / ${s.drops.udp}`,
+  );
   row("DHCP retries (DISCOVERs sent beyond one per phase)", (s) =>
     String(s.results.reduce((a, r) => a + Math.max(0, r.dhcpTries - 2), 0)),
   );
