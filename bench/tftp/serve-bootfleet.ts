@@ -23,6 +23,9 @@ const server = createTftpServer({
   // Each generator client starts its next fetch the moment it sends its last ACK, before the
   // server has read that ACK, so 50 clients briefly hold more than 50 slots; both servers get 128.
   maxTransfers: 128,
+  // Every generator client is 127.0.0.1: the per-address cap (4, against one host holding every
+  // slot) would refuse all but 4 of the 50. dnsmasq and tftpd-hpa have no such cap.
+  maxTransfersPerAddress: 128,
   shareFiles: cfg.shareFiles ?? true,
   log: pino({ level: "info" }, pino.destination({ dest: cfg.logFile, sync: false })),
 });

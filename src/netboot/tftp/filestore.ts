@@ -3,8 +3,10 @@
 // of the same version of the file (same device, inode, size and mtime); big files are served from
 // one shared open handle with positional reads, so memory stays bounded.
 
+import type { Stats } from "node:fs";
 import { constants } from "node:fs";
-import { type FileHandle, open } from "node:fs/promises";
+import { type FileHandle, lstat, open } from "node:fs/promises";
+import { DataPackets, MIN_PACKED_BLKSIZE } from "./data-packets.js";
 import { toNetascii } from "./netascii.js";
 import { ERR_ACCESS_VIOLATION, ERR_FILE_NOT_FOUND, ERR_NOT_DEFINED } from "./packet.js";
 
@@ -13,9 +15,22 @@ export interface FileSource {
   readonly size: number;
   /** Bytes [offset, offset + length), shorter at the end of the file. */
   read(offset: number, length: number): Buffer | Promise<Buffer>;
+  /**
+   * The file as ready DATA packets for `blksize`, shared by every transfer of it; undefined when
+   * the store does not lay this file out (big or unshared files, tiny blksizes, too many sizes):
+   * the transfer then sends from read().
+   */
+  packets?(blksize: number): DataPackets | undefined;
   /** Called exactly once when the transfer ends, however it ends. */
   release(): void;
 }
+
+/**
+ * Layouts kept per file and mode: clients use one or two blksizes (1468 on Ethernet, 512
+ * without the option); a client asking for many others gets the copy-free read path instead of
+ * one more copy of the file in memory per size.
+ */
+const MAX_LAYOUTS_PER_FILE = 3;
 
 export type OpenResult =
   | { ok: true; source: FileSource }
@@ -48,6 +63,15 @@ interface MemoryEntry {
   loaded: Promise<Buffer>;
   buffer: Buffer | undefined;
   netascii: Buffer | undefined;
+  /** DataPackets by `${mode}:${blksize}`. */
+  layouts: Map<string, DataPackets>;
+}
+
+/** Memory an entry holds: the file, its netascii form and its packet layouts. */
+function entryBytes(e: MemoryEntry): number {
+  let bytes = e.size + (e.netascii?.length ?? 0);
+  for (const l of e.layouts.values()) bytes += l.byteLength;
+  return bytes;
 }
 
 interface HandleEntry {
@@ -55,6 +79,14 @@ interface HandleEntry {
   refs: number;
   size: number;
   handle: FileHandle;
+}
+
+/**
+ * Identifies one version of a file. ctime is in it so that a chmod or chown (which leave mtime
+ * alone) makes a new version, and the next request opens the file again with its permissions.
+ */
+function versionKey(st: Stats, path: string): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${path}`;
 }
 
 function errnoCode(err: unknown): string | undefined {
@@ -86,7 +118,7 @@ export class FileStore {
 
   stats(): FileStoreStats {
     let cachedBytes = 0;
-    for (const e of this.#memory.values()) cachedBytes += e.size + (e.netascii?.length ?? 0);
+    for (const e of this.#memory.values()) cachedBytes += entryBytes(e);
     return {
       fileLoads: this.#fileLoads,
       handleReads: this.#handleReads,
@@ -98,6 +130,22 @@ export class FileStore {
 
   /** `path` must already be a real path (no symlinks): the last component is opened O_NOFOLLOW. */
   async open(path: string, mode: "octet" | "netascii"): Promise<OpenResult> {
+    // The common case in a boot storm: the version in memory is still the file on disk. One
+    // lstat says so, instead of open, fstat and close (each a trip through libuv's thread pool).
+    // Anything else (first request, a changed file, a symlink, an error) takes the open path
+    // below, which decides and words the answer.
+    const cached = this.#opts.share ? await this.#cachedVersion(path) : undefined;
+    if (cached !== undefined) {
+      try {
+        return { ok: true, source: await this.#share(cached, mode) };
+      } catch (err) {
+        return {
+          ok: false,
+          errorCode: ERR_ACCESS_VIOLATION,
+          reason: `cannot read: ${errnoCode(err) ?? String(err)}`,
+        };
+      }
+    }
     let handle: FileHandle;
     try {
       handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
@@ -127,7 +175,7 @@ export class FileStore {
           reason: "netascii is only served for small text files",
         };
       }
-      const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${path}`;
+      const key = versionKey(st, path);
       if (small)
         return { ok: true, source: await this.#memorySource(key, path, st.size, handle, mode) };
       keep = true;
@@ -141,6 +189,18 @@ export class FileStore {
     } finally {
       if (!keep) await this.#close(handle);
     }
+  }
+
+  /** The cached entry for the file now at `path` (not followed if a symlink), if any. */
+  async #cachedVersion(path: string): Promise<MemoryEntry | undefined> {
+    if (this.#memory.size === 0) return undefined;
+    let st: Stats;
+    try {
+      st = await lstat(path);
+    } catch {
+      return undefined;
+    }
+    return st.isFile() ? this.#memory.get(versionKey(st, path)) : undefined;
   }
 
   async #close(handle: FileHandle): Promise<void> {
@@ -173,6 +233,7 @@ export class FileStore {
         loaded,
         buffer: undefined,
         netascii: undefined,
+        layouts: new Map(),
       };
       entry = fresh;
       this.#memory.set(key, fresh);
@@ -188,11 +249,15 @@ export class FileStore {
         },
         () => this.#memory.delete(key),
       );
-    } else {
-      // Touch: move to the most recently used end.
-      this.#memory.delete(key);
-      this.#memory.set(key, entry);
     }
+    return this.#share(entry, mode);
+  }
+
+  /** A source on a shared entry: it holds a reference until release(). */
+  async #share(entry: MemoryEntry, mode: "octet" | "netascii"): Promise<FileSource> {
+    // Touch: move to the most recently used end.
+    this.#memory.delete(entry.key);
+    this.#memory.set(entry.key, entry);
     entry.refs++;
     let data: Buffer;
     try {
@@ -211,6 +276,16 @@ export class FileStore {
     return {
       size: bytes.length,
       read: (o, l) => bytes.subarray(o, o + l),
+      packets: (blksize) => {
+        if (blksize < MIN_PACKED_BLKSIZE) return undefined;
+        const key = `${mode}:${blksize}`;
+        let layout = held.layouts.get(key);
+        if (layout === undefined && held.layouts.size < MAX_LAYOUTS_PER_FILE) {
+          layout = DataPackets.build(bytes, blksize);
+          held.layouts.set(key, layout);
+        }
+        return layout;
+      },
       release: () => {
         if (released) return;
         released = true;
@@ -223,13 +298,13 @@ export class FileStore {
   #evict(): void {
     let idleBytes = 0;
     for (const e of this.#memory.values()) {
-      if (e.refs === 0) idleBytes += e.size + (e.netascii?.length ?? 0);
+      if (e.refs === 0) idleBytes += entryBytes(e);
     }
     for (const e of this.#memory.values()) {
       if (idleBytes <= this.#opts.cacheMaxBytes) break;
       if (e.refs !== 0 || e.buffer === undefined) continue;
       this.#memory.delete(e.key);
-      idleBytes -= e.size + (e.netascii?.length ?? 0);
+      idleBytes -= entryBytes(e);
     }
   }
 

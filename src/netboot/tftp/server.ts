@@ -7,6 +7,7 @@ import { realpath } from "node:fs/promises";
 import { isIP } from "node:net";
 import type { Logger } from "pino";
 import { Admission, DEFAULT_MAX_TRANSFERS_PER_ADDRESS, type Refusal } from "./admission.js";
+import { DeadlineSweep, sweepPeriodFor } from "./deadlines.js";
 import { type FileSource, FileStore, type FileStoreStats } from "./filestore.js";
 import { negotiateOptions } from "./options.js";
 import {
@@ -135,12 +136,14 @@ class ReadOnlyTftpServer implements TftpServer {
         share: opts.shareFiles ?? true,
       }),
     };
+    const defaultTimeoutMs = opts.timeoutMs ?? 1000;
     this.transferSettings = {
       limits: { maxBlksize: opts.maxBlksize ?? 1468, maxWindowsize: opts.maxWindowsize ?? 32 },
-      defaultTimeoutMs: opts.timeoutMs ?? 1000,
+      defaultTimeoutMs,
       retries: opts.retries ?? 5,
       firstRetries: opts.firstRetries ?? 2,
       maxLifetimeMs: opts.maxLifetimeMs ?? 120_000,
+      deadlines: new DeadlineSweep(sweepPeriodFor(defaultTimeoutMs)),
     };
   }
 
@@ -225,7 +228,7 @@ class ReadOnlyTftpServer implements TftpServer {
       }
       let tsocket: Socket;
       try {
-        tsocket = await bindTransferSocket(local);
+        tsocket = await bindTransferSocket(local, rinfo.address);
       } catch (err) {
         source.release();
         return this.refuse(socket, request, rinfo, started, {
@@ -285,6 +288,8 @@ interface TransferSettings {
   retries: number;
   firstRetries: number;
   maxLifetimeMs: number;
+  /** Retransmission and lifetime deadlines of every transfer of this server. */
+  deadlines: DeadlineSweep;
 }
 
 /** The file a request names, opened; or why the client is refused it. */
@@ -343,6 +348,7 @@ function newTransfer(
     retries: settings.retries,
     firstRetries: settings.firstRetries,
     maxLifetimeMs: settings.maxLifetimeMs,
+    deadlines: settings.deadlines,
     oack: negotiated.oack.length > 0 ? encodeOack(negotiated.oack) : undefined,
     log,
     onDone,
@@ -374,9 +380,17 @@ async function bindListeningSocket(
   return s;
 }
 
-function bindTransferSocket(address: string): Promise<Socket> {
+function bindTransferSocket(address: string, client: string): Promise<Socket> {
+  const type = socketType(address);
+  const family = type === "udp6" ? 6 : 4;
+  // Every send goes to an address taken from a received packet (a literal), nearly always the
+  // client's: that one is answered without even isIP's regular expression, once per packet.
+  const lookup: typeof literalLookup = (hostname, options, callback) => {
+    if (hostname === client) callback(null, hostname, family);
+    else literalLookup(hostname, options, callback);
+  };
   return new Promise((resolve, reject) => {
-    const s = createSocket({ type: socketType(address), lookup: literalLookup });
+    const s = createSocket({ type, lookup });
     const onError = (err: Error) => {
       s.close();
       reject(err);

@@ -9,15 +9,24 @@
 // forged): the first packet is resent at most `firstRetries` times, so a forged request
 // makes the server send a victim a few packets, not a stream. And a transfer has a whole
 // lifetime, so a client that ACKs just before every timeout cannot hold its slot forever.
+//
+// The per-block path is kept lean, because with many lock-step clients it runs once per block:
+// a small shared file is sent from its ready packets (data-packets.ts) without an await, an ACK
+// is read from its four bytes without building a parsed packet, and the deadlines are numbers
+// on the server's one sweep (deadlines.ts), not a timer per transfer refreshed on every ACK.
 
 import type { RemoteInfo, Socket } from "node:dgram";
 import type { Logger } from "pino";
+import type { DataPackets } from "./data-packets.js";
+import type { Deadlined, DeadlineSweep } from "./deadlines.js";
 import type { FileSource } from "./filestore.js";
 import {
   ERR_NOT_DEFINED,
   ERR_UNKNOWN_TID,
   encodeDataHeader,
   encodeError,
+  OP_ACK,
+  OP_ERROR,
   parseTftpPacket,
 } from "./packet.js";
 
@@ -48,13 +57,17 @@ export interface TransferParams {
   maxLifetimeMs: number;
   /** Sent first when options were accepted; the client answers with ACK 0. */
   oack: Buffer | undefined;
+  /** The server's sweep that calls onDeadline for retransmissions and the lifetime. */
+  deadlines: DeadlineSweep;
   log: Logger;
   onDone(result: TransferResult): void;
 }
 
-export class Transfer {
+export class Transfer implements Deadlined {
   readonly #p: TransferParams;
   readonly #totalBlocks: number;
+  /** Ready packets of the file when the store keeps them; otherwise blocks come from read(). */
+  readonly #packets: DataPackets | undefined;
   #state: "oack" | "data" | "done" = "data";
   /** Highest block (absolute, not wrapped at 65536) the client has acknowledged in order. */
   #acked = 0;
@@ -62,8 +75,9 @@ export class Transfer {
   #sent = 0;
   #attempts = 0;
   #generation = 0;
-  #timer: NodeJS.Timeout | undefined;
-  #lifetime: NodeJS.Timeout | undefined;
+  /** When the whole transfer ends, whatever the client does. */
+  #endsAt = Number.POSITIVE_INFINITY;
+  #deadline = Number.POSITIVE_INFINITY;
   /** The client has acknowledged something: its address is real. */
   #heard = false;
 
@@ -72,6 +86,7 @@ export class Transfer {
     // The last block is shorter than blksize, so a file that is an exact multiple ends with an
     // empty block.
     this.#totalBlocks = Math.floor(params.source.size / params.blksize) + 1;
+    this.#packets = params.source.packets?.(params.blksize);
     params.socket.on("message", (msg, rinfo) => this.#onMessage(msg, rinfo));
     params.socket.on("error", (err) => {
       params.log.debug({ err }, "tftp transfer socket error");
@@ -82,14 +97,27 @@ export class Transfer {
     return `${this.#p.clientAddress}|${this.#p.clientPort}`;
   }
 
+  get deadline(): number {
+    return this.#deadline;
+  }
+
+  /** Called by the sweep once the deadline has passed. */
+  onDeadline(now: number): void {
+    if (now >= this.#endsAt) this.#expire();
+    else this.#onTimeout();
+  }
+
   start(): void {
-    this.#lifetime = setTimeout(() => this.#expire(), this.#p.maxLifetimeMs);
+    const { deadlines } = this.#p;
+    this.#endsAt = deadlines.now() + this.#p.maxLifetimeMs;
+    this.#deadline = this.#endsAt;
+    deadlines.add(this);
     if (this.#p.oack !== undefined) {
       this.#state = "oack";
       this.#sendOack();
     } else {
       this.#state = "data";
-      void this.#sendWindow();
+      this.#sendWindow();
     }
   }
 
@@ -107,17 +135,15 @@ export class Transfer {
   }
 
   // No per-send callback: it costs an allocation per packet, and send errors reach the socket's
-  // "error" listener anyway. Loss is handled by the retransmission timer.
+  // "error" listener anyway. Loss is handled by the retransmission deadline.
   #send(buf: Buffer | Buffer[]): void {
     this.#p.socket.send(buf, this.#p.clientPort, this.#p.clientAddress);
   }
 
+  /** The current window (or OACK) is resent after timeoutMs without an answer. */
   #arm(): void {
-    if (this.#timer === undefined) {
-      this.#timer = setTimeout(() => this.#onTimeout(), this.#p.timeoutMs);
-    } else {
-      this.#timer.refresh();
-    }
+    const resendAt = this.#p.deadlines.now() + this.#p.timeoutMs;
+    this.#deadline = Math.min(resendAt, this.#endsAt);
   }
 
   #sendOack(): void {
@@ -125,11 +151,23 @@ export class Transfer {
     this.#arm();
   }
 
-  async #sendWindow(): Promise<void> {
-    const generation = ++this.#generation;
-    const { blksize, windowsize, source } = this.#p;
+  #sendWindow(): void {
     const first = this.#acked + 1;
-    const last = Math.min(this.#acked + windowsize, this.#totalBlocks);
+    const last = Math.min(this.#acked + this.#p.windowsize, this.#totalBlocks);
+    const packets = this.#packets;
+    if (packets === undefined) {
+      void this.#readWindow(first, last);
+      return;
+    }
+    for (let block = first; block <= last; block++) this.#send(packets.packet(block));
+    if (last > this.#sent) this.#sent = last;
+    this.#arm();
+  }
+
+  /** A window from source.read(): big files on a shared handle, unshared or tiny-block ones. */
+  async #readWindow(first: number, last: number): Promise<void> {
+    const generation = ++this.#generation;
+    const { blksize, source } = this.#p;
     const start = (first - 1) * blksize;
     const end = Math.min(last * blksize, source.size);
     // Armed before the read so a read that never completes still ends in a timeout.
@@ -186,7 +224,7 @@ export class Transfer {
       return;
     }
     if (this.#state === "oack") this.#sendOack();
-    else void this.#sendWindow();
+    else this.#sendWindow();
   }
 
   #onMessage(msg: Buffer, rinfo: RemoteInfo): void {
@@ -201,6 +239,13 @@ export class Transfer {
       );
       return;
     }
+    if (msg.length < 4) return;
+    const op = (msg[0]! << 8) | msg[1]!;
+    if (op === OP_ACK) this.#onAck((msg[2]! << 8) | msg[3]!);
+    else if (op === OP_ERROR) this.#onError(msg);
+  }
+
+  #onError(msg: Buffer): void {
     const parsed = parseTftpPacket(msg);
     if (!parsed.ok) return;
     const packet = parsed.packet;
@@ -213,20 +258,22 @@ export class Transfer {
         errorCode: packet.code,
         abortedAtOack: atOack,
       });
-      return;
     }
-    if (packet.op !== "ACK") return;
+  }
+
+  /** `wire` is the block number as sent, wrapped at 65536. */
+  #onAck(wire: number): void {
     if (this.#state === "oack") {
-      if (packet.block !== 0) return;
+      if (wire !== 0) return;
       this.#heard = true;
       this.#state = "data";
       this.#attempts = 0;
-      void this.#sendWindow();
+      this.#sendWindow();
       return;
     }
     // Block numbers wrap at 65536; the ACK can only be for a block between the last one acked and
     // the last one sent, which identifies it uniquely as long as the window is below 65536.
-    const delta = (packet.block - (this.#acked & 0xffff) + 0x10000) & 0xffff;
+    const delta = (wire - (this.#acked & 0xffff) + 0x10000) & 0xffff;
     const block = this.#acked + delta;
     if (delta === 0 || block > this.#sent) return; // duplicate or bogus: the timer handles loss
     this.#acked = block;
@@ -237,7 +284,7 @@ export class Transfer {
       return;
     }
     // RFC 7440: an ACK inside the window means the rest was lost; the next window starts after it.
-    void this.#sendWindow();
+    this.#sendWindow();
   }
 
   /** `lastPacket` is sent before the socket closes (closing first would drop it unsent). */
@@ -245,8 +292,7 @@ export class Transfer {
     if (this.#state === "done") return;
     this.#state = "done";
     this.#generation++;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    if (this.#lifetime !== undefined) clearTimeout(this.#lifetime);
+    this.#p.deadlines.delete(this);
     this.#p.source.release();
     const { socket } = this.#p;
     const close = () => {
