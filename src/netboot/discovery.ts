@@ -37,7 +37,7 @@ export class Discovery {
   seen(client: ClientInfo & { mac: string }): Machine | undefined {
     const { store, log } = this.deps;
     const known = store.machines.getByMac(client.mac);
-    if (!known && !this.limiter.allow(store.machines.countByStatus("discovered"))) {
+    if (!known && !this.limiter.allow(() => store.machines.countByStatus("discovered"))) {
       return undefined;
     }
     if (known?.last_seen && this.clock() - Date.parse(known.last_seen) < LAST_SEEN_RESOLUTION_MS) {
@@ -80,15 +80,19 @@ export class DiscoveryLimiter {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  /** Whether one more machine may be registered now, given how many are waiting. */
-  allow(discoveredNow: number): boolean {
-    if (discoveredNow >= this.maxDiscovered) return false;
+  /**
+   * Whether one more machine may be registered now, given how many are waiting. The count
+   * is asked for only when the minute still has room: a flood of unknown MACs past the
+   * limit costs no query each.
+   */
+  allow(discoveredNow: () => number): boolean {
     const now = this.clock();
     if (now - this.windowStart >= 60_000) {
       this.windowStart = now;
       this.inWindow = 0;
     }
     if (this.inWindow >= this.perMinute) return false;
+    if (discoveredNow() >= this.maxDiscovered) return false;
     this.inWindow++;
     return true;
   }

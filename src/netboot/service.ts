@@ -120,15 +120,16 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
     async start() {
       if (s.tftp.enabled) tftp = await startTftp(s, log, ipxeBinaries, timeline);
       if (s.dhcp.enabled) {
+        // The policy records each reply on the timeline itself (it holds the machine).
         dhcp = await startDhcp(s, log, {
           policy,
           httpBootUrl: `${urls.base(s.serverAddress)}/boot/ipxe/${basename(s.ipxe.efiX64)}`,
-          onReply: (req, kind) => timeline.replied(req, kind),
         });
       }
     },
     async close() {
       await Promise.all([dhcp?.close(), tftp?.close(), overrides?.close()]);
+      timeline.flushOffers();
     },
     status() {
       const state = (enabled: boolean, running: boolean, where: string) =>

@@ -21,6 +21,8 @@ export interface ClientPolicy {
    * TFTP first (for NIC option ROMs whose built-in iPXE is old or broken).
    */
   chainload?: boolean;
+  /** After the reply was handed to the kernel: what the policy's side records (the timeline). */
+  replied?(kind: "offer" | "ack"): void;
 }
 
 export interface ProxyRequestInfo {
@@ -90,7 +92,7 @@ export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<Prox
       }
       return;
     }
-    const { info, outcome } = decision;
+    const { info, outcome, policy } = decision;
     const delay = opts.replyDelayMs();
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     // A datagram can arrive while openDhcpTransport is still resolving.
@@ -118,6 +120,7 @@ export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<Prox
       },
       "PXE client answered",
     );
+    policy.replied?.(kind);
     opts.onReply?.(info, kind, bootFile);
   };
 
@@ -136,7 +139,12 @@ export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<Prox
 }
 
 export type Decision =
-  | { action: "reply"; info: ProxyRequestInfo; outcome: Extract<ProxyOutcome, { action: "reply" }> }
+  | {
+      action: "reply";
+      info: ProxyRequestInfo;
+      outcome: Extract<ProxyOutcome, { action: "reply" }>;
+      policy: ClientPolicy;
+    }
   /** No reason: not a PXE request at all (ignored silently). */
   | { action: "ignore"; mac?: string; port?: ProxyPort; reason?: string };
 
@@ -176,5 +184,5 @@ export function decide(
   if (outcome.action === "ignore") {
     return { action: "ignore", mac: client.mac, port, reason: outcome.reason };
   }
-  return { action: "reply", info, outcome };
+  return { action: "reply", info, outcome, policy };
 }
