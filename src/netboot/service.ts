@@ -37,6 +37,8 @@ export interface NetbootDeps {
   bus?: EventBus;
   /** Told after a boot phase was stamped on a machine's session. */
   onPhase?: (machineId: number) => void;
+  /** The same for several machines stamped together (the DHCP offers of one turn). */
+  onPhases?: (machineIds: readonly number[]) => void;
   /** A template override was refused (the error), or is fine again (null). */
   onTemplateProblem?: (file: string, message: string | null) => void;
 }
@@ -69,6 +71,7 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
     macForIp: deps.macForIp,
     ...(deps.metrics ? { metrics: deps.metrics } : {}),
     ...(deps.onPhase ? { onPhase: deps.onPhase } : {}),
+    ...(deps.onPhases ? { onPhases: deps.onPhases } : {}),
   });
   const builtIn = await loadTemplates(s.templatesDir);
   const overrides = s.templateOverridesDir

@@ -19,6 +19,8 @@ export interface BootTimelineDeps {
   macForIp(ip: string): Promise<string | undefined>;
   /** Told after a phase was stamped on a machine's session (the fleet's live state). */
   onPhase?: (machineId: number) => void;
+  /** The same for several machines at once (one batched read); else onPhase for each. */
+  onPhases?: (machineIds: readonly number[]) => void;
 }
 
 /**
@@ -71,9 +73,10 @@ export class BootTimeline {
       );
       return;
     }
-    const { onPhase } = this.deps;
-    if (!onPhase) return;
-    for (const id of new Set(offers.map((o) => o.machine_id))) onPhase(id);
+    const ids = [...new Set(offers.map((o) => o.machine_id))];
+    const { onPhase, onPhases } = this.deps;
+    if (onPhases) onPhases(ids);
+    else if (onPhase) for (const id of ids) onPhase(id);
   }
 
   /**
@@ -153,7 +156,7 @@ export class BootTimeline {
    * Whether this boot already loaded bootfleet's iPXE over TFTP: the iPXE asking now is
    * that one, and gets its script (no chainload loop).
    */
-  chainloadedThisBoot(machine: Machine | undefined): boolean {
+  chainloadedThisBoot(machine: Pick<Machine, "id"> | undefined): boolean {
     if (!machine) return false;
     this.flushOffers();
     const current = this.deps.store.sessions.current(machine.id);

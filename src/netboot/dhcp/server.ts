@@ -109,7 +109,8 @@ export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<Prox
     const { client } = info;
     const bootFile = outcome.reply.file || outcome.reply.options.get(67)?.toString("utf8") || "";
     const kind = info.port === 67 && client.messageType === "discover" ? "offer" : "ack";
-    log.info(
+    // debug, not info: a line per reply is a line per packet in a boot storm.
+    log.debug(
       {
         mac: client.mac,
         arch: client.archKind,
