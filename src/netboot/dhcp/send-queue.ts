@@ -56,6 +56,8 @@ export class SendQueue {
   private drained: Promise<void> = Promise.resolve();
   private current: SendJob | undefined;
   private fullLogged = false;
+  /** Set by drain(): what was reported as not sent must not leave after all. */
+  private drainedOut = false;
   private tokens: number;
   private refilledAt: number;
   private readonly now: () => number;
@@ -103,6 +105,7 @@ export class SendQueue {
       }),
     ]);
     clearTimeout(timer);
+    this.drainedOut = true;
     this.current?.resolve(false);
     for (const job of this.queue.splice(0)) job.resolve(false);
   }
@@ -131,7 +134,7 @@ export class SendQueue {
     if (err && TRANSIENT_SEND_ERROR.test(err.message)) {
       // The device queue is full: wait it out behind whatever else is waiting.
       this.queue.unshift(job);
-      this.startPump();
+      this.startPump(true);
       return;
     }
     this.finish(job, err);
@@ -159,13 +162,15 @@ export class SendQueue {
     }
   }
 
-  private startPump(): void {
+  /** `backOff`: the socket just said EAGAIN, so the first attempt waits a moment. */
+  private startPump(backOff = false): void {
     if (this.pumping) return;
     this.pumping = true;
-    this.drained = this.pump();
+    this.drained = this.pump(backOff);
   }
 
-  private async pump(): Promise<void> {
+  private async pump(backOff: boolean): Promise<void> {
+    if (backOff) await sleep(1);
     for (;;) {
       const job = this.queue.shift();
       if (!job) {
@@ -177,8 +182,13 @@ export class SendQueue {
         return;
       }
       this.current = job;
-      while (!this.take()) await sleep(this.untilToken());
-      this.finish(job, await this.sendWithRetries(job));
+      while (!this.take()) {
+        await sleep(this.untilToken());
+        if (this.drainedOut) return;
+      }
+      const err = await this.sendWithRetries(job);
+      if (this.drainedOut) return;
+      this.finish(job, err);
       this.current = undefined;
     }
   }
@@ -189,6 +199,7 @@ export class SendQueue {
       err = this.attempt(job);
       if (!err || !TRANSIENT_SEND_ERROR.test(err.message)) return err;
       await sleep(2 ** attempt);
+      if (this.drainedOut) return err;
     }
     return err;
   }
