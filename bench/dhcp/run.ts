@@ -116,18 +116,22 @@ function buildSnapshot(): string {
   const commit = execFileSync("git", ["-C", REPO, "rev-parse", "--short", REF], {
     encoding: "utf8",
   }).trim();
-  const tar = execFileSync("git", [
-    "-C",
-    REPO,
-    "archive",
-    REF,
-    "src",
-    "bin",
-    "ipxe",
-    "package.json",
-    "tsconfig.json",
-    "tsconfig.build.json",
-  ]);
+  const tar = execFileSync(
+    "git",
+    [
+      "-C",
+      REPO,
+      "archive",
+      REF,
+      "src",
+      "bin",
+      "ipxe",
+      "package.json",
+      "tsconfig.json",
+      "tsconfig.build.json",
+    ],
+    { maxBuffer: 1 << 30 },
+  ); // the iPXE binaries alone exceed the 1 MB default
   execFileSync("tar", ["-x", "-C", snap], { input: tar });
   symlinkSync(join(REPO, "node_modules"), join(snap, "node_modules"));
   log(`building bootfleet ${commit} (tsc -p tsconfig.build.json in a snapshot)`);

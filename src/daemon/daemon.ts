@@ -162,6 +162,7 @@ export class Daemon {
       ...(this.iscsi ? { sanboot: this.iscsi.sanboot } : {}),
       ...(this.bus ? { bus: this.bus } : {}),
       onPhase: (machineId) => this.fleet?.evaluateMachine(machineId),
+      onPhases: (machineIds) => this.fleet?.evaluateMachines(machineIds),
       onTemplateProblem: (file, message) =>
         this.fleet?.alerts.set(message !== null, {
           cause: `template_override:${file}`,

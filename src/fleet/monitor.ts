@@ -162,9 +162,21 @@ export class FleetMonitor {
    * script) pays for this machine only, not for the whole fleet.
    */
   evaluateMachine(machineId: number): void {
-    if (!this.#primed) return;
-    const session = this.d.store.sessions.latest(machineId);
-    if (session) this.#announce(machineId, session, this.stateOf(machineId));
+    this.evaluateMachines([machineId]);
+  }
+
+  /**
+   * Several machines whose boots were stamped together (the proxy-DHCP's offers of one
+   * event-loop turn): one read per table for all of them, not a few per machine.
+   */
+  evaluateMachines(machineIds: readonly number[]): void {
+    if (!this.#primed || machineIds.length === 0) return;
+    const sessions = this.d.store.sessions.latestFor(machineIds);
+    const errors = this.d.store.targets.errorsFor(machineIds);
+    for (const id of machineIds) {
+      const session = sessions.get(id);
+      if (session) this.#announce(id, session, this.#derive(session, errors.get(id)));
+    }
   }
 
   #derive(session: BootSession | undefined, targetError: string | undefined): DerivedState {

@@ -1,5 +1,8 @@
 import type { Machine } from "../store/machines.js";
 
+/** The fields of a machine's record the plan reads (the proxy-DHCP reads only these). */
+export type BootPlanMachine = Pick<Machine, "status" | "boot_action">;
+
 /** What a request may ask for beyond the machine's default: a menu choice. */
 export interface BootChoice {
   targetId?: number;
@@ -62,7 +65,7 @@ export type LocalReason =
  * entry; otherwise the plan is as if none was made.
  */
 export function planBoot(
-  machine: Machine | undefined,
+  machine: BootPlanMachine | undefined,
   choice: BootChoice = {},
   facts: BootFacts = PLAIN_SANBOOT,
 ): BootPlan {
@@ -94,7 +97,7 @@ export function planBoot(
 }
 
 /** Whether the machine's menu has a "boot from the local disk" entry. */
-export function offersLocalDisk(machine: Machine, facts: BootFacts): boolean {
+export function offersLocalDisk(machine: BootPlanMachine, facts: BootFacts): boolean {
   return machine.boot_action === "menu" || facts.localDiskEntry;
 }
 

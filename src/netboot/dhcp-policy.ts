@@ -29,6 +29,8 @@ export function dhcpPolicy(deps: DhcpPolicyDeps): (req: ProxyRequestInfo) => Cli
       scriptUrl: () => deps.scriptUrl(req.serverAddress, client.mac),
       chainload:
         deps.chainloadNicIpxe && client.isIpxe && !deps.timeline.chainloadedThisBoot(machine),
+      // The machine read above, not a second look-up by MAC per reply.
+      replied: (kind) => deps.timeline.replied(machine, req, kind),
     };
   };
 }

@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { EventBus } from "../events/bus.js";
 import type { Store } from "../store/index.js";
-import type { Machine } from "../store/machines.js";
+import type { MachineBootView } from "../store/machines.js";
 import type { ClientInfo } from "./dhcp/client.js";
 
 /** New machines registered at most this often, and this many waiting at most. */
@@ -33,22 +33,30 @@ export class Discovery {
     this.limiter = deps.limiter ?? new DiscoveryLimiter(DISCOVERIES_PER_MINUTE, MAX_DISCOVERED);
   }
 
-  /** The client's machine, recorded as seen now; undefined for an unknown MAC refused by the limiter. */
-  seen(client: ClientInfo & { mac: string }): Machine | undefined {
+  /**
+   * The client's machine (the fields the DHCP side decides on), recorded as seen now;
+   * undefined for an unknown MAC refused by the limiter.
+   */
+  seen(client: ClientInfo & { mac: string }): MachineBootView | undefined {
     const { store, log } = this.deps;
-    const known = store.machines.getByMac(client.mac);
-    if (!known && !this.limiter.allow(store.machines.countByStatus("discovered"))) {
+    const known = store.machines.bootViewByMac(client.mac);
+    if (!known && !this.limiter.allow(() => store.machines.countByStatus("discovered"))) {
       return undefined;
     }
     if (known?.last_seen && this.clock() - Date.parse(known.last_seen) < LAST_SEEN_RESOLUTION_MS) {
       return known;
     }
-    const { machine, created } = store.machines.recordSeen({
+    const seen = {
       mac_address: client.mac,
       client_arch: client.arch ?? null,
       client_uuid: client.uuid ?? null,
       vendor_class: client.vendorClass ?? null,
-    });
+    };
+    if (known) {
+      // A known MAC: one UPDATE and no re-read (recordSeen's transaction is for creating one).
+      return { ...known, last_seen: store.machines.touchSeen(known.id, seen) };
+    }
+    const { machine, created } = store.machines.recordSeen(seen);
     if (created) {
       log.info(
         { mac: client.mac, arch: client.archKind, name: machine.name },
@@ -80,15 +88,19 @@ export class DiscoveryLimiter {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  /** Whether one more machine may be registered now, given how many are waiting. */
-  allow(discoveredNow: number): boolean {
-    if (discoveredNow >= this.maxDiscovered) return false;
+  /**
+   * Whether one more machine may be registered now, given how many are waiting. The count
+   * is asked for only when the minute still has room: a flood of unknown MACs past the
+   * limit costs no query each.
+   */
+  allow(discoveredNow: () => number): boolean {
     const now = this.clock();
     if (now - this.windowStart >= 60_000) {
       this.windowStart = now;
       this.inWindow = 0;
     }
     if (this.inWindow >= this.perMinute) return false;
+    if (discoveredNow() >= this.maxDiscovered) return false;
     this.inWindow++;
     return true;
   }

@@ -37,6 +37,8 @@ export interface NetbootDeps {
   bus?: EventBus;
   /** Told after a boot phase was stamped on a machine's session. */
   onPhase?: (machineId: number) => void;
+  /** The same for several machines stamped together (the DHCP offers of one turn). */
+  onPhases?: (machineIds: readonly number[]) => void;
   /** A template override was refused (the error), or is fine again (null). */
   onTemplateProblem?: (file: string, message: string | null) => void;
 }
@@ -69,6 +71,7 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
     macForIp: deps.macForIp,
     ...(deps.metrics ? { metrics: deps.metrics } : {}),
     ...(deps.onPhase ? { onPhase: deps.onPhase } : {}),
+    ...(deps.onPhases ? { onPhases: deps.onPhases } : {}),
   });
   const builtIn = await loadTemplates(s.templatesDir);
   const overrides = s.templateOverridesDir
@@ -120,15 +123,16 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
     async start() {
       if (s.tftp.enabled) tftp = await startTftp(s, log, ipxeBinaries, timeline);
       if (s.dhcp.enabled) {
+        // The policy records each reply on the timeline itself (it holds the machine).
         dhcp = await startDhcp(s, log, {
           policy,
           httpBootUrl: `${urls.base(s.serverAddress)}/boot/ipxe/${basename(s.ipxe.efiX64)}`,
-          onReply: (req, kind) => timeline.replied(req, kind),
         });
       }
     },
     async close() {
       await Promise.all([dhcp?.close(), tftp?.close(), overrides?.close()]);
+      timeline.flushOffers();
     },
     status() {
       const state = (enabled: boolean, running: boolean, where: string) =>

@@ -19,6 +19,8 @@ export interface BootTimelineDeps {
   macForIp(ip: string): Promise<string | undefined>;
   /** Told after a phase was stamped on a machine's session (the fleet's live state). */
   onPhase?: (machineId: number) => void;
+  /** The same for several machines at once (one batched read); else onPhase for each. */
+  onPhases?: (machineIds: readonly number[]) => void;
 }
 
 /**
@@ -27,36 +29,54 @@ export interface BootTimelineDeps {
  * where a boot stands, which the proxy-DHCP asks to avoid a chainload loop.
  */
 export class BootTimeline {
+  /** Offers sent this event-loop turn, written together at its end (flushOffers). */
+  #offers: { machine_id: number; server_ip: string; boot_method: string; at: string }[] = [];
+
   constructor(private readonly deps: BootTimelineDeps) {}
 
   /**
-   * A proxy-DHCP reply went out. An offer opens a new boot session unless this boot is
-   * still on its way to its script (the firmware's DHCP, then iPXE's own DHCP, belong to
-   * one boot).
+   * A proxy-DHCP reply went out to a machine the store knows (the one the DHCP policy
+   * read for this request; undefined: not recorded). An offer opens a new boot session
+   * unless this boot is still on its way to its script (the firmware's DHCP, then iPXE's
+   * own DHCP, belong to one boot). The offers of one turn are written in one transaction
+   * at its end: a transaction per offer was most of a known machine's cost (bench/dhcp).
    */
-  replied(req: ProxyRequestInfo, kind: "offer" | "ack"): void {
-    const { store, metrics } = this.deps;
-    if (kind === "offer") metrics?.dhcpOffer(req.client.isIpxe ? "ipxe" : (req.client.arch ?? 0));
-    const machine = store.machines.getByMac(req.client.mac);
-    if (!machine || kind !== "offer") return;
-    store.transaction(() => {
-      const current = store.sessions.current(machine.id);
-      const sameBoot = current?.status === "starting" && !current.script_served_at;
-      if (!sameBoot) {
-        if (current) store.sessions.end(current.id, "stopped");
-        store.sessions.start({
-          machine_id: machine.id,
-          server_ip: req.serverAddress,
-          boot_method: req.client.archKind,
-        });
-        store.machines.update(machine.id, {
-          boot_count: machine.boot_count + 1,
-          last_boot: new Date().toISOString(),
-        });
-      }
-      store.sessions.stampPhase(machine.id, "dhcp_offer_at");
+  replied(
+    machine: Pick<Machine, "id"> | undefined,
+    req: ProxyRequestInfo,
+    kind: "offer" | "ack",
+  ): void {
+    if (kind !== "offer") return;
+    this.deps.metrics?.dhcpOffer(req.client.isIpxe ? "ipxe" : (req.client.arch ?? 0));
+    if (!machine) return;
+    if (this.#offers.length === 0) setImmediate(() => this.flushOffers());
+    this.#offers.push({
+      machine_id: machine.id,
+      server_ip: req.serverAddress,
+      boot_method: req.client.archKind,
+      at: new Date().toISOString(),
     });
-    this.deps.onPhase?.(machine.id);
+  }
+
+  /** Writes the offers gathered so far (also called by tests and before reading a session). */
+  flushOffers(): void {
+    const offers = this.#offers;
+    if (offers.length === 0) return;
+    this.#offers = [];
+    try {
+      this.deps.store.sessions.recordOffers(offers);
+    } catch (err) {
+      // The offers went out: the PCs boot whatever the timeline says. Logged, not retried.
+      this.deps.log.warn(
+        { err, offers: offers.length },
+        "DHCP offers not recorded on the timeline",
+      );
+      return;
+    }
+    const ids = [...new Set(offers.map((o) => o.machine_id))];
+    const { onPhase, onPhases } = this.deps;
+    if (onPhases) onPhases(ids);
+    else if (onPhase) for (const id of ids) onPhase(id);
   }
 
   /**
@@ -106,6 +126,7 @@ export class BootTimeline {
     const mac = await this.deps.macForIp(e.clientAddress);
     const machine = mac ? store.machines.getByMac(mac) : undefined;
     if (!machine) return;
+    this.flushOffers();
     store.sessions.stampPhase(machine.id, "tftp_done_at", {
       tftp_file: e.file,
       tftp_bytes: e.bytes,
@@ -120,6 +141,7 @@ export class BootTimeline {
     const { store, metrics } = this.deps;
     metrics?.scriptServed(kind);
     if (!machine) return;
+    this.flushOffers();
     const session = store.sessions.stampPhase(machine.id, "script_served_at", {
       client_ip: clientIp,
     });
@@ -134,8 +156,9 @@ export class BootTimeline {
    * Whether this boot already loaded bootfleet's iPXE over TFTP: the iPXE asking now is
    * that one, and gets its script (no chainload loop).
    */
-  chainloadedThisBoot(machine: Machine | undefined): boolean {
+  chainloadedThisBoot(machine: Pick<Machine, "id"> | undefined): boolean {
     if (!machine) return false;
+    this.flushOffers();
     const current = this.deps.store.sessions.current(machine.id);
     return (
       current?.status === "starting" && current.tftp_done_at !== null && !current.script_served_at

@@ -115,12 +115,59 @@ export class SessionsRepo extends Table<BootSession> {
 
   /** The machine's session that has not ended yet, if any. */
   current(machineId: number): BootSession | undefined {
-    return this.db
-      .prepare(
-        `SELECT * FROM boot_sessions WHERE machine_id = ? AND status IN ('starting','active','stopping')
+    return this.stmt(
+      `SELECT * FROM boot_sessions WHERE machine_id = ? AND status IN ('starting','active','stopping')
          ORDER BY id DESC LIMIT 1`,
-      )
-      .get(machineId) as BootSession | undefined;
+    ).get(machineId) as BootSession | undefined;
+  }
+
+  /**
+   * Proxy-DHCP offers that went out, in one transaction (the DHCP side gathers those of one
+   * event-loop turn): each is stamped on its machine's session when that boot is still on
+   * its way to its script (the firmware's DHCP, then iPXE's, belong to one boot); otherwise
+   * the current session ends and a new one starts with the offer, and the machine's boot
+   * is counted. A few fixed statements per offer, no re-read of the rows written.
+   */
+  recordOffers(
+    offers: readonly { machine_id: number; server_ip: string; boot_method: string; at: string }[],
+  ): void {
+    const current = this.stmt(
+      `SELECT id, status, script_served_at FROM boot_sessions
+       WHERE machine_id = ? AND status IN ('starting','active','stopping') ORDER BY id DESC LIMIT 1`,
+    );
+    const stamp = this.stmt("UPDATE boot_sessions SET dhcp_offer_at = @at WHERE id = @id");
+    const end = this.stmt(
+      "UPDATE boot_sessions SET status = 'stopped', ended_at = @at, error = NULL WHERE id = @id",
+    );
+    const start = this.stmt(
+      `INSERT INTO boot_sessions (session_id, machine_id, server_ip, boot_method, started_at,
+         dhcp_offer_at)
+       VALUES (@session_id, @machine_id, @server_ip, @boot_method, @at, @at)`,
+    );
+    const counted = this.stmt(
+      `UPDATE machines SET boot_count = boot_count + 1, last_boot = @at, updated_at = @at
+       WHERE id = @id`,
+    );
+    this.db.transaction(() => {
+      for (const o of offers) {
+        const cur = current.get(o.machine_id) as
+          | Pick<BootSession, "id" | "status" | "script_served_at">
+          | undefined;
+        if (cur?.status === "starting" && !cur.script_served_at) {
+          stamp.run({ at: o.at, id: cur.id });
+          continue;
+        }
+        if (cur) end.run({ at: o.at, id: cur.id });
+        start.run({
+          session_id: `session_${randomBytes(6).toString("hex")}`,
+          machine_id: o.machine_id,
+          server_ip: o.server_ip,
+          boot_method: o.boot_method,
+          at: o.at,
+        });
+        counted.run({ at: o.at, id: o.machine_id });
+      }
+    })();
   }
 
   /** The machine's most recent session, ended or not: what its live state is read from. */

@@ -285,14 +285,36 @@ export function readClientUuid(o: DhcpOptions): string | undefined {
   return formatGuid(v.subarray(1));
 }
 
+/** Two lowercase hex digits per byte value: read for every request (MAC, UUID). */
+export const HEX_BYTE: readonly string[] = Array.from({ length: 256 }, (_, i) =>
+  i.toString(16).padStart(2, "0"),
+);
+
 /** 16 bytes as 8-4-4-4-12 hex with the first three fields little-endian (GUID layout). */
 export function formatGuid(b: Uint8Array): string {
-  const h = (from: number, to: number, reverse = false) => {
-    const part = [...b.subarray(from, to)];
-    if (reverse) part.reverse();
-    return Buffer.from(part).toString("hex");
-  };
-  return `${h(0, 4, true)}-${h(4, 6, true)}-${h(6, 8, true)}-${h(8, 10)}-${h(10, 16)}`;
+  const h = (i: number) => HEX_BYTE[b[i]!]!;
+  return (
+    h(3) +
+    h(2) +
+    h(1) +
+    h(0) +
+    "-" +
+    h(5) +
+    h(4) +
+    "-" +
+    h(7) +
+    h(6) +
+    "-" +
+    h(8) +
+    h(9) +
+    "-" +
+    h(10) +
+    h(11) +
+    h(12) +
+    h(13) +
+    h(14) +
+    h(15)
+  );
 }
 
 export function readOverload(o: DhcpOptions): number | undefined {
@@ -476,4 +498,29 @@ export function ipv4ToBytes(s: string): Buffer {
   const parts = parseIpv4(s);
   if (!parts) throw new RangeError(`not an IPv4 address: ${s}`);
   return Buffer.from(parts);
+}
+
+/**
+ * Writes dotted-quad `s` as 4 bytes at `off`, without allocating (every reply writes four
+ * addresses); the same addresses as ipv4ToBytes accepts, else RangeError.
+ */
+export function writeIpv4(s: string, into: Uint8Array, off: number): void {
+  let octet = 0;
+  let digits = 0;
+  let k = 0;
+  for (let i = 0; i <= s.length; i++) {
+    const c = i < s.length ? s.charCodeAt(i) : 46;
+    if (c >= 48 && c <= 57) {
+      octet = octet * 10 + (c - 48);
+      if (++digits > 3) break;
+    } else if (c === 46 && digits > 0 && octet <= 255 && k < 4) {
+      into[off + k++] = octet;
+      octet = 0;
+      digits = 0;
+    } else {
+      k = -1;
+      break;
+    }
+  }
+  if (k !== 4) throw new RangeError(`not an IPv4 address: ${s}`);
 }

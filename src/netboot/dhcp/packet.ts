@@ -5,11 +5,11 @@
 import {
   checkKnownOptions,
   type DhcpOptions,
-  encodeTlv,
-  ipv4ToBytes,
+  HEX_BYTE,
   ipv4ToString,
   Opt,
   parseTlv,
+  writeIpv4,
 } from "./options.js";
 
 export const BOOTREQUEST = 1;
@@ -146,38 +146,57 @@ export function decodeDhcp(buf: Uint8Array): DecodeResult {
  * (sname over 63 bytes, file over 127, a bad address).
  */
 export function encodeDhcp(p: DhcpPacket): Buffer {
-  const head = Buffer.alloc(HEADER_LENGTH + 4);
-  head[0] = p.op;
-  head[1] = p.htype;
-  head[2] = p.hlen;
-  head[3] = p.hops;
-  head.writeUInt32BE(p.xid >>> 0, 4);
-  head.writeUInt16BE(p.secs, 8);
-  head.writeUInt16BE(p.flags, 10);
-  ipv4ToBytes(p.ciaddr).copy(head, 12);
-  ipv4ToBytes(p.yiaddr).copy(head, 16);
-  ipv4ToBytes(p.siaddr).copy(head, 20);
-  ipv4ToBytes(p.giaddr).copy(head, 24);
   if (p.chaddr.length > 16) throw new RangeError("chaddr longer than 16 bytes");
-  p.chaddr.copy(head, 28);
-  const sname = Buffer.from(p.sname, "latin1");
-  if (sname.length > 63) throw new RangeError(`sname is ${sname.length} bytes, at most 63 fit`);
-  sname.copy(head, 44);
-  const file = Buffer.from(p.file, "latin1");
-  if (file.length > 127) throw new RangeError(`file is ${file.length} bytes, at most 127 fit`);
-  file.copy(head, 108);
-  head.writeUInt32BE(MAGIC_COOKIE, HEADER_LENGTH);
-
-  const ordered: [number, Buffer][] = [];
+  // latin1: one byte per character, so a string's length is its encoded length.
+  if (p.sname.length > 63) throw new RangeError(`sname is ${p.sname.length} bytes, at most 63 fit`);
+  if (p.file.length > 127) throw new RangeError(`file is ${p.file.length} bytes, at most 127 fit`);
+  // One buffer, sized first: a reply is encoded for every request.
+  let optionBytes = 1; // end
+  for (const [code, v] of p.options) {
+    if (code === Opt.overload) continue;
+    if (!Number.isInteger(code) || code <= 0 || code >= 255) {
+      throw new RangeError(`option code ${code} cannot be encoded`);
+    }
+    optionBytes += v.length + 2 * Math.max(1, Math.ceil(v.length / 255));
+  }
+  const length = Math.max(MIN_PACKET_LENGTH, HEADER_LENGTH + 4 + optionBytes);
+  const out = Buffer.alloc(length);
+  out[0] = p.op;
+  out[1] = p.htype;
+  out[2] = p.hlen;
+  out[3] = p.hops;
+  out.writeUInt32BE(p.xid >>> 0, 4);
+  out.writeUInt16BE(p.secs, 8);
+  out.writeUInt16BE(p.flags, 10);
+  writeIpv4(p.ciaddr, out, 12);
+  writeIpv4(p.yiaddr, out, 16);
+  writeIpv4(p.siaddr, out, 20);
+  writeIpv4(p.giaddr, out, 24);
+  p.chaddr.copy(out, 28);
+  out.write(p.sname, 44, "latin1");
+  out.write(p.file, 108, "latin1");
+  out.writeUInt32BE(MAGIC_COOKIE, HEADER_LENGTH);
+  let at = HEADER_LENGTH + 4;
+  const put = (code: number, v: Uint8Array) => {
+    // Values over 255 bytes are split into consecutive items of the same code (RFC 3396).
+    let off = 0;
+    do {
+      const n = Math.min(255, v.length - off);
+      out[at++] = code;
+      out[at++] = n;
+      out.set(v.subarray(off, off + n), at);
+      at += n;
+      off += n;
+    } while (off < v.length);
+  };
   const mt = p.options.get(Opt.messageType);
-  if (mt) ordered.push([Opt.messageType, mt]);
+  if (mt) put(Opt.messageType, mt);
   for (const [code, v] of p.options) {
     if (code === Opt.messageType || code === Opt.overload) continue;
-    ordered.push([code, v]);
+    put(code, v);
   }
-  const body = Buffer.concat([head, encodeTlv(ordered), Buffer.from([Opt.end])]);
-  if (body.length >= MIN_PACKET_LENGTH) return body;
-  return Buffer.concat([body, Buffer.alloc(MIN_PACKET_LENGTH - body.length)]);
+  out[at] = Opt.end;
+  return out;
 }
 
 /** The client's MAC as lowercase aa:bb:cc:dd:ee:ff, or undefined when it is not Ethernet. */
@@ -187,7 +206,9 @@ export function macOf(p: Pick<DhcpPacket, "htype" | "hlen" | "chaddr">): string 
 }
 
 export function formatMac(b: Uint8Array): string {
-  return [...b].map((x) => x.toString(16).padStart(2, "0")).join(":");
+  let s = "";
+  for (let i = 0; i < b.length; i++) s += i === 0 ? HEX_BYTE[b[i]!] : `:${HEX_BYTE[b[i]!]}`;
+  return s;
 }
 
 /** Parses aa:bb:cc:dd:ee:ff (or with dashes, any case) into 6 bytes. */

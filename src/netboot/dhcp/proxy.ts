@@ -33,7 +33,6 @@ import {
   MessageType,
   Opt,
   type PxeVendorOptions,
-  readParamRequestList,
   readPxeVendorOptions,
 } from "./options.js";
 import { BOOTREPLY, type DhcpPacket } from "./packet.js";
@@ -99,6 +98,24 @@ export const LOCAL_BOOT_VENDOR_OPTIONS: Omit<PxeVendorOptions, "raw"> = {
   menuPrompt: { timeout: 0, prompt: "bootfleet" },
 };
 
+/** What a BIOS ROM is told on 67 (see pxeVendorOptionsFor). */
+export const BIOS_OFFER_VENDOR_OPTIONS: Omit<PxeVendorOptions, "raw"> = {
+  discoveryControl: 8,
+  bootMenu: [{ type: BOOTFLEET_PXE_TYPE, description: "bootfleet" }],
+  menuPrompt: { timeout: 0, prompt: "bootfleet" },
+};
+
+/** The fixed option 43 values, encoded once: nearly every reply carries one of them. */
+const ENCODED_VENDOR_OPTIONS = new Map<Omit<PxeVendorOptions, "raw">, Buffer>([
+  [BIOS_OFFER_VENDOR_OPTIONS, encodePxeVendorOptions(BIOS_OFFER_VENDOR_OPTIONS)],
+  [LOCAL_BOOT_VENDOR_OPTIONS, encodePxeVendorOptions(LOCAL_BOOT_VENDOR_OPTIONS)],
+]);
+const PXE_CLIENT = Buffer.from("PXEClient");
+const HTTP_CLIENT = Buffer.from("HTTPClient");
+const OFFER = Buffer.from([MessageType.offer]);
+const ACK = Buffer.from([MessageType.ack]);
+const PRINTABLE = /^[\x20-\x7e]*$/;
+
 /**
  * Option 43 for a reply, or undefined to leave it out.
  * - Any client on 4011, iPXE included: only the boot item (71), echoed when the client
@@ -130,11 +147,7 @@ export function pxeVendorOptionsFor(
   }
   if (client.isIpxe) return undefined;
   if (client.isHttpBoot || client.arch !== Arch.bios) return undefined;
-  return {
-    discoveryControl: 8,
-    bootMenu: [{ type: BOOTFLEET_PXE_TYPE, description: "bootfleet" }],
-    menuPrompt: { timeout: 0, prompt: "bootfleet" },
-  };
+  return BIOS_OFFER_VENDOR_OPTIONS;
 }
 
 /** The boot file for a client, or undefined when there is nothing to give it. */
@@ -209,16 +222,22 @@ export function evaluateProxy(req: ProxyRequest, ctx: ProxyContext): ProxyOutcom
   const p = client.packet;
   const isOffer = port === 67 && client.messageTypeCode === MessageType.discover;
   const options = new Map<number, Buffer>();
-  options.set(Opt.messageType, Buffer.from([isOffer ? MessageType.offer : MessageType.ack]));
+  // The constant values are shared between replies: encodeDhcp only reads them.
+  options.set(Opt.messageType, isOffer ? OFFER : ACK);
   options.set(Opt.serverId, ipv4ToBytes(ctx.serverAddress));
-  options.set(Opt.vendorClass, Buffer.from(client.isHttpBoot ? "HTTPClient" : "PXEClient"));
+  options.set(Opt.vendorClass, client.isHttpBoot ? HTTP_CLIENT : PXE_CLIENT);
   const uuid = p.options.get(Opt.clientUuid);
   if (uuid && client.uuid !== undefined) options.set(Opt.clientUuid, uuid);
   const vendor = pxeVendorOptionsFor(client, port, localBoot);
-  if (vendor) options.set(Opt.vendorSpecific, encodePxeVendorOptions(vendor));
+  if (vendor) {
+    options.set(
+      Opt.vendorSpecific,
+      ENCODED_VENDOR_OPTIONS.get(vendor) ?? encodePxeVendorOptions(vendor),
+    );
+  }
   const fileBytes = Buffer.byteLength(bootFile, "latin1");
-  const fits = fileBytes <= 127 && /^[\x20-\x7e]*$/.test(bootFile);
-  const asked = readParamRequestList(p.options)?.includes(Opt.bootfileName) ?? false;
+  const fits = fileBytes <= 127 && PRINTABLE.test(bootFile);
+  const asked = p.options.get(Opt.paramRequestList)?.includes(Opt.bootfileName) ?? false;
   if (bootFile !== "" && (asked || !fits))
     options.set(Opt.bootfileName, Buffer.from(bootFile, "utf8"));
 

@@ -21,6 +21,8 @@ export interface ClientPolicy {
    * TFTP first (for NIC option ROMs whose built-in iPXE is old or broken).
    */
   chainload?: boolean;
+  /** After the reply was handed to the kernel: what the policy's side records (the timeline). */
+  replied?(kind: "offer" | "ack"): void;
 }
 
 export interface ProxyRequestInfo {
@@ -90,7 +92,7 @@ export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<Prox
       }
       return;
     }
-    const { info, outcome } = decision;
+    const { info, outcome, policy } = decision;
     const delay = opts.replyDelayMs();
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     // A datagram can arrive while openDhcpTransport is still resolving.
@@ -107,7 +109,8 @@ export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<Prox
     const { client } = info;
     const bootFile = outcome.reply.file || outcome.reply.options.get(67)?.toString("utf8") || "";
     const kind = info.port === 67 && client.messageType === "discover" ? "offer" : "ack";
-    log.info(
+    // debug, not info: a line per reply is a line per packet in a boot storm.
+    log.debug(
       {
         mac: client.mac,
         arch: client.archKind,
@@ -118,6 +121,7 @@ export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<Prox
       },
       "PXE client answered",
     );
+    policy.replied?.(kind);
     opts.onReply?.(info, kind, bootFile);
   };
 
@@ -136,7 +140,12 @@ export async function startProxyDhcp(opts: ProxyDhcpServerOptions): Promise<Prox
 }
 
 export type Decision =
-  | { action: "reply"; info: ProxyRequestInfo; outcome: Extract<ProxyOutcome, { action: "reply" }> }
+  | {
+      action: "reply";
+      info: ProxyRequestInfo;
+      outcome: Extract<ProxyOutcome, { action: "reply" }>;
+      policy: ClientPolicy;
+    }
   /** No reason: not a PXE request at all (ignored silently). */
   | { action: "ignore"; mac?: string; port?: ProxyPort; reason?: string };
 
@@ -176,5 +185,5 @@ export function decide(
   if (outcome.action === "ignore") {
     return { action: "ignore", mac: client.mac, port, reason: outcome.reason };
   }
-  return { action: "reply", info, outcome };
+  return { action: "reply", info, outcome, policy };
 }
