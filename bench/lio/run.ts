@@ -88,16 +88,19 @@ let jobs = 0;
  * A long guest command as a systemd unit, polled for its end: during heavy work under TCG the
  * guest agent may not answer for a while, and a missed poll is only retried. Its stdout.
  */
-async function heavy(g: Guest, script: string): Promise<string> {
+async function heavy(g: Guest, script: string, progress?: string): Promise<string> {
   const tag = `/root/bf-bench-${++jobs}`;
   await g.sh(
     `systemd-run --quiet --collect --unit=bf-bench-${process.pid}-${jobs} /bin/bash -c ${shq(`(${script}) >${tag}.out 2>${tag}.err; echo $? >${tag}.rc`)}`,
   );
   const deadline = Date.now() + STEP_MS;
   let last: unknown;
+  let polls = 0;
   while (Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 5000));
     try {
+      // Every minute, where a long step is: a run cut short still tells how far it got.
+      if (progress && ++polls % 12 === 0) log(`  ${(await g.sh(progress)).trim()}`);
       const rc = await g.exec(["cat", `${tag}.rc`], { timeoutMs: 60_000 });
       if (rc.code !== 0) continue;
       const out = await g.sh(`cat ${tag}.out`);
@@ -316,6 +319,7 @@ async function targetsPart(g: Guest, out: string[], N: number): Promise<void> {
      done
      echo $(( (\${EPOCHREALTIME/./} - start) / 1000 ))`,
     "/root/tcli.log",
+    `awk '{ s += $1 } END { printf "targetcli: %d of ${N} targets done, %.1f s so far", NR, s / 1000 }' /root/tcli.times`,
   );
   const tcliMs = tcli.ms;
   const tcliCheck = tcli.check;
@@ -435,8 +439,14 @@ async function cachePart(g: Guest, out: string[], clipped: string[]): Promise<vo
 }
 
 /** Runs one targetcli pass (a script printing its milliseconds), checks it, clears it. */
-async function targetcliPass(g: Guest, N: number, script: string, logFile: string) {
-  const ms = Number((await heavy(g, script)).trim());
+async function targetcliPass(
+  g: Guest,
+  N: number,
+  script: string,
+  logFile: string,
+  progress?: string,
+) {
+  const ms = Number((await heavy(g, script, progress)).trim());
   const errors = (await g.sh(`grep -ciE 'error|no such|unknown|failed' ${logFile} || true`)).trim();
   log(`targetcli: ${sec(ms)} s; output lines with an error: ${errors}`);
   const check = await agent<Check>(g, "lio-check", String(N), BACKING);
