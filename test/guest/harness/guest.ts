@@ -126,6 +126,7 @@ export class Guest {
   failedUnits = "";
   readonly #agent: GuestAgent;
   #stopping: Promise<void> | undefined;
+  #jobs = 0;
   #qemuOutput = "";
 
   private constructor(
@@ -322,6 +323,43 @@ export class Guest {
   }
 
   /**
+   * Runs a heavy script (minutes of I/O: copying or hashing an image) as a transient
+   * systemd unit and polls for its end: under TCG on a loaded host the guest agent may not
+   * answer for a while during it, and a missed poll is only retried, where `sh` would
+   * fail. Resolves with its output; rejects on a non-zero exit or after timeoutMs.
+   */
+  async job(script: string, timeoutMs: number): Promise<string> {
+    const name = `bf-job-${process.pid}-${++this.#jobs}`;
+    const tag = `/root/${name}`;
+    await this.sh(
+      `systemd-run --quiet --collect --unit=${name} /bin/sh -c ${shq(`(${script}) >${tag}.out 2>&1; echo $? >${tag}.rc`)}`,
+    );
+    const deadline = Date.now() + timeoutMs;
+    let last: unknown;
+    while (Date.now() < deadline) {
+      await sleep(5000);
+      try {
+        const rc = await this.exec(["cat", `${tag}.rc`], { timeoutMs: 60_000 });
+        if (rc.code !== 0) continue;
+        const out = await this.sh(`cat ${tag}.out`);
+        if (rc.stdout.trim() !== "0") {
+          throw new GuestExecError(
+            `guest job failed (${rc.stdout.trim()}): ${script}\n${out}`,
+            Number(rc.stdout.trim()),
+            out,
+            "",
+          );
+        }
+        return out;
+      } catch (err) {
+        if (err instanceof GuestExecError && err.message.startsWith("guest job failed")) throw err;
+        last = err;
+      }
+    }
+    throw this.#fail(`guest job did not end in ${timeoutMs} ms: ${script}\n${String(last)}`);
+  }
+
+  /**
    * Waits until the agent answers and systemd has finished starting (running or
    * degraded), then mounts the share at /host. Rejects with the serial tail on time-out
    * or when QEMU exits.
@@ -460,6 +498,11 @@ export class Guest {
       `${message}${qemu ? `\n--- QEMU said:\n${qemu}` : ""}\n--- serial console (${this.serialLogPath}), last lines:\n${this.serialTail()}`,
     );
   }
+}
+
+/** Quotes one argument for the guest's /bin/sh. */
+function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 function freePort(): Promise<number> {
