@@ -43,46 +43,11 @@ async function sectorsRead(g: Guest): Promise<number> {
   return Number(line.trim().split(/\s+/)[5]);
 }
 
-let jobs = 0;
-
-/**
- * Runs heavy I/O as a systemd unit and polls for its end: under TCG on a loaded host the
- * guest agent may not answer for a while during it, and a missed poll is only retried.
- * Resolves with its stdout; rejects on a non-zero exit or after STEP_MS.
- */
-async function heavy(g: Guest, script: string): Promise<string> {
-  const tag = `/root/bf-job-${process.pid}-${++jobs}`;
-  await g.sh(
-    `systemd-run --quiet --collect --unit=bf-job-${process.pid}-${jobs} /bin/sh -c ${shq(`(${script}) >${tag}.out 2>&1; echo $? >${tag}.rc`)}`,
-  );
-  const deadline = Date.now() + STEP_MS;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 5000));
-    try {
-      const rc = await g.exec(["cat", `${tag}.rc`], { timeoutMs: 60_000 });
-      if (rc.code !== 0) continue;
-      const out = await g.sh(`cat ${tag}.out`);
-      if (rc.stdout.trim() !== "0")
-        throw new Error(`guest job failed (${rc.stdout.trim()}): ${script}\n${out}`);
-      return out;
-    } catch (err) {
-      if (err instanceof Error && err.message.startsWith("guest job failed")) throw err;
-      last = err;
-    }
-  }
-  throw new Error(`guest job did not end in ${STEP_MS} ms: ${script}\n${String(last)}`);
-}
-
-function shq(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
 /** Bytes the disk delivered while `read` ran, after the page cache was emptied. */
 async function diskBytesFor(g: Guest, read: string): Promise<number> {
   await g.sh("sync && echo 3 > /proc/sys/vm/drop_caches");
   const before = await sectorsRead(g);
-  await heavy(g, read);
+  await g.job(read, STEP_MS);
   return ((await sectorsRead(g)) - before) * 512;
 }
 
@@ -260,7 +225,7 @@ t.test(
       const v = await agent<Ref>("freeze", "m2", "golden-v2");
       t.same(v, { kind: "file", path: `${IMAGES}/golden-v2.raw`, sizeBytes: IMAGE_BYTES });
       const sum = (p: string, direct: boolean) =>
-        heavy(g, `dd if=${p} bs=1M ${direct ? "iflag=direct" : ""} status=none | sha256sum`);
+        g.job(`dd if=${p} bs=1M ${direct ? "iflag=direct" : ""} status=none | sha256sum`, STEP_MS);
       t.equal(
         await sum(v.path, false),
         await sum(dev("m2"), true),
@@ -275,7 +240,7 @@ t.test(
       const warmCached = await cached(g, [GOLDEN]);
       // Nothing dropped now: one machine reads its whole disk after the warming.
       const before = await sectorsRead(g);
-      await heavy(g, `dd if=${dev("m3")} of=/dev/null bs=1M iflag=direct status=none`);
+      await g.job(`dd if=${dev("m3")} of=/dev/null bs=1M iflag=direct status=none`, STEP_MS);
       const after = ((await sectorsRead(g)) - before) * 512;
       t.comment(
         `warming: ${mib(warmRead)} MiB read from vdb, ${mib(warmCached)} MiB of the image cached; a machine's whole-disk read then took ${mib(after)} MiB from vdb (of ${IMAGE_MIB})`,

@@ -42,9 +42,32 @@ export class GuestExecError extends Error implements ExecResult {
   }
 }
 
+/**
+ * An extra virtio disk: a new sparse file in the run folder, or an existing raw file the
+ * guest may read but never write (e.g. a built disk image to import inside the guest, which
+ * costs no copy over the user-mode network). The guest also finds disk i at
+ * /dev/disk/by-id/virtio-bf-extra-<i>.
+ */
+export type ExtraDisk = { sizeMiB: number } | { readOnlyFile: string };
+
+/**
+ * A second NIC on a tap device of a test LAN (test/helpers/lan.ts), for a guest that serves
+ * PCs on that LAN. A tap is opened by name in its own network namespace, so QEMU then runs
+ * inside that namespace: its port forward (guest.httpBase) listens on the namespace's
+ * loopback, not the host's, and the test reaches the guest's HTTP there (or at the guest's
+ * LAN address).
+ */
+export interface GuestLanNic {
+  netns: string;
+  tap: string;
+  mac: string;
+}
+
 export interface BootOptions {
-  /** More virtio disks, in order: /dev/vdb, /dev/vdc, ... (sparse files in the run folder). */
-  extraDisks?: { sizeMiB: number }[];
+  /** More virtio disks, in order: /dev/vdb, /dev/vdc, ... */
+  extraDisks?: ExtraDisk[];
+  /** A second NIC on a test LAN's tap (QEMU then runs in the LAN's namespace). */
+  lanNic?: GuestLanNic;
   /** A host folder the guest sees at /host (9p, mount_tag "host"), read-write. */
   shareDir?: string;
   memoryMiB?: number;
@@ -103,6 +126,7 @@ export class Guest {
   failedUnits = "";
   readonly #agent: GuestAgent;
   #stopping: Promise<void> | undefined;
+  #jobs = 0;
   #qemuOutput = "";
 
   private constructor(
@@ -169,12 +193,18 @@ export class Guest {
         "virtio-blk-pci,drive=root,serial=bf-root",
       ];
       (opts.extraDisks ?? []).forEach((d, i) => {
-        const file = join(dir, `extra${i}.raw`);
-        closeSync(openSync(file, "w"));
-        truncateSync(file, d.sizeMiB * 1024 * 1024);
+        let drive: string;
+        if ("readOnlyFile" in d) {
+          drive = `file=${q(d.readOnlyFile)},format=raw,readonly=on`;
+        } else {
+          const file = join(dir, `extra${i}.raw`);
+          closeSync(openSync(file, "w"));
+          truncateSync(file, d.sizeMiB * 1024 * 1024);
+          drive = `file=${q(file)},format=raw,cache=unsafe,discard=unmap`;
+        }
         args.push(
           "-drive",
-          `if=none,id=extra${i},file=${q(file)},format=raw,cache=unsafe,discard=unmap`,
+          `if=none,id=extra${i},${drive}`,
           "-device",
           `virtio-blk-pci,drive=extra${i},serial=bf-extra-${i}`,
         );
@@ -193,6 +223,14 @@ export class Guest {
         // romfile= : the kernel is loaded directly, the NIC's iPXE ROM would only cost time.
         "-device",
         "virtio-net-pci,netdev=n0,romfile=",
+        ...(opts.lanNic
+          ? [
+              "-netdev",
+              `tap,id=n1,ifname=${opts.lanNic.tap},script=no,downscript=no`,
+              "-device",
+              `virtio-net-pci,netdev=n1,mac=${opts.lanNic.mac},romfile=`,
+            ]
+          : []),
         "-chardev",
         `socket,id=qga0,path=${q(sock)},server=on,wait=off`,
         "-device",
@@ -203,9 +241,13 @@ export class Guest {
         "virtio-rng-pci",
       );
       // setpriv --pdeathsig: if the test process is killed (tap's time-out), QEMU goes too.
-      const proc = spawn("setpriv", ["--pdeathsig", "KILL", "--", "qemu-system-x86_64", ...args], {
-        stdio: ["ignore", "pipe", "pipe"],
-      });
+      // `ip netns exec` execs QEMU in the same process (no fork), so the signal still reaches it.
+      const netns = opts.lanNic ? ["ip", "netns", "exec", opts.lanNic.netns] : [];
+      const proc = spawn(
+        "setpriv",
+        ["--pdeathsig", "KILL", "--", ...netns, "qemu-system-x86_64", ...args],
+        { stdio: ["ignore", "pipe", "pipe"] },
+      );
       return new Guest(image, dir, accel, proc, port, opts.shareDir, sock);
     } catch (err) {
       rmSync(dir, { recursive: true, force: true });
@@ -278,6 +320,43 @@ export class Guest {
       );
     }
     return r.stdout;
+  }
+
+  /**
+   * Runs a heavy script (minutes of I/O: copying or hashing an image) as a transient
+   * systemd unit and polls for its end: under TCG on a loaded host the guest agent may not
+   * answer for a while during it, and a missed poll is only retried, where `sh` would
+   * fail. Resolves with its output; rejects on a non-zero exit or after timeoutMs.
+   */
+  async job(script: string, timeoutMs: number): Promise<string> {
+    const name = `bf-job-${process.pid}-${++this.#jobs}`;
+    const tag = `/root/${name}`;
+    await this.sh(
+      `systemd-run --quiet --collect --unit=${name} /bin/sh -c ${shq(`(${script}) >${tag}.out 2>&1; echo $? >${tag}.rc`)}`,
+    );
+    const deadline = Date.now() + timeoutMs;
+    let last: unknown;
+    while (Date.now() < deadline) {
+      await sleep(5000);
+      try {
+        const rc = await this.exec(["cat", `${tag}.rc`], { timeoutMs: 60_000 });
+        if (rc.code !== 0) continue;
+        const out = await this.sh(`cat ${tag}.out`);
+        if (rc.stdout.trim() !== "0") {
+          throw new GuestExecError(
+            `guest job failed (${rc.stdout.trim()}): ${script}\n${out}`,
+            Number(rc.stdout.trim()),
+            out,
+            "",
+          );
+        }
+        return out;
+      } catch (err) {
+        if (err instanceof GuestExecError && err.message.startsWith("guest job failed")) throw err;
+        last = err;
+      }
+    }
+    throw this.#fail(`guest job did not end in ${timeoutMs} ms: ${script}\n${String(last)}`);
   }
 
   /**
@@ -419,6 +498,11 @@ export class Guest {
       `${message}${qemu ? `\n--- QEMU said:\n${qemu}` : ""}\n--- serial console (${this.serialLogPath}), last lines:\n${this.serialTail()}`,
     );
   }
+}
+
+/** Quotes one argument for the guest's /bin/sh. */
+function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 function freePort(): Promise<number> {
