@@ -1,8 +1,16 @@
-import { copyFileSync, cpSync, existsSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { copyFileSync, cpSync, existsSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import t from "tap";
+import t, { type Test } from "tap";
 import { tempDir } from "../helpers/daemon.js";
-import { bootGuest, GUEST_FILE_TIMEOUT_MS, guestSkipReason } from "./harness/guest.js";
+import {
+  bootGuest,
+  GUEST_FILE_TIMEOUT_MS,
+  type Guest,
+  GuestExecError,
+  guestSkipReason,
+} from "./harness/guest.js";
+import { ensureGuestImage } from "./harness/image.js";
 
 // Versions, updates, writeback snapshots and promotes with the lvm-thin overlay driver, on
 // real device-mapper: this machine's kernel has none, so they run in the Debian guest. The
@@ -10,6 +18,10 @@ import { bootGuest, GUEST_FILE_TIMEOUT_MS, guestSkipReason } from "./harness/gue
 // doing what VersionStorage and the reconciler ask of it: an overlay, a snapshot of it
 // (freezeVersion), a restore (reset from the snapshot), a promote (freezeVersion into a
 // version), an update's draft committed, retention deleting an origin.
+// The same boot first proves the guest harness itself (Debian's kernel with LIO, the rtslib
+// restore unit, the 9p share, an extra disk, exit codes, time-outs, the port forward): one
+// guest boot fewer in CI than a file of its own. That a reboot keeps the run's state is
+// proven by appliance.test.ts, whose reboot step depends on it.
 // A bound, not a timing: on a 2-core host shared by several test runs a TCG boot of the
 // guest has taken more than the harness's default 5 minutes.
 const BOOT_BOUND_MS = 900_000;
@@ -34,6 +46,8 @@ t.test(
       extraDisks: [{ sizeMiB: 512 }],
       log: (m) => t.comment(m),
     });
+    t.comment(`boot to ready: ${(g.bootMs / 1000).toFixed(1)} s`);
+    await t.test("the guest harness", (t) => harnessChecks(t, g, share));
     await g.sh(
       `pvcreate -q /dev/vdb && vgcreate -q bfvg /dev/vdb
      lvcreate -q -L 400M -T bfvg/pool
@@ -125,5 +139,93 @@ t.test(
       ["img1-v3-0a1b2c3d", "pool"],
       "only the kept version and the pool are left",
     );
+    // The run wrote to its qcow2 overlay only: the cached disk is as mkfs left it, before
+    // recipe.json was written at the end of the build.
+    const disk = statSync(g.image.disk).mtimeMs;
+    t.ok(disk <= statSync(join(g.image.dir, "recipe.json")).mtimeMs, "cached guest disk untouched");
   },
 );
+
+t.test(
+  "a second lookup of the guest image comes from the cache",
+  { skip: guestSkipReason() },
+  async (t) => {
+    const img = await ensureGuestImage();
+    t.equal(img.built, false, "not rebuilt");
+    t.ok(img.seconds < 2, `cached lookup took ${img.seconds} s`);
+  },
+);
+
+/** What every guest test stands on, checked on this file's boot. */
+async function harnessChecks(t: Test, guest: Guest, share: string): Promise<void> {
+  // Attached to assertions; tap prints it only when one fails.
+  const diag = () => ({ serial: guest.serialTail(40) });
+  if (guest.failedUnits) t.comment(`degraded, failed units:\n${guest.failedUnits}`);
+
+  const release = (await guest.sh("uname -r")).trim();
+  t.match(release, /^\d+\.\d+\.\d+-\d+-amd64$/, "runs a Debian kernel release", diag());
+  t.not(release, execFileSync("uname", ["-r"], { encoding: "utf8" }).trim(), "not the host's");
+  t.equal(release, guest.image.kernelRelease, "the image's recorded kernel is the one running");
+
+  await guest.sh("modprobe target_core_mod iscsi_target_mod");
+  const version = await guest.exec(["cat", "/sys/kernel/config/target/version"]);
+  t.match(version.stdout, /Target Engine Core ConfigFS/, "LIO's configfs is there", diag());
+  // The iSCSI fabric's group is made on demand, as rtslib does it.
+  const fabric = await guest.sh(
+    "mkdir -p /sys/kernel/config/target/iscsi && ls /sys/kernel/config/target/iscsi",
+  );
+  t.match(fabric, /discovery_auth/, "the iSCSI fabric registered", diag());
+  await guest.sh("rmdir /sys/kernel/config/target/iscsi");
+  const unit = await guest.exec(["systemctl", "is-enabled", "rtslib-fb-targetctl.service"]);
+  t.equal(unit.stdout.trim(), "enabled", "rtslib-fb-targetctl restores LIO at boot", {
+    stderr: unit.stderr,
+  });
+
+  writeFileSync(join(share, "from-host.txt"), "hello from the host\n");
+  t.equal(await guest.sh("cat /host/from-host.txt"), "hello from the host\n", "share readable");
+  await guest.sh("echo from the guest > /host/from-guest.txt");
+  t.equal(
+    execFileSync("cat", [join(share, "from-guest.txt")], { encoding: "utf8" }),
+    "from the guest\n",
+    "share writable",
+  );
+
+  const bytes = (await guest.sh("blockdev --getsize64 /dev/vdb")).trim();
+  t.equal(bytes, String(512 * 1024 * 1024), "the extra disk is /dev/vdb, 512 MiB", {
+    lsblk: await guest.sh("lsblk"),
+  });
+  t.equal((await guest.sh("cat /sys/block/vdb/serial")).trim(), "bf-extra-0", "its serial");
+
+  const r = await guest.exec(["/bin/sh", "-c", "cat; echo oops >&2; exit 3"], {
+    input: "fed through stdin\n",
+  });
+  t.same(r, { code: 3, stdout: "fed through stdin\n", stderr: "oops\n" }, "exit code and streams");
+  const err = await guest.sh("ls /nonexistent").catch((e: unknown) => e);
+  t.type(err, GuestExecError);
+  t.equal((err as GuestExecError).code, 2);
+  t.match((err as GuestExecError).stderr, /No such file or directory/);
+
+  const started = Date.now();
+  await t.rejects(guest.exec(["sleep", "60"], { timeoutMs: 2_000 }), /timed out after 2000 ms/);
+  t.ok(Date.now() - started < 20_000, "a command past its time-out is given up on");
+  // No procps in the guest: count the sleeps from /proc.
+  const left = await guest.exec([
+    "/bin/sh",
+    "-c",
+    "cat /proc/[0-9]*/comm 2>/dev/null | grep -cx sleep",
+  ]);
+  t.equal(left.stdout.trim(), "0", "and killed: no sleep left in the guest");
+
+  t.match(await guest.sh("ip -4 -o addr show"), /10\.0\.2\.15\//, "the guest network is up");
+  await guest.sh("mkdir -p /srv/www && echo served > /srv/www/probe.txt");
+  await guest.sh("systemd-run --unit=bf-http python3 -m http.server --directory /srv/www 80");
+  let body = "";
+  for (let i = 0; i < 40 && !body; i++) {
+    body = await fetch(`${guest.httpBase}/probe.txt`)
+      .then((res) => (res.ok ? res.text() : ""))
+      .catch(() => "");
+    if (!body) await new Promise((res) => setTimeout(res, 250));
+  }
+  t.equal(body, "served\n", `port 80 is forwarded: GET ${guest.httpBase}/probe.txt`, diag());
+  await guest.sh("systemctl stop bf-http");
+}
