@@ -1,3 +1,4 @@
+import type Database from "better-sqlite3";
 import { AlertsRepo } from "./alerts.js";
 import { AuthSessionsRepo } from "./auth-sessions.js";
 import { type Db, type OpenStoreOptions, openStore } from "./db.js";
@@ -30,6 +31,7 @@ export class Store {
   readonly imageUpdates: ImageUpdatesRepo;
   readonly targetSnapshots: TargetSnapshotsRepo;
   readonly storageGarbage: StorageGarbageRepo;
+  readonly #generation: Database.Statement;
 
   constructor(
     readonly db: Db,
@@ -49,6 +51,23 @@ export class Store {
     this.imageUpdates = new ImageUpdatesRepo(db, clock);
     this.targetSnapshots = new TargetSnapshotsRepo(db, clock);
     this.storageGarbage = new StorageGarbageRepo(db);
+    // total_changes(): rows this connection inserted, updated or deleted (triggers too);
+    // data_version: bumped when another connection (the bootfleet command, a second
+    // process) commits. One statement, so one read of the WAL index.
+    this.#generation = db
+      .prepare("SELECT total_changes(), data_version FROM pragma_data_version")
+      .raw();
+  }
+
+  /**
+   * A value that changes whenever anything was written to the database, by this process
+   * or another: what was read or built from the store can be kept while it stays equal
+   * (the API's verified tokens and list answers). A rolled-back write changes it too,
+   * which only costs a rebuild.
+   */
+  generation(): string {
+    const [changes, version] = this.#generation.get() as [number, number];
+    return `${changes}.${version}`;
   }
 
   static open(opts: OpenStoreOptions, clock?: () => number): Store {
