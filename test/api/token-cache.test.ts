@@ -81,6 +81,8 @@ t.test("a change made by another process (the bootfleet command) is seen", async
   const other = Store.open({ path: join(api.dir, "bootfleet.db"), busyTimeoutMs: 2000 });
   other.users.update(u.id, { status: "disabled" });
   other.close();
+  // Another process's commit counts from the next turn of the event loop (Store.generation).
+  await new Promise((r) => setImmediate(r));
   t.equal((await me(api, token)).status, 401, "disabled from another connection");
 });
 
