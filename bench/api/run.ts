@@ -8,7 +8,7 @@
 //
 //   node --import tsx bench/api/run.ts [--duration 10] [--warmup 2] [--reps 2]
 //        [--connections 32] [--threads 2] [--machines 5000] [--no-build] [--json FILE]
-//        [--profile DIR]
+//        [--profile DIR] [--only list|boot-discovery]
 //
 // Needs wrk (apt-get install -y wrk). Builds the daemon (npm run build) unless --no-build.
 // Both are served by the built daemon (node bin/bootfleetd.js), run with
@@ -43,6 +43,8 @@ const BUILD = !args.includes("--no-build");
 // A folder for V8 CPU profiles of the servers (.cpuprofile, open in Chrome DevTools).
 const PROFILE = opt("profile", "");
 const nodeFlags = PROFILE ? ["--cpu-prof", "--cpu-prof-dir", PROFILE] : [];
+// One scenario only (a profile of it alone).
+const ONLY = opt("only", "");
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const HERE = new URL(".", import.meta.url).pathname;
@@ -354,6 +356,8 @@ async function main() {
         BOOTFLEET_TFTP_PORT: "0",
         BOOTFLEET_LOG_LEVEL: "warn",
         BOOTFLEET_API_RATE_LIMIT_PER_MINUTE: "0",
+        // Its own local socket: another bootfleetd on the host may hold the default one.
+        BOOTFLEET_HTTP_SOCKET: join(tmp, "api.sock"),
         // Keep the iSCSI side inside the temp folder whatever it tries.
         BOOTFLEET_ISCSI_TARGET_DRIVER: "tgt",
         BOOTFLEET_ISCSI_TGT_CONF_DIR: join(tmp, "tgt-conf"),
@@ -442,7 +446,9 @@ async function main() {
   ];
 
   const results: Measurement[] = [];
-  for (const s of scenarios) {
+  if (ONLY && !scenarios.some((s) => s.name === ONLY))
+    throw new Error(`--only ${ONLY}: no such scenario`);
+  for (const s of scenarios.filter((x) => !ONLY || x.name === ONLY)) {
     for (let rep = 1; rep <= REPS; rep++) {
       // ABBA order, so a drift in the machine's other load falls on both sides.
       const order: ("bootfleet" | "bare")[] =
@@ -483,7 +489,8 @@ async function main() {
     `wrk -t${THREADS} -c${CONNECTIONS}, ${DURATION} s per measurement after ${WARMUP} s of warm-up, ${REPS} reps (ABBA order). Median of the reps; each rep below.`,
     "",
   );
-  for (const s of scenarios)
+  const measured = scenarios.filter((x) => !ONLY || x.name === ONLY);
+  for (const s of measured)
     lines.push(`- **${s.name}**: ${s.description}; bootfleet = ${s.bootfleet.label}`);
   lines.push(
     "",
@@ -494,7 +501,7 @@ async function main() {
     median(
       results.filter((r) => r.scenario === sc && r.server === server).map((r) => r[k] as number),
     );
-  for (const s of scenarios) {
+  for (const s of measured) {
     const pick = (server: string) => ({
       rps: Math.round(med(s.name, server, "rps")),
       p50: med(s.name, server, "p50_ms").toFixed(2),

@@ -4,6 +4,7 @@ import { z } from "zod";
 export type { ListQuery } from "../store/list.js";
 
 import type { ListQuery } from "../store/list.js";
+import type { CachedPage } from "./list-cache.js";
 
 export const MAX_LIMIT = 1000;
 export const DEFAULT_LIMIT = 100;
@@ -42,4 +43,16 @@ export function sendList<T>(
   c.header("X-Total-Count", String(total));
   c.header("X-Page-Count", String(Math.ceil(total / q.limit)));
   return rows;
+}
+
+/**
+ * A page whose JSON was built already (list-cache.ts): the same answer sendList's rows
+ * give, sent as the kept bytes.
+ */
+export function sendPage(c: Context, page: CachedPage, q: Pick<ListQuery, "limit">): Response {
+  return c.body(page.body, 200, {
+    "Content-Type": "application/json",
+    "X-Total-Count": String(page.total),
+    "X-Page-Count": String(Math.ceil(page.total / q.limit)),
+  });
 }

@@ -7,7 +7,14 @@ import type { Store } from "../store/index.js";
 import type { BootSession } from "../store/sessions.js";
 import type { Target } from "../store/targets.js";
 import { Alerts } from "./alerts.js";
-import { type DerivedState, deriveMachineState, type MachineState } from "./state.js";
+import {
+  type DerivedState,
+  deriveMachineState,
+  type MachineState,
+  type StateInput,
+  type StatesNow,
+  stateHoldsUntil,
+} from "./state.js";
 
 export interface FleetMonitorDeps {
   store: Store;
@@ -110,9 +117,22 @@ export class FleetMonitor {
 
   /** Several machines' states now, read with one query per table (a list page). */
   statesOf(machineIds: readonly number[]): Map<number, DerivedState> {
+    return this.statesNow(machineIds).states;
+  }
+
+  /** Several machines' states now, and whether they still hold later (the API's list cache). */
+  statesNow(machineIds: readonly number[]): StatesNow {
     const sessions = this.d.store.sessions.latestFor(machineIds);
     const errors = this.d.store.targets.errorsFor(machineIds);
-    return new Map(machineIds.map((id) => [id, this.#derive(sessions.get(id), errors.get(id))]));
+    const now = this.#clock();
+    let until = Infinity;
+    const states = new Map<number, DerivedState>();
+    for (const id of machineIds) {
+      const input = this.#input(sessions.get(id), errors.get(id), now);
+      states.set(id, deriveMachineState(input));
+      until = Math.min(until, stateHoldsUntil(input));
+    }
+    return { states, stillHold: () => this.#clock() < until };
   }
 
   /** Reads I/O of logged-in machines, re-derives states, now and then checks resources. */
@@ -180,13 +200,21 @@ export class FleetMonitor {
   }
 
   #derive(session: BootSession | undefined, targetError: string | undefined): DerivedState {
-    return deriveMachineState({
+    return deriveMachineState(this.#input(session, targetError, this.#clock()));
+  }
+
+  #input(
+    session: BootSession | undefined,
+    targetError: string | undefined,
+    now: number,
+  ): StateInput {
+    return {
       session,
       targetError,
       ioObservable: this.ioObservable,
-      now: this.#clock(),
+      now,
       stallAfterMs: this.d.stallAfterMs,
-    });
+    };
   }
 
   #announce(machineId: number, s: BootSession, now: DerivedState): void {

@@ -154,6 +154,39 @@ export function deriveMachineState(i: StateInput): DerivedState {
   return { state: reached.phase, phase: reached.phase, since: reached.at, ...none };
 }
 
+/**
+ * Until when time alone leaves deriveMachineState's answer as it is (milliseconds since
+ * the epoch, exclusive; `now` in whole milliseconds): a boot that sits in a phase stalls
+ * once it waited longer than the bound, and a stall's reason counts the seconds (rounded,
+ * so it changes at every half second). Infinity when only a new stamp, a new session or
+ * a target's error can change the state. Whoever keeps derived states (the API's list
+ * cache) keeps them until then, or until the store changes.
+ */
+export function stateHoldsUntil(i: StateInput): number {
+  const s = i.session;
+  if (!s || s.status === "error" || s.status === "stopped" || i.targetError) return Infinity;
+  const reached = reachedStage(s);
+  if (reached.phase === "booted") return Infinity;
+  if (reached.phase === "iscsi_logged_in" && !i.ioObservable) return Infinity;
+  const at = Date.parse(reached.at);
+  // A stamp that does not parse never stalls, but is not worth keeping either.
+  if (Number.isNaN(at)) return i.now;
+  const waited = i.now - at;
+  if (waited <= i.stallAfterMs) return at + i.stallAfterMs + 1;
+  return at + (Math.round(waited / 1000) + 0.5) * 1000;
+}
+
+/** The live states of some machines, derived at one moment. */
+export interface StatesNow {
+  states: Map<number, DerivedState>;
+  /**
+   * Whether deriving them again now would give the same states from the same store rows
+   * (false once time alone changed one: see stateHoldsUntil). A change in the store is the
+   * caller's to notice.
+   */
+  stillHold(): boolean;
+}
+
 function reachedStage(s: SessionStamps): {
   phase: BootStage | "booted";
   at: string;

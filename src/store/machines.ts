@@ -93,6 +93,15 @@ const WRITABLE = [
 /** A machine as listed: with whether a boot session of it is active. */
 export type MachineRow = Machine & { is_online: number };
 
+/**
+ * A machine as the API shows it (the list and one machine): every column but the custom
+ * script (up to 64 KiB each, never shown) and the BMC credentials, of which only whether
+ * they are set is read. A page of 100 rows then reads what it shows and no more.
+ */
+export type MachineViewRow = Omit<MachineRow, "custom_script" | "bmc_username" | "bmc_password"> & {
+  bmc_credentials_set: number;
+};
+
 /** Fields a machine list can be sorted on (columns of `machines`). */
 export const MACHINE_SORTS = [
   "id",
@@ -119,7 +128,17 @@ export interface MachineFilter {
   visibleTo?: number | undefined;
 }
 
-const ROW_SELECT = `m.*, EXISTS (SELECT 1 FROM boot_sessions s WHERE s.machine_id = m.id AND s.status = 'active') AS is_online`;
+const IS_ONLINE = `EXISTS (SELECT 1 FROM boot_sessions s WHERE s.machine_id = m.id AND s.status = 'active') AS is_online`;
+const ROW_SELECT = `m.*, ${IS_ONLINE}`;
+const HIDDEN: readonly string[] = ["custom_script", "bmc_username", "bmc_password"];
+const VIEW_SELECT = [
+  "m.id",
+  ...WRITABLE.filter((c) => !HIDDEN.includes(c)).map((c) => `m.${c}`),
+  "m.created_at",
+  "m.updated_at",
+  "(m.bmc_username IS NOT NULL OR m.bmc_password IS NOT NULL) AS bmc_credentials_set",
+  IS_ONLINE,
+].join(", ");
 
 /** What the proxy-DHCP learned about a client it has not seen before. */
 export interface Discovery {
@@ -151,10 +170,17 @@ export class MachinesRepo extends Table<Machine> {
       | undefined;
   }
 
-  listRows(q: ListQuery, f: MachineFilter = {}): ListPage<MachineRow> {
-    return this.page<MachineRow>(
+  /** One machine as the API shows it (see MachineViewRow). */
+  getViewRow(id: number): MachineViewRow | undefined {
+    return this.stmt(`SELECT ${VIEW_SELECT} FROM machines m WHERE m.id = ?`).get(id) as
+      | MachineViewRow
+      | undefined;
+  }
+
+  listRows(q: ListQuery, f: MachineFilter = {}): ListPage<MachineViewRow> {
+    return this.page<MachineViewRow>(
       {
-        select: ROW_SELECT,
+        select: VIEW_SELECT,
         from: "machines m",
         where: [
           f.status && "m.status = @status",

@@ -4,6 +4,7 @@ import {
   type SessionStamps,
   STALL_CAUSES,
   type StateInput,
+  stateHoldsUntil,
 } from "../../src/fleet/state.js";
 
 // The one decision of a machine's live state, as a table: session stamps + time → state.
@@ -189,4 +190,50 @@ t.test("a stall names its phase, how long, and the likely causes", async (t) => 
       .reason,
     null,
   );
+});
+
+t.test("stateHoldsUntil: the state stays the same up to it and changes at it", async (t) => {
+  const inputs: [string, StateInput][] = rows.map(([what, over]) => [
+    what,
+    { session: undefined, ioObservable: true, now: T0 + 10_000, stallAfterMs: STALL, ...over },
+  ]);
+  inputs.push(
+    [
+      "logged in, no I/O counter: never stalls",
+      {
+        session: session({ status: "active", iscsi_login_at: at(9) }),
+        ioObservable: false,
+        now: T0 + 10_000,
+        stallAfterMs: STALL,
+      },
+    ],
+    [
+      "stalled for 299.6 s: the reason's seconds go up at the next half second",
+      {
+        session: session({ script_served_at: at(7) }),
+        ioObservable: true,
+        now: T0 + 7_000 + 299_600,
+        stallAfterMs: STALL,
+      },
+    ],
+  );
+  let finite = 0;
+  for (const [what, input] of inputs) {
+    const until = stateHoldsUntil(input);
+    const now = deriveMachineState(input);
+    t.ok(until > input.now, `${what}: holds now`);
+    if (until === Infinity) {
+      const later = deriveMachineState({ ...input, now: input.now + 30 * 24 * 3600_000 });
+      t.same(later, now, `${what}: time alone changes nothing`);
+      continue;
+    }
+    finite++;
+    t.same(deriveMachineState({ ...input, now: until - 1 }), now, `${what}: same up to it`);
+    t.not(
+      JSON.stringify(deriveMachineState({ ...input, now: until })),
+      JSON.stringify(now),
+      `${what}: changed at it`,
+    );
+  }
+  t.ok(finite >= 6, "live phases and stalls have a bound");
 });

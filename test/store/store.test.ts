@@ -293,3 +293,32 @@ t.test(
     t.same([...s.sessions.latestFor([]).keys()], [], "an empty page reads nothing");
   },
 );
+
+t.test(
+  "generation: every write changes it, this connection's at once, another's next turn",
+  async (t) => {
+    const path = join(tempDir(t, "bf-gen-"), "bootfleet.db");
+    const store = Store.open({ path, busyTimeoutMs: 2000 });
+    t.teardown(() => store.close());
+    const g0 = store.generation();
+    t.equal(store.generation(), g0, "no write, same value");
+    const m = store.machines.create({ name: "pc-1", mac_address: "52:54:00:00:05:01" });
+    const g1 = store.generation();
+    t.not(g1, g0, "an insert, at once");
+    store.machines.update(m.id, { room: "lab" });
+    const g2 = store.generation();
+    t.not(g2, g1, "an update, at once");
+    store.machines.delete(m.id);
+    t.not(store.generation(), g2, "a delete, at once");
+    await new Promise((r) => setImmediate(r));
+    const g3 = store.generation();
+    const other = Store.open({ path, busyTimeoutMs: 2000 });
+    other.machines.create({ name: "pc-2", mac_address: "52:54:00:00:05:02" });
+    other.close();
+    await new Promise((r) => setImmediate(r));
+    t.not(store.generation(), g3, "another connection's commit, from the next turn");
+    const g4 = store.generation();
+    await new Promise((r) => setImmediate(r));
+    t.equal(store.generation(), g4, "and nothing more after it");
+  },
+);

@@ -20,6 +20,18 @@ export interface TokenPair {
 
 type TokenUse = "access" | "refresh";
 
+/** Verified access tokens kept; beyond it the oldest goes (a few per dashboard tab). */
+const MAX_VERIFIED = 1000;
+
+interface Verified {
+  user: AuthUser;
+  /** Store.generation() when it was verified: any write since means verify again. */
+  generation: string;
+  /** The time span (ms) in which the token and its session are valid: nbf to the first end. */
+  from: number;
+  until: number;
+}
+
 function refuse(detail: string): ApiError {
   return new ApiError(401, "authentication_error", detail);
 }
@@ -31,6 +43,15 @@ function refuse(detail: string): ApiError {
  * trusted from the token, so disabling a user or changing a role takes effect at once.
  */
 export class TokenService {
+  /**
+   * Access tokens verified already. Checking one costs an HMAC and two reads; a client
+   * sends the same token with every request for its 30 minutes. Kept only while the store
+   * is unchanged (any write at all, so a revoked session, a disabled user or a new role
+   * takes effect on the next request, as without it) and within the token's and the
+   * session's times; a refused token is never kept.
+   */
+  readonly #verified = new Map<string, Verified>();
+
   constructor(
     private readonly key: Uint8Array,
     private readonly store: Store,
@@ -55,11 +76,39 @@ export class TokenService {
 
   /** The caller behind an access token, or a 401. */
   async verifyAccess(token: string): Promise<AuthUser> {
+    const generation = this.store.generation();
+    const now = this.clock();
+    const kept = this.#verified.get(token);
+    if (kept) {
+      if (kept.generation === generation && kept.from <= now && now < kept.until) {
+        return kept.user;
+      }
+      this.#verified.delete(token);
+    }
     const claims = await this.verify(token, "access");
     const session = this.liveSession(claims.sid);
     const user = this.liveUser(claims.sub);
     if (session.user_id !== user.id) throw refuse("token does not match its session");
-    return { id: user.id, username: user.username, role: user.role, sessionId: session.id };
+    const caller: AuthUser = {
+      id: user.id,
+      username: user.username,
+      role: user.role,
+      sessionId: session.id,
+    };
+    // Only if nothing was written while it was checked (verify awaits).
+    if (this.store.generation() === generation) {
+      if (this.#verified.size >= MAX_VERIFIED) {
+        const oldest = this.#verified.keys().next().value;
+        if (oldest !== undefined) this.#verified.delete(oldest);
+      }
+      this.#verified.set(token, {
+        user: caller,
+        generation,
+        from: claims.nbf * 1000,
+        until: Math.min(claims.exp * 1000, Date.parse(session.expires_at)),
+      });
+    }
+    return caller;
   }
 
   /**
@@ -148,7 +197,13 @@ export class TokenService {
     if (typeof payload.sid !== "string" || typeof payload.sub !== "string") {
       throw refuse("invalid token");
     }
-    return { sid: payload.sid, sub: payload.sub, jti: payload.jti as string };
+    return {
+      sid: payload.sid,
+      sub: payload.sub,
+      jti: payload.jti as string,
+      nbf: payload.nbf as number,
+      exp: payload.exp as number,
+    };
   }
 
   private liveSession(sid: string) {

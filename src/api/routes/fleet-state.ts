@@ -1,5 +1,11 @@
 import type { FleetMonitor } from "../../fleet/monitor.js";
-import { type DerivedState, deriveMachineState } from "../../fleet/state.js";
+import {
+  type DerivedState,
+  deriveMachineState,
+  type StateInput,
+  type StatesNow,
+  stateHoldsUntil,
+} from "../../fleet/state.js";
 import type { ApiDeps } from "../route.js";
 
 declare module "../route.js" {
@@ -14,22 +20,30 @@ const DEFAULT_STALL_MS = 120_000;
 
 /** The live states of a list page's machines: the same derivation, one query per table. */
 export function machineStates(deps: ApiDeps, machineIds: number[]): Map<number, DerivedState> {
+  return machineStatesNow(deps, machineIds).states;
+}
+
+/** The same, with whether they still hold later (for the list cache). */
+export function machineStatesNow(deps: ApiDeps, machineIds: number[]): StatesNow {
   const fleet = deps.services.fleet;
-  if (fleet) return fleet.statesOf(machineIds);
+  if (fleet) return fleet.statesNow(machineIds);
   const sessions = deps.store.sessions.latestFor(machineIds);
   const errors = deps.store.targets.errorsFor(machineIds);
-  return new Map(
-    machineIds.map((id) => [
-      id,
-      deriveMachineState({
-        session: sessions.get(id),
-        targetError: errors.get(id),
-        ioObservable: false,
-        now: deps.clock(),
-        stallAfterMs: DEFAULT_STALL_MS,
-      }),
-    ]),
-  );
+  const now = deps.clock();
+  let until = Infinity;
+  const states = new Map<number, DerivedState>();
+  for (const id of machineIds) {
+    const input: StateInput = {
+      session: sessions.get(id),
+      targetError: errors.get(id),
+      ioObservable: false,
+      now,
+      stallAfterMs: DEFAULT_STALL_MS,
+    };
+    states.set(id, deriveMachineState(input));
+    until = Math.min(until, stateHoldsUntil(input));
+  }
+  return { states, stillHold: () => deps.clock() < until };
 }
 
 /**

@@ -1,8 +1,15 @@
 import { z } from "zod";
 import type { DerivedState } from "../../fleet/state.js";
-import { MACHINE_SORTS, type Machine, type MachineRow } from "../../store/machines.js";
+import {
+  MACHINE_SORTS,
+  type Machine,
+  type MachineRow,
+  type MachineViewRow,
+} from "../../store/machines.js";
 import { conflictOnUnique, notFound, uniqueColumn } from "../conflict.js";
 import { ApiError } from "../errors.js";
+import { sendPage } from "../list.js";
+import { ListCache } from "../list-cache.js";
 import {
   ANY_USER,
   type ApiDeps,
@@ -12,10 +19,9 @@ import {
   listQuery,
   OPERATORS,
   type RouteModule,
-  sendList,
 } from "../route.js";
 import { zHostname, zIPv4, zLabel, zMac, zMenuTimeout, zName, zText } from "../validate.js";
-import { machineState, machineStates } from "./fleet-state.js";
+import { machineState, machineStatesNow } from "./fleet-state.js";
 
 /** A machine document with a full custom script (64 Ki characters, escaped for JSON). */
 const MACHINE_BODY_MAX_BYTES = 512 * 1024;
@@ -38,7 +44,7 @@ const overlayPolicy = z
  * What the API shows of a machine. The BMC user name and password are write-only: only
  * whether they are set is shown.
  */
-export function machineView(m: MachineRow, live: DerivedState) {
+export function machineView(m: MachineViewRow, live: DerivedState) {
   return {
     id: m.id,
     name: m.name,
@@ -62,7 +68,7 @@ export function machineView(m: MachineRow, live: DerivedState) {
     client_uuid: m.client_uuid,
     vendor_class: m.vendor_class,
     bmc_address: m.bmc_address,
-    bmc_credentials_set: m.bmc_username !== null || m.bmc_password !== null,
+    bmc_credentials_set: m.bmc_credentials_set === 1,
     created_at: m.created_at,
     updated_at: m.updated_at,
     first_seen: m.first_seen,
@@ -126,7 +132,14 @@ const createBody = updateBody
 
 /** Machines visible to a caller: all of them, or for a client only the ones it owns. */
 export function visibleMachine(deps: ApiDeps, user: AuthUser, id: number): MachineRow {
-  const row = deps.store.machines.getRow(id);
+  return visibleOr404(deps.store.machines.getRow(id), user, id);
+}
+
+function visibleOr404<R extends { owner_user_id: number | null }>(
+  row: R | undefined,
+  user: AuthUser,
+  id: number,
+): R {
   if (!row || (user.role === "client" && row.owner_user_id !== user.id)) {
     throw notFound("machine", id);
   }
@@ -189,8 +202,9 @@ function toRow(b: Partial<z.output<typeof updateBody>>): Partial<Machine> {
 /** /api/machines: CRUD over the store; clients see only the machines assigned to them. */
 export const machinesRoutes: RouteModule = (deps) => {
   const { store } = deps;
-  const getRow = (id: number) => store.machines.getRow(id)!;
-  const view = (m: MachineRow) => machineView(m, machineState(deps, m.id));
+  const getRow = (id: number) => store.machines.getViewRow(id)!;
+  const view = (m: MachineViewRow) => machineView(m, machineState(deps, m.id));
+  const listCache = new ListCache();
   return [
     defineRoute({
       method: "GET",
@@ -212,24 +226,30 @@ export const machinesRoutes: RouteModule = (deps) => {
         },
       ),
       handler: ({ c, query, user }) => {
-        const { rows, total } = store.machines.listRows(query, {
-          status: query.status,
-          location: query.location,
-          room: query.room,
-          owner_user_id: query.owner_user_id,
-          location_id: query.location_id === "none" ? null : query.location_id,
-          visibleTo: user!.role === "client" ? user!.id : undefined,
-        });
-        const states = machineStates(
-          deps,
-          rows.map((m) => m.id),
-        );
-        return sendList(
-          c,
-          rows.map((m) => machineView(m, states.get(m.id)!)),
-          total,
-          query,
-        );
+        const visibleTo = user!.role === "client" ? user!.id : undefined;
+        // Every role but client sees the same list; the parsed query leaves out what the
+        // schema ignores (cache busters), so equal lists share one entry.
+        const key = `${visibleTo ?? "fleet"} ${JSON.stringify(query)}`;
+        const generation = store.generation();
+        let page = listCache.get(key, generation);
+        if (!page) {
+          const { rows, total } = store.machines.listRows(query, {
+            status: query.status,
+            location: query.location,
+            room: query.room,
+            owner_user_id: query.owner_user_id,
+            location_id: query.location_id === "none" ? null : query.location_id,
+            visibleTo,
+          });
+          const live = machineStatesNow(
+            deps,
+            rows.map((m) => m.id),
+          );
+          const items = rows.map((m) => machineView(m, live.states.get(m.id)!));
+          page = { body: Buffer.from(JSON.stringify(items)), total };
+          listCache.set(key, generation, page, live.stillHold);
+        }
+        return sendPage(c, page, query);
       },
     }),
     defineRoute({
@@ -259,7 +279,8 @@ export const machinesRoutes: RouteModule = (deps) => {
       summary: "Get a machine",
       roles: ANY_USER,
       params: idParams,
-      handler: ({ params, user }) => view(visibleMachine(deps, user!, params.id)),
+      handler: ({ params, user }) =>
+        view(visibleOr404(store.machines.getViewRow(params.id), user!, params.id)),
     }),
     defineRoute({
       method: "PUT",
