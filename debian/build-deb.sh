@@ -76,6 +76,9 @@ mkdir -p "$lib" "$doc" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/boo
   install -D -m 0644 "dist/$f" "$lib/dist/$f"
 done
 [ -f "$lib/dist/daemon/main.js" ] || die "dist/daemon/main.js missing: run npm run build"
+# The daemon as bin/bootfleetd.js runs it: one bundled file (scripts/build-daemon.mjs).
+[ -f dist/bootfleetd.mjs ] || die "dist/bootfleetd.mjs missing: run npm run build"
+install -m 0644 dist/bootfleetd.mjs "$lib/dist/bootfleetd.mjs"
 # The web dashboard (scripts/build-web.mjs): index.html and its content-hashed assets,
 # which the loop above skips (they have no .ts source of their own).
 [ -f dist/web/index.html ] || die "dist/web/index.html missing: run npm run build"

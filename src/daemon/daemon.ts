@@ -91,6 +91,13 @@ export class Daemon {
     makePrivate(c.data_dir, 0o750);
     this.store = Store.open({ path: dbPath, busyTimeoutMs: c.store.busy_timeout_ms });
     for (const f of [dbPath, `${dbPath}-wal`, `${dbPath}-shm`]) makePrivate(f, 0o600);
+    // The admin's one-time password is hashed (first start) or checked against its file
+    // (every start while the file is there): scrypt, ~0.4 s of CPU on libuv's thread pool.
+    // Begun here, it runs beside the services' and iSCSI's start, and is awaited before the
+    // API is built. The no-op catch only keeps an early failure from counting as unhandled.
+    const initialPasswordFile = join(c.data_dir, INITIAL_PASSWORD_FILE);
+    const adminReady = ensureInitialAdmin(this.store, initialPasswordFile, this.log);
+    adminReady.catch(() => {});
     const services = this.startServices(this.store);
 
     this.iscsi = await startIscsi({
@@ -125,8 +132,7 @@ export class Daemon {
       services.quarantine = { list: () => r.quarantine(), delete: (n) => r.deleteQuarantined(n) };
     }
 
-    const initialPasswordFile = join(c.data_dir, INITIAL_PASSWORD_FILE);
-    await ensureInitialAdmin(this.store, initialPasswordFile, this.log);
+    await adminReady;
     const app = createApp({
       initialPasswordFile,
       version: VERSION,

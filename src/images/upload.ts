@@ -3,7 +3,7 @@ import { open, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import busboy from "busboy";
+import type busboy from "busboy";
 import { ImageError, UploadAborted } from "./errors.js";
 
 /** Temp files of uploads in progress: the prefix lets cleanup recognise dead ones. */
@@ -71,9 +71,11 @@ export async function receiveUpload(opts: ReceiveUploadOptions): Promise<Receive
     throw noSpace(opts.spaceBytes.reason);
   }
 
+  // Loaded with the first upload: most daemons never receive one after their first days.
+  const { default: makeBusboy } = await import("busboy");
   let bb: busboy.Busboy;
   try {
-    bb = busboy({
+    bb = makeBusboy({
       headers,
       // busboy stops at its limit before our count can tell "exactly max" from "max + 1".
       limits: {

@@ -76,6 +76,7 @@ t.test("files: the layout, root-owned, without development dependencies", async 
     `${LIB}/bin/bootfleetd.js`,
     `${LIB}/bin/bootfleet.js`,
     `${LIB}/dist/daemon/main.js`,
+    `${LIB}/dist/bootfleetd.mjs`,
     `${LIB}/dist/cli/main.js`,
     `${LIB}/dist/web/index.html`,
     `${LIB}/ipxe/sanboot.ipxe`,

@@ -72,6 +72,18 @@ function staleOutput(dir = join(REPO, "src")): string | undefined {
   return undefined;
 }
 
+const BUNDLE = join(REPO, "dist/bootfleetd.mjs");
+
+/** The daemon's bundle (scripts/build-daemon.mjs), when older than the dist/ code it is made of. */
+function staleBundle(): string | undefined {
+  const built = existsSync(BUNDLE) ? statSync(BUNDLE).mtimeMs : 0;
+  const dist = join(REPO, "dist");
+  const input = readdirSync(dist, { recursive: true, encoding: "utf8" })
+    .filter((f) => f.endsWith(".js") && !f.startsWith("web/"))
+    .find((f) => statSync(join(dist, f)).mtimeMs > built);
+  return input ? `dist/${input} (the bundle dist/bootfleetd.mjs)` : undefined;
+}
+
 export interface FreshDeb {
   path: string;
   /** How it was obtained, for the test log. */
@@ -89,7 +101,7 @@ export function freshDeb(t: Parameters<typeof tempDir>[0]): FreshDeb {
   if (existsSync(DIST_DEB) && statSync(DIST_DEB).mtimeMs > input.mtimeMs) {
     return { path: DIST_DEB, how: `${relative(REPO, DIST_DEB)} (newer than every input)` };
   }
-  const stale = staleOutput();
+  const stale = staleOutput() ?? staleBundle();
   if (stale) {
     throw new Error(`dist/ is older than ${stale}: run npm run build (or npm run package)`);
   }

@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { errors as joseErrors, jwtVerify, SignJWT } from "jose";
 import type { Store } from "../../store/index.js";
 import type { User } from "../../store/users.js";
 import { ApiError } from "../errors.js";
@@ -31,6 +30,16 @@ interface Verified {
   from: number;
   until: number;
 }
+
+/**
+ * jose, loaded with the first token signed or checked (a login, an authenticated request),
+ * not at daemon start: a daemon nobody has logged in to yet does not hold it in memory.
+ */
+let jose: Promise<typeof import("jose")> | undefined;
+const loadJose = () => {
+  jose ??= import("jose");
+  return jose;
+};
 
 function refuse(detail: string): ApiError {
   return new ApiError(401, "authentication_error", detail);
@@ -162,7 +171,15 @@ export class TokenService {
     };
   }
 
-  private sign(sub: number, sid: string, jti: string, use: TokenUse, iat: number, exp: number) {
+  private async sign(
+    sub: number,
+    sid: string,
+    jti: string,
+    use: TokenUse,
+    iat: number,
+    exp: number,
+  ) {
+    const { SignJWT } = await loadJose();
     return new SignJWT({ sid, use })
       .setProtectedHeader({ alg: "HS256", typ: "JWT" })
       .setSubject(String(sub))
@@ -176,6 +193,7 @@ export class TokenService {
   }
 
   private async verify(token: string, use: TokenUse) {
+    const { errors: joseErrors, jwtVerify } = await loadJose();
     let payload: Record<string, unknown>;
     try {
       ({ payload } = await jwtVerify(token, this.key, {
