@@ -13,7 +13,7 @@ import { EventBus } from "../events/bus.js";
 import { EventStreams } from "../events/streams.js";
 import { registerBulkJob } from "../fleet/bulk.js";
 import { FleetMonitor } from "../fleet/monitor.js";
-import { interfaceIPv4 } from "../host/interfaces.js";
+import { interfaceIPv4, ownMacs } from "../host/interfaces.js";
 import { NeighbourTable } from "../host/neighbours.js";
 import { ImageBuildService } from "../images/build.js";
 import { DropFolder } from "../images/drop-folder.js";
@@ -160,6 +160,7 @@ export class Daemon {
         interfaceIPv4,
         httpPort: () => this.http?.address.port ?? 0,
         replyDelayMs: () => this.config.dhcp.reply_delay_ms,
+        isOwnMac: ownMacs(),
       }),
       store: this.store,
       log: this.log,

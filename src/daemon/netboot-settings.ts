@@ -11,6 +11,8 @@ export interface NetbootHostFacts {
   httpPort(): number;
   /** The live configuration's reply delay (a reload changes it). */
   replyDelayMs(): number;
+  /** Whether a MAC is one of this host's interfaces' (host/interfaces.ts ownMacs). */
+  isOwnMac?(mac: string): boolean;
 }
 
 /** The configuration, with the host's facts, as the settings netboot declares. */
@@ -37,6 +39,7 @@ export function netbootSettings(c: Config, log: Logger, host: NetbootHostFacts):
       enabled: c.dhcp.enabled,
       chainloadNicIpxe: c.dhcp.chainload_nic_ipxe,
       replyDelayMs: host.replyDelayMs,
+      ...(host.isOwnMac ? { isOwnMac: host.isOwnMac } : {}),
     },
     routedSubnets: c.netboot.routed_subnets,
     menuTimeoutSeconds: c.netboot.menu_timeout_seconds,

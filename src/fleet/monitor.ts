@@ -241,7 +241,9 @@ export class FleetMonitor {
       }
       this.#stopped.delete(before.sessionId);
     }
-    if (live && before?.sessionId !== s.session_id) {
+    // A new boot, or a boot's session live again: its OS logged in after iPXE's login ended
+    // (iscsi/boot-logins.ts), and the session_stopped that went out is taken back.
+    if (live && (before?.sessionId !== s.session_id || !before.live)) {
       bus?.publish("session_started", {
         session_id: s.session_id,
         machine_id: machineId,

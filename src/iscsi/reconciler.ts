@@ -9,6 +9,7 @@ import type { SanbootData } from "../netboot/script/kinds.js";
 import type { Store } from "../store/index.js";
 import type { Machine } from "../store/machines.js";
 import type { Target } from "../store/targets.js";
+import { followLogin } from "./boot-logins.js";
 import { chapSecret } from "./identity.js";
 import type { OverlayOwner, QuarantinedOverlay } from "./overlay/owner.js";
 import type { CreatedOverlay, OverlayDriver, OverlayRef } from "./overlay/types.js";
@@ -188,8 +189,9 @@ export class Reconciler {
   }
 
   /**
-   * Reads who is logged in and moves boot sessions along: `active` at login, ended with
-   * its duration when the initiator is gone. Also records overlay usage.
+   * Reads who is logged in and moves boot sessions along (boot-logins.ts): `active` at
+   * login, ended with its duration when the initiator is gone, live again when the same
+   * boot logs in again (the booted OS taking over its disk from iPXE).
    */
   async pollSessions(): Promise<void> {
     for (const target of this.d.store.targets.allActive()) {
@@ -201,34 +203,32 @@ export class Reconciler {
         this.d.log.debug({ iqn: target.iqn, err: errorText(err) }, "session poll failed");
         continue;
       }
-      const s = this.d.store;
-      const now = new Date(this.clock()).toISOString();
-      const current = s.sessions.current(target.machine_id);
-      // An operator ended this login's session (POST /sessions/{id}/stop): the same login
-      // is not a new boot. Its logout is still stamped, so the next login is one.
-      const last = current ? undefined : s.sessions.latest(target.machine_id);
-      const endedWhileLoggedIn =
-        last?.status === "stopped" && last.iscsi_login_at !== null && last.iscsi_logout_at === null;
-      if (endedWhileLoggedIn && !loggedIn) s.sessions.update(last!.id, { iscsi_logout_at: now });
-      if (endedWhileLoggedIn) continue;
-      if (loggedIn && (!current || current.status === "starting")) {
-        const row =
-          current ?? s.sessions.start({ machine_id: target.machine_id, boot_method: "iscsi" });
-        s.sessions.update(row.id, { status: "active", iscsi_login_at: now, target_id: target.id });
-        s.machines.update(target.machine_id, { last_seen: now });
-        this.d.log.info(
-          { machine_id: target.machine_id, iqn: target.iqn },
-          "iSCSI session started",
-        );
-      } else if (!loggedIn && current?.status === "active" && current.target_id === target.id) {
-        s.sessions.update(current.id, { iscsi_logout_at: now });
-        s.sessions.end(current.id, "stopped");
-        this.d.log.info({ machine_id: target.machine_id, iqn: target.iqn }, "iSCSI session ended");
+      const change = followLogin(this.d.store, target, loggedIn, this.clock());
+      if (!change) continue;
+      const at = { machine_id: target.machine_id, iqn: target.iqn };
+      const session = change.session;
+      if (change.kind === "logout") {
+        this.d.log.info(at, "iSCSI session ended");
         this.d.bus?.publish("session_stopped", {
-          session_id: current.session_id,
+          session_id: session.session_id,
           machine_id: target.machine_id,
           status: "stopped",
         });
+        continue;
+      }
+      this.d.store.machines.update(target.machine_id, {
+        last_seen: new Date(this.clock()).toISOString(),
+      });
+      if (change.kind === "relogin") {
+        this.d.log.info(
+          { ...at, session_id: session.session_id, logins: session.iscsi_logins },
+          "iSCSI login again in the same boot: the booted OS took over its disk",
+        );
+      } else {
+        this.d.log.info(
+          { ...at, session_id: session.session_id, boot_seen: change.kind === "login" },
+          "iSCSI session started",
+        );
       }
     }
   }

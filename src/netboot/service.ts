@@ -202,6 +202,7 @@ async function startDhcp(
     bootFiles: { ...bootFiles(s), httpBootUrl: wiring.httpBootUrl },
     log,
     replyDelayMs: s.dhcp.replyDelayMs,
+    ...(s.dhcp.isOwnMac ? { isOwnMac: s.dhcp.isOwnMac } : {}),
     policy: wiring.policy,
     ...(wiring.onReply ? { onReply: wiring.onReply } : {}),
   }).catch((err: Error) => {

@@ -24,6 +24,8 @@ export interface NetbootSettings {
     chainloadNicIpxe: boolean;
     /** Read at each reply, so a reload can change it live. */
     replyDelayMs: () => number;
+    /** Whether a MAC is one of this host's interfaces' (host/interfaces.ts ownMacs). */
+    isOwnMac?: (mac: string) => boolean;
   };
   /**
    * Subnets ("10.20.0.0/24") whose clients may boot through a DHCP relay: a routed client

@@ -411,6 +411,17 @@ ALTER TABLE locations ADD COLUMN menu_timeout_seconds INTEGER;
 ALTER TABLE locations ADD COLUMN menu_local_disk INTEGER;
 `,
   },
+  {
+    version: 10,
+    name: "a boot's later iSCSI logins on its session",
+    sql: `
+-- One boot logs in to its disk more than once: iPXE's login, then the booted OS's own
+-- (the initramfs, then iscsid at start-up). They are one boot, so one session: it counts
+-- its logins and stamps the latest one after the first (the OS taking over its disk).
+ALTER TABLE boot_sessions ADD COLUMN iscsi_logins INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE boot_sessions ADD COLUMN iscsi_relogin_at TEXT;
+`,
+  },
 ];
 
 /**

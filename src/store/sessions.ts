@@ -28,6 +28,10 @@ export interface BootSession {
   iscsi_logout_at: string | null;
   error: string | null;
   io_seen_at: string | null;
+  /** How many times this boot's initiator logged in (iPXE's, then the booted OS's own). */
+  iscsi_logins: number;
+  /** The boot's latest login after its first: the booted OS taking over its disk. */
+  iscsi_relogin_at: string | null;
 }
 
 /** The phases of a boot, each stamped once on the machine's current session. */
@@ -54,6 +58,8 @@ const WRITABLE = [
   "iscsi_logout_at",
   "error",
   "io_seen_at",
+  "iscsi_logins",
+  "iscsi_relogin_at",
 ] as const satisfies readonly (keyof BootSession)[];
 
 /** A boot session as listed: with the names of its machine and target. */
@@ -70,6 +76,16 @@ export interface SessionFilter {
 const ROW_SELECT = "s.*, m.name AS machine_name, t.name AS target_name";
 const ROW_FROM =
   "boot_sessions s JOIN machines m ON m.id = s.machine_id LEFT JOIN targets t ON t.id = s.target_id";
+
+/** Whether the session ended because its initiator logged out (`endAtLogout`). */
+export function endedByLogout(s: BootSession): boolean {
+  return (
+    s.status === "stopped" &&
+    s.error === null &&
+    s.iscsi_logout_at !== null &&
+    s.ended_at === s.iscsi_logout_at
+  );
+}
 
 export class SessionsRepo extends Table<BootSession> {
   constructor(db: Db, clock: () => number = Date.now) {
@@ -226,5 +242,34 @@ export class SessionsRepo extends Table<BootSession> {
 
   end(id: number, status: "stopped" | "error", error?: string): BootSession | undefined {
     return this.update(id, { status, ended_at: nowIso(this.clock), error: error ?? null });
+  }
+
+  /** The boot's first iSCSI login: the session is active, on that target. */
+  firstLogin(id: number, targetId: number, at: string): BootSession | undefined {
+    return this.update(id, {
+      status: "active",
+      iscsi_login_at: at,
+      target_id: targetId,
+      iscsi_logins: 1,
+    });
+  }
+
+  /**
+   * The initiator logged out: the session ends then. Its end and its logout carry the same
+   * instant, which is what tells a session its initiator ended (and a later login of the
+   * same boot may take back, see `endedByLogout`) from one an operator or a new PXE phase
+   * ended.
+   */
+  endAtLogout(id: number, at: string): BootSession | undefined {
+    return this.update(id, { status: "stopped", ended_at: at, iscsi_logout_at: at, error: null });
+  }
+
+  /** A later login of the same boot: the session is live again and counts the login. */
+  relogin(id: number, at: string): BootSession | undefined {
+    this.stmt(
+      `UPDATE boot_sessions SET status = 'active', ended_at = NULL, iscsi_logout_at = NULL,
+         iscsi_relogin_at = @at, iscsi_logins = iscsi_logins + 1 WHERE id = @id`,
+    ).run({ id, at });
+    return this.get(id);
   }
 }

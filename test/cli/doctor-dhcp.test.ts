@@ -1,9 +1,10 @@
 import { execFile } from "node:child_process";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import t from "tap";
 import type { CheckResult } from "../../src/cli/check.js";
 import { checkRogueProxyDhcp, judgeOffers } from "../../src/cli/doctor-dhcp.js";
-import { REPO } from "../helpers/daemon.js";
+import { REPO, startDaemon, tempDir } from "../helpers/daemon.js";
 import { TestLan } from "../helpers/lan.js";
 
 const rootSkip =
@@ -115,6 +116,56 @@ t.test(
     t.match(found.fix, /pxe-service/, "with the fix");
     t.comment(`rogue proxy-DHCP: ${found.detail}`);
     await stop(rogue);
+  },
+);
+
+/**
+ * The doctor on the boot server itself, while bootfleetd serves the segment: its DISCOVER
+ * carries the server's own MAC, and the daemon must not take the server for a PC. The
+ * daemon answers on a second address of br0 (server_address), as on a server with several
+ * addresses there, so the transport's "our own source address" filter does not hide the
+ * probe: what keeps the server out of its machine list is its MAC. A host of the LAN
+ * probing the same way is the control: that one is recorded.
+ */
+t.test(
+  "the doctor's probe from the server's own MAC is not a discovered machine",
+  { skip: rootSkip },
+  async (t) => {
+    const lan = TestLan.create(t, "bf-doc-self", [{ bridge: "br0", address: "10.97.0.1" }]);
+    lan.exec("ip", ["addr", "add", "10.97.0.3/24", "dev", "br0"]);
+    const data = tempDir(t, "bf-doc-self-");
+    const daemon = await startDaemon(t, {
+      wrapper: lan.wrapper,
+      env: {
+        BOOTFLEET_DATA_DIR: data,
+        BOOTFLEET_HTTP_LISTEN: "10.97.0.3:0",
+        BOOTFLEET_DHCP_ENABLED: "true",
+        BOOTFLEET_NETBOOT_INTERFACES: "br0",
+        BOOTFLEET_NETBOOT_SERVER_ADDRESS: "10.97.0.3",
+        BOOTFLEET_LOG_LEVEL: "debug",
+      },
+    });
+    const hostMac = "52:54:00:bf:d0:c7";
+    const host = lan.addHost("br0", "10.97.0.20", hostMac);
+    // Read once the host's port is on the bridge: a bridge takes a port's MAC.
+    const serverMac = lan.exec("cat", ["/sys/class/net/br0/address"]).trim();
+
+    const self = await checkIn(lan.ns, "br0");
+    t.equal(self.status, "ok", `the server's own bootfleetd is not a rival: ${self.detail}`);
+    const ignored = await daemon.waitForLog(
+      (l) => l.msg === "PXE request not answered" && l.mac === serverMac,
+      30_000,
+    );
+    t.match(ignored.reason, /this server's own MAC/, "the daemon says why it did not answer");
+    await checkIn(host, "eth0");
+    await daemon.waitForLog((l) => l.msg === "machine discovered" && l.mac === hostMac, 30_000);
+
+    const db = new Database(join(data, "bootfleet.db"), { readonly: true });
+    t.teardown(() => db.close());
+    const macs = (
+      db.prepare("SELECT mac_address FROM machines").all() as { mac_address: string }[]
+    ).map((m) => m.mac_address);
+    t.same(macs, [hostMac], "the LAN's host is discovered, the server is not");
   },
 );
 

@@ -44,6 +44,11 @@ export interface ProxyDhcpServerOptions {
   policy(req: ProxyRequestInfo): ClientPolicy;
   /** After a reply was handed to the kernel (timeline, metrics). */
   onReply?(req: ProxyRequestInfo, kind: "offer" | "ack", bootFile: string): void;
+  /**
+   * Whether a MAC is this server's own: a request naming it (`bootfleet doctor`'s PXE
+   * DISCOVER, or someone spoofing it) is not a PC, and is neither answered nor recorded.
+   */
+  isOwnMac?(mac: string): boolean;
 }
 
 export interface ProxyDhcpServer {
@@ -155,7 +160,7 @@ export type Decision =
  * firmware is: proxy.ts answers it with the http:// URL of iPXE's EFI binary.
  */
 export function decide(
-  opts: Pick<ProxyDhcpServerOptions, "policy" | "bootFiles">,
+  opts: Pick<ProxyDhcpServerOptions, "policy" | "bootFiles" | "isOwnMac">,
   d: Pick<InboundDatagram, "ifname" | "dstPort" | "srcAddress" | "srcPort" | "localAddress">,
   packet: DhcpPacket,
   serverAddress: string | undefined,
@@ -164,6 +169,15 @@ export function decide(
   const bootClient = client.isPxe || client.isHttpBoot;
   if (!client.isRequest || !bootClient || client.mac === undefined) return { action: "ignore" };
   const port = d.dstPort === 4011 ? 4011 : 67;
+  // Before the policy: the policy records the MAC as a discovered machine.
+  if (opts.isOwnMac?.(client.mac)) {
+    return {
+      action: "ignore",
+      mac: client.mac,
+      port,
+      reason: "the request names this server's own MAC",
+    };
+  }
   const info: ProxyRequestInfo = {
     client: client as ClientInfo & { mac: string },
     ifname: d.ifname,

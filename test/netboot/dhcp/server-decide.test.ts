@@ -23,9 +23,10 @@ function packet(name: string): DhcpPacket {
 
 const HTTP_URL = "http://10.99.0.1:80/boot/ipxe/snponly.efi";
 
-function server(policy: Partial<ClientPolicy> = {}) {
+function server(policy: Partial<ClientPolicy> = {}, ownMacs: string[] = []) {
   const asked: ProxyRequestInfo[] = [];
   const opts = {
+    isOwnMac: (mac: string) => ownMacs.includes(mac),
     bootFiles: { bios: "undionly.kpxe", uefiX64: "snponly.efi", httpBootUrl: HTTP_URL },
     policy: (req: ProxyRequestInfo): ClientPolicy => {
       asked.push(req);
@@ -70,3 +71,16 @@ t.test("PXE firmware still reaches the decision, and other traffic does not", as
   t.same(s.decide("dnsmasq-offer-address"), { action: "ignore" }, "a server's reply");
   t.equal(s.asked.length, 2, "the policy is asked for boot clients only");
 });
+
+t.test(
+  "a request naming the server's own MAC is not a PC: neither seen nor answered",
+  async (t) => {
+    // bootfleet doctor sends its PXE DISCOVER from the boot interface's own MAC.
+    const s = server({}, ["52:54:00:bf:00:02"]);
+    const d = s.decide("ovmf-http-discover");
+    t.equal(d.action, "ignore");
+    t.match(d.action === "ignore" ? d.reason : "", /this server's own MAC/);
+    t.equal(s.asked.length, 0, "the policy (which records a machine as seen) was not asked");
+    t.equal(s.decide("ipxe-rom-e1000-discover").action, "reply", "another MAC is answered");
+  },
+);
