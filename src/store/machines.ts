@@ -211,19 +211,18 @@ export class MachinesRepo extends Table<Machine> {
       const now = nowIso(this.clock);
       const existing = this.getByMac(d.mac_address);
       if (existing) {
-        this.db
-          .prepare(
-            `UPDATE machines SET last_seen = @now, first_seen = coalesce(first_seen, @now),
+        // Runs for every PXE request: prepared once (this.stmt), not per packet.
+        this.stmt(
+          `UPDATE machines SET last_seen = @now, first_seen = coalesce(first_seen, @now),
                client_arch = coalesce(@arch, client_arch), client_uuid = coalesce(@uuid, client_uuid),
                vendor_class = coalesce(@vendor, vendor_class) WHERE id = @id`,
-          )
-          .run({
-            now,
-            arch: d.client_arch,
-            uuid: d.client_uuid,
-            vendor: d.vendor_class,
-            id: existing.id,
-          });
+        ).run({
+          now,
+          arch: d.client_arch,
+          uuid: d.client_uuid,
+          vendor: d.vendor_class,
+          id: existing.id,
+        });
         return { machine: this.get(existing.id)!, created: false };
       }
       const machine = this.create({

@@ -115,12 +115,10 @@ export class SessionsRepo extends Table<BootSession> {
 
   /** The machine's session that has not ended yet, if any. */
   current(machineId: number): BootSession | undefined {
-    return this.db
-      .prepare(
-        `SELECT * FROM boot_sessions WHERE machine_id = ? AND status IN ('starting','active','stopping')
+    return this.stmt(
+      `SELECT * FROM boot_sessions WHERE machine_id = ? AND status IN ('starting','active','stopping')
          ORDER BY id DESC LIMIT 1`,
-      )
-      .get(machineId) as BootSession | undefined;
+    ).get(machineId) as BootSession | undefined;
   }
 
   /** The machine's most recent session, ended or not: what its live state is read from. */

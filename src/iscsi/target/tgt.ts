@@ -103,12 +103,15 @@ export class TgtDriver implements TargetDriver {
 
   async sessions(iqn: string): Promise<TargetSession[]> {
     const t = (await this.#showTargets(iqn)).find((x) => x.iqn === iqn);
-    if (!t) return [];
-    return t.nexuses.map((n) =>
-      n.addresses[0] === undefined
-        ? { initiatorIqn: n.initiator }
-        : { initiatorIqn: n.initiator, address: n.addresses[0] },
-    );
+    return t ? sessionsOf(t) : [];
+  }
+
+  async allSessions(): Promise<Map<string, TargetSession[]>> {
+    const all = new Map<string, TargetSession[]>();
+    for (const t of await this.#showTargets("*")) {
+      if (isUnderPrefix(t.iqn, this.#o.iqnPrefix)) all.set(t.iqn, sessionsOf(t));
+    }
+    return all;
   }
 
   async io(iqn: string): Promise<TargetIo> {
@@ -425,6 +428,14 @@ export class TgtDriver implements TargetDriver {
     }
     return { stdout: answer.text };
   }
+}
+
+function sessionsOf(t: TgtTargetView): TargetSession[] {
+  return t.nexuses.map((n) =>
+    n.addresses[0] === undefined
+      ? { initiatorIqn: n.initiator }
+      : { initiatorIqn: n.initiator, address: n.addresses[0] },
+  );
 }
 
 function freeTid(targets: TgtTargetView[]): number {
