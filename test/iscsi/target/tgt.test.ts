@@ -247,6 +247,16 @@ t.test(
       t.same(await driver.sessions(specA.iqn), [
         { initiatorIqn: specA.acl.initiatorIqn, address: "127.0.0.1" },
       ]);
+      // The session poll's one read: every target of ours, none of the foreign tid 1.
+      const all = await driver.allSessions();
+      t.same(
+        Object.fromEntries(all),
+        {
+          [specA.iqn]: [{ initiatorIqn: specA.acl.initiatorIqn, address: "127.0.0.1" }],
+          [specB.iqn]: [],
+        },
+        "allSessions: A's login, B running with none, the foreign target left out",
+      );
       await t.rejects(
         driver.remove(specA.iqn),
         /logged-in sessions/,
