@@ -1,4 +1,5 @@
 import { readdir, readFile, rm } from "node:fs/promises";
+import { isIP } from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { describeCommand, redact } from "../../host/exec.js";
@@ -365,18 +366,22 @@ export class TgtDriver implements TargetDriver {
 
   async #unbindAcl(iqn: string, tid: number, entry: string, secrets: string[]): Promise<void> {
     // tgtadm lists initiator names and addresses in one list; only one of these applies.
+    // The likelier one first: every CHAP change unbinds the 0.0.0.0 entry, and a failed
+    // try is one more round trip in the queue all targets share.
+    const kinds =
+      entry === TGT_NO_ADDRESS || isIP(entry) !== 0
+        ? ["--initiator-address", "--initiator-name"]
+        : ["--initiator-name", "--initiator-address"];
+    const unbind = (kind: string) =>
+      this.#tgtadm(
+        iqn,
+        ["--op", "unbind", "--mode", "target", "--tid", `${tid}`, kind, entry],
+        secrets,
+      );
     try {
-      await this.#tgtadm(
-        iqn,
-        ["--op", "unbind", "--mode", "target", "--tid", `${tid}`, "--initiator-name", entry],
-        secrets,
-      );
+      await unbind(kinds[0]!);
     } catch {
-      await this.#tgtadm(
-        iqn,
-        ["--op", "unbind", "--mode", "target", "--tid", `${tid}`, "--initiator-address", entry],
-        secrets,
-      );
+      await unbind(kinds[1]!);
     }
   }
 
