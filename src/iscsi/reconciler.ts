@@ -12,8 +12,8 @@ import type { Target } from "../store/targets.js";
 import { followLogin } from "./boot-logins.js";
 import { chapSecret } from "./identity.js";
 import type { OverlayOwner, QuarantinedOverlay } from "./overlay/owner.js";
-import type { CreatedOverlay, OverlayDriver, OverlayRef } from "./overlay/types.js";
-import type { LunSpec, TargetDriver, TargetSpec } from "./target/types.js";
+import type { CreatedOverlay, OverlayDriver, OverlayRef, OverlayUsage } from "./overlay/types.js";
+import type { LunSpec, TargetDriver, TargetSession, TargetSpec } from "./target/types.js";
 import {
   type ExtraDisk,
   type SystemDisk,
@@ -194,10 +194,25 @@ export class Reconciler {
    * boot logs in again (the booted OS taking over its disk from iPXE).
    */
   async pollSessions(): Promise<void> {
-    for (const target of this.d.store.targets.allActive()) {
+    const targets = this.d.store.targets.allActive();
+    // One read of every target's sessions when the driver can: per target, tgt answered
+    // (and we parsed) the full listing N times a poll, which in a boot storm kept tgtd's
+    // management socket and the event loop busy in front of the boots' own requests.
+    let all: Map<string, TargetSession[]> | undefined;
+    if (this.d.targets.allSessions && targets.length > 0) {
+      try {
+        all = await this.d.targets.allSessions();
+      } catch (err) {
+        this.d.log.debug({ err: errorText(err) }, "session poll failed");
+        return;
+      }
+    }
+    for (const target of targets) {
       let loggedIn: boolean;
       try {
-        const sessions = await this.d.targets.sessions(target.iqn);
+        const sessions = all
+          ? (all.get(target.iqn) ?? [])
+          : await this.d.targets.sessions(target.iqn);
         loggedIn = sessions.some((s) => s.initiatorIqn === target.initiator_iqn);
       } catch (err) {
         this.d.log.debug({ iqn: target.iqn, err: errorText(err) }, "session poll failed");
@@ -235,9 +250,22 @@ export class Reconciler {
 
   /** Records each overlay's usage on its target. */
   async recordUsage(): Promise<void> {
-    for (const target of this.d.store.targets.allActive()) {
+    const targets = this.d.store.targets.allActive();
+    // One read for all overlays where the driver can (reflink: one xfs_io, not one each).
+    let all: Map<string, OverlayUsage> | undefined;
+    if (this.d.overlays.usageAll && targets.length > 0) {
       try {
-        const u = await this.d.overlays.usage(systemOverlayId(target.id));
+        all = await this.d.overlays.usageAll(targets.map((t) => systemOverlayId(t.id)));
+      } catch (err) {
+        this.d.log.debug({ err: errorText(err) }, "overlay usage not read");
+        return;
+      }
+    }
+    for (const target of targets) {
+      try {
+        const id = systemOverlayId(target.id);
+        const u = all ? all.get(id) : await this.d.overlays.usage(id);
+        if (!u) continue;
         this.d.store.targets.update(target.id, {
           overlay_allocated_bytes: u.allocatedBytes,
           overlay_unique_bytes: u.uniqueBytes ?? null,

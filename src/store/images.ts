@@ -180,8 +180,9 @@ export class ImagesRepo extends Table<Image> {
   }
 
   versions(imageId: number): ImageVersion[] {
-    return this.db
-      .prepare("SELECT * FROM image_versions WHERE image_id = ? ORDER BY version")
-      .all(imageId) as ImageVersion[];
+    // Read at every sanboot (which version a machine boots): prepared once.
+    return this.stmt("SELECT * FROM image_versions WHERE image_id = ? ORDER BY version").all(
+      imageId,
+    ) as ImageVersion[];
   }
 }

@@ -60,9 +60,13 @@ export class Table<Row extends { id: number }> {
     const { sql, params } = setClause(patch, this.writable);
     if (sql) {
       const stamp = this.stamped ? ", updated_at = @__now" : "";
-      this.db
-        .prepare(`UPDATE ${this.name} SET ${sql}${stamp} WHERE id = @__id`)
-        .run({ ...params, __now: nowIso(this.clock), __id: id });
+      // Cached per SQL text like the others: one per set of columns a caller changes (a
+      // handful per table), and boots update rows on every request.
+      this.stmt(`UPDATE ${this.name} SET ${sql}${stamp} WHERE id = @__id`).run({
+        ...params,
+        __now: nowIso(this.clock),
+        __id: id,
+      });
     }
     return this.get(id);
   }

@@ -113,6 +113,38 @@ t.test(
       "a new login is a new session",
     );
 
+    // A driver that reads every target's sessions at once (tgt: one listing) is asked once
+    // per poll, never per target.
+    let allCalls = 0;
+    let perTargetCalls = 0;
+    const bulk = {
+      name: "tgt",
+      firstLun: 1,
+      sessions: async () => {
+        perTargetCalls++;
+        return [];
+      },
+      allSessions: async () => {
+        allCalls++;
+        return new Map<string, TargetSession[]>([[bmc.target.iqn, []]]);
+      },
+    } as unknown as TargetDriver;
+    const bulkReconciler = new Reconciler({
+      store: f.store,
+      targets: bulk,
+      overlays: {} as OverlayDriver,
+      log: (await import("pino")).pino({ level: "silent" }),
+      imagePath: () => undefined,
+      portal: { address: "10.99.0.1", port: 3260 },
+    });
+    await bulkReconciler.pollSessions();
+    t.same([allCalls, perTargetCalls], [1, 0], "one allSessions call, no sessions(iqn)");
+    t.equal(
+      f.store.sessions.current(bmc.machine.id),
+      undefined,
+      "the logout it shows ends the session",
+    );
+
     // Power on that fails: the session records why, and the answer says so.
     const broken = await fleetApi(t, { ipmiFails: true });
     const op2 = await broken.user("se-op2", "operator");

@@ -67,7 +67,31 @@ export function summarizeExtents(extents: readonly FiemapExtent[]): ExtentSummar
   return { mappedBytes, sharedBytes, uniqueBytes: mappedBytes - sharedBytes };
 }
 
-/** The xfs_io arguments that flush the file first (so delayed writes are mapped) then map it. */
-export function xfsIoFiemapArgs(path: string): string[] {
-  return ["-r", "-c", "fsync", "-c", "fiemap -v", path];
+/**
+ * The xfs_io arguments that flush each file first (so delayed writes are mapped) then map it.
+ * With several paths xfs_io opens them all and runs the commands on each in turn.
+ */
+export function xfsIoFiemapArgs(...paths: string[]): string[] {
+  return ["-r", "-c", "fsync", "-c", "fiemap -v", ...paths];
+}
+
+/**
+ * The output of one xfs_io run over several files, cut per file: `fiemap -v` starts each
+ * file's map with a line "<path>:". A path whose header is absent gets no entry.
+ */
+export function splitXfsIoFiemapByFile(
+  output: string,
+  paths: readonly string[],
+): Map<string, string> {
+  const wanted = new Set(paths);
+  const byPath = new Map<string, string[]>();
+  let current: string[] | undefined;
+  for (const line of output.split("\n")) {
+    const header = line.endsWith(":") ? line.slice(0, -1) : undefined;
+    if (header !== undefined && wanted.has(header)) {
+      current = [];
+      byPath.set(header, current);
+    } else current?.push(line);
+  }
+  return new Map([...byPath].map(([p, lines]) => [p, lines.join("\n")]));
 }

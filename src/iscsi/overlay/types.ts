@@ -56,6 +56,13 @@ export interface OverlayDriver {
   /** Idempotent: deleting a missing overlay succeeds. */
   delete(overlayId: string): Promise<void>;
   usage(overlayId: string): Promise<OverlayUsage>;
+  /**
+   * usage() of many overlays at once, where the driver can read them in one go (reflink: one
+   * xfs_io for all files instead of one process each; a fork of the daemon blocks its event
+   * loop, so 100 of them in a row delayed every DHCP and script answer of a boot storm).
+   * Overlays that do not exist are left out of the map.
+   */
+  usageAll?(overlayIds: readonly string[]): Promise<Map<string, OverlayUsage>>;
   /** Ids of the overlays that exist, sorted, so a reconciler can find orphans. */
   list(): Promise<string[]>;
   /**

@@ -1,9 +1,10 @@
 import { readdir, readFile, rm } from "node:fs/promises";
+import { isIP } from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { describeCommand, redact } from "../../host/exec.js";
 import { errorText } from "../../lib/error-text.js";
-import { Serial } from "../../lib/keyed-lock.js";
+import { KeyedLock, Serial } from "../../lib/keyed-lock.js";
 import { writeFileAtomic } from "./atomic-write.js";
 import {
   parseTgtConf,
@@ -61,7 +62,14 @@ export class TgtDriver implements TargetDriver {
     logger: Logger;
     manage: TgtdManager;
   };
+  /** tgtd's shared state (tids, global accounts): its read-modify-write steps in one queue. */
   readonly #serial = new Serial();
+  /**
+   * Per target: its config file. Written (two fsyncs) outside the shared queue so one
+   * machine's disk flush does not hold up every other machine's tgtd requests; in a boot
+   * storm each script request applies a new CHAP secret and they all wait in that queue.
+   */
+  readonly #perTarget = new KeyedLock<string>();
 
   constructor(options: TgtDriverOptions) {
     this.#o = {
@@ -81,13 +89,29 @@ export class TgtDriver implements TargetDriver {
       return Promise.reject(
         new TargetError(spec.iqn, `is not under this driver's prefix ${this.#o.iqnPrefix}`),
       );
-    return this.#serial.run(() => this.#apply(spec));
+    return this.#perTarget.run(spec.iqn, async () => {
+      const stored = await this.#readConf(spec.iqn);
+      const changes = await this.#serial.run(() => this.#apply(spec, stored));
+      const confPath = join(this.#o.confDir, tgtConfFileName(spec.iqn));
+      const text = renderTgtConf(spec);
+      const before = await readFile(confPath, "utf8").catch(() => undefined);
+      if (before !== text) {
+        await writeFileAtomic(confPath, text);
+        changes.push("persisted");
+      }
+      if (changes.length > 0) this.#o.logger.info({ iqn: spec.iqn, changes }, "tgt target applied");
+      else this.#o.logger.debug({ iqn: spec.iqn }, "tgt target already as specified");
+    });
   }
 
   remove(iqn: string, options: RemoveOptions = {}): Promise<void> {
     if (!isValidIqn(iqn) || !isUnderPrefix(iqn, this.#o.iqnPrefix))
       return Promise.reject(new TargetError(iqn, `is not a target under ${this.#o.iqnPrefix}`));
-    return this.#serial.run(() => this.#remove(iqn, options));
+    return this.#perTarget.run(iqn, async () => {
+      const wasRunning = await this.#serial.run(() => this.#remove(iqn, options));
+      await rm(join(this.#o.confDir, tgtConfFileName(iqn)), { force: true });
+      this.#o.logger.info({ iqn, wasRunning }, "tgt target removed");
+    });
   }
 
   async list(): Promise<string[]> {
@@ -103,12 +127,15 @@ export class TgtDriver implements TargetDriver {
 
   async sessions(iqn: string): Promise<TargetSession[]> {
     const t = (await this.#showTargets(iqn)).find((x) => x.iqn === iqn);
-    if (!t) return [];
-    return t.nexuses.map((n) =>
-      n.addresses[0] === undefined
-        ? { initiatorIqn: n.initiator }
-        : { initiatorIqn: n.initiator, address: n.addresses[0] },
-    );
+    return t ? sessionsOf(t) : [];
+  }
+
+  async allSessions(): Promise<Map<string, TargetSession[]>> {
+    const all = new Map<string, TargetSession[]>();
+    for (const t of await this.#showTargets("*")) {
+      if (isUnderPrefix(t.iqn, this.#o.iqnPrefix)) all.set(t.iqn, sessionsOf(t));
+    }
+    return all;
   }
 
   async io(iqn: string): Promise<TargetIo> {
@@ -122,7 +149,8 @@ export class TgtDriver implements TargetDriver {
     return parseTgtStat(out.stdout);
   }
 
-  async #apply(spec: TargetSpec): Promise<void> {
+  /** tgtd's side of apply; the changes made, for the log. */
+  async #apply(spec: TargetSpec, stored: TgtConfView | undefined): Promise<string[]> {
     const iqn = spec.iqn;
     const secrets = secretsOf(spec);
     const tgtadm = (args: string[]) => this.#tgtadm(iqn, args, secrets);
@@ -130,7 +158,6 @@ export class TgtDriver implements TargetDriver {
 
     const targets = await this.#showTargets(iqn);
     const existing = targets.find((t) => t.iqn === iqn);
-    const stored = await this.#readConf(iqn);
 
     // tgt accounts are global: a user bound to another target belongs to that machine.
     for (const user of [spec.acl.chapUser, spec.acl.mutualUser]) {
@@ -214,19 +241,11 @@ export class TgtDriver implements TargetDriver {
       }
       if (aclDiffers) changes.push(`acl set to ${spec.acl.initiatorIqn}`);
     }
-
-    const confPath = join(this.#o.confDir, tgtConfFileName(iqn));
-    const text = renderTgtConf(spec);
-    const before = await readFile(confPath, "utf8").catch(() => undefined);
-    if (before !== text) {
-      await writeFileAtomic(confPath, text);
-      changes.push("persisted");
-    }
-    if (changes.length > 0) this.#o.logger.info({ iqn, changes }, "tgt target applied");
-    else this.#o.logger.debug({ iqn }, "tgt target already as specified");
+    return changes;
   }
 
-  async #remove(iqn: string, options: RemoveOptions): Promise<void> {
+  /** tgtd's side of remove; whether the target was running. */
+  async #remove(iqn: string, options: RemoveOptions): Promise<boolean> {
     const targets = await this.#showTargets(iqn);
     const t = targets.find((x) => x.iqn === iqn);
     if (t) {
@@ -248,8 +267,7 @@ export class TgtDriver implements TargetDriver {
           await this.#tgtadm(iqn, ["--op", "delete", "--mode", "account", "--user", user], []);
       }
     }
-    await rm(join(this.#o.confDir, tgtConfFileName(iqn)), { force: true });
-    this.#o.logger.info({ iqn, wasRunning: t !== undefined }, "tgt target removed");
+    return t !== undefined;
   }
 
   async #addLun(iqn: string, tid: number, l: TargetSpec["luns"][number], secrets: string[]) {
@@ -348,18 +366,22 @@ export class TgtDriver implements TargetDriver {
 
   async #unbindAcl(iqn: string, tid: number, entry: string, secrets: string[]): Promise<void> {
     // tgtadm lists initiator names and addresses in one list; only one of these applies.
+    // The likelier one first: every CHAP change unbinds the 0.0.0.0 entry, and a failed
+    // try is one more round trip in the queue all targets share.
+    const kinds =
+      entry === TGT_NO_ADDRESS || isIP(entry) !== 0
+        ? ["--initiator-address", "--initiator-name"]
+        : ["--initiator-name", "--initiator-address"];
+    const unbind = (kind: string) =>
+      this.#tgtadm(
+        iqn,
+        ["--op", "unbind", "--mode", "target", "--tid", `${tid}`, kind, entry],
+        secrets,
+      );
     try {
-      await this.#tgtadm(
-        iqn,
-        ["--op", "unbind", "--mode", "target", "--tid", `${tid}`, "--initiator-name", entry],
-        secrets,
-      );
+      await unbind(kinds[0]!);
     } catch {
-      await this.#tgtadm(
-        iqn,
-        ["--op", "unbind", "--mode", "target", "--tid", `${tid}`, "--initiator-address", entry],
-        secrets,
-      );
+      await unbind(kinds[1]!);
     }
   }
 
@@ -425,6 +447,14 @@ export class TgtDriver implements TargetDriver {
     }
     return { stdout: answer.text };
   }
+}
+
+function sessionsOf(t: TgtTargetView): TargetSession[] {
+  return t.nexuses.map((n) =>
+    n.addresses[0] === undefined
+      ? { initiatorIqn: n.initiator }
+      : { initiatorIqn: n.initiator, address: n.addresses[0] },
+  );
 }
 
 function freeTid(targets: TgtTargetView[]): number {

@@ -65,6 +65,13 @@ export interface TargetDriver {
   list(): Promise<string[]>;
   /** Who is logged in to this target now. */
   sessions(iqn: string): Promise<TargetSession[]>;
+  /**
+   * Who is logged in to each of bootfleet's running targets, from one read of the driver's
+   * state, for a poll over every target (tgt lists all targets in one answer: asking per
+   * target read and parsed that whole list once per target). A target missing from the
+   * map is not running. Absent where the driver has no cheaper way than sessions(iqn).
+   */
+  allSessions?(): Promise<Map<string, TargetSession[]>>;
   /** I/O served to the sessions logged in now; absent where the driver cannot count it. */
   io?(iqn: string): Promise<TargetIo>;
 }

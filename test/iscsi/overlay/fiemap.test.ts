@@ -2,6 +2,7 @@ import t from "tap";
 import {
   FIEMAP_EXTENT_SHARED,
   parseXfsIoFiemap,
+  splitXfsIoFiemapByFile,
   summarizeExtents,
   xfsIoFiemapArgs,
 } from "../../../src/iscsi/overlay/fiemap.js";
@@ -72,4 +73,27 @@ t.test("empty output (an empty file) maps nothing", async (t) => {
 t.test("xfs_io is asked to flush before mapping, read-only, as argv", async (t) => {
   const args = xfsIoFiemapArgs("/srv/ov/pc 1.img");
   t.same(args, ["-r", "-c", "fsync", "-c", "fiemap -v", "/srv/ov/pc 1.img"]);
+});
+
+t.test("one xfs_io run over several files is cut per file at each file's header", async (t) => {
+  t.same(xfsIoFiemapArgs("/o/a.img", "/o/b.img").slice(-2), ["/o/a.img", "/o/b.img"]);
+  // Shaped like xfs_io 6.1.0's output for two files; b.img's map is empty (an empty file).
+  const output = `/o/a.img:
+ EXT: FILE-OFFSET      BLOCK-RANGE        TOTAL FLAGS
+   0: [0..23]:         50689256..50689279    24   0x1
+/o/b.img:
+/o/c.img:
+ EXT: FILE-OFFSET      BLOCK-RANGE        TOTAL FLAGS
+   0: [0..39]:         hole                  40
+   1: [40..47]:        55842856..55842863     8 0x2001
+`;
+  const maps = splitXfsIoFiemapByFile(output, ["/o/a.img", "/o/b.img", "/o/c.img", "/o/d.img"]);
+  t.same([...maps.keys()], ["/o/a.img", "/o/b.img", "/o/c.img"], "d.img, absent, has no entry");
+  t.same(summarizeExtents(parseXfsIoFiemap(maps.get("/o/a.img")!)).uniqueBytes, 24 * 512);
+  t.same(parseXfsIoFiemap(maps.get("/o/b.img")!), [], "b.img maps nothing");
+  t.same(summarizeExtents(parseXfsIoFiemap(maps.get("/o/c.img")!)), {
+    mappedBytes: 8 * 512,
+    sharedBytes: 8 * 512,
+    uniqueBytes: 0,
+  });
 });

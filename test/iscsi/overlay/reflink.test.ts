@@ -136,6 +136,13 @@ t.test(
       "the other overlay stays near 0",
     );
     t.equal(ua.uniqueBytes, await uniqueBytesByFilefrag(a.path), "filefrag agrees on unique bytes");
+    // The poll's way: one xfs_io over every overlay, cut per file, must say what usage() says.
+    const all = await driver.usageAll!(["pc-a", "pc-b", "pc-none"]);
+    t.same(
+      Object.fromEntries(all),
+      { "pc-a": ua, "pc-b": ub },
+      "usageAll of a, b and a missing one: a's and b's usage, the missing one left out",
+    );
 
     const again = await driver.create(image, "pc-a");
     t.same(again, a, "create of an existing overlay returns the same ref");

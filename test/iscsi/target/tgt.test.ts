@@ -247,6 +247,16 @@ t.test(
       t.same(await driver.sessions(specA.iqn), [
         { initiatorIqn: specA.acl.initiatorIqn, address: "127.0.0.1" },
       ]);
+      // The session poll's one read: every target of ours, none of the foreign tid 1.
+      const all = await driver.allSessions();
+      t.same(
+        Object.fromEntries(all),
+        {
+          [specA.iqn]: [{ initiatorIqn: specA.acl.initiatorIqn, address: "127.0.0.1" }],
+          [specB.iqn]: [],
+        },
+        "allSessions: A's login, B running with none, the foreign target left out",
+      );
       await t.rejects(
         driver.remove(specA.iqn),
         /logged-in sessions/,
@@ -272,7 +282,18 @@ t.test(
         luns: [specA.luns[0]!],
         acl: { ...specA.acl, chapPassword: "pcaSecret.NEW" },
       };
+      commands.length = 0;
       await driver.apply(newA);
+      // A password change closes A's ACL (the 0.0.0.0 entry and the initiator's name) and
+      // opens it again: one unbind per entry, each of the right kind, none tried and failed.
+      t.same(
+        commands.filter((c) => c[1] === "unbind" && c[3] === "target").map((c) => c.slice(6)),
+        [
+          ["--initiator-address", "0.0.0.0"],
+          ["--initiator-name", specA.acl.initiatorIqn],
+        ],
+        "the ACL is unbound in two requests",
+      );
 
       const a = (await show()).find((x) => x.iqn === specA.iqn);
       t.same(
