@@ -8,6 +8,7 @@ import t, { type Test } from "tap";
 import { tempDir } from "../helpers/daemon.js";
 import { freshDeb } from "../package/fresh-deb.js";
 import { bootGuest, GUEST_FILE_TIMEOUT_MS, type Guest, guestSkipReason } from "./harness/guest.js";
+import { waitUntil } from "./harness/wait.js";
 
 const CONFIG = "/etc/bootfleet/bootfleetd.toml";
 const DATA = "/var/lib/bootfleet";
@@ -23,30 +24,6 @@ t.setTimeout(GUEST_FILE_TIMEOUT_MS + 20 * 60_000);
 /** Quotes one argument for the guest's /bin/sh (values come from the API and the test). */
 function q(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
-async function waitUntil<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  timeoutMs: number,
-  detail?: () => string,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}${detail ? `\n${detail()}` : ""}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 1000));
-  }
 }
 
 /** The REST API of the daemon in the guest, through QEMU's port forward, as the admin. */
@@ -386,7 +363,7 @@ EOF`,
           return tg.status === "active" ? { ...tg, machineId: m.id } : undefined;
         },
         120_000,
-        () => `last seen: ${JSON.stringify(last)}`,
+        { detail: () => `last seen: ${JSON.stringify(last)}` },
       );
     };
 

@@ -14,6 +14,7 @@ import { BUILD_TIMEOUT_MS, buildImage } from "../helpers/image-recipe.js";
 import { TestLan } from "../helpers/lan.js";
 import { freshDeb } from "../package/fresh-deb.js";
 import { bootGuest, GUEST_FILE_TIMEOUT_MS, guestSkipReason } from "./harness/guest.js";
+import { waitUntil } from "./harness/wait.js";
 
 const NET = "10.94.0";
 const GUEST_IP = `${NET}.2`;
@@ -35,27 +36,6 @@ interface SessionView {
   boot_method: string | null;
   phases: Record<string, string | null>;
   io_seen_at: string | null;
-}
-
-async function waitUntil<T>(
-  what: string,
-  probe: () => Promise<T | undefined> | T | undefined,
-  timeoutMs: number,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${String(last)}`);
-    }
-    await new Promise((r) => setTimeout(r, 2000));
-  }
 }
 
 /**
