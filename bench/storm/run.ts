@@ -34,7 +34,6 @@ import {
   readlinkSync,
   rmSync,
   statSync,
-  symlinkSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
@@ -42,13 +41,14 @@ import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { mountLoopFs } from "../../test/iscsi/overlay/loopfs.js";
+import { benchArgs } from "../lib/args.js";
+import { topOfProfile } from "../lib/cpu-profile.js";
+import { processCpuSeconds } from "../lib/proc.js";
+import { buildSnapshot as buildRefSnapshot } from "../lib/snapshot.js";
 import type { ClientResult, Phase, StormClientConfig } from "./client.js";
 
-const argv = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : dflt;
-};
+const args = benchArgs();
+const opt = args.str;
 const N = Number(opt("clients", "100"));
 const BOOTSET_MIB = Number(opt("bootset-mib", "8"));
 const SPREAD_MS = Number(opt("spread-ms", "0"));
@@ -57,8 +57,8 @@ const REF = opt("ref", "HEAD");
 const SIDES = opt("sides", "bootfleet,handbuilt").split(",");
 const JSON_OUT = opt("json", "");
 const SNAP = opt("snap", "");
-const CPU_PROF = argv.includes("--cpu-prof") ? resolve(opt("cpu-prof", "bench-storm-prof")) : "";
-const KEEP_SNAP = argv.includes("--keep-snap");
+const CPU_PROF = args.has("cpu-prof") ? resolve(opt("cpu-prof", "bench-storm-prof")) : "";
+const KEEP_SNAP = args.has("keep-snap");
 if (!(N >= 1 && N <= 500)) throw new Error("--clients: 1 to 500 (the bench is bounded)");
 if (!(BOOTSET_MIB > 0 && BOOTSET_MIB <= 68)) throw new Error("--bootset-mib: above 0, at most 68");
 
@@ -155,39 +155,14 @@ function makeLan(): void {
   run("ip", ["-n", CLIENT_NS, "-batch", "-"], `${batch.join("\n")}\n`);
 }
 
-/** bootfleet as committed at REF, built into WORK/snap with the project's own build config. */
+/** bootfleet as committed at REF, built into WORK/snap (see bench/lib/snapshot.ts). */
 function buildSnapshot(): { snap: string; commit: string } {
   if (SNAP !== "") {
     // A snapshot built by an earlier run (--keep-snap): repeated runs skip the build.
     return { snap: SNAP, commit: readFileSync(join(SNAP, "COMMIT"), "utf8").trim() };
   }
   const snap = KEEP_SNAP ? mkdtempSync(join(tmpdir(), "bf-storm-snap-")) : join(WORK, "snap");
-  mkdirSync(snap, { recursive: true });
-  const commit = run("git", ["-C", REPO, "rev-parse", "--short", REF]).trim();
-  const tar = execFileSync(
-    "git",
-    [
-      "-C",
-      REPO,
-      "archive",
-      REF,
-      "src",
-      "bin",
-      "ipxe",
-      "package.json",
-      "tsconfig.json",
-      "tsconfig.build.json",
-    ],
-    { maxBuffer: 1 << 30 },
-  );
-  execFileSync("tar", ["-x", "-C", snap], { input: tar });
-  symlinkSync(join(REPO, "node_modules"), join(snap, "node_modules"));
-  log(`building bootfleet ${commit} (tsc -p tsconfig.build.json in a snapshot)`);
-  execFileSync(
-    process.execPath,
-    [join(REPO, "node_modules/typescript/bin/tsc"), "-p", join(snap, "tsconfig.build.json")],
-    { stdio: "inherit" },
-  );
+  const commit = buildRefSnapshot(REPO, REF, snap, log);
   writeFileSync(join(snap, "COMMIT"), `${commit}\n`);
   if (KEEP_SNAP) log(`snapshot kept in ${snap} (reuse it with --snap ${snap}, remove it after)`);
   return { snap, commit };
@@ -249,14 +224,12 @@ function serverCpuSeconds(): number {
     try {
       const link = readlinkSync(`/proc/${pid}/ns/net`);
       if (link !== `net:[${nsIno}]`) continue;
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      total += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+      total += processCpuSeconds(pid, true);
     } catch {
       // gone meanwhile
     }
   }
-  return total / 100;
+  return total;
 }
 
 /** Bytes read from the block device under the loop-mounted XFS (diskstats field 6). */
@@ -708,32 +681,6 @@ function report(sides: Side[], set: BootSet, commit: string): string {
     );
   }
   return lines.join("\n");
-}
-
-/** The functions with the most self time in a V8 .cpuprofile. */
-function topOfProfile(file: string, n = 25): string {
-  const prof = JSON.parse(readFileSync(file, "utf8")) as {
-    nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
-    samples: number[];
-    timeDeltas: number[];
-  };
-  const byId = new Map(prof.nodes.map((x) => [x.id, x]));
-  const self = new Map<string, number>();
-  let total = 0;
-  prof.samples.forEach((id, k) => {
-    const dt = prof.timeDeltas[k] ?? 0;
-    total += dt;
-    const cf = byId.get(id)?.callFrame;
-    const key = cf
-      ? `${cf.functionName || "(anonymous)"} ${cf.url.replace(/^.*\/(dist|node_modules)\//, "$1/")}:${cf.lineNumber + 1}`
-      : "?";
-    self.set(key, (self.get(key) ?? 0) + dt);
-  });
-  return [...self.entries()]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, n)
-    .map(([k, v]) => `${((v / total) * 100).toFixed(1).padStart(5)}%  ${k}`)
-    .join("\n");
 }
 
 // ---------------------------------------------------------------- main
