@@ -25,6 +25,13 @@ import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { benchArgs } from "../lib/args.js";
 import { topOfProfile } from "../lib/cpu-profile.js";
+import {
+  deleteNetns,
+  makeBridgedLan,
+  type NsProcess,
+  spawnInNetns,
+  stopProcess,
+} from "../lib/netns.js";
 import { processCpuSeconds } from "../lib/proc.js";
 import { buildSnapshot as buildRefSnapshot } from "../lib/snapshot.js";
 
@@ -55,8 +62,6 @@ const started: ChildProcess[] = [];
 const began = Date.now();
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const ip = (...a: string[]) => execFileSync("ip", a, { stdio: ["ignore", "pipe", "pipe"] });
-const inServer = (...a: string[]) => ip("netns", "exec", SERVER_NS, ...a);
 const log = (msg: string) =>
   console.error(`[${((Date.now() - began) / 1000).toFixed(1).padStart(6)} s] ${msg}`);
 
@@ -66,13 +71,7 @@ function cleanup(): void {
   for (const p of started) {
     if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
   }
-  for (const ns of [CLIENT_NS, SERVER_NS]) {
-    try {
-      execFileSync("ip", ["netns", "del", ns], { stdio: "ignore" });
-    } catch {
-      // never made, or already gone
-    }
-  }
+  deleteNetns(CLIENT_NS, SERVER_NS);
   rmSync(WORK, { recursive: true, force: true });
 }
 process.on("exit", cleanup);
@@ -84,22 +83,12 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
 }
 
 function makeLan(): void {
-  ip("netns", "add", SERVER_NS);
-  ip("netns", "add", CLIENT_NS);
-  inServer("ip", "link", "set", "lo", "up");
-  inServer("ip", "link", "add", "br0", "type", "bridge");
-  inServer("ip", "addr", "add", "10.99.0.1/24", "dev", "br0");
-  inServer("ip", "link", "set", "br0", "up");
-  inServer("ip", "link", "add", OUTER, "type", "veth", "peer", "name", "eth0", "netns", CLIENT_NS);
-  inServer("ip", "link", "set", OUTER, "master", "br0");
-  inServer("ip", "link", "set", OUTER, "up");
-  for (const ns of [SERVER_NS, CLIENT_NS]) {
-    // Router solicitations and MLD reports would only add noise on the capture socket.
-    ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1");
-    ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1");
-  }
-  ip("netns", "exec", CLIENT_NS, "ip", "link", "set", "lo", "up");
-  ip("netns", "exec", CLIENT_NS, "ip", "link", "set", "eth0", "up");
+  makeBridgedLan({
+    serverNs: SERVER_NS,
+    clientNs: CLIENT_NS,
+    outer: OUTER,
+    serverCidr: "10.99.0.1/24",
+  });
 }
 
 /** bootfleet as committed at REF, built into WORK/snap (see bench/lib/snapshot.ts). */
@@ -174,38 +163,16 @@ async function measured(pid: number, cfg: Record<string, unknown>): Promise<Pass
 
 // ---------------------------------------------------------------- the servers
 
-interface Running {
-  proc: ChildProcess;
+interface Running extends NsProcess {
   dataDir?: string;
-  output(): string;
 }
 
-async function stop(r: Running): Promise<void> {
-  const p = r.proc;
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  const exited = new Promise<void>((res) => p.once("exit", () => res()));
-  p.kill("SIGTERM");
-  if (!(await Promise.race([exited.then(() => true), sleep(8000).then(() => false)]))) {
-    p.kill("SIGKILL");
-    await exited;
-  }
-}
+const stop = (r: Running) => stopProcess(r.proc, 8000);
 
 function spawnIn(cmd: string, args: string[], env: Record<string, string>, cwd: string): Running {
-  const proc = spawn("ip", ["netns", "exec", SERVER_NS, cmd, ...args], {
-    cwd,
-    env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  started.push(proc);
-  let text = "";
-  proc.stdout?.on("data", (d) => {
-    text += d;
-  });
-  proc.stderr?.on("data", (d) => {
-    text += d;
-  });
-  return { proc, output: () => text };
+  const r = spawnInNetns(SERVER_NS, cmd, args, env, cwd);
+  started.push(r.proc);
+  return r;
 }
 
 function startBootfleet(snap: string, rep: number, profile: boolean): Running {

@@ -3,7 +3,7 @@
 // checkout neither break its build nor change what is measured.
 
 import { execFileSync } from "node:child_process";
-import { mkdirSync, symlinkSync } from "node:fs";
+import { existsSync, mkdirSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 
 /** What a snapshot holds: enough to build and run bin/bootfleetd.js. */
@@ -18,7 +18,9 @@ const SNAPSHOT_PATHS = [
 
 /**
  * Extracts `ref` of the repository at `repo` into `dir` (made if missing), links the
- * checkout's node_modules and runs tsc -p tsconfig.build.json there. Returns the short commit.
+ * checkout's node_modules and runs tsc -p tsconfig.build.json there, then the daemon's bundler
+ * where the commit has one (as `npm run build` does; the web UI is not built). Returns the
+ * short commit.
  */
 export function buildSnapshot(
   repo: string,
@@ -30,9 +32,12 @@ export function buildSnapshot(
   const commit = execFileSync("git", ["-C", repo, "rev-parse", "--short", ref], {
     encoding: "utf8",
   }).trim();
-  // The iPXE binaries alone exceed execFileSync's 1 MB default buffer.
-  const tar = execFileSync("git", ["-C", repo, "archive", ref, ...SNAPSHOT_PATHS], {
-    maxBuffer: 1 << 30,
+  // Since fba71ca bin/bootfleetd.js runs a bundle made by scripts/build-daemon.mjs; older
+  // commits have no such script and run dist/ as tsc wrote it.
+  const bundler = "scripts/build-daemon.mjs";
+  const paths = hasPath(repo, ref, bundler) ? [...SNAPSHOT_PATHS, bundler] : SNAPSHOT_PATHS;
+  const tar = execFileSync("git", ["-C", repo, "archive", ref, ...paths], {
+    maxBuffer: 1 << 30, // the iPXE binaries alone exceed execFileSync's 1 MB default
   });
   execFileSync("tar", ["-x", "-C", dir], { input: tar });
   symlinkSync(join(repo, "node_modules"), join(dir, "node_modules"));
@@ -42,5 +47,17 @@ export function buildSnapshot(
     [join(repo, "node_modules/typescript/bin/tsc"), "-p", join(dir, "tsconfig.build.json")],
     { stdio: "inherit" },
   );
+  if (existsSync(join(dir, bundler))) {
+    execFileSync(process.execPath, [join(dir, bundler)], { cwd: dir, stdio: "inherit" });
+  }
   return commit;
+}
+
+function hasPath(repo: string, ref: string, path: string): boolean {
+  try {
+    execFileSync("git", ["-C", repo, "cat-file", "-e", `${ref}:${path}`], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
 }

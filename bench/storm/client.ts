@@ -311,9 +311,10 @@ function readScript(text: string): SanbootScript {
 
 // ---------------------------------------------------------------- one PC
 
-async function bootOne(c: { mac: string; ip: string }, k: number): Promise<ClientResult> {
-  const r: ClientResult = {
-    mac: c.mac,
+/** A PC's result before any step of its boot has happened. */
+function notBootedYet(mac: string): ClientResult {
+  return {
+    mac,
     ok: false,
     ms: {},
     startAtMs: 0,
@@ -322,6 +323,10 @@ async function bootOne(c: { mac: string; ip: string }, k: number): Promise<Clien
     iscsiBytes: 0,
     dhcpTries: 0,
   };
+}
+
+async function bootOne(c: { mac: string; ip: string }, k: number): Promise<ClientResult> {
+  const r = notBootedYet(c.mac);
   await new Promise((res) => setTimeout(res, (k * cfg.spreadMs) / cfg.clients.length));
   r.startAtMs = performance.now() - start;
   let t = performance.now();
@@ -398,18 +403,7 @@ function withLimit(p: Promise<ClientResult>, mac: string): Promise<ClientResult>
     p,
     new Promise<ClientResult>((res) =>
       setTimeout(
-        () =>
-          res({
-            mac,
-            ok: false,
-            error: `not booted within ${cfg.limitSeconds} s`,
-            ms: {},
-            startAtMs: 0,
-            tftpBytes: 0,
-            httpBytes: 0,
-            iscsiBytes: 0,
-            dhcpTries: 0,
-          }),
+        () => res({ ...notBootedYet(mac), error: `not booted within ${cfg.limitSeconds} s` }),
         cfg.limitSeconds * 1000,
       ).unref(),
     ),

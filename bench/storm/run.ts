@@ -43,6 +43,13 @@ import { createInterface } from "node:readline";
 import { mountLoopFs } from "../../test/iscsi/overlay/loopfs.js";
 import { benchArgs } from "../lib/args.js";
 import { topOfProfile } from "../lib/cpu-profile.js";
+import {
+  deleteNetns,
+  makeBridgedLan,
+  type NsProcess,
+  spawnInNetns,
+  stopProcess,
+} from "../lib/netns.js";
 import { processCpuSeconds } from "../lib/proc.js";
 import { buildSnapshot as buildRefSnapshot } from "../lib/snapshot.js";
 import type { ClientResult, Phase, StormClientConfig } from "./client.js";
@@ -99,13 +106,7 @@ function cleanup(): Promise<void> {
       if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
     }
     await sleep(300);
-    for (const ns of [CLIENT_NS, SERVER_NS]) {
-      try {
-        execFileSync("ip", ["netns", "del", ns], { stdio: "ignore" });
-      } catch {
-        // never made, or already gone
-      }
-    }
+    deleteNetns(CLIENT_NS, SERVER_NS);
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
     rmSync(WORK, { recursive: true, force: true });
   })();
@@ -120,21 +121,13 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
 function makeLan(): void {
   // nginx's workers (www-data) read the hand-built stack's files below WORK.
   execFileSync("chmod", ["711", WORK]);
-  run("ip", ["netns", "add", SERVER_NS]);
-  run("ip", ["netns", "add", CLIENT_NS]);
-  const s = (...a: string[]) => inNs(SERVER_NS, a[0]!, ...a.slice(1));
+  makeBridgedLan({
+    serverNs: SERVER_NS,
+    clientNs: CLIENT_NS,
+    outer: OUTER,
+    serverCidr: `${SERVER}/16`,
+  });
   const c = (...a: string[]) => inNs(CLIENT_NS, a[0]!, ...a.slice(1));
-  for (const ns of [SERVER_NS, CLIENT_NS]) {
-    inNs(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1");
-    inNs(ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1");
-    inNs(ns, "ip", "link", "set", "lo", "up");
-  }
-  s("ip", "link", "add", "br0", "type", "bridge");
-  s("ip", "addr", "add", `${SERVER}/16`, "dev", "br0");
-  s("ip", "link", "set", "br0", "up");
-  s("ip", "link", "add", OUTER, "type", "veth", "peer", "name", "eth0", "netns", CLIENT_NS);
-  s("ip", "link", "set", OUTER, "master", "br0");
-  s("ip", "link", "set", OUTER, "up");
   // Replies reach each PC's macvlan while its packets leave through eth0: no reverse-path
   // check; only the interface holding an address answers ARP for it (the PC's own MAC);
   // ARP requests from eth0 carry eth0's own address, never a PC's.
@@ -143,7 +136,6 @@ function makeLan(): void {
     c("sysctl", "-qw", `net.ipv4.conf.${k}.arp_ignore=1`);
     c("sysctl", "-qw", `net.ipv4.conf.${k}.arp_announce=2`);
   }
-  c("ip", "link", "set", "eth0", "up");
   c("ip", "addr", "add", "10.98.250.1/32", "dev", "eth0");
   c("ip", "route", "add", "10.98.0.0/16", "dev", "eth0", "src", "10.98.250.1");
   const batch: string[] = [];
@@ -281,10 +273,7 @@ function dropCaches(): void {
 
 // ---------------------------------------------------------------- processes in the server namespace
 
-interface Proc {
-  proc: ChildProcess;
-  output(): string;
-}
+type Proc = NsProcess;
 
 function spawnServer(
   cmd: string,
@@ -292,31 +281,12 @@ function spawnServer(
   env: Record<string, string> = {},
   cwd = WORK,
 ): Proc {
-  const proc = spawn("ip", ["netns", "exec", SERVER_NS, cmd, ...args], {
-    cwd,
-    env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  started.push(proc);
-  let text = "";
-  const keep = (d: Buffer) => {
-    text = (text + d.toString()).slice(-200_000);
-  };
-  proc.stdout?.on("data", keep);
-  proc.stderr?.on("data", keep);
-  return { proc, output: () => text };
+  const p = spawnInNetns(SERVER_NS, cmd, args, env, cwd);
+  started.push(p.proc);
+  return p;
 }
 
-async function stop(p: Proc, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-  const c = p.proc;
-  if (c.exitCode !== null || c.signalCode !== null) return;
-  const exited = new Promise<void>((res) => c.once("exit", () => res()));
-  c.kill(signal);
-  if (!(await Promise.race([exited.then(() => true), sleep(15_000).then(() => false)]))) {
-    c.kill("SIGKILL");
-    await exited;
-  }
-}
+const stop = (p: Proc, signal: NodeJS.Signals = "SIGTERM") => stopProcess(p.proc, 15_000, signal);
 
 const tgtadm = (...a: string[]) => inNs(SERVER_NS, "tgtadm", "-C", String(TGT_CONTROL), ...a);
 
