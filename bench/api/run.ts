@@ -24,6 +24,7 @@ import { loadOrCreateSigningKey } from "../../src/api/auth/keys.js";
 import { issueBootToken } from "../../src/netboot/script/token.js";
 import { Store } from "../../src/store/index.js";
 import type { BootAction, MachineStatus, NewMachine } from "../../src/store/machines.js";
+import { adminAccessToken } from "../lib/admin-login.js";
 import { benchArgs } from "../lib/args.js";
 import { freePort } from "../lib/net.js";
 import { processCpuSeconds } from "../lib/proc.js";
@@ -351,14 +352,7 @@ async function main() {
   await waitHttp(`${daemonBase}/api/health`, daemon, 30_000);
   log(`daemon (pid ${daemon.pid}) on ${daemonBase}`);
 
-  const password = readFileSync(join(dataDir, "initial-admin-password"), "utf8").trim();
-  const login = await fetch(`${daemonBase}/api/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: "admin", password }),
-  });
-  if (!login.ok) throw new Error(`login: ${login.status} ${await login.text()}`);
-  const { access_token: access } = (await login.json()) as { access_token: string };
+  const access = await adminAccessToken(daemonBase, dataDir);
   const auth = { authorization: `Bearer ${access}` };
 
   // The list, as the daemon serves it (its fleet monitor gives each machine's live state).

@@ -20,6 +20,7 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
+import { adminAccessToken } from "../lib/admin-login.js";
 import { benchArgs } from "../lib/args.js";
 import { freePort } from "../lib/net.js";
 import { processCpuSeconds } from "../lib/proc.js";
@@ -146,15 +147,7 @@ async function measure(kind: Kind, run: number, dataDir: string): Promise<Sample
 
   const headers: Record<string, string> = {};
   if (kind !== "bare Hono") {
-    const password = readFileSync(join(dataDir, "initial-admin-password"), "utf8").trim();
-    const login = await fetch(`${base}/api/auth/login`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ username: "admin", password }),
-    });
-    if (!login.ok) throw new Error(`login: ${login.status} ${await login.text()}`);
-    const { access_token } = (await login.json()) as { access_token: string };
-    headers.authorization = `Bearer ${access_token}`;
+    headers.authorization = `Bearer ${await adminAccessToken(base, dataDir)}`;
   }
   const list = await fetch(`${base}/api/machines?limit=100`, { headers });
   const body = (await list.json()) as unknown;
