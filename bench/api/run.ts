@@ -18,20 +18,20 @@
 
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadOrCreateSigningKey } from "../../src/api/auth/keys.js";
 import { issueBootToken } from "../../src/netboot/script/token.js";
 import { Store } from "../../src/store/index.js";
 import type { BootAction, MachineStatus, NewMachine } from "../../src/store/machines.js";
+import { adminAccessToken } from "../lib/admin-login.js";
+import { benchArgs } from "../lib/args.js";
+import { freePort } from "../lib/net.js";
+import { processCpuSeconds } from "../lib/proc.js";
 import type { CannedResponse } from "./serve.js";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : dflt;
-};
+const args = benchArgs();
+const opt = args.str;
 const DURATION = Number(opt("duration", "10"));
 const WARMUP = Number(opt("warmup", "2"));
 const REPS = Number(opt("reps", "2"));
@@ -39,7 +39,7 @@ const CONNECTIONS = Number(opt("connections", "32"));
 const THREADS = Number(opt("threads", "2"));
 const MACHINES = Number(opt("machines", "5000"));
 const JSON_OUT = opt("json", "");
-const BUILD = !args.includes("--no-build");
+const BUILD = !args.has("no-build");
 // A folder for V8 CPU profiles of the servers (.cpuprofile, open in Chrome DevTools).
 const PROFILE = opt("profile", "");
 const nodeFlags = PROFILE ? ["--cpu-prof", "--cpu-prof-dir", PROFILE] : [];
@@ -69,24 +69,6 @@ function log(msg: string) {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, HOST, () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** CPU seconds (user + system) of one process, from /proc/<pid>/stat. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) / 100;
 }
 
 /** Busy and total jiffies of the whole host, to tell how loaded the 2 cores were. */
@@ -282,10 +264,10 @@ async function measure(
 ): Promise<Measurement> {
   const t = s[which];
   await wrk(t.url, WARMUP, s.headers);
-  const cpu0 = cpuSeconds(t.pid);
+  const cpu0 = processCpuSeconds(t.pid);
   const host0 = hostJiffies();
   const r = await wrk(t.url, DURATION, s.headers);
-  const cpu1 = cpuSeconds(t.pid);
+  const cpu1 = processCpuSeconds(t.pid);
   const host1 = hostJiffies();
   const e = r.errors;
   const failed = e.connect + e.read + e.write + e.status + e.timeout;
@@ -341,7 +323,7 @@ async function main() {
   log(`filling the store with ${MACHINES} machines`);
   fillStore(join(dataDir, "bootfleet.db"));
 
-  const daemonPort = await freePort();
+  const daemonPort = await freePort(HOST);
   const daemon = spawn(
     process.execPath,
     [...nodeFlags, join(ROOT, "bin/bootfleetd.js"), "--config", join(tmp, "empty.toml")],
@@ -370,14 +352,7 @@ async function main() {
   await waitHttp(`${daemonBase}/api/health`, daemon, 30_000);
   log(`daemon (pid ${daemon.pid}) on ${daemonBase}`);
 
-  const password = readFileSync(join(dataDir, "initial-admin-password"), "utf8").trim();
-  const login = await fetch(`${daemonBase}/api/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: "admin", password }),
-  });
-  if (!login.ok) throw new Error(`login: ${login.status} ${await login.text()}`);
-  const { access_token: access } = (await login.json()) as { access_token: string };
+  const access = await adminAccessToken(daemonBase, dataDir);
   const auth = { authorization: `Bearer ${access}` };
 
   // The list, as the daemon serves it (its fleet monitor gives each machine's live state).

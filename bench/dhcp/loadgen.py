@@ -23,26 +23,18 @@ import sys
 import time
 from collections import deque
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from dhcp_frame import discover_frame as pxe_discover_frame, opt, parse_bootreply  # noqa: E402
+
 ETH_P_IP = 0x0800
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 PACKET_OUTGOING = 4
-BROADCAST = b"\xff" * 6
 
 # What an Intel/iPXE-style PXE 2.1 ROM sends in its first DISCOVER (PXE spec 2.1, RFC 4578).
 VENDOR_CLASS = b"PXEClient:Arch:00000:UNDI:002001"
 PARAM_LIST = bytes([1, 2, 3, 4, 5, 6, 12, 13, 15, 17, 18, 22, 23, 28, 40, 41, 42, 43, 50, 51,
                     54, 58, 59, 60, 66, 67, 97, 128, 129, 130, 131, 132, 133, 134, 135])
-
-
-def checksum(data):
-    """RFC 1071 Internet checksum."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def mac_of(i):
@@ -54,61 +46,23 @@ def uuid_of(i):
     return struct.pack("!IHHQ", 0xBF000000 | i, 0x1234, 0x4000 | (i & 0xFFF), 0x8000000000000000 | i)
 
 
-def opt(code, value):
-    return bytes([code, len(value)]) + value
-
-
 def discover_frame(i, xid):
+    """The first DISCOVER of PXE client number i."""
     mac = mac_of(i)
-    bootp = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, xid, 0, 0x8000,
-                        b"\0" * 4, b"\0" * 4, b"\0" * 4, b"\0" * 4, mac + b"\0" * 10,
-                        b"\0" * 64, b"\0" * 128)
-    options = (b"\x63\x82\x53\x63" + opt(53, b"\x01") + opt(57, struct.pack("!H", 1464))
+    options = (opt(53, b"\x01") + opt(57, struct.pack("!H", 1464))
                + opt(55, PARAM_LIST) + opt(97, b"\x00" + uuid_of(i)) + opt(94, b"\x01\x02\x01")
-               + opt(93, b"\x00\x00") + opt(60, VENDOR_CLASS) + b"\xff")
-    payload = bootp + options
-    payload += b"\0" * max(0, 300 - len(payload))  # BOOTP minimum, as ROMs pad
-    src, dst = b"\0" * 4, b"\xff" * 4
-    udp_len = 8 + len(payload)
-    udp = struct.pack("!HHHH", 68, 67, udp_len, 0) + payload
-    csum = checksum(src + dst + struct.pack("!BBH", 0, 17, udp_len) + udp) or 0xFFFF
-    udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), xid & 0xFFFF, 0, 64, 17, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
-    return BROADCAST + mac + b"\x08\x00" + ip + udp
+               + opt(93, b"\x00\x00") + opt(60, VENDOR_CLASS))
+    return pxe_discover_frame(mac, xid, options)
 
 
 def parse_reply(frame):
     """(xid, chaddr, message type, options) of a BOOTREPLY to port 68, or None."""
-    if len(frame) < 14 + 20 + 8 + 240 or frame[12:14] != b"\x08\x00":
+    got = parse_bootreply(frame)
+    if got is None:
         return None
-    ip = frame[14:]
-    ihl = (ip[0] & 0x0F) * 4
-    if ip[9] != 17:
-        return None
-    udp = ip[ihl:]
-    if struct.unpack("!H", udp[2:4])[0] != 68:
-        return None
-    d = udp[8:]
-    if len(d) < 240 or d[0] != 2 or d[236:240] != b"\x63\x82\x53\x63":
-        return None
-    xid = struct.unpack("!I", d[4:8])[0]
-    options = {}
-    k = 240
-    while k < len(d):
-        code = d[k]
-        if code == 255:
-            break
-        if code == 0:
-            k += 1
-            continue
-        if k + 1 >= len(d):
-            break
-        n = d[k + 1]
-        options[code] = d[k + 2:k + 2 + n]
-        k += 2 + n
+    xid, chaddr, options, d = got
     mtype = options.get(53, b"\0")[0]
-    return xid, bytes(d[28:34]), mtype, options, d
+    return xid, chaddr, mtype, options, d
 
 
 class Client:

@@ -20,30 +20,30 @@
 // namespaces, the snapshot, data folders) is removed at the end; servers are stopped by pid.
 
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import {
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { benchArgs } from "../lib/args.js";
+import { topOfProfile } from "../lib/cpu-profile.js";
+import {
+  deleteNetns,
+  makeBridgedLan,
+  type NsProcess,
+  spawnInNetns,
+  stopProcess,
+} from "../lib/netns.js";
+import { processCpuSeconds } from "../lib/proc.js";
+import { buildSnapshot as buildRefSnapshot } from "../lib/snapshot.js";
 
-const argv = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : dflt;
-};
+const args = benchArgs();
+const opt = args.str;
 const REPS = Number(opt("reps", "3"));
 const REF = opt("ref", "HEAD");
 const MACS = Number(opt("macs", "1000"));
 const WINDOW = Number(opt("window", "32"));
 const RATES = opt("rates", "250,500,1000,2000,4000").split(",").map(Number);
 const STEP_SECONDS = Number(opt("step-seconds", "2"));
-const CPU_PROF = argv.includes("--cpu-prof") ? resolve(opt("cpu-prof", "bench-dhcp-prof")) : "";
+const CPU_PROF = args.has("cpu-prof") ? resolve(opt("cpu-prof", "bench-dhcp-prof")) : "";
 const JSON_OUT = opt("json", "");
 // An experiment, not the product: rewrites the built transport's default pause between two
 // queued replies (1 ms), to see how much of bootfleet's rate that pause costs.
@@ -62,8 +62,6 @@ const started: ChildProcess[] = [];
 const began = Date.now();
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const ip = (...a: string[]) => execFileSync("ip", a, { stdio: ["ignore", "pipe", "pipe"] });
-const inServer = (...a: string[]) => ip("netns", "exec", SERVER_NS, ...a);
 const log = (msg: string) =>
   console.error(`[${((Date.now() - began) / 1000).toFixed(1).padStart(6)} s] ${msg}`);
 
@@ -73,13 +71,7 @@ function cleanup(): void {
   for (const p of started) {
     if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
   }
-  for (const ns of [CLIENT_NS, SERVER_NS]) {
-    try {
-      execFileSync("ip", ["netns", "del", ns], { stdio: "ignore" });
-    } catch {
-      // never made, or already gone
-    }
-  }
+  deleteNetns(CLIENT_NS, SERVER_NS);
   rmSync(WORK, { recursive: true, force: true });
 }
 process.on("exit", cleanup);
@@ -91,55 +83,18 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
 }
 
 function makeLan(): void {
-  ip("netns", "add", SERVER_NS);
-  ip("netns", "add", CLIENT_NS);
-  inServer("ip", "link", "set", "lo", "up");
-  inServer("ip", "link", "add", "br0", "type", "bridge");
-  inServer("ip", "addr", "add", "10.99.0.1/24", "dev", "br0");
-  inServer("ip", "link", "set", "br0", "up");
-  inServer("ip", "link", "add", OUTER, "type", "veth", "peer", "name", "eth0", "netns", CLIENT_NS);
-  inServer("ip", "link", "set", OUTER, "master", "br0");
-  inServer("ip", "link", "set", OUTER, "up");
-  for (const ns of [SERVER_NS, CLIENT_NS]) {
-    // Router solicitations and MLD reports would only add noise on the capture socket.
-    ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1");
-    ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1");
-  }
-  ip("netns", "exec", CLIENT_NS, "ip", "link", "set", "lo", "up");
-  ip("netns", "exec", CLIENT_NS, "ip", "link", "set", "eth0", "up");
+  makeBridgedLan({
+    serverNs: SERVER_NS,
+    clientNs: CLIENT_NS,
+    outer: OUTER,
+    serverCidr: "10.99.0.1/24",
+  });
 }
 
-/** bootfleet as committed at REF, built into WORK/snap with the project's own build config. */
+/** bootfleet as committed at REF, built into WORK/snap (see bench/lib/snapshot.ts). */
 function buildSnapshot(): string {
   const snap = join(WORK, "snap");
-  mkdirSync(snap);
-  const commit = execFileSync("git", ["-C", REPO, "rev-parse", "--short", REF], {
-    encoding: "utf8",
-  }).trim();
-  const tar = execFileSync(
-    "git",
-    [
-      "-C",
-      REPO,
-      "archive",
-      REF,
-      "src",
-      "bin",
-      "ipxe",
-      "package.json",
-      "tsconfig.json",
-      "tsconfig.build.json",
-    ],
-    { maxBuffer: 1 << 30 },
-  ); // the iPXE binaries alone exceed the 1 MB default
-  execFileSync("tar", ["-x", "-C", snap], { input: tar });
-  symlinkSync(join(REPO, "node_modules"), join(snap, "node_modules"));
-  log(`building bootfleet ${commit} (tsc -p tsconfig.build.json in a snapshot)`);
-  execFileSync(
-    process.execPath,
-    [join(REPO, "node_modules/typescript/bin/tsc"), "-p", join(snap, "tsconfig.build.json")],
-    { stdio: "inherit" },
-  );
+  const commit = buildRefSnapshot(REPO, REF, snap, log);
   if (PATCH_SEND_INTERVAL !== "") {
     const file = join(snap, "dist/netboot/dhcp/transport.js");
     const before = readFileSync(file, "utf8");
@@ -199,54 +154,25 @@ function loadgen<T>(cfg: Record<string, unknown>, limitMs = 90_000): Promise<T> 
   });
 }
 
-/** CPU seconds (user + system) a process has used so far. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
-
 async function measured(pid: number, cfg: Record<string, unknown>): Promise<Pass> {
-  const before = cpuSeconds(pid);
+  const before = processCpuSeconds(pid);
   const r = await loadgen<Pass>(cfg);
-  r.serverCpuSeconds = cpuSeconds(pid) - before;
+  r.serverCpuSeconds = processCpuSeconds(pid) - before;
   return r;
 }
 
 // ---------------------------------------------------------------- the servers
 
-interface Running {
-  proc: ChildProcess;
+interface Running extends NsProcess {
   dataDir?: string;
-  output(): string;
 }
 
-async function stop(r: Running): Promise<void> {
-  const p = r.proc;
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  const exited = new Promise<void>((res) => p.once("exit", () => res()));
-  p.kill("SIGTERM");
-  if (!(await Promise.race([exited.then(() => true), sleep(8000).then(() => false)]))) {
-    p.kill("SIGKILL");
-    await exited;
-  }
-}
+const stop = (r: Running) => stopProcess(r.proc, 8000);
 
 function spawnIn(cmd: string, args: string[], env: Record<string, string>, cwd: string): Running {
-  const proc = spawn("ip", ["netns", "exec", SERVER_NS, cmd, ...args], {
-    cwd,
-    env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  started.push(proc);
-  let text = "";
-  proc.stdout?.on("data", (d) => {
-    text += d;
-  });
-  proc.stderr?.on("data", (d) => {
-    text += d;
-  });
-  return { proc, output: () => text };
+  const r = spawnInNetns(SERVER_NS, cmd, args, env, cwd);
+  started.push(r.proc);
+  return r;
 }
 
 function startBootfleet(snap: string, rep: number, profile: boolean): Running {
@@ -408,7 +334,7 @@ async function round(server: Round["server"], rep: number, snap: string): Promis
       out.registeredByBench = await registerRest(snap, r.dataDir);
       out.passes.known = await measured(pid, win);
     }
-    const before = cpuSeconds(pid);
+    const before = processCpuSeconds(pid);
     const ramp = await loadgen<{ steps: Step[] }>({
       mode: "ramp",
       macs,
@@ -417,7 +343,7 @@ async function round(server: Round["server"], rep: number, snap: string): Promis
       timeout: TIMEOUT_S,
     });
     out.ramp = ramp.steps;
-    const rampCpu = cpuSeconds(pid) - before;
+    const rampCpu = processCpuSeconds(pid) - before;
     const rampSeconds = ramp.steps.reduce((s, x) => s + x.seconds, 0);
     log(
       `${server} #${rep}: ` +
@@ -502,32 +428,6 @@ function table(rounds: Round[]): string {
     }
   }
   return lines.join("\n");
-}
-
-/** The functions with the most self time in a V8 .cpuprofile, for the RESULTS notes. */
-function topOfProfile(file: string, n = 25): string {
-  const prof = JSON.parse(readFileSync(file, "utf8")) as {
-    nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
-    samples: number[];
-    timeDeltas: number[];
-  };
-  const byId = new Map(prof.nodes.map((x) => [x.id, x]));
-  const self = new Map<string, number>();
-  let total = 0;
-  prof.samples.forEach((id, k) => {
-    const dt = prof.timeDeltas[k] ?? 0;
-    total += dt;
-    const cf = byId.get(id)?.callFrame;
-    const key = cf
-      ? `${cf.functionName || "(anonymous)"} ${cf.url.replace(/^.*\/(dist|node_modules)\//, "$1/")}:${cf.lineNumber + 1}`
-      : "?";
-    self.set(key, (self.get(key) ?? 0) + dt);
-  });
-  return [...self.entries()]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, n)
-    .map(([k, v]) => `${((v / total) * 100).toFixed(1).padStart(5)}%  ${k}`)
-    .join("\n");
 }
 
 // ---------------------------------------------------------------- main

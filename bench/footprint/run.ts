@@ -18,19 +18,19 @@
 
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
+import { adminAccessToken } from "../lib/admin-login.js";
+import { benchArgs } from "../lib/args.js";
+import { freePort } from "../lib/net.js";
+import { processCpuSeconds } from "../lib/proc.js";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : dflt;
-};
+const args = benchArgs();
+const opt = args.str;
 const RUNS = Number(opt("runs", "5"));
 const IDLE_S = Number(opt("idle", "10"));
 const JSON_OUT = opt("json", "");
-const BUILD = !args.includes("--no-build");
+const BUILD = !args.has("no-build");
 const DAEMON_FLAGS = opt("daemon-flags", "").split(/\s+/).filter(Boolean);
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -63,23 +63,8 @@ function log(msg: string) {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, HOST, () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** CPU milliseconds (user + system, all threads) of one process, from /proc/<pid>/stat. */
-function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) * 10;
-}
+/** CPU milliseconds (user + system, all threads) of one process. */
+const cpuMs = (pid: number) => processCpuSeconds(pid) * 1000;
 
 /** VmRSS, RssAnon and RssFile of one process, in MB. */
 function rss(pid: number): { total: number; anon: number; file: number } {
@@ -121,7 +106,7 @@ async function firstOk(url: string, child: ChildProcess, t0: number, output: () 
 }
 
 async function measure(kind: Kind, run: number, dataDir: string): Promise<Sample> {
-  const port = await freePort();
+  const port = await freePort(HOST);
   const base = `http://${HOST}:${port}`;
   const argv =
     kind === "bare Hono"
@@ -162,15 +147,7 @@ async function measure(kind: Kind, run: number, dataDir: string): Promise<Sample
 
   const headers: Record<string, string> = {};
   if (kind !== "bare Hono") {
-    const password = readFileSync(join(dataDir, "initial-admin-password"), "utf8").trim();
-    const login = await fetch(`${base}/api/auth/login`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ username: "admin", password }),
-    });
-    if (!login.ok) throw new Error(`login: ${login.status} ${await login.text()}`);
-    const { access_token } = (await login.json()) as { access_token: string };
-    headers.authorization = `Bearer ${access_token}`;
+    headers.authorization = `Bearer ${await adminAccessToken(base, dataDir)}`;
   }
   const list = await fetch(`${base}/api/machines?limit=100`, { headers });
   const body = (await list.json()) as unknown;

@@ -30,23 +30,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { build } from "esbuild";
 import { bootGuest, type Guest } from "../../test/guest/harness/guest.js";
+import { benchArgs } from "../lib/args.js";
 import { machineNames, PORTAL } from "./machines.js";
 
-const argv = process.argv.slice(2);
-const opt = (name: string, dflt: number): number => {
-  const i = argv.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(argv[i + 1]) : dflt;
-  if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} wants a positive integer`);
-  return v;
-};
+const cli = benchArgs();
+const opt = cli.positiveInt;
 const N = opt("machines", 200);
 const STORM = opt("storm", 50);
 const IMAGE_MIB = opt("image-mib", 128);
 const IMAGE_BYTES = IMAGE_MIB * 2 ** 20;
 if (N > 999 || STORM > 999) throw new Error("at most 999 machines (pc-NNN names)");
-const doTargets = !argv.includes("--skip-targets");
-const doCache = !argv.includes("--skip-cache");
-const doSession = !argv.includes("--skip-session");
+const doTargets = !cli.has("skip-targets");
+const doCache = !cli.has("skip-cache");
+const doSession = !cli.has("skip-session");
 
 const HERE = import.meta.dirname;
 const BOOT_SET = join(HERE, "../storm/boot-set/debian-12-bios.csv");

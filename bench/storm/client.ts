@@ -99,21 +99,30 @@ function opt(code: number, value: Buffer): Buffer {
   return Buffer.concat([Buffer.from([code, value.length]), value]);
 }
 
-/** The boot item (PXE vendor sub-option 71) of an OFFER's option 43, to echo on 4011. */
-function bootItem(opt43hex: string | undefined): Buffer | undefined {
-  const o = Buffer.from(opt43hex ?? "", "hex");
-  const menu = new Map<number, Buffer>();
-  for (let k = 0; k + 1 < o.length; ) {
-    const code = o[k]!;
+/**
+ * The code -> value map of DHCP-style options (code, length, value; 0 pads, 255 ends) from
+ * `start`: a packet's options after the magic cookie, and the PXE sub-options in option 43.
+ * A code given twice keeps its last value.
+ */
+function tlvOptions(buf: Buffer, start: number): Map<number, Buffer> {
+  const found = new Map<number, Buffer>();
+  for (let k = start; k + 1 < buf.length; ) {
+    const code = buf[k]!;
     if (code === 255) break;
     if (code === 0) {
       k++;
       continue;
     }
-    const n = o[k + 1]!;
-    menu.set(code, o.subarray(k + 2, k + 2 + n));
+    const n = buf[k + 1]!;
+    found.set(code, buf.subarray(k + 2, k + 2 + n));
     k += 2 + n;
   }
+  return found;
+}
+
+/** The boot item (PXE vendor sub-option 71) of an OFFER's option 43, to echo on 4011. */
+function bootItem(opt43hex: string | undefined): Buffer | undefined {
+  const menu = tlvOptions(Buffer.from(opt43hex ?? "", "hex"), 0);
   const items = menu.get(9); // boot menu: type (2), description length, description
   if (!items || items.length < 2) return undefined;
   return Buffer.concat([items.subarray(0, 2), Buffer.from([0, 0])]); // type, layer 0
@@ -152,18 +161,10 @@ function request4011(
     let timer: NodeJS.Timeout | undefined;
     const onMsg = (m: Buffer) => {
       if (m.length < 240 || m[0] !== 2 || m.readUInt32BE(4) !== xid) return;
-      let file = m.subarray(108, 236).toString("latin1").split("\0")[0]!;
-      for (let k = 240; k + 1 < m.length; ) {
-        const code = m[k]!;
-        if (code === 255) break;
-        if (code === 0) {
-          k++;
-          continue;
-        }
-        const n = m[k + 1]!;
-        if (code === 67) file = m.subarray(k + 2, k + 2 + n).toString("latin1");
-        k += 2 + n;
-      }
+      const bootfile = tlvOptions(m, 240).get(67);
+      const file = bootfile
+        ? bootfile.toString("latin1")
+        : m.subarray(108, 236).toString("latin1").split("\0")[0]!;
       clearTimeout(timer);
       sock.off("message", onMsg);
       resolve(file.replace(/\0+$/, ""));
@@ -310,9 +311,10 @@ function readScript(text: string): SanbootScript {
 
 // ---------------------------------------------------------------- one PC
 
-async function bootOne(c: { mac: string; ip: string }, k: number): Promise<ClientResult> {
-  const r: ClientResult = {
-    mac: c.mac,
+/** A PC's result before any step of its boot has happened. */
+function notBootedYet(mac: string): ClientResult {
+  return {
+    mac,
     ok: false,
     ms: {},
     startAtMs: 0,
@@ -321,6 +323,10 @@ async function bootOne(c: { mac: string; ip: string }, k: number): Promise<Clien
     iscsiBytes: 0,
     dhcpTries: 0,
   };
+}
+
+async function bootOne(c: { mac: string; ip: string }, k: number): Promise<ClientResult> {
+  const r = notBootedYet(c.mac);
   await new Promise((res) => setTimeout(res, (k * cfg.spreadMs) / cfg.clients.length));
   r.startAtMs = performance.now() - start;
   let t = performance.now();
@@ -397,18 +403,7 @@ function withLimit(p: Promise<ClientResult>, mac: string): Promise<ClientResult>
     p,
     new Promise<ClientResult>((res) =>
       setTimeout(
-        () =>
-          res({
-            mac,
-            ok: false,
-            error: `not booted within ${cfg.limitSeconds} s`,
-            ms: {},
-            startAtMs: 0,
-            tftpBytes: 0,
-            httpBytes: 0,
-            iscsiBytes: 0,
-            dhcpTries: 0,
-          }),
+        () => res({ ...notBootedYet(mac), error: `not booted within ${cfg.limitSeconds} s` }),
         cfg.limitSeconds * 1000,
       ).unref(),
     ),

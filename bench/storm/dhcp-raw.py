@@ -26,10 +26,12 @@ import struct
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from dhcp_frame import discover_frame, opt, parse_bootreply  # noqa: E402
+
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
-BROADCAST = b"\xff" * 6
 
 PXE_VENDOR_CLASS = b"PXEClient:Arch:00000:UNDI:002001"
 PARAM_LIST = bytes([1, 3, 6, 43, 54, 60, 66, 67, 97, 128, 129, 130, 131, 132, 133, 134, 135, 175])
@@ -42,70 +44,28 @@ BPF_UDP_TO_68 = [
 ]
 
 
-def checksum(data):
-    """RFC 1071 Internet checksum."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def opt(code, value):
-    return bytes([code, len(value)]) + value
-
-
-def discover_frame(mac, xid, ipxe):
-    bootp = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, xid, 0, 0x8000,
-                        b"\0" * 4, b"\0" * 4, b"\0" * 4, b"\0" * 4, mac + b"\0" * 10,
-                        b"\0" * 64, b"\0" * 128)
+def pxe_discover(mac, xid, ipxe):
     uuid = b"\x00" + mac * 2 + b"\xbf" * 4
-    options = (b"\x63\x82\x53\x63" + opt(53, b"\x01") + opt(57, struct.pack("!H", 1472))
+    options = (opt(53, b"\x01") + opt(57, struct.pack("!H", 1472))
                + opt(55, PARAM_LIST) + opt(97, uuid) + opt(94, b"\x01\x02\x01")
                + opt(93, b"\x00\x00") + opt(60, PXE_VENDOR_CLASS))
     if ipxe:
         # What iPXE adds (user class "iPXE" and its encapsulated option 175).
         options += opt(77, b"iPXE") + opt(175, opt(19, b"\x01") + opt(21, b"\x01"))
-    options += b"\xff"
-    payload = bootp + options
-    payload += b"\0" * max(0, 300 - len(payload))
-    src, dst = b"\0" * 4, b"\xff" * 4
-    udp_len = 8 + len(payload)
-    udp = struct.pack("!HHHH", 68, 67, udp_len, 0) + payload
-    csum = checksum(src + dst + struct.pack("!BBH", 0, 17, udp_len) + udp) or 0xFFFF
-    udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), xid & 0xFFFF, 0, 64, 17, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
-    return BROADCAST + mac + b"\x08\x00" + ip + udp
+    return discover_frame(mac, xid, options)
 
 
 def parse_offer(frame):
     """(xid, chaddr, file, server, opt43) of a DHCP OFFER to port 68, or None."""
-    if len(frame) < 14 + 20 + 8 + 240 or frame[12:14] != b"\x08\x00":
+    got = parse_bootreply(frame)
+    if got is None:
         return None
-    ip = frame[14:]
-    udp = ip[(ip[0] & 0x0F) * 4:]
-    d = udp[8:]
-    if len(d) < 240 or d[0] != 2 or d[236:240] != b"\x63\x82\x53\x63":
-        return None
-    options = {}
-    k = 240
-    while k + 1 < len(d):
-        code = d[k]
-        if code == 255:
-            break
-        if code == 0:
-            k += 1
-            continue
-        n = d[k + 1]
-        options[code] = d[k + 2:k + 2 + n]
-        k += 2 + n
+    xid, chaddr, options, d = got
     if options.get(53, b"\0")[0] != 2:
         return None
     file = options.get(67) or d[108:236].split(b"\0", 1)[0]
     server = options.get(54) or d[20:24]
-    return (struct.unpack("!I", d[4:8])[0], bytes(d[28:34]), file.decode("latin1"),
+    return (xid, chaddr, file.decode("latin1"),
             socket.inet_ntoa(bytes(server)), options.get(43, b"").hex())
 
 
@@ -136,7 +96,7 @@ def main():
         state["tries"] += 1
         state["sent"] = time.monotonic()
         state["deadline"] = state["sent"] + 4.0 * 2 ** (state["tries"] - 1)
-        tx.send(discover_frame(state["mac"], state["xid"], state["ipxe"]))
+        tx.send(pxe_discover(state["mac"], state["xid"], state["ipxe"]))
 
     def answer(obj):
         sys.stdout.write(json.dumps(obj) + "\n")

@@ -34,7 +34,6 @@ import {
   readlinkSync,
   rmSync,
   statSync,
-  symlinkSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
@@ -42,13 +41,21 @@ import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { mountLoopFs } from "../../test/iscsi/overlay/loopfs.js";
+import { benchArgs } from "../lib/args.js";
+import { topOfProfile } from "../lib/cpu-profile.js";
+import {
+  deleteNetns,
+  makeBridgedLan,
+  type NsProcess,
+  spawnInNetns,
+  stopProcess,
+} from "../lib/netns.js";
+import { processCpuSeconds } from "../lib/proc.js";
+import { buildSnapshot as buildRefSnapshot } from "../lib/snapshot.js";
 import type { ClientResult, Phase, StormClientConfig } from "./client.js";
 
-const argv = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : dflt;
-};
+const args = benchArgs();
+const opt = args.str;
 const N = Number(opt("clients", "100"));
 const BOOTSET_MIB = Number(opt("bootset-mib", "8"));
 const SPREAD_MS = Number(opt("spread-ms", "0"));
@@ -57,8 +64,8 @@ const REF = opt("ref", "HEAD");
 const SIDES = opt("sides", "bootfleet,handbuilt").split(",");
 const JSON_OUT = opt("json", "");
 const SNAP = opt("snap", "");
-const CPU_PROF = argv.includes("--cpu-prof") ? resolve(opt("cpu-prof", "bench-storm-prof")) : "";
-const KEEP_SNAP = argv.includes("--keep-snap");
+const CPU_PROF = args.has("cpu-prof") ? resolve(opt("cpu-prof", "bench-storm-prof")) : "";
+const KEEP_SNAP = args.has("keep-snap");
 if (!(N >= 1 && N <= 500)) throw new Error("--clients: 1 to 500 (the bench is bounded)");
 if (!(BOOTSET_MIB > 0 && BOOTSET_MIB <= 68)) throw new Error("--bootset-mib: above 0, at most 68");
 
@@ -99,13 +106,7 @@ function cleanup(): Promise<void> {
       if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
     }
     await sleep(300);
-    for (const ns of [CLIENT_NS, SERVER_NS]) {
-      try {
-        execFileSync("ip", ["netns", "del", ns], { stdio: "ignore" });
-      } catch {
-        // never made, or already gone
-      }
-    }
+    deleteNetns(CLIENT_NS, SERVER_NS);
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
     rmSync(WORK, { recursive: true, force: true });
   })();
@@ -120,21 +121,13 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
 function makeLan(): void {
   // nginx's workers (www-data) read the hand-built stack's files below WORK.
   execFileSync("chmod", ["711", WORK]);
-  run("ip", ["netns", "add", SERVER_NS]);
-  run("ip", ["netns", "add", CLIENT_NS]);
-  const s = (...a: string[]) => inNs(SERVER_NS, a[0]!, ...a.slice(1));
+  makeBridgedLan({
+    serverNs: SERVER_NS,
+    clientNs: CLIENT_NS,
+    outer: OUTER,
+    serverCidr: `${SERVER}/16`,
+  });
   const c = (...a: string[]) => inNs(CLIENT_NS, a[0]!, ...a.slice(1));
-  for (const ns of [SERVER_NS, CLIENT_NS]) {
-    inNs(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1");
-    inNs(ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1");
-    inNs(ns, "ip", "link", "set", "lo", "up");
-  }
-  s("ip", "link", "add", "br0", "type", "bridge");
-  s("ip", "addr", "add", `${SERVER}/16`, "dev", "br0");
-  s("ip", "link", "set", "br0", "up");
-  s("ip", "link", "add", OUTER, "type", "veth", "peer", "name", "eth0", "netns", CLIENT_NS);
-  s("ip", "link", "set", OUTER, "master", "br0");
-  s("ip", "link", "set", OUTER, "up");
   // Replies reach each PC's macvlan while its packets leave through eth0: no reverse-path
   // check; only the interface holding an address answers ARP for it (the PC's own MAC);
   // ARP requests from eth0 carry eth0's own address, never a PC's.
@@ -143,7 +136,6 @@ function makeLan(): void {
     c("sysctl", "-qw", `net.ipv4.conf.${k}.arp_ignore=1`);
     c("sysctl", "-qw", `net.ipv4.conf.${k}.arp_announce=2`);
   }
-  c("ip", "link", "set", "eth0", "up");
   c("ip", "addr", "add", "10.98.250.1/32", "dev", "eth0");
   c("ip", "route", "add", "10.98.0.0/16", "dev", "eth0", "src", "10.98.250.1");
   const batch: string[] = [];
@@ -155,39 +147,14 @@ function makeLan(): void {
   run("ip", ["-n", CLIENT_NS, "-batch", "-"], `${batch.join("\n")}\n`);
 }
 
-/** bootfleet as committed at REF, built into WORK/snap with the project's own build config. */
+/** bootfleet as committed at REF, built into WORK/snap (see bench/lib/snapshot.ts). */
 function buildSnapshot(): { snap: string; commit: string } {
   if (SNAP !== "") {
     // A snapshot built by an earlier run (--keep-snap): repeated runs skip the build.
     return { snap: SNAP, commit: readFileSync(join(SNAP, "COMMIT"), "utf8").trim() };
   }
   const snap = KEEP_SNAP ? mkdtempSync(join(tmpdir(), "bf-storm-snap-")) : join(WORK, "snap");
-  mkdirSync(snap, { recursive: true });
-  const commit = run("git", ["-C", REPO, "rev-parse", "--short", REF]).trim();
-  const tar = execFileSync(
-    "git",
-    [
-      "-C",
-      REPO,
-      "archive",
-      REF,
-      "src",
-      "bin",
-      "ipxe",
-      "package.json",
-      "tsconfig.json",
-      "tsconfig.build.json",
-    ],
-    { maxBuffer: 1 << 30 },
-  );
-  execFileSync("tar", ["-x", "-C", snap], { input: tar });
-  symlinkSync(join(REPO, "node_modules"), join(snap, "node_modules"));
-  log(`building bootfleet ${commit} (tsc -p tsconfig.build.json in a snapshot)`);
-  execFileSync(
-    process.execPath,
-    [join(REPO, "node_modules/typescript/bin/tsc"), "-p", join(snap, "tsconfig.build.json")],
-    { stdio: "inherit" },
-  );
+  const commit = buildRefSnapshot(REPO, REF, snap, log);
   writeFileSync(join(snap, "COMMIT"), `${commit}\n`);
   if (KEEP_SNAP) log(`snapshot kept in ${snap} (reuse it with --snap ${snap}, remove it after)`);
   return { snap, commit };
@@ -249,14 +216,12 @@ function serverCpuSeconds(): number {
     try {
       const link = readlinkSync(`/proc/${pid}/ns/net`);
       if (link !== `net:[${nsIno}]`) continue;
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      total += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+      total += processCpuSeconds(pid, true);
     } catch {
       // gone meanwhile
     }
   }
-  return total / 100;
+  return total;
 }
 
 /** Bytes read from the block device under the loop-mounted XFS (diskstats field 6). */
@@ -308,10 +273,7 @@ function dropCaches(): void {
 
 // ---------------------------------------------------------------- processes in the server namespace
 
-interface Proc {
-  proc: ChildProcess;
-  output(): string;
-}
+type Proc = NsProcess;
 
 function spawnServer(
   cmd: string,
@@ -319,31 +281,12 @@ function spawnServer(
   env: Record<string, string> = {},
   cwd = WORK,
 ): Proc {
-  const proc = spawn("ip", ["netns", "exec", SERVER_NS, cmd, ...args], {
-    cwd,
-    env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  started.push(proc);
-  let text = "";
-  const keep = (d: Buffer) => {
-    text = (text + d.toString()).slice(-200_000);
-  };
-  proc.stdout?.on("data", keep);
-  proc.stderr?.on("data", keep);
-  return { proc, output: () => text };
+  const p = spawnInNetns(SERVER_NS, cmd, args, env, cwd);
+  started.push(p.proc);
+  return p;
 }
 
-async function stop(p: Proc, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-  const c = p.proc;
-  if (c.exitCode !== null || c.signalCode !== null) return;
-  const exited = new Promise<void>((res) => c.once("exit", () => res()));
-  c.kill(signal);
-  if (!(await Promise.race([exited.then(() => true), sleep(15_000).then(() => false)]))) {
-    c.kill("SIGKILL");
-    await exited;
-  }
-}
+const stop = (p: Proc, signal: NodeJS.Signals = "SIGTERM") => stopProcess(p.proc, 15_000, signal);
 
 const tgtadm = (...a: string[]) => inNs(SERVER_NS, "tgtadm", "-C", String(TGT_CONTROL), ...a);
 
@@ -708,32 +651,6 @@ function report(sides: Side[], set: BootSet, commit: string): string {
     );
   }
   return lines.join("\n");
-}
-
-/** The functions with the most self time in a V8 .cpuprofile. */
-function topOfProfile(file: string, n = 25): string {
-  const prof = JSON.parse(readFileSync(file, "utf8")) as {
-    nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
-    samples: number[];
-    timeDeltas: number[];
-  };
-  const byId = new Map(prof.nodes.map((x) => [x.id, x]));
-  const self = new Map<string, number>();
-  let total = 0;
-  prof.samples.forEach((id, k) => {
-    const dt = prof.timeDeltas[k] ?? 0;
-    total += dt;
-    const cf = byId.get(id)?.callFrame;
-    const key = cf
-      ? `${cf.functionName || "(anonymous)"} ${cf.url.replace(/^.*\/(dist|node_modules)\//, "$1/")}:${cf.lineNumber + 1}`
-      : "?";
-    self.set(key, (self.get(key) ?? 0) + dt);
-  });
-  return [...self.entries()]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, n)
-    .map(([k, v]) => `${((v / total) * 100).toFixed(1).padStart(5)}%  ${k}`)
-    .join("\n");
 }
 
 // ---------------------------------------------------------------- main

@@ -33,14 +33,10 @@ import { type TgtdManager, tgtdManager } from "../../src/iscsi/target/tgtd-ipc.j
 import { Store } from "../../src/store/index.js";
 import { readCapacity, run, TestTgtd } from "../../test/fixtures/iscsi/tgtd.js";
 import { type LoopFs, mountLoopFs } from "../../test/iscsi/overlay/loopfs.js";
+import { benchArgs } from "../lib/args.js";
 
-const argv = process.argv.slice(2);
-const opt = (name: string, dflt: number): number => {
-  const i = argv.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(argv[i + 1]) : dflt;
-  if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} wants a positive integer`);
-  return v;
-};
+const cli = benchArgs();
+const opt = cli.positiveInt;
 const N = opt("machines", 200);
 const CHANGES = opt("changes", 10);
 if (N > 999) throw new Error("--machines is at most 999 (pc-NNN names)");

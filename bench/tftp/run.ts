@@ -15,12 +15,10 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
+import { benchArgs } from "../lib/args.js";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : dflt;
-};
+const args = benchArgs();
+const opt = args.str;
 const REPS = Number(opt("reps", "3"));
 /** Comma-separated subset: bootfleet,tftpd-hpa,dnsmasq,bootfleet-noshare. */
 const ONLY = opt("servers", "bootfleet,tftpd-hpa,dnsmasq,bootfleet-noshare").split(",");
