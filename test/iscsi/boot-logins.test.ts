@@ -7,12 +7,10 @@ import { RELOGIN_WINDOW_MS } from "../../src/iscsi/boot-logins.js";
 import type { OverlayDriver } from "../../src/iscsi/overlay/types.js";
 import { Reconciler } from "../../src/iscsi/reconciler.js";
 import type { TargetDriver, TargetSession } from "../../src/iscsi/target/types.js";
-import { type ClientInfo, classifyClient } from "../../src/netboot/dhcp/client.js";
-import { decodeDhcp } from "../../src/netboot/dhcp/packet.js";
 import { BootTimeline } from "../../src/netboot/timeline.js";
 import { Store } from "../../src/store/index.js";
 import { tempDir } from "../helpers/daemon.js";
-import { ascii, opt, rawPacket } from "../netboot/dhcp/rfc-builder.js";
+import { pxeDiscover as discover } from "../netboot/dhcp/rfc-builder.js";
 
 // One boot is one session, however many times it logs in to its disk: iPXE's sanboot, then
 // the booted OS's own logins (initramfs, iscsid). Only a new PXE phase, or a login long after
@@ -122,26 +120,6 @@ function fixture(t: { teardown(fn: () => void): void }) {
       ).rows,
     state: () => fleet.stateOf(machine.id).state,
   };
-}
-
-/** A BIOS PXE ROM's DISCOVER, as the proxy-DHCP classifies it. */
-function discover(mac: string): ClientInfo & { mac: string } {
-  const o = [
-    ...opt(53, [1]),
-    ...opt(60, ascii("PXEClient:Arch:00000:UNDI:002001")),
-    ...opt(93, [0, 0]),
-    255,
-  ];
-  const decoded = decodeDhcp(
-    rawPacket({
-      chaddr: mac.split(":").map((h) => Number.parseInt(h, 16)),
-      xid: 1,
-      flags: 0x8000,
-      options: o,
-    }),
-  );
-  if (!decoded.ok) throw new Error(decoded.error);
-  return classifyClient(decoded.packet) as ClientInfo & { mac: string };
 }
 
 t.test("the booted OS's logins join the boot's session", async (t) => {

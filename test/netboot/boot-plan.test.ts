@@ -6,8 +6,6 @@ import { serve } from "@hono/node-server";
 import pino from "pino";
 import t from "tap";
 import { bootRoutes } from "../../src/netboot/boot-routes.js";
-import { type ClientInfo, classifyClient } from "../../src/netboot/dhcp/client.js";
-import { decodeDhcp } from "../../src/netboot/dhcp/packet.js";
 import { evaluateProxy } from "../../src/netboot/dhcp/proxy.js";
 import type { ProxyRequestInfo } from "../../src/netboot/dhcp/server.js";
 import { dhcpPolicy } from "../../src/netboot/dhcp-policy.js";
@@ -17,7 +15,7 @@ import { issueBootToken, UsedTokens } from "../../src/netboot/script/token.js";
 import { BootTimeline } from "../../src/netboot/timeline.js";
 import { Store } from "../../src/store/index.js";
 import type { BootAction, Machine, MachineStatus } from "../../src/store/machines.js";
-import { ascii, opt, rawPacket } from "./dhcp/rfc-builder.js";
+import { pxeDiscover as discover } from "./dhcp/rfc-builder.js";
 import { readyDisk } from "./ready-disk.js";
 
 // One decision, two entry points: for every machine state, what the proxy-DHCP answers
@@ -105,27 +103,6 @@ function addDisk(store: Store, m: Machine, imageId: number) {
     chap_password: "secret-secret-1",
     is_active: 1,
   });
-}
-
-/** A PXE DISCOVER as classified by the proxy-DHCP: BIOS firmware, or iPXE. */
-function discover(mac: string, ipxe: boolean): ClientInfo & { mac: string } {
-  const o = [
-    ...opt(53, [1]),
-    ...opt(60, ascii("PXEClient:Arch:00000:UNDI:002001")),
-    ...opt(93, [0, 0]),
-  ];
-  if (ipxe) o.push(...opt(175, [...opt(19, [1])]));
-  o.push(255);
-  const decoded = decodeDhcp(
-    rawPacket({
-      chaddr: mac.split(":").map((h) => Number.parseInt(h, 16)),
-      xid: 1,
-      flags: 0x8000,
-      options: o,
-    }),
-  );
-  if (!decoded.ok) throw new Error(decoded.error);
-  return classifyClient(decoded.packet) as ClientInfo & { mac: string };
 }
 
 t.test("the DHCP decision follows the boot plan for every machine state", async (t) => {

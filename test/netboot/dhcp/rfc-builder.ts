@@ -1,3 +1,5 @@
+import { type ClientInfo, classifyClient } from "../../../src/netboot/dhcp/client.js";
+import { decodeDhcp } from "../../../src/netboot/dhcp/packet.js";
 // Builds BOOTP/DHCP bytes straight from the RFC 2131 figure 1 layout, independently of
 // the codec under test, so decode tests do not check the codec against itself.
 
@@ -59,4 +61,25 @@ export function ascii(s: string): number[] {
 /** One option as code, length, value. */
 export function opt(code: number, value: number[]): number[] {
   return [code, value.length, ...value];
+}
+
+/** A PXE DISCOVER as the proxy-DHCP classifies it: a BIOS PXE ROM, or iPXE (option 175). */
+export function pxeDiscover(mac: string, ipxe = false): ClientInfo & { mac: string } {
+  const o = [
+    ...opt(53, [1]),
+    ...opt(60, ascii("PXEClient:Arch:00000:UNDI:002001")),
+    ...opt(93, [0, 0]),
+  ];
+  if (ipxe) o.push(...opt(175, [...opt(19, [1])]));
+  o.push(255);
+  const decoded = decodeDhcp(
+    rawPacket({
+      chaddr: mac.split(":").map((h) => Number.parseInt(h, 16)),
+      xid: 1,
+      flags: 0x8000,
+      options: o,
+    }),
+  );
+  if (!decoded.ok) throw new Error(decoded.error);
+  return classifyClient(decoded.packet) as ClientInfo & { mac: string };
 }
