@@ -159,7 +159,11 @@ async function createStorageObject(
   }
   await fs.write(join(so, "enable"), "1");
   await fs.write(join(so, "wwn", "vpd_unit_serial"), l.wwn);
-  await fs.write(join(so, "attrib", "emulate_tpu"), "1");
+  // Thin provisioning (client TRIM) only where the device can discard: enabling read it
+  // into max_unmap_block_desc_count (fileio: hole punching; a thin LV: yes; a dm-snapshot:
+  // no), and the kernel refuses emulate_tpu=1 without it (ENOSYS), failing the target.
+  const unmap = Number((await readTrim(fs, join(so, "attrib", "max_unmap_block_desc_count"))) ?? 0);
+  if (unmap > 0) await fs.write(join(so, "attrib", "emulate_tpu"), "1");
   return so;
 }
 

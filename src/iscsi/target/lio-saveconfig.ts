@@ -84,7 +84,9 @@ export function storageObjectFor(iqn: string, l: LunSpec): StorageObjectJson {
     wwn: l.wwn,
     readonly: l.readOnly,
     write_back: false,
-    attributes: { emulate_tpu: 1 },
+    // No emulate_tpu: rtslib's restore would fail the object on a device that cannot discard
+    // (a dm-snapshot); bootfleetd sets it at apply where the device can.
+    attributes: {},
     alua_tpgs: [],
   };
 }

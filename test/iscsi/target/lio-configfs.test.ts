@@ -367,3 +367,25 @@ t.test(
     t.notMatch(lines.join(""), /pc01Secret/, "no secret in the log");
   },
 );
+
+t.test("thin provisioning is asked only of a device that can discard", async (t) => {
+  // The kernel answers emulate_tpu=1 with ENOSYS on a block device whose queue cannot
+  // discard (a dm-snapshot), which failed the whole target in the Debian guest.
+  const { root, fs } = await setup(t);
+  await applyToConfigfs(fs, root, specA());
+  const tpu = () => fs.log.filter((e) => e.op === "write" && e.path.endsWith("attrib/emulate_tpu"));
+  t.same(
+    tpu().map((e) => e.value),
+    ["1"],
+    "the file LUN gets thin provisioning, the snapshot-like block LUN is left without",
+  );
+
+  const { root: root2, fs: fs2 } = await setup(t);
+  fs2.canDiscard.add("/dev/vg0/games");
+  await applyToConfigfs(fs2, root2, specA());
+  t.equal(
+    fs2.log.filter((e) => e.op === "write" && e.path.endsWith("attrib/emulate_tpu")).length,
+    2,
+    "a block device that can discard (a thin LV) gets it too",
+  );
+});
