@@ -43,12 +43,13 @@ export class GuestExecError extends Error implements ExecResult {
 }
 
 /**
- * An extra virtio disk: a new sparse file in the run folder, or an existing raw file the
+ * An extra virtio disk: a new sparse file in the run folder; an existing raw file the
  * guest may read but never write (e.g. a built disk image to import inside the guest, which
- * costs no copy over the user-mode network). The guest also finds disk i at
- * /dev/disk/by-id/virtio-bf-extra-<i>.
+ * costs no copy over the user-mode network); or an existing raw file of the test's that the
+ * guest writes (e.g. a file system the test filled on the host, and reads on the host after
+ * the guest stopped). The guest also finds disk i at /dev/disk/by-id/virtio-bf-extra-<i>.
  */
-export type ExtraDisk = { sizeMiB: number } | { readOnlyFile: string };
+export type ExtraDisk = { sizeMiB: number } | { readOnlyFile: string } | { file: string };
 
 /**
  * A second NIC on a tap device of a test LAN (test/helpers/lan.ts), for a guest that serves
@@ -196,6 +197,9 @@ export class Guest {
         let drive: string;
         if ("readOnlyFile" in d) {
           drive = `file=${q(d.readOnlyFile)},format=raw,readonly=on`;
+        } else if ("file" in d) {
+          // Written through to the file: the test reads it on the host once QEMU has exited.
+          drive = `file=${q(d.file)},format=raw,cache=writeback`;
         } else {
           const file = join(dir, `extra${i}.raw`);
           closeSync(openSync(file, "w"));
