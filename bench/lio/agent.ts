@@ -8,7 +8,7 @@
 //   agent.cjs snap-create <image> <id>...            dm-snapshot disks over one image
 //   agent.cjs snap-delete <id>...
 import { lstat, readdir, readFile, readlink } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { pino } from "pino";
 import { createDmSnapshotDriver } from "../../src/iscsi/overlay/dm-snapshot.js";
 import {
@@ -16,6 +16,7 @@ import {
   DEFAULT_SAVECONFIG,
   LioDriver,
 } from "../../src/iscsi/target/lio.js";
+import { type ConfigFs, nodeConfigFs } from "../../src/iscsi/target/lio-configfs.js";
 import { readSaveConfig } from "../../src/iscsi/target/lio-saveconfig.js";
 import type { TargetSpec } from "../../src/iscsi/target/types.js";
 import { machineNames, PORTAL } from "./machines.js";
@@ -42,8 +43,40 @@ function specOf(i: number, backingDir: string, password: string): TargetSpec {
   };
 }
 
+/**
+ * Milliseconds spent in each configfs operation, keyed "op name" (the path's last part), so
+ * a slow apply shows where its time goes; the rest of an apply is saveconfig.json.
+ */
+const spent = new Map<string, { ms: number; calls: number }>();
+const timedFs = Object.fromEntries(
+  Object.entries(nodeConfigFs).map(([op, fn]) => [
+    op,
+    async (path: string, ...rest: string[]) => {
+      const t0 = performance.now();
+      try {
+        return await (fn as (p: string, ...r: string[]) => Promise<unknown>)(path, ...rest);
+      } finally {
+        const key = `${op} ${op === "symlink" ? "link" : basename(rest[0] !== undefined && op !== "write" ? rest[0] : path)}`;
+        const e = spent.get(key) ?? { ms: 0, calls: 0 };
+        e.ms += performance.now() - t0;
+        e.calls++;
+        spent.set(key, e);
+      }
+    },
+  ]),
+) as unknown as ConfigFs;
+
 function lio(): LioDriver {
-  return new LioDriver({ iqnPrefix: machineNames(1).prefix, logger });
+  return new LioDriver({ iqnPrefix: machineNames(1).prefix, logger, fs: timedFs });
+}
+
+/** The configfs operations that took the most time, and their total. */
+function configfsSpent() {
+  const top = [...spent.entries()].sort((a, b) => b[1].ms - a[1].ms);
+  return {
+    configfsMs: top.reduce((a, [, e]) => a + e.ms, 0),
+    top: top.slice(0, 12).map(([k, e]) => `${k}: ${e.ms.toFixed(0)} ms / ${e.calls}`),
+  };
 }
 
 const percentile = (xs: number[], p: number) => {
@@ -64,6 +97,7 @@ async function timedEach(n: number, fn: (i: number) => Promise<void>) {
   const lastTen = each.slice(-10).reduce((a, b) => a + b, 0) / Math.min(10, each.length);
   return {
     ms,
+    each,
     medianMs: percentile(each, 50),
     p90Ms: percentile(each, 90),
     firstTenMeanMs: firstTen,
@@ -137,12 +171,14 @@ async function main(): Promise<unknown> {
       const passwords = JSON.parse(await readFile(need(2), "utf8")) as string[];
       const d = lio();
       // The driver directly, one machine after another, as Reconciler.startup() calls it.
-      return timedEach(n, (i) => d.apply(specOf(i, dir, passwords[i - 1] ?? "")));
+      const r = await timedEach(n, (i) => d.apply(specOf(i, dir, passwords[i - 1] ?? "")));
+      return { ...r, ...configfsSpent() };
     }
     case "lio-remove": {
       const n = Number(need(0));
       const d = lio();
-      return timedEach(n, (i) => d.remove(machineNames(i).target));
+      const r = await timedEach(n, (i) => d.remove(machineNames(i).target));
+      return { ...r, ...configfsSpent() };
     }
     case "lio-check": {
       const n = Number(need(0));

@@ -4,6 +4,7 @@
  *
  *   node --import tsx bench/lio/run.ts [--machines 200] [--storm 50] [--image-mib 128]
  *                                      [--skip-targets] [--skip-cache] [--skip-session]
+ *                                      [--tcli-minutes M] [--remove R]
  *
  * Root (the harness builds the guest with mmdebstrap). Under TCG on a shared 2-core VM it
  * takes the better part of an hour: run it in the background. Prints Markdown on stdout,
@@ -43,6 +44,18 @@ if (N > 999 || STORM > 999) throw new Error("at most 999 machines (pc-NNN names)
 const doTargets = !cli.has("skip-targets");
 const doCache = !cli.has("skip-cache");
 const doSession = !cli.has("skip-session");
+/**
+ * Stop the one-process-per-target targetcli pass after this many minutes (0: never). Under
+ * TCG on a loaded host targetcli takes ~25 s a target, so 200 take more than an hour; cut
+ * short, it has done k targets, and bootfleet's time for its own first k is the fair match.
+ */
+const TCLI_MINUTES = cli.has("tcli-minutes") ? opt("tcli-minutes", 60) : 0;
+/**
+ * How many of bootfleet's targets to remove through LioDriver.remove (timed); the rest go by
+ * `targetcli clearconfig`. Each remove walks every other target's LUNs (is the storage
+ * object still used?): O(N^2) in all, more than 16 minutes for 200 under TCG on a loaded host.
+ */
+const REMOVE = Math.min(N, opt("remove", N));
 
 const HERE = import.meta.dirname;
 const BOOT_SET = join(HERE, "../storm/boot-set/debian-12-bios.csv");
@@ -86,8 +99,15 @@ let jobs = 0;
  */
 async function heavy(g: Guest, script: string, progress?: string): Promise<string> {
   const tag = `/root/bf-bench-${++jobs}`;
+  // systemd expands ${NAME} in a unit's command line (systemd-run in Debian 12's v252 has
+  // no --expand-environment=no): `$$` is its escape for a `$` that bash must see, or
+  // ${EPOCHREALTIME/./} arrives empty and every timing reads 0.
+  const command = `(${script}) >${tag}.out 2>${tag}.err; echo $? >${tag}.rc`.replaceAll(
+    "$",
+    "$$$$",
+  );
   await g.sh(
-    `systemd-run --quiet --collect --unit=bf-bench-${process.pid}-${jobs} /bin/bash -c ${shq(`(${script}) >${tag}.out 2>${tag}.err; echo $? >${tag}.rc`)}`,
+    `systemd-run --quiet --collect --unit=bf-bench-${process.pid}-${jobs} /bin/bash -c ${shq(command)}`,
   );
   const deadline = Date.now() + STEP_MS;
   let last: unknown;
@@ -136,10 +156,15 @@ function targetcliScript(i: number, password: string): string {
 
 interface Timed {
   ms: number;
+  /** Time in configfs operations; the rest of an apply is saveconfig.json. */
+  configfsMs: number;
+  top: string[];
   medianMs: number;
   p90Ms: number;
   firstTenMeanMs: number;
   lastTenMeanMs: number;
+  /** Each apply's milliseconds, in order. */
+  each: number[];
 }
 interface Check {
   liveTargets: number;
@@ -292,11 +317,16 @@ async function targetsPart(g: Guest, out: string[], N: number): Promise<void> {
   const lioApply = JSON.parse(applyJson ?? "") as Timed;
   const lioWallMs = Number(applyWall);
   log(`bootfleet: ${sec(lioApply.ms)} s in the process (${sec(lioWallMs)} s with node's start)`);
+  log(`  of which configfs ${sec(lioApply.configfsMs)} s: ${lioApply.top.join("; ")}`);
   const lioCheck = await agent<Check>(g, "lio-check", String(N), BACKING);
   const lioSave = (await g.sh("wc -c < /etc/rtslib-fb-target/saveconfig.json")).trim();
-  const lioRemove = await agent<Timed>(g, "lio-remove", String(N));
-  log(`bootfleet: removed in ${sec(lioRemove.ms)} s`);
+  log(`bootfleet check: ${JSON.stringify(lioCheck)}`);
+  const lioRemove = await agent<Timed>(g, "lio-remove", String(REMOVE));
+  log(
+    `bootfleet: removed ${REMOVE} in ${sec(lioRemove.ms)} s, of which configfs ${sec(lioRemove.configfsMs)} s; each ${lioRemove.each.map((x) => x.toFixed(0)).join(" ")} ms`,
+  );
   const afterRemove = await agent<Check>(g, "lio-check", "0", BACKING);
+  if (REMOVE < N) await heavy(g, "targetcli clearconfig confirm=True");
   const leftObjects = (await g.sh("ls /sys/kernel/config/target/core")).trim();
 
   await g.sh("rm -f /etc/rtslib-fb-target/saveconfig.json");
@@ -310,16 +340,21 @@ async function targetsPart(g: Guest, out: string[], N: number): Promise<void> {
     // bash's clock, not date(1): no process of its own inside the timed loop.
     `cd /root/tcli && : >/root/tcli.times && start=\${EPOCHREALTIME/./}
      for f in pc-*.txt; do
+       ${TCLI_MINUTES > 0 ? `[ $(( (\${EPOCHREALTIME/./} - start) / 1000 )) -ge ${TCLI_MINUTES * 60_000} ] && break` : ""}
        a=\${EPOCHREALTIME/./}; targetcli <"$f" >>/root/tcli.log 2>&1 || exit 1
        echo $(( (\${EPOCHREALTIME/./} - a) / 1000 )) >>/root/tcli.times
      done
      echo $(( (\${EPOCHREALTIME/./} - start) / 1000 ))`,
     "/root/tcli.log",
     `awk '{ s += $1 } END { printf "targetcli: %d of ${N} targets done, %.1f s so far", NR, s / 1000 }' /root/tcli.times`,
+    doSession,
   );
   const tcliMs = tcli.ms;
   const tcliCheck = tcli.check;
   const tcliEach = (await g.sh("cat /root/tcli.times")).trim().split("\n").map(Number);
+  // Cut short (--tcli-minutes): targetcli made k targets; bootfleet's first k are the match.
+  const k = tcliEach.length;
+  const lioFirstK = lioApply.each.slice(0, k).reduce((a, b) => a + b, 0);
 
   type Pass = Awaited<ReturnType<typeof targetcliPass>>;
   const report = (session: Pass | undefined): string[] => {
@@ -331,16 +366,21 @@ async function targetsPart(g: Guest, out: string[], N: number): Promise<void> {
       "",
       "| | bootfleet LioDriver | targetcli, one target at a time (one process each) | targetcli, one session, saveconfig after each target |",
       "|---|---|---|---|",
-      `| all ${N} targets | ${sec(lioApply.ms)} s (${sec(lioWallMs)} s with node's start) | ${sec(tcliMs)} s | ${ss((x) => `${sec(x.ms)} s`)} |`,
+      `| all ${N} targets | ${sec(lioApply.ms)} s (${sec(lioWallMs)} s with node's start) | ${k < N ? `cut at ${TCLI_MINUTES} min: ${k} of ${N} done in ${sec(tcliMs)} s` : `${sec(tcliMs)} s`} | ${ss((x) => `${sec(x.ms)} s`)} |`,
+      ...(k < N ? [`| the first ${k} targets | ${sec(lioFirstK)} s | ${sec(tcliMs)} s | — |`] : []),
       `| one target, median / p90 | ${lioApply.medianMs.toFixed(0)} / ${lioApply.p90Ms.toFixed(0)} ms | ${sorted[Math.floor(sorted.length / 2)]} / ${sorted[Math.floor(sorted.length * 0.9)]} ms | — |`,
       `| first 10 / last 10, mean | ${lioApply.firstTenMeanMs.toFixed(0)} / ${lioApply.lastTenMeanMs.toFixed(0)} ms | ${mean(tcliEach.slice(0, 10)).toFixed(0)} / ${mean(tcliEach.slice(-10)).toFixed(0)} ms | — |`,
       `| saveconfig.json after | ${lioSave} bytes, ${lioCheck.savedTargets} targets, ${lioCheck.savedStorageObjects} objects | ${tcli.save} bytes, ${tcliCheck.savedTargets} targets, ${tcliCheck.savedStorageObjects} objects | ${ss((x) => `${x.save} bytes, ${x.check.savedTargets} targets, ${x.check.savedStorageObjects} objects`)} |`,
       `| live targets in configfs | ${lioCheck.liveTargets} | ${tcliCheck.liveTargets} | ${ss((x) => String(x.check.liveTargets))} |`,
       `| targetcli output lines with error/unknown/failed | — | ${tcli.errors} | ${ss((x) => x.errors)} |`,
       "",
-      `Ratio bootfleet / targetcli one target at a time: **${(lioApply.ms / tcliMs).toFixed(3)}** (${(lioWallMs / tcliMs).toFixed(3)} counting node's start); / targetcli in one session: ${ss((x) => `${(lioApply.ms / x.ms).toFixed(3)} (${(lioWallMs / x.ms).toFixed(3)})`)}.`,
+      k < N
+        ? `Ratio bootfleet / targetcli one target at a time, the first ${k} targets each: **${(lioFirstK / tcliMs).toFixed(3)}**; bootfleet's all ${N} against targetcli's first ${k} (a bound: targetcli's ${N} take longer): ${(lioApply.ms / tcliMs).toFixed(3)} (${(lioWallMs / tcliMs).toFixed(3)} counting node's start).`
+        : `Ratio bootfleet / targetcli one target at a time: **${(lioApply.ms / tcliMs).toFixed(3)}** (${(lioWallMs / tcliMs).toFixed(3)} counting node's start); / targetcli in one session: ${ss((x) => `${(lioApply.ms / x.ms).toFixed(3)} (${(lioWallMs / x.ms).toFixed(3)})`)}.`,
       "",
-      `Removing the ${N} through the driver: ${sec(lioRemove.ms)} s; then configfs holds ${afterRemove.liveTargets} targets, saveconfig ${afterRemove.savedTargets}, core/ holds: ${leftObjects || "nothing"}.`,
+      REMOVE < N
+        ? `Removing the first ${REMOVE} of ${N} through the driver: ${sec(lioRemove.ms)} s (median ${lioRemove.medianMs.toFixed(0)} ms each); then configfs holds ${afterRemove.liveTargets} targets, saveconfig ${afterRemove.savedTargets}; the rest cleared by targetcli clearconfig.`
+        : `Removing the ${N} through the driver: ${sec(lioRemove.ms)} s; then configfs holds ${afterRemove.liveTargets} targets, saveconfig ${afterRemove.savedTargets}, core/ holds: ${leftObjects || "nothing"}.`,
       "",
       "Each fact, for how many targets it holds (bootfleet / targetcli per target / targetcli session):",
       "",
@@ -366,6 +406,8 @@ async function targetsPart(g: Guest, out: string[], N: number): Promise<void> {
      start=\${EPOCHREALTIME/./}; targetcli </root/session.txt >>/root/tcli-session.log 2>&1 || exit 1
      echo $(( (\${EPOCHREALTIME/./} - start) / 1000 ))`,
         "/root/tcli-session.log",
+        undefined,
+        false,
       );
 
   out.push(...report(session));
@@ -442,16 +484,19 @@ async function targetcliPass(
   script: string,
   logFile: string,
   progress?: string,
+  /** Clear it after: another pass follows (clearconfig of 200 targets takes minutes). */
+  clear = true,
 ) {
   const ms = Number((await heavy(g, script, progress)).trim());
   const errors = (await g.sh(`grep -ciE 'error|no such|unknown|failed' ${logFile} || true`)).trim();
   log(`targetcli: ${sec(ms)} s; output lines with an error: ${errors}`);
   const check = await agent<Check>(g, "lio-check", String(N), BACKING);
   const save = (await g.sh("wc -c < /etc/rtslib-fb-target/saveconfig.json")).trim();
-  await heavy(
-    g,
-    "targetcli clearconfig confirm=True && rm -f /etc/rtslib-fb-target/saveconfig.json",
-  );
+  if (clear)
+    await heavy(
+      g,
+      "targetcli clearconfig confirm=True && rm -f /etc/rtslib-fb-target/saveconfig.json",
+    );
   return { ms, errors, check, save };
 }
 
