@@ -205,7 +205,7 @@ async function startDhcp(
     serverAddress: s.interfaces[0]!.address,
     ...(s.dhcp.isOwnMac ? { isOwnMac: s.dhcp.isOwnMac } : {}),
   });
-  log.debug(warm, "proxy-DHCP request path warmed up");
+  log.info(warm, "proxy-DHCP request path warmed up");
   const dhcp = await startProxyDhcp({
     interfaces: s.interfaces,
     bootFiles: dhcpBootFiles,

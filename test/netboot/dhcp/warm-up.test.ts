@@ -33,7 +33,7 @@ t.test("the own-MAC check is asked, and a MAC it claims gets nothing built", asy
     },
   });
   t.equal(r.replies, 0);
-  t.same([...asked], ["02:00:5e:10:00:01"]);
+  t.same([...asked], ["00:00:5e:00:53:01"]);
 });
 
 t.test("no UEFI boot file configured: the UEFI samples are not answered", async (t) => {
