@@ -13,6 +13,7 @@ import {
   type ProxyDhcpServerOptions,
   startProxyDhcp,
 } from "./dhcp/server.js";
+import { warmUpProxyPath } from "./dhcp/warm-up.js";
 import { dhcpPolicy } from "./dhcp-policy.js";
 import { Discovery } from "./discovery.js";
 import { parseSubnet } from "./peer-binding.js";
@@ -197,9 +198,17 @@ async function startDhcp(
       "DHCP has no interface to serve: set [netboot] interfaces (an interface with an IPv4 address)",
     );
   }
+  const dhcpBootFiles = { ...bootFiles(s), httpBootUrl: wiring.httpBootUrl };
+  // Before the first real request: see dhcp/warm-up.ts.
+  const warm = warmUpProxyPath({
+    bootFiles: dhcpBootFiles,
+    serverAddress: s.interfaces[0]!.address,
+    ...(s.dhcp.isOwnMac ? { isOwnMac: s.dhcp.isOwnMac } : {}),
+  });
+  log.info(warm, "proxy-DHCP request path warmed up");
   const dhcp = await startProxyDhcp({
     interfaces: s.interfaces,
-    bootFiles: { ...bootFiles(s), httpBootUrl: wiring.httpBootUrl },
+    bootFiles: dhcpBootFiles,
     log,
     replyDelayMs: s.dhcp.replyDelayMs,
     ...(s.dhcp.isOwnMac ? { isOwnMac: s.dhcp.isOwnMac } : {}),

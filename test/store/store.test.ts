@@ -322,3 +322,30 @@ t.test(
     t.equal(store.generation(), g4, "and nothing more after it");
   },
 );
+
+t.test("offers of one turn: a session each, each with its own id", async (t) => {
+  const store = Store.open({ path: join(tempDir(t), "bf.db"), busyTimeoutMs: 100 });
+  t.teardown(() => store.close());
+  const ids = ["02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"].map(
+    (mac) =>
+      store.machines.recordSeen({
+        mac_address: mac,
+        client_arch: 0,
+        client_uuid: null,
+        vendor_class: "PXEClient",
+      }).machine.id,
+  );
+  const at = new Date().toISOString();
+  // The session ids of a batch come from one draw of randomness, cut in pieces.
+  store.sessions.recordOffers(
+    ids.map((machine_id) => ({ machine_id, server_ip: "10.0.0.1", boot_method: "bios", at })),
+  );
+  const sessions = ids.map((id) => store.sessions.latest(id));
+  const sessionIds = sessions.map((s) => s?.session_id);
+  t.equal(new Set(sessionIds).size, 3, "three distinct ids");
+  for (const id of sessionIds) t.match(id, /^session_[0-9a-f]{12}$/);
+  t.same(
+    sessions.map((s) => s?.dhcp_offer_at),
+    [at, at, at],
+  );
+});

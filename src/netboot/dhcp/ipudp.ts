@@ -1,6 +1,6 @@
 // IPv4 + UDP header framing (RFC 791, RFC 768, checksums per RFC 1071), for the raw
 // sockets of the DHCP transport: they receive whole IP packets and send with IP_HDRINCL.
-import { isIPv4 } from "node:net";
+import { writeIpv4 } from "./options.js";
 
 export interface Ipv4UdpDatagram {
   srcAddress: string;
@@ -73,22 +73,19 @@ export function internetChecksum(...parts: Buffer[]): number {
   return ~onesComplementSum(parts) & 0xffff;
 }
 
-function ipv4Bytes(address: string): Buffer {
-  if (!isIPv4(address)) throw new TypeError(`not an IPv4 address: ${JSON.stringify(address)}`);
-  return Buffer.from(address.split(".").map((octet) => Number(octet)));
+/**
+ * The one's complement sum of the UDP pseudo-header (RFC 768) of `packet`, read from its
+ * own IPv4 header: no pseudo-header buffer is made per datagram.
+ */
+function pseudoHeaderSum(packet: Buffer, udpLength: number): number {
+  let sum = IPPROTO_UDP + udpLength;
+  for (let i = 12; i < 20; i += 2) sum += (packet[i]! << 8) | packet[i + 1]!;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
 }
 
 function ipv4String(buf: Buffer, offset: number): string {
   return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
-}
-
-function pseudoHeader(src: Buffer, dst: Buffer, udpLength: number): Buffer {
-  const ph = Buffer.alloc(12);
-  src.copy(ph, 0);
-  dst.copy(ph, 4);
-  ph[9] = IPPROTO_UDP;
-  ph.writeUInt16BE(udpLength, 10);
-  return ph;
 }
 
 /**
@@ -126,15 +123,13 @@ export function parseIpv4Udp(packet: Buffer): ParseResult {
     return { ok: false, reason: "bad-udp-length" };
   }
   const segment = udp.subarray(0, udpLength);
-  const src = packet.subarray(12, 16);
-  const dst = packet.subarray(16, 20);
   const checksum = segment.readUInt16BE(6);
   let checksumVerified = false;
   if (checksum !== 0) {
-    const ph = pseudoHeader(src, dst, udpLength);
-    if (internetChecksum(ph, segment) === 0) {
+    const ph = pseudoHeaderSum(packet, udpLength);
+    if ((~onesComplementSum([segment], ph) & 0xffff) === 0) {
       checksumVerified = true;
-    } else if (checksum !== onesComplementSum([ph])) {
+    } else if (checksum !== ph) {
       return { ok: false, reason: "bad-udp-checksum" };
     }
   }
@@ -158,6 +153,14 @@ function checkPort(name: string, port: number): void {
   }
 }
 
+function writeAddress(address: string, into: Buffer, at: number): void {
+  try {
+    writeIpv4(address, into, at);
+  } catch {
+    throw new TypeError(`not an IPv4 address: ${JSON.stringify(address)}`);
+  }
+}
+
 /** A complete IPv4 packet (no options) carrying one UDP datagram, both checksums filled in. */
 export function buildIpv4Udp(d: BuildIpv4Udp): Buffer {
   checkPort("srcPort", d.srcPort);
@@ -175,17 +178,15 @@ export function buildIpv4Udp(d: BuildIpv4Udp): Buffer {
       `UDP payload of ${d.payload.length} bytes does not fit in one IPv4 packet`,
     );
   }
-  const src = ipv4Bytes(d.srcAddress);
-  const dst = ipv4Bytes(d.dstAddress);
-
   const packet = Buffer.alloc(totalLength);
   packet[0] = 0x45;
   packet.writeUInt16BE(totalLength, 2);
   packet.writeUInt16BE(id, 4);
   packet[8] = ttl;
   packet[9] = IPPROTO_UDP;
-  src.copy(packet, 12);
-  dst.copy(packet, 16);
+  // Written in place, no buffer per address: a reply is framed for every request.
+  writeAddress(d.srcAddress, packet, 12);
+  writeAddress(d.dstAddress, packet, 16);
   packet.writeUInt16BE(internetChecksum(packet.subarray(0, IPV4_HEADER_LENGTH)), 10);
 
   const udp = packet.subarray(IPV4_HEADER_LENGTH);
@@ -193,7 +194,7 @@ export function buildIpv4Udp(d: BuildIpv4Udp): Buffer {
   udp.writeUInt16BE(d.dstPort, 2);
   udp.writeUInt16BE(udpLength, 4);
   d.payload.copy(udp, UDP_HEADER_LENGTH);
-  const sum = internetChecksum(pseudoHeader(src, dst, udpLength), udp);
+  const sum = ~onesComplementSum([udp], pseudoHeaderSum(packet, udpLength)) & 0xffff;
   // RFC 768: a computed zero is sent as all ones, since zero means "no checksum".
   udp.writeUInt16BE(sum === 0 ? 0xffff : sum, 6);
   return packet;

@@ -59,6 +59,8 @@ export type DecodeResult = { ok: true; packet: DhcpPacket } | { ok: false; error
 export const FLAG_BROADCAST = 0x8000;
 
 function cString(b: Uint8Array): string {
+  // The usual case, an empty field (every PXE DISCOVER), without a copy or a search.
+  if (b[0] === 0) return "";
   const nul = b.indexOf(0);
   return Buffer.from(nul < 0 ? b : b.subarray(0, nul)).toString("latin1");
 }

@@ -208,6 +208,25 @@ function whyIgnore(req: ProxyRequest, ctx: ProxyContext): string | null {
   return null;
 }
 
+/**
+ * The last value's bytes, kept: option 54 and option 67 are the same bytes for nearly every
+ * reply (one server address per interface, one boot file per architecture), and encodeDhcp
+ * only reads them, so they are shared between replies like the constant options above.
+ */
+function lastOf<T extends string>(toBytes: (s: T) => Buffer): (s: T) => Buffer {
+  let key: T | undefined;
+  let bytes: Buffer = Buffer.alloc(0);
+  return (s) => {
+    if (s !== key) {
+      bytes = toBytes(s);
+      key = s;
+    }
+    return bytes;
+  };
+}
+const serverIdBytes = lastOf((s: string) => ipv4ToBytes(s));
+const bootFileBytes = lastOf((s: string) => Buffer.from(s, "utf8"));
+
 /** Decides, with the reason when the answer is silence. */
 export function evaluateProxy(req: ProxyRequest, ctx: ProxyContext): ProxyOutcome {
   const why = whyIgnore(req, ctx);
@@ -224,7 +243,7 @@ export function evaluateProxy(req: ProxyRequest, ctx: ProxyContext): ProxyOutcom
   const options = new Map<number, Buffer>();
   // The constant values are shared between replies: encodeDhcp only reads them.
   options.set(Opt.messageType, isOffer ? OFFER : ACK);
-  options.set(Opt.serverId, ipv4ToBytes(ctx.serverAddress));
+  options.set(Opt.serverId, serverIdBytes(ctx.serverAddress));
   options.set(Opt.vendorClass, client.isHttpBoot ? HTTP_CLIENT : PXE_CLIENT);
   const uuid = p.options.get(Opt.clientUuid);
   if (uuid && client.uuid !== undefined) options.set(Opt.clientUuid, uuid);
@@ -238,8 +257,7 @@ export function evaluateProxy(req: ProxyRequest, ctx: ProxyContext): ProxyOutcom
   const fileBytes = Buffer.byteLength(bootFile, "latin1");
   const fits = fileBytes <= 127 && PRINTABLE.test(bootFile);
   const asked = p.options.get(Opt.paramRequestList)?.includes(Opt.bootfileName) ?? false;
-  if (bootFile !== "" && (asked || !fits))
-    options.set(Opt.bootfileName, Buffer.from(bootFile, "utf8"));
+  if (bootFile !== "" && (asked || !fits)) options.set(Opt.bootfileName, bootFileBytes(bootFile));
 
   const reply: DhcpPacket = {
     op: BOOTREPLY,

@@ -175,6 +175,8 @@ function loadRaw(): RawSocketModule {
 
 interface Port extends SendChannel {
   iface: DhcpInterface;
+  /** iface.address as the 32-bit number an IPv4 header carries. */
+  addressNumber: number;
   socket: RawSocket;
 }
 
@@ -194,6 +196,9 @@ function portFor(iface: DhcpInterface, socket: RawSocket): Port {
   }
   return {
     iface,
+    addressNumber: iface.address
+      .split(".")
+      .reduce((n, octet) => ((n << 8) | Number(octet)) >>> 0, 0),
     socket,
     open: true,
     sendNow: (packet, address) => {
@@ -331,6 +336,16 @@ interface Receiver {
   onDatagram: (d: InboundDatagram) => void;
 }
 
+/**
+ * Whether the packet is one this host sent (its IPv4 source is the interface's own
+ * address), read without parsing it. Every broadcast reply comes back to the raw socket
+ * through the kernel's loopback of broadcasts: one read per reply sent, which must not
+ * cost a checksum and a parse each as well.
+ */
+function fromSelf(port: Port, packet: Buffer): boolean {
+  return packet.length >= 20 && packet.readUInt32BE(12) === port.addressNumber;
+}
+
 function receive(r: Receiver, port: Port, packet: Buffer): void {
   r.stats.received++;
   // Longer than any IP header (60) + UDP header + DHCP message: looked at no further, not
@@ -339,6 +354,10 @@ function receive(r: Receiver, port: Port, packet: Buffer): void {
     if (r.servedPorts.has(peekDstPort(packet))) {
       r.stats.dropped.oversize = (r.stats.dropped.oversize ?? 0) + 1;
     } else r.stats.ignored++;
+    return;
+  }
+  if (fromSelf(port, packet)) {
+    r.stats.ignored++;
     return;
   }
   const parsed = parseIpv4Udp(packet);
