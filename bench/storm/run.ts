@@ -8,6 +8,7 @@
 //        [--limit-seconds 900] [--ref HEAD] [--sides bootfleet,handbuilt] [--json FILE]
 //        [--cpu-prof DIR]   (a V8 CPU profile of bootfleetd during its side; top functions printed)
 //        [--keep-snap | --snap DIR]   (keep the built bootfleet for the next run / use a kept one)
+//        [--daemon-log FILE]   (bootfleetd's log lines after its side, its last 200 KB)
 //
 // Needs root, iproute2, tgt, dnsmasq-base, tftpd-hpa, nginx-light, python3, xfsprogs, fincore.
 // Layout: server namespace with br0 (10.98.0.1/16); client namespace with eth0 (veth to br0)
@@ -66,6 +67,7 @@ const JSON_OUT = opt("json", "");
 const SNAP = opt("snap", "");
 const CPU_PROF = args.has("cpu-prof") ? resolve(opt("cpu-prof", "bench-storm-prof")) : "";
 const KEEP_SNAP = args.has("keep-snap");
+const DAEMON_LOG = opt("daemon-log", "");
 if (!(N >= 1 && N <= 500)) throw new Error("--clients: 1 to 500 (the bench is bounded)");
 if (!(BOOTSET_MIB > 0 && BOOTSET_MIB <= 68)) throw new Error("--bootset-mib: above 0, at most 68");
 
@@ -694,6 +696,9 @@ async function main(): Promise<void> {
   if (SIDES.includes("bootfleet")) {
     const side = await storm("bootfleet", set, device, files);
     sides.push(side);
+    // For a look at the storm from inside: each target's "CHAP secret rotated" and "tgt
+    // target applied" lines carry their times.
+    if (DAEMON_LOG) writeFileSync(DAEMON_LOG, daemon.output());
     if (side.results.some((r) => !r.ok)) {
       const warnings = daemon
         .output()

@@ -132,7 +132,13 @@ export function parseTgtShowTargets(text: string): TgtTargetView[] {
 }
 
 /** Parses `tgtadm --op show --mode portal`: "Portal: 127.0.0.1:3260,1" lines. */
-export function parseTgtShowPortals(text: string): { address: string; port: number }[] {
+/** One portal tgtd listens on. */
+export interface TgtPortalView {
+  address: string;
+  port: number;
+}
+
+export function parseTgtShowPortals(text: string): TgtPortalView[] {
   const out: { address: string; port: number }[] = [];
   for (const line of text.split("\n")) {
     const m = /^Portal: (.+):(\d+),\d+$/.exec(line.trim());

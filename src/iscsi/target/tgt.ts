@@ -3,8 +3,10 @@ import { isIP } from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { describeCommand, redact } from "../../host/exec.js";
+import { CoalescedRead } from "../../lib/coalesced-read.js";
 import { errorText } from "../../lib/error-text.js";
-import { KeyedLock, Serial } from "../../lib/keyed-lock.js";
+import { KeyedLock } from "../../lib/keyed-lock.js";
+import { SharedLock } from "../../lib/shared-lock.js";
 import { writeFileAtomic } from "./atomic-write.js";
 import {
   parseTgtConf,
@@ -17,6 +19,7 @@ import {
   parseTgtShowAccounts,
   parseTgtShowPortals,
   parseTgtShowTargets,
+  type TgtPortalView,
   type TgtTargetView,
 } from "./tgt-show.js";
 import { parseTgtStat } from "./tgt-stat.js";
@@ -62,8 +65,21 @@ export class TgtDriver implements TargetDriver {
     logger: Logger;
     manage: TgtdManager;
   };
-  /** tgtd's shared state (tids, global accounts): its read-modify-write steps in one queue. */
-  readonly #serial = new Serial();
+  /**
+   * tgtd's shared state (tids, portals, the global account names) changes under `exclusive`,
+   * alone. A change confined to one existing target (its own tid, the account names it
+   * already has: each boot's new CHAP secret) runs under `shared`, beside the others: in a
+   * boot storm a hundred script requests each wait for their target's new secret, and one
+   * queue for all of them made the last wait for the ~10 tgtd round trips of every other.
+   */
+  readonly #lock = new SharedLock();
+  /**
+   * tgtd's listings, one request for all who ask at once (each gets a listing sent after it
+   * asked). The target listing is the largest answer tgtd gives and every apply reads it.
+   */
+  readonly #targetListing = new CoalescedRead(() => this.#readListing("target"));
+  readonly #portalListing = new CoalescedRead(() => this.#readListing("portal"));
+  readonly #accountListing = new CoalescedRead(() => this.#readListing("account"));
   /**
    * Per target: its config file. Written (two fsyncs) outside the shared queue so one
    * machine's disk flush does not hold up every other machine's tgtd requests; in a boot
@@ -91,7 +107,7 @@ export class TgtDriver implements TargetDriver {
       );
     return this.#perTarget.run(spec.iqn, async () => {
       const stored = await this.#readConf(spec.iqn);
-      const changes = await this.#serial.run(() => this.#apply(spec, stored));
+      const changes = await this.#applyInTgtd(spec, stored);
       const confPath = join(this.#o.confDir, tgtConfFileName(spec.iqn));
       const text = renderTgtConf(spec);
       const before = await readFile(confPath, "utf8").catch(() => undefined);
@@ -108,7 +124,7 @@ export class TgtDriver implements TargetDriver {
     if (!isValidIqn(iqn) || !isUnderPrefix(iqn, this.#o.iqnPrefix))
       return Promise.reject(new TargetError(iqn, `is not a target under ${this.#o.iqnPrefix}`));
     return this.#perTarget.run(iqn, async () => {
-      const wasRunning = await this.#serial.run(() => this.#remove(iqn, options));
+      const wasRunning = await this.#lock.exclusive(() => this.#remove(iqn, options));
       await rm(join(this.#o.confDir, tgtConfFileName(iqn)), { force: true });
       this.#o.logger.info({ iqn, wasRunning }, "tgt target removed");
     });
@@ -149,14 +165,41 @@ export class TgtDriver implements TargetDriver {
     return parseTgtStat(out.stdout);
   }
 
-  /** tgtd's side of apply; the changes made, for the log. */
-  async #apply(spec: TargetSpec, stored: TgtConfView | undefined): Promise<string[]> {
+  /**
+   * tgtd's side of apply, beside other targets' changes when it is confined to this target
+   * (see #lock), else alone. The changes made, for the log.
+   */
+  async #applyInTgtd(spec: TargetSpec, stored: TgtConfView | undefined): Promise<string[]> {
+    const inPlace = await this.#lock.shared(async () => {
+      const [targets, portals] = await Promise.all([
+        this.#showTargets(spec.iqn),
+        this.#showPortals(spec.iqn),
+      ]);
+      if (!confinedToTarget(spec, targets, portals)) return undefined;
+      return this.#apply(spec, stored, targets, portals);
+    });
+    if (inPlace) return inPlace;
+    return this.#lock.exclusive(async () => {
+      const [targets, portals] = await Promise.all([
+        this.#showTargets(spec.iqn),
+        this.#showPortals(spec.iqn),
+      ]);
+      return this.#apply(spec, stored, targets, portals);
+    });
+  }
+
+  /** The changes of one apply, from tgtd's listings read under #lock. */
+  async #apply(
+    spec: TargetSpec,
+    stored: TgtConfView | undefined,
+    targets: readonly TgtTargetView[],
+    portals: readonly TgtPortalView[],
+  ): Promise<string[]> {
     const iqn = spec.iqn;
     const secrets = secretsOf(spec);
     const tgtadm = (args: string[]) => this.#tgtadm(iqn, args, secrets);
     const changes: string[] = [];
 
-    const targets = await this.#showTargets(iqn);
     const existing = targets.find((t) => t.iqn === iqn);
 
     // tgt accounts are global: a user bound to another target belongs to that machine.
@@ -168,7 +211,7 @@ export class TgtDriver implements TargetDriver {
       if (owner) throw new TargetError(iqn, `CHAP user ${user} is already used by ${owner.iqn}`);
     }
 
-    await this.#ensurePortal(iqn, spec.portal, changes);
+    await this.#ensurePortal(iqn, spec.portal, portals, changes);
 
     if (!existing) {
       const tid = freeTid(targets);
@@ -300,9 +343,8 @@ export class TgtDriver implements TargetDriver {
     stored?: TgtConfView,
   ): Promise<void> {
     const tgtadm = (args: string[]) => this.#tgtadm(iqn, args, secrets);
-    const accounts = parseTgtShowAccounts(
-      (await this.#tgtadmOut(iqn, ["--op", "show", "--mode", "account"], secrets)).stdout,
-    );
+    // A copy: the listing is shared with other applies, and this one edits what it holds.
+    const accounts = [...(await this.#showAccounts(iqn))];
     const want: { user: string; password: string; outgoing: boolean }[] = [
       { user: spec.acl.chapUser, password: spec.acl.chapPassword, outgoing: false },
     ];
@@ -385,14 +427,13 @@ export class TgtDriver implements TargetDriver {
     }
   }
 
-  async #ensurePortal(iqn: string, portal: TargetSpec["portal"], changes: string[]) {
-    const portals = parseTgtShowPortals(
-      (await this.#tgtadmOut(iqn, ["--op", "show", "--mode", "portal"], [])).stdout,
-    );
-    const covered = portals.some(
-      (p) => p.port === portal.port && (p.address === portal.address || WILDCARDS.has(p.address)),
-    );
-    if (covered) return;
+  async #ensurePortal(
+    iqn: string,
+    portal: TargetSpec["portal"],
+    portals: readonly TgtPortalView[],
+    changes: string[],
+  ) {
+    if (portalCovered(portal, portals)) return;
     // tgt's portals belong to the whole daemon, not to one target: added, never removed here.
     const host = portal.address.includes(":") ? `[${portal.address}]` : portal.address;
     await this.#tgtadm(
@@ -410,9 +451,33 @@ export class TgtDriver implements TargetDriver {
     return text === undefined ? undefined : parseTgtConf(text);
   }
 
-  async #showTargets(iqn: string): Promise<TgtTargetView[]> {
-    const out = await this.#tgtadmOut(iqn, ["--op", "show", "--mode", "target"], []);
-    return parseTgtShowTargets(out.stdout);
+  /** tgtd's target listing, shared with whoever asks at the same time: not to be edited. */
+  #showTargets(iqn: string): Promise<readonly TgtTargetView[]> {
+    return this.#shown(iqn, this.#targetListing).then(parseTgtShowTargets);
+  }
+
+  #showPortals(iqn: string): Promise<readonly TgtPortalView[]> {
+    return this.#shown(iqn, this.#portalListing).then(parseTgtShowPortals);
+  }
+
+  #showAccounts(iqn: string): Promise<readonly string[]> {
+    return this.#shown(iqn, this.#accountListing).then(parseTgtShowAccounts);
+  }
+
+  /** A listing's text; a failure names the target whose change needed it. */
+  async #shown(iqn: string, listing: CoalescedRead<Listing>): Promise<string> {
+    const got = await listing.get();
+    if (typeof got === "string") return got;
+    throw new TargetError(iqn, got.failed);
+  }
+
+  /** One `show` request; its failure is kept as text for #shown to put on each asker. */
+  async #readListing(mode: "target" | "portal" | "account"): Promise<Listing> {
+    try {
+      return (await this.#request(["--op", "show", "--mode", mode], [])).stdout;
+    } catch (err) {
+      return { failed: errorText(err) };
+    }
   }
 
   /** The one request with a secret: on the socket only, never in a log or an error. */
@@ -428,20 +493,27 @@ export class TgtDriver implements TargetDriver {
     await this.#tgtadmOut(iqn, args, secrets);
   }
 
-  /** One management request; an error names the tgtadm command it stands for and why. */
+  /** One management request for a target; an error names the target too. */
   async #tgtadmOut(iqn: string, args: string[], secrets: readonly string[]) {
+    try {
+      return await this.#request(args, secrets);
+    } catch (err) {
+      throw new TargetError(iqn, errorText(err));
+    }
+  }
+
+  /** One management request; an error names the tgtadm command it stands for and why. */
+  async #request(args: string[], secrets: readonly string[]): Promise<{ stdout: string }> {
     let answer: Awaited<ReturnType<TgtdManager>>;
     try {
       answer = await this.#o.manage(args);
     } catch (err) {
-      throw new TargetError(
-        iqn,
+      throw new Error(
         `${describeCommand("tgtadm", args, secrets)}: ${redact(errorText(err), secrets)}`,
       );
     }
     if (answer.code !== 0) {
-      throw new TargetError(
-        iqn,
+      throw new Error(
         `${describeCommand("tgtadm", args, secrets)} failed: ${tgtdErrorText(answer.code)}`,
       );
     }
@@ -457,7 +529,36 @@ function sessionsOf(t: TgtTargetView): TargetSession[] {
   );
 }
 
-function freeTid(targets: TgtTargetView[]): number {
+/** A listing's text, or why it could not be read. */
+type Listing = string | { failed: string };
+
+function portalCovered(portal: TargetSpec["portal"], portals: readonly TgtPortalView[]): boolean {
+  return portals.some(
+    (p) => p.port === portal.port && (p.address === portal.address || WILDCARDS.has(p.address)),
+  );
+}
+
+/**
+ * Whether applying `spec` touches only its own target in tgtd: the target exists, its
+ * portal is there, and it keeps the account names it has (a new password for the same name
+ * is deleted and made again under that name, which no other target holds). Creating a
+ * target takes a free tid, adding a portal or moving a name changes what every target
+ * shares: those run alone.
+ */
+function confinedToTarget(
+  spec: TargetSpec,
+  targets: readonly TgtTargetView[],
+  portals: readonly TgtPortalView[],
+): boolean {
+  const existing = targets.find((t) => t.iqn === spec.iqn);
+  if (!existing || !portalCovered(spec.portal, portals)) return false;
+  const wantOut = spec.acl.mutualUser ? [spec.acl.mutualUser] : [];
+  return (
+    sameSet(existing.incomingUsers, [spec.acl.chapUser]) && sameSet(existing.outgoingUsers, wantOut)
+  );
+}
+
+function freeTid(targets: readonly TgtTargetView[]): number {
   const used = new Set(targets.map((t) => t.tid));
   let tid = 1;
   while (used.has(tid)) tid++;

@@ -335,6 +335,101 @@ t.test(
       t.notMatch(logLines.join(""), /pcaSecret|pcbSecret|srvSecret/, "no secret in the log");
     });
 
+    await t.test("new secrets for two machines at once: side by side, each its own", async (t) => {
+      // A boot storm: every script request gives its target a new CHAP secret. Changes
+      // confined to one existing target run beside each other (the shared lock), with one
+      // listing for all who ask together.
+      const nextA: TargetSpec = {
+        ...specA,
+        luns: [specA.luns[0]!],
+        acl: { ...specA.acl, chapPassword: "pcaSecret.3rd" },
+      };
+      const bLuns = [
+        ...specB.luns,
+        {
+          lun: 2,
+          path: extraB,
+          kind: "file" as const,
+          readOnly: false,
+          sizeBytes: 8 * MiB,
+          wwn: "extra-b",
+        },
+      ];
+      const nextB: TargetSpec = {
+        ...specB,
+        luns: bLuns,
+        acl: { ...specB.acl, chapPassword: "pcbSecret.3rd", mutualPassword: "srvSecret.3rd" },
+      };
+      commands.length = 0;
+      await Promise.all([driver.apply(nextA), driver.apply(nextB)]);
+      const tids = new Map((await show()).map((x) => [`${x.tid}`, x.iqn]));
+      const owner = (c: string[]) => {
+        const tid = c[c.indexOf("--tid") + 1];
+        const iqn = c.includes("--tid") && tid !== undefined ? tids.get(tid) : undefined;
+        if (iqn === specA.iqn || c.includes("pca")) return "A";
+        if (iqn === specB.iqn || c.includes("pcb") || c.includes("server-b")) return "B";
+        return "";
+      };
+      const order = commands.filter((c) => c[1] !== "show").map(owner);
+      t.ok(
+        order.every((o) => o !== ""),
+        "every change names A's or B's account or initiator",
+      );
+      const firstB = order.indexOf("B");
+      t.ok(
+        firstB >= 0 && firstB < order.lastIndexOf("A"),
+        `B's changes began before A's ended (${order.join("")})`,
+      );
+      const loginB = {
+        portalPort: tgtd.portalPort,
+        iqn: specB.iqn,
+        lun: 1,
+        initiator: specB.acl.initiatorIqn,
+        user: "pcb",
+        mutualUser: "server-b",
+      };
+      t.equal(
+        (await readCapacity({ ...loginA, password: "pcaSecret.3rd" })).size,
+        64 * MiB,
+        "A: the new secret opens A",
+      );
+      t.equal(
+        (await readCapacity({ ...loginA, password: "pcaSecret.NEW" })).size,
+        undefined,
+        "A: the previous secret is refused",
+      );
+      t.equal(
+        (
+          await readCapacity({
+            ...loginB,
+            password: "pcbSecret.3rd",
+            mutualPassword: "srvSecret.3rd",
+          })
+        ).size,
+        16 * MiB,
+        "B: the new secrets open B, both directions",
+      );
+      t.equal(
+        (
+          await readCapacity({
+            ...loginB,
+            password: "pcbSecret.002",
+            mutualPassword: "srvSecret.3rd",
+          })
+        ).size,
+        undefined,
+        "B: the previous secret is refused",
+      );
+      t.equal(
+        (await readCapacity({ ...loginA, user: "pcb", password: "pcbSecret.3rd" })).size,
+        undefined,
+        "B's account does not open A",
+      );
+      t.notMatch(logLines.join(""), /pcaSecret|pcbSecret|srvSecret/, "no secret in the log");
+      // The tests below log in to A with the secret it had before this one.
+      await driver.apply({ ...nextA, acl: { ...nextA.acl, chapPassword: "pcaSecret.NEW" } });
+    });
+
     await t.test("remove removes only its own target", async (t) => {
       await driver.remove(specB.iqn);
       const targets = await show();
