@@ -2,7 +2,11 @@ import { chmodSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { createApp, type DaemonState } from "../api/app.js";
-import { ensureInitialAdmin, INITIAL_PASSWORD_FILE } from "../api/auth/initial-admin.js";
+import {
+  createInitialAdmin,
+  INITIAL_PASSWORD_FILE,
+  retireInitialPassword,
+} from "../api/auth/initial-admin.js";
 import { loadOrCreateSigningKey } from "../api/auth/keys.js";
 import type { ApiServices } from "../api/route.js";
 import { webRoutes } from "../api/web.js";
@@ -91,12 +95,12 @@ export class Daemon {
     makePrivate(c.data_dir, 0o750);
     this.store = Store.open({ path: dbPath, busyTimeoutMs: c.store.busy_timeout_ms });
     for (const f of [dbPath, `${dbPath}-wal`, `${dbPath}-shm`]) makePrivate(f, 0o600);
-    // The admin's one-time password is hashed (first start) or checked against its file
-    // (every start while the file is there): scrypt, ~0.4 s of CPU on libuv's thread pool.
-    // Begun here, it runs beside the services' and iSCSI's start, and is awaited before the
-    // API is built. The no-op catch only keeps an early failure from counting as unhandled.
+    // A first start hashes the admin's one-time password: scrypt, ~0.4 s of CPU on libuv's
+    // thread pool. Begun here, it runs beside the services' and iSCSI's start, and is
+    // awaited before the API is built (whoever sees /api/health answer may read the file).
+    // The no-op catch only keeps an early failure from counting as unhandled.
     const initialPasswordFile = join(c.data_dir, INITIAL_PASSWORD_FILE);
-    const adminReady = ensureInitialAdmin(this.store, initialPasswordFile, this.log);
+    const adminReady = createInitialAdmin(this.store, initialPasswordFile, this.log);
     adminReady.catch(() => {});
     const services = this.startServices(this.store);
 
@@ -132,7 +136,7 @@ export class Daemon {
       services.quarantine = { list: () => r.quarantine(), delete: (n) => r.deleteQuarantined(n) };
     }
 
-    await adminReady;
+    const adminCreated = await adminReady;
     const app = createApp({
       initialPasswordFile,
       version: VERSION,
@@ -200,6 +204,21 @@ export class Daemon {
     this.notifier.ready(this.summary());
     this.startWatchdog();
     this.log.info({ version: VERSION }, "bootfleetd ready");
+    if (!adminCreated) this.retireInitialPassword(initialPasswordFile);
+  }
+
+  /**
+   * A restart checks whether a one-time password file left from the first start still opens
+   * the only admin account (it is deleted once it does not): a scrypt (~0.4 s of CPU),
+   * paid only while the file is there. Nothing needs the answer to serve, so it runs once
+   * the daemon is ready instead of before the first request.
+   */
+  private retireInitialPassword(file: string): void {
+    const store = this.store;
+    if (!store) return;
+    retireInitialPassword(store, file, this.log).catch((err: unknown) =>
+      this.log.warn({ err: errorText(err), path: file }, "one-time password file check failed"),
+    );
   }
 
   /**

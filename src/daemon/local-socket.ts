@@ -1,8 +1,10 @@
-import { execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { chmodSync, chownSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import type { Server } from "node:http";
 import { connect, type Socket } from "node:net";
 import { dirname } from "node:path";
+import { promisify } from "node:util";
 import { createAdaptorServer } from "@hono/node-server";
 import type { Logger } from "pino";
 import { trustLocalSocket } from "../api/local-socket.js";
@@ -23,15 +25,39 @@ function answers(path: string): Promise<boolean> {
   });
 }
 
-/** The gid of the `bootfleet` group, or undefined when the system has none. */
-function bootfleetGid(): number | undefined {
+/**
+ * The gid of the `bootfleet` group, or undefined when the system has none. /etc/group
+ * first: the package's system group is there, and reading it costs no process at every
+ * start; any other group database (NSS) through getent, without blocking the event loop.
+ */
+async function bootfleetGid(): Promise<number | undefined> {
   try {
-    const line = execFileSync("getent", ["group", "bootfleet"], { encoding: "utf8" });
-    const gid = Number(line.split(":")[2]);
-    return Number.isInteger(gid) ? gid : undefined;
+    const gid = gidIn(await readFile("/etc/group", "utf8"));
+    if (gid !== undefined) return gid;
+  } catch {
+    // no /etc/group: NSS may still know the group
+  }
+  try {
+    const { stdout } = await execFileAsync("getent", ["group", GROUP], { encoding: "utf8" });
+    return gidIn(stdout);
   } catch {
     return undefined;
   }
+}
+
+const GROUP = "bootfleet";
+const execFileAsync = promisify(execFile);
+
+/** The gid on the `bootfleet` line of a group(5) listing. */
+function gidIn(text: string): number | undefined {
+  for (const line of text.split("\n")) {
+    const [name, , gid] = line.split(":");
+    if (name === GROUP) {
+      const n = Number(gid);
+      return Number.isInteger(n) && gid !== "" ? n : undefined;
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -61,6 +87,7 @@ export async function startLocalSocket(opts: {
     }
     unlinkSync(path);
   }
+  const groupLookup = bootfleetGid(); // meanwhile
   const server = createAdaptorServer({ fetch: opts.fetch }) as Server;
   const sockets = new Set<Socket>();
   server.on("connection", (s: Socket) => {
@@ -82,7 +109,7 @@ export async function startLocalSocket(opts: {
       process.umask(oldUmask);
     }
   });
-  const gid = bootfleetGid();
+  const gid = await groupLookup;
   if (gid !== undefined && process.getuid?.() === 0) {
     chownSync(path, 0, gid);
     chmodSync(path, 0o660);

@@ -1,4 +1,4 @@
-import { writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 import t from "tap";
@@ -17,6 +17,36 @@ t.test("health answers in the GGnet shape once ready", async (t) => {
   t.match(body.version, /^\d+\.\d+\.\d+/);
   t.ok(!Number.isNaN(Date.parse(String(body.timestamp))), "timestamp is a date");
 });
+
+t.test(
+  "a restart checks the one-time password file once it serves, and deletes a stale one",
+  async (t) => {
+    const dir = tempDir(t);
+    const file = join(dir, "initial-admin-password");
+    const first = await startDaemon(t, { env: { BOOTFLEET_DATA_DIR: dir } });
+    // A first start makes the admin before it answers: whoever sees the 200 may read the file.
+    t.equal((await httpGet(`http://127.0.0.1:${first.port}/api/health`)).status, 200);
+    t.ok(readFileSync(file, "utf8").trim().length >= 20, "the first start wrote the password");
+    first.proc.kill("SIGTERM");
+    t.equal(await first.exited, 0);
+
+    // While stopped, the file stopped opening the admin account (as if the password changed).
+    writeFileSync(file, "not-the-admin-password\n", { mode: 0o600 });
+    const again = await startDaemon(t, { env: { BOOTFLEET_DATA_DIR: dir } });
+    const deleted = await again.waitForLog((l) =>
+      l.msg.startsWith("one-time admin password file deleted"),
+    );
+    t.equal(deleted.path, file);
+    t.notOk(existsSync(file), "the stale file is gone");
+    const order = again.logs.map((l) => l.msg);
+    t.ok(
+      order.indexOf("bootfleetd ready") < order.indexOf(deleted.msg),
+      "checked after ready, not on the way to the first request",
+    );
+    again.proc.kill("SIGTERM");
+    t.equal(await again.exited, 0);
+  },
+);
 
 t.test(
   "systemd: READY=1 after listening, WATCHDOG=1 at half the period, STOPPING=1 on SIGTERM",

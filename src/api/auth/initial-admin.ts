@@ -16,17 +16,29 @@ export const INITIAL_PASSWORD_FILE = "initial-admin-password";
  * as soon as one of them stops holding — the admin changed the password (PUT
  * /api/users/{id} or reset-password), another admin was created (API or `bootfleet user
  * add`), the user was deleted, disabled or demoted — checked after every change to
- * users and at every daemon start.
+ * users and at every daemon start (once the daemon serves: `createInitialAdmin`).
  */
 export async function ensureInitialAdmin(store: Store, file: string, log: Logger): Promise<void> {
-  if (store.users.count() > 0) {
-    await retireInitialPassword(store, file, log);
-    return;
-  }
+  if (!(await createInitialAdmin(store, file, log))) await retireInitialPassword(store, file, log);
+}
+
+/**
+ * The first half of `ensureInitialAdmin`: creates `admin` and its file when the database has
+ * no user; false (nothing done) when it has one. The daemon awaits only this before it
+ * serves; the second half, `retireInitialPassword`, costs a scrypt (~0.4 s of CPU) and
+ * nothing needs its answer to serve a request, so the daemon runs it once it is ready.
+ */
+export async function createInitialAdmin(
+  store: Store,
+  file: string,
+  log: Logger,
+): Promise<boolean> {
+  if (store.users.count() > 0) return false;
   const password = randomPassword();
   const hash = await hashPassword(password);
   // Created before the file: if the file cannot be written the transaction is undone,
   // so a restart tries again instead of leaving an admin nobody knows the password of.
+  let created = false;
   store.transaction(() => {
     if (store.users.count() > 0) return;
     store.users.create({
@@ -46,11 +58,14 @@ export async function ensureInitialAdmin(store: Store, file: string, log: Logger
     } finally {
       closeSync(fd);
     }
+    created = true;
   });
+  if (!created) return false;
   log.warn(
     { path: file, username: INITIAL_ADMIN_USERNAME },
     "no user yet: created user admin with a one-time password, readable by root in this file; log in and change it (the file is deleted then)",
   );
+  return true;
 }
 
 /** Deletes the one-time password file once it no longer opens the only admin account. */
