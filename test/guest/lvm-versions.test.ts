@@ -215,6 +215,14 @@ async function harnessChecks(t: Test, guest: Guest, share: string): Promise<void
     "cat /proc/[0-9]*/comm 2>/dev/null | grep -cx sleep",
   ]);
   t.equal(left.stdout.trim(), "0", "and killed: no sleep left in the guest");
+  // A job's script reaches its shell as written: systemd would expand $x and ${x} itself.
+  t.equal(
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell variable, for the guest's sh
+    await guest.job('x=kept; echo "${x}-$x"; exit 0', 120_000),
+    "kept-kept\n",
+    "a job's shell variables are the script's",
+  );
+  await t.rejects(guest.job("exit 4", 120_000), /guest job failed \(4\)/, "a job's exit code");
 
   t.match(await guest.sh("ip -4 -o addr show"), /10\.0\.2\.15\//, "the guest network is up");
   await guest.sh("mkdir -p /srv/www && echo served > /srv/www/probe.txt");

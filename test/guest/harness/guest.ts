@@ -335,9 +335,10 @@ export class Guest {
   async job(script: string, timeoutMs: number): Promise<string> {
     const name = `bf-job-${process.pid}-${++this.#jobs}`;
     const tag = `/root/${name}`;
-    await this.sh(
-      `systemd-run --quiet --collect --unit=${name} /bin/sh -c ${shq(`(${script}) >${tag}.out 2>&1; echo $? >${tag}.rc`)}`,
-    );
+    // systemd expands $VAR and ${VAR} in a unit's command line (v252 in the guest): every $
+    // is doubled, which systemd turns back into one, so the script's shell sees its own.
+    const command = `(${script}) >${tag}.out 2>&1; echo $? >${tag}.rc`.replaceAll("$", "$$$$");
+    await this.sh(`systemd-run --quiet --collect --unit=${name} /bin/sh -c ${shq(command)}`);
     const deadline = Date.now() + timeoutMs;
     let last: unknown;
     while (Date.now() < deadline) {
