@@ -16,6 +16,7 @@ import { tempDir } from "../helpers/daemon.js";
 import { sha256 } from "../helpers/diskless-lab.js";
 import { BUILD_TIMEOUT_MS, buildImage } from "../helpers/image-recipe.js";
 import { TestLan } from "../helpers/lan.js";
+import { lanCurl } from "../helpers/lan-curl.js";
 import { freshDeb } from "../package/fresh-deb.js";
 import { bootGuest, GUEST_FILE_TIMEOUT_MS, guestSkipReason } from "./harness/guest.js";
 import { waitUntil } from "./harness/wait.js";
@@ -64,33 +65,12 @@ interface SessionView {
 
 /**
  * The guest's REST API as the admin, from the LAN's namespace to the guest's LAN address
- * (where a PC would reach it). The token and the body go to curl on stdin, never on a
- * command line.
+ * (where a PC would reach it); a status of 300 or more throws.
  */
 function lanApi(lan: TestLan, password: string) {
   // biome-ignore lint/suspicious/noExplicitAny: JSON from the API, read by the test
   const curl = (method: string, path: string, body?: unknown, token?: string): any => {
-    let config = token ? `header = "Authorization: Bearer ${token}"\n` : "";
-    if (body !== undefined) config += `data-binary = ${JSON.stringify(JSON.stringify(body))}\n`;
-    const out = lan.exec(
-      "curl",
-      [
-        "-sS",
-        "-K",
-        "-",
-        "-X",
-        method,
-        "-H",
-        "Content-Type: application/json",
-        "-w",
-        "\n%{http_code}",
-        `http://${GUEST_IP}/api${path}`,
-      ],
-      { input: config },
-    );
-    const nl = out.lastIndexOf("\n");
-    const status = Number(out.slice(nl + 1));
-    const json = out.slice(0, nl) ? JSON.parse(out.slice(0, nl)) : undefined;
+    const { status, json } = lanCurl(lan, GUEST_IP, method, path, body, token);
     if (status >= 300) throw new Error(`${method} ${path}: ${status} ${JSON.stringify(json)}`);
     return json;
   };

@@ -5,6 +5,7 @@ import { Store } from "../../src/store/index.js";
 import { mountLoopFs } from "../iscsi/overlay/loopfs.js";
 import { type RunningDaemon, startDaemon, tempDir } from "./daemon.js";
 import { TestLan } from "./lan.js";
+import { type ApiReply, lanCurl } from "./lan-curl.js";
 
 /**
  * The rig every firmware end-to-end test stands on: a test LAN in a namespace with the
@@ -32,11 +33,7 @@ export interface LanRigOptions {
   daemonTimeoutMs?: number;
 }
 
-export interface ApiReply {
-  status: number;
-  // biome-ignore lint/suspicious/noExplicitAny: JSON from the API, read by the tests
-  json: any;
-}
+export type { ApiReply };
 
 export interface LanRig {
   lan: TestLan;
@@ -111,30 +108,8 @@ export async function startLanRig(t: Teardown, opts: LanRigOptions): Promise<Lan
   });
 
   const adminPassword = readFileSync(join(data, "initial-admin-password"), "utf8").trim();
-  const curl = (method: string, path: string, body?: unknown, token?: string): ApiReply => {
-    // The token and the body go on stdin (a curl config), never on the command line.
-    let config = token ? `header = "Authorization: Bearer ${token}"\n` : "";
-    if (body !== undefined) config += `data-binary = ${JSON.stringify(JSON.stringify(body))}\n`;
-    const out = lan.exec(
-      "curl",
-      [
-        "-sS",
-        "-K",
-        "-",
-        "-X",
-        method,
-        "-H",
-        "Content-Type: application/json",
-        "-w",
-        "\n%{http_code}",
-        `http://${server}/api${path}`,
-      ],
-      { input: config },
-    );
-    const nl = out.lastIndexOf("\n");
-    const text = out.slice(0, nl);
-    return { status: Number(out.slice(nl + 1)), json: text ? JSON.parse(text) : undefined };
-  };
+  const curl = (method: string, path: string, body?: unknown, token?: string): ApiReply =>
+    lanCurl(lan, server, method, path, body, token);
   const login = curl("POST", "/auth/login", { username: "admin", password: adminPassword });
   if (login.status !== 200) throw new Error(`admin login failed: ${JSON.stringify(login.json)}`);
   const token = login.json.access_token as string;
