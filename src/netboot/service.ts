@@ -203,7 +203,10 @@ async function startDhcp(
   const warm = warmUpProxyPath({
     bootFiles: dhcpBootFiles,
     serverAddress: s.interfaces[0]!.address,
-    ...(s.dhcp.isOwnMac ? { isOwnMac: s.dhcp.isOwnMac } : {}),
+    // A stand-in, not the host's own-MAC check: that one caches the interfaces' MACs for a
+    // while from its first call, and a bridge takes a new MAC when a port joins after start.
+    // Its first call belongs to the first real request, as before the warm-up existed.
+    isOwnMac: () => false,
   });
   log.info(warm, "proxy-DHCP request path warmed up");
   const dhcp = await startProxyDhcp({
