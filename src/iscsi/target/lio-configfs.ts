@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import * as fsp from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { ConfigfsIndex } from "./lio-index.js";
 import { pluginOf, storageObjectName } from "./lio-saveconfig.js";
 import type { LunSpec, TargetSession, TargetSpec } from "./types.js";
 
@@ -106,45 +107,20 @@ async function readTrim(fs: ConfigFs, path: string): Promise<string | undefined>
   );
 }
 
-/** Finds a storage object by plugin and name: `core/<hba>_<index>/<name>`. */
-async function findStorageObject(
-  fs: ConfigFs,
-  root: string,
-  plugin: "fileio" | "block",
-  name: string,
-): Promise<string | undefined> {
-  const prefix = `${HBA_DIR[plugin]}_`;
-  for (const hba of await dirs(fs, join(root, "core"))) {
-    if (!hba.startsWith(prefix)) continue;
-    const p = join(root, "core", hba, name);
-    if (await fs.isDir(p)) return p;
-  }
-  return undefined;
-}
-
-/** Like rtslib: one HBA per storage object, numbered with the lowest index free across all. */
-async function freeHbaIndex(fs: ConfigFs, root: string): Promise<number> {
-  const used = new Set<number>();
-  for (const hba of await dirs(fs, join(root, "core"))) {
-    const m = /_(\d+)$/.exec(hba);
-    if (m) used.add(Number(m[1]));
-  }
-  let i = 0;
-  while (used.has(i)) i++;
-  return i;
-}
-
 async function createStorageObject(
   fs: ConfigFs,
   root: string,
+  index: ConfigfsIndex,
   iqn: string,
   l: LunSpec,
 ): Promise<string> {
   const plugin = pluginOf(l.kind);
-  const hba = join(root, "core", `${HBA_DIR[plugin]}_${await freeHbaIndex(fs, root)}`);
+  const hba = join(root, "core", `${HBA_DIR[plugin]}_${index.freeHbaIndex()}`);
   const so = join(hba, storageObjectName(iqn, l.lun));
   await fs.mkdir(hba);
+  index.hbaAdded(hba);
   await fs.mkdir(so);
+  index.objectAdded(so);
   // Same order as rtslib's FileIOStorageObject/BlockStorageObject._configure: the device
   // through `control`, then `enable`, and the unit serial only once the device is enabled.
   if (plugin === "fileio") {
@@ -167,11 +143,19 @@ async function createStorageObject(
   return so;
 }
 
-async function removeStorageObject(fs: ConfigFs, soPath: string): Promise<void> {
+async function removeStorageObject(
+  fs: ConfigFs,
+  index: ConfigfsIndex,
+  soPath: string,
+): Promise<void> {
   await fs.rmdir(soPath);
+  index.objectRemoved(soPath, false);
   const hba = join(soPath, "..");
   // The HBA was made for this object alone; another object in it keeps it.
-  if ((await dirs(fs, hba)).length === 0) await fs.rmdir(hba);
+  if ((await dirs(fs, hba)).length === 0) {
+    await fs.rmdir(hba);
+    index.objectRemoved(soPath, true);
+  }
 }
 
 /**
@@ -191,7 +175,12 @@ async function removeMappedLun(fs: ConfigFs, mlunDir: string): Promise<void> {
   await fs.rmdir(mlunDir);
 }
 
-async function removeTpgLun(fs: ConfigFs, p: Paths, lunDirName: string): Promise<void> {
+async function removeTpgLun(
+  fs: ConfigFs,
+  index: ConfigfsIndex,
+  p: Paths,
+  lunDirName: string,
+): Promise<void> {
   // A mapped LUN pins its TPG LUN: drop the mappings first, never the ACL itself
   // (removing an ACL logs its initiator out).
   for (const acl of await dirs(fs, join(p.tpg, "acls"))) {
@@ -204,6 +193,7 @@ async function removeTpgLun(fs: ConfigFs, p: Paths, lunDirName: string): Promise
   }
   const dir = join(p.tpg, "lun", lunDirName);
   for (const l of await links(fs, dir)) await fs.unlink(join(dir, l));
+  index.lunUnlinked(dir);
   await fs.rmdir(dir);
 }
 
@@ -236,6 +226,22 @@ export async function applyToConfigfs(
   fs: ConfigFs,
   root: string,
   spec: TargetSpec,
+  index = new ConfigfsIndex(fs, root),
+): Promise<string[]> {
+  try {
+    await index.sync();
+    return await applyIndexed(fs, root, spec, index);
+  } catch (err) {
+    index.invalidate();
+    throw err;
+  }
+}
+
+async function applyIndexed(
+  fs: ConfigFs,
+  root: string,
+  spec: TargetSpec,
+  index: ConfigfsIndex,
 ): Promise<string[]> {
   const p = new Paths(root, spec.iqn);
   const changes: string[] = [];
@@ -245,14 +251,15 @@ export async function applyToConfigfs(
   const soPath = new Map<number, string>();
   for (const l of spec.luns) {
     const name = storageObjectName(spec.iqn, l.lun);
-    let so = await findStorageObject(fs, root, pluginOf(l.kind), name);
+    let so = index.findObject(HBA_DIR[pluginOf(l.kind)], name);
     if (so) {
       const dev = await readTrim(fs, join(so, "udev_path"));
       if (dev !== l.path) {
         // The LUN now points elsewhere: unexport the old object before it can go.
         for (const d of await dirs(fs, join(p.tpg, "lun")))
-          if ((await lunTarget(fs, join(p.tpg, "lun", d))) === so) await removeTpgLun(fs, p, d);
-        await removeStorageObject(fs, so);
+          if ((await lunTarget(fs, join(p.tpg, "lun", d))) === so)
+            await removeTpgLun(fs, index, p, d);
+        await removeStorageObject(fs, index, so);
         so = undefined;
       } else {
         // Read back as "T10 VPD Unit Serial Number: <serial>".
@@ -267,16 +274,20 @@ export async function applyToConfigfs(
       }
     }
     if (!so) {
-      so = await createStorageObject(fs, root, spec.iqn, l);
+      so = await createStorageObject(fs, root, index, spec.iqn, l);
       changes.push(`backstore for lun ${l.lun}`);
     }
     soPath.set(l.lun, so);
   }
 
   // 2. Target and its one TPG.
-  if (!(await fs.isDir(p.fabric))) await fs.mkdir(p.fabric);
+  if (!(await fs.isDir(p.fabric))) {
+    await fs.mkdir(p.fabric);
+    index.fabricAdded();
+  }
   if (!(await fs.isDir(p.target))) {
     await fs.mkdir(p.target);
+    index.targetAdded(spec.iqn);
     changes.push("target");
   }
   if (!(await fs.isDir(p.tpg))) await fs.mkdir(p.tpg);
@@ -331,7 +342,7 @@ export async function applyToConfigfs(
     const l = wanted.get(d);
     const target = await lunTarget(fs, join(p.tpg, "lun", d));
     if (!l || target !== soPath.get(l.lun)) {
-      await removeTpgLun(fs, p, d);
+      await removeTpgLun(fs, index, p, d);
       changes.push(`${d} removed`);
     }
   }
@@ -341,6 +352,7 @@ export async function applyToConfigfs(
     const so = soPath.get(l.lun) ?? "";
     await fs.mkdir(dir);
     await fs.symlink(so, join(dir, linkName(so)));
+    index.lunLinked(dir, so);
     changes.push(`lun_${l.lun}`);
   }
 
@@ -411,8 +423,8 @@ export async function applyToConfigfs(
   // 6. Backstores this target no longer uses.
   const nowUsed = new Set(soPath.values());
   for (const so of previousObjects) {
-    if (!nowUsed.has(so) && (await fs.isDir(so)) && !(await usedByAnyLun(fs, root, so))) {
-      await removeStorageObject(fs, so);
+    if (!nowUsed.has(so) && (await fs.isDir(so)) && !(await index.isExported(so))) {
+      await removeStorageObject(fs, index, so);
       changes.push("unused backstore removed");
     }
   }
@@ -431,24 +443,27 @@ async function targetStorageObjects(fs: ConfigFs, p: Paths): Promise<string[]> {
   return out;
 }
 
-async function usedByAnyLun(fs: ConfigFs, root: string, so: string): Promise<boolean> {
-  for (const iqn of await dirs(fs, join(root, "iscsi"))) {
-    const p = new Paths(root, iqn);
-    for (const tpg of await dirs(fs, p.target)) {
-      if (!tpg.startsWith("tpgt_")) continue;
-      for (const d of await dirs(fs, join(p.target, tpg, "lun"))) {
-        if ((await lunTarget(fs, join(p.target, tpg, "lun", d))) === so) return true;
-      }
-    }
-  }
-  return false;
-}
-
 /** Takes one target out of configfs with the backstores only it used. */
 export async function removeFromConfigfs(
   fs: ConfigFs,
   root: string,
   iqn: string,
+  index = new ConfigfsIndex(fs, root),
+): Promise<boolean> {
+  try {
+    await index.sync();
+    return await removeIndexed(fs, root, iqn, index);
+  } catch (err) {
+    index.invalidate();
+    throw err;
+  }
+}
+
+async function removeIndexed(
+  fs: ConfigFs,
+  root: string,
+  iqn: string,
+  index: ConfigfsIndex,
 ): Promise<boolean> {
   const p = new Paths(root, iqn);
   if (!(await fs.isDir(p.target))) return false;
@@ -463,15 +478,19 @@ export async function removeFromConfigfs(
       const so = await lunTarget(fs, join(t, "lun", d));
       if (so) objects.push(so);
       for (const l of await links(fs, join(t, "lun", d))) await fs.unlink(join(t, "lun", d, l));
+      index.lunUnlinked(join(t, "lun", d));
       await fs.rmdir(join(t, "lun", d));
     }
     for (const n of await dirs(fs, join(t, "np"))) await fs.rmdir(join(t, "np", n));
     await fs.rmdir(t);
   }
   await fs.rmdir(p.target);
+  index.targetRemoved(iqn);
+  // Its own LUN links named its objects; the index says whether another target's LUN
+  // still exports one (never freed then), without walking every other target.
   for (const so of objects) {
-    if ((await fs.isDir(so)) && !(await usedByAnyLun(fs, root, so)))
-      await removeStorageObject(fs, so);
+    if ((await fs.isDir(so)) && !(await index.isExported(so)))
+      await removeStorageObject(fs, index, so);
   }
   return true;
 }

@@ -10,6 +10,7 @@ import {
   readConfigfsSessions,
   removeFromConfigfs,
 } from "./lio-configfs.js";
+import { ConfigfsIndex } from "./lio-index.js";
 import { readLioIo } from "./lio-io.js";
 import { mergeTarget, readSaveConfig, removeTarget, updateSaveConfig } from "./lio-saveconfig.js";
 import {
@@ -48,6 +49,13 @@ export class LioDriver implements TargetDriver {
   readonly #prefix: string;
   readonly #log: Logger;
   readonly #serial = new Serial();
+  /**
+   * HBAs, storage objects and LUN links, kept across calls (under #serial) so that an
+   * apply or a removal touches its own target's entries, not every target's. Empty at
+   * construction: the first call builds it from configfs, which is how a restarted daemon
+   * adopts what the kernel kept.
+   */
+  readonly #index: ConfigfsIndex;
 
   constructor(o: LioDriverOptions) {
     this.#root = o.configfsRoot ?? DEFAULT_CONFIGFS_ROOT;
@@ -55,6 +63,7 @@ export class LioDriver implements TargetDriver {
     this.#fs = o.fs ?? nodeConfigFs;
     this.#prefix = o.iqnPrefix;
     this.#log = o.logger;
+    this.#index = new ConfigfsIndex(this.#fs, this.#root);
   }
 
   apply(spec: TargetSpec): Promise<void> {
@@ -69,7 +78,7 @@ export class LioDriver implements TargetDriver {
       const secrets = secretsOf(spec);
       let changes: string[];
       try {
-        changes = await applyToConfigfs(this.#fs, this.#root, spec);
+        changes = await applyToConfigfs(this.#fs, this.#root, spec, this.#index);
       } catch (err) {
         throw new TargetError(spec.iqn, `configfs: ${redact(errorText(err), secrets)}`, {
           cause: err,
@@ -98,7 +107,7 @@ export class LioDriver implements TargetDriver {
       }
       let wasLive: boolean;
       try {
-        wasLive = await removeFromConfigfs(this.#fs, this.#root, iqn);
+        wasLive = await removeFromConfigfs(this.#fs, this.#root, iqn, this.#index);
       } catch (err) {
         throw new TargetError(iqn, `configfs: ${errorText(err)}`, { cause: err });
       }
