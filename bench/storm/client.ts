@@ -6,7 +6,8 @@
 //   tftp      the boot file (undionly.kpxe) over TFTP, blksize 1456 as PXE ROMs ask
 //   ipxeDhcp  iPXE's own DISCOVER (user class iPXE) -> OFFER with the script URL (4011 when the
 //             OFFER names no file)
-//   http      the iPXE script (and the script it chains to, for the hand-built stack)
+//   http      the iPXE script, and the scripts it chains to (the hand-built stack's per-MAC
+//             file; bootfleet's "not ready" script again after its sleep) until one sanboots
 //   login     iSCSI login with CHAP to the target the script names
 //   replay    the recorded boot set's reads (READ(10), one at a time), then logout
 // Prints one JSON object: per client, each phase's milliseconds and the bytes moved.
@@ -49,6 +50,8 @@ export interface ClientResult {
   httpBytes: number;
   iscsiBytes: number;
   dhcpTries: number;
+  /** Scripts that told the PC to wait (bootfleet's "disk not ready": sleep, then ask again). */
+  scriptWaits: number;
 }
 
 const cfg = JSON.parse(readFileSync(process.argv[2]!, "utf8")) as StormClientConfig;
@@ -322,6 +325,7 @@ function notBootedYet(mac: string): ClientResult {
     httpBytes: 0,
     iscsiBytes: 0,
     dhcpTries: 0,
+    scriptWaits: 0,
   };
 }
 
@@ -359,10 +363,25 @@ async function bootOne(c: { mac: string; ip: string }, k: number): Promise<Clien
     lap("ipxeDhcp");
     let script = await httpGet(url, c.ip);
     r.httpBytes += script.length;
-    const chain = /^chain (?:--\S+ )*(\S+)/m.exec(script)?.[1];
-    if (chain) {
-      // The hand-built stack's boot.ipxe chains to the per-MAC file, as iPXE would expand it.
-      const next = chain
+    // Scripts that chain on are followed as iPXE runs them, until one sanboots: the hand-built
+    // stack's boot.ipxe chains to the per-MAC file at once; bootfleet's "not ready" script
+    // (ipxe/discovery.ipxe) sleeps first, then asks for the script again. Its sleeps are slept:
+    // a PC told to wait is late by that much, not failed.
+    for (;;) {
+      if (/^sanboot /m.test(script)) break;
+      const chain = /^chain (?:--\S+ )*(\S+)/m.exec(script);
+      if (!chain) break; // readScript below names what the script lacks
+      const waitS = [...script.slice(0, chain.index).matchAll(/^sleep (\d+)$/gm)].reduce(
+        (a, m) => a + Number(m[1]),
+        0,
+      );
+      if (waitS > 0) {
+        r.scriptWaits++;
+        // The PC's limit would end it during the wait: stop here with the script's reason.
+        if (performance.now() - start + waitS * 1000 > cfg.limitSeconds * 1000) break;
+        await new Promise((res) => setTimeout(res, waitS * 1000));
+      }
+      const next = chain[1]!
         .replace(/\$\{net0\/mac:hexhyp\}/g, c.mac.replace(/:/g, "-"))
         .replace(/\$\{net0\/mac\}|\$\{mac\}/g, c.mac);
       script = await httpGet(next, c.ip);

@@ -9,6 +9,7 @@
 //        [--cpu-prof DIR]   (a V8 CPU profile of bootfleetd during its side; top functions printed)
 //        [--keep-snap | --snap DIR]   (keep the built bootfleet for the next run / use a kept one)
 //        [--daemon-log FILE]   (bootfleetd's log lines after its side, its last 200 KB)
+//        [--tftp-max-transfers N]   (bootfleetd's tftp.max_transfers; its default is 200)
 //
 // Needs root, iproute2, tgt, dnsmasq-base, tftpd-hpa, nginx-light, python3, xfsprogs, fincore.
 // Layout: server namespace with br0 (10.98.0.1/16); client namespace with eth0 (veth to br0)
@@ -68,6 +69,9 @@ const SNAP = opt("snap", "");
 const CPU_PROF = args.has("cpu-prof") ? resolve(opt("cpu-prof", "bench-storm-prof")) : "";
 const KEEP_SNAP = args.has("keep-snap");
 const DAEMON_LOG = opt("daemon-log", "");
+// bootfleetd's tftp.max_transfers (its default, 200, when not given): above it, an RRQ is
+// answered "Server busy", which a PXE ROM takes as the end of its network boot.
+const TFTP_MAX = args.has("tftp-max-transfers") ? args.positiveInt("tftp-max-transfers", 200) : 0;
 if (!(N >= 1 && N <= 500)) throw new Error("--clients: 1 to 500 (the bench is bounded)");
 if (!(BOOTSET_MIB > 0 && BOOTSET_MIB <= 68)) throw new Error("--bootset-mib: above 0, at most 68");
 
@@ -406,6 +410,7 @@ async function startBootfleet(snap: string, data: string): Promise<Proc> {
       BOOTFLEET_ISCSI_TGT_CONTROL_PORT: String(TGT_CONTROL),
       BOOTFLEET_ISCSI_TGT_CONF_DIR: join(WORK, "tgt-conf"),
       BOOTFLEET_LOG_LEVEL: "info",
+      ...(TFTP_MAX ? { BOOTFLEET_TFTP_MAX_TRANSFERS: String(TFTP_MAX) } : {}),
     },
     snap,
   );
@@ -605,7 +610,7 @@ const PHASE_LIST: Phase[] = ["dhcp", "pxe4011", "tftp", "ipxeDhcp", "http", "log
 function report(sides: Side[], set: BootSet, commit: string): string {
   const lines: string[] = [];
   lines.push(
-    `bootfleet ${commit}; ${N} PCs, spread ${SPREAD_MS} ms; boot set clipped to ${set.reads.length} of ${set.ofAll} reads, ${MiB(set.bytes)} MiB of ${MiB(set.allBytes)} per PC`,
+    `bootfleet ${commit}${TFTP_MAX ? ` (tftp.max_transfers ${TFTP_MAX})` : ""}; ${N} PCs, spread ${SPREAD_MS} ms; boot set clipped to ${set.reads.length} of ${set.ofAll} reads, ${MiB(set.bytes)} MiB of ${MiB(set.allBytes)} per PC`,
     `machine: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, load before ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}, Node ${process.version}; whole run ${((Date.now() - began) / 1000).toFixed(0)} s`,
     "",
     `| phase (ms) | ${sides.map((s) => `${s.side} p50 | ${s.side} p99`).join(" | ")} |`,
@@ -644,6 +649,10 @@ function report(sides: Side[], set: BootSet, commit: string): string {
   row("DHCP retries (DISCOVERs sent beyond one per phase)", (s) =>
     String(s.results.reduce((a, r) => a + Math.max(0, r.dhcpTries - 2), 0)),
   );
+  row("scripts that said wait (PCs told to wait)", (s) => {
+    const waited = s.results.filter((r) => (r.scriptWaits ?? 0) > 0).length;
+    return `${s.results.reduce((a, r) => a + (r.scriptWaits ?? 0), 0)} (${waited})`;
+  });
   const b = sides.find((s) => s.side === "bootfleet");
   const h = sides.find((s) => s.side === "handbuilt");
   if (b && h && booted(b).length === N && booted(h).length === N) {
