@@ -219,7 +219,29 @@ export function tgtdCall(socketPath: string, request: Buffer): Promise<TgtdAnswe
 /** A management channel for one tgtd: tgtadm-style arguments in, tgtd's answer out. */
 export type TgtdManager = (args: readonly string[]) => Promise<TgtdAnswer>;
 
+/**
+ * Requests open on one tgtd at a time, at most. tgtd answers its management socket one
+ * request at a time and listens with a short backlog: 500 PCs' new CHAP secrets at once
+ * (bench/storm) filled it, connect() failed with EAGAIN, and those PCs were told their disk
+ * was not ready. Requests past the limit wait here instead, in order, which costs nothing
+ * tgtd would not make them wait anyway.
+ */
+export const TGTD_MAX_IN_FLIGHT = 8;
+
 export function tgtdManager(controlPort: number, socketPath = tgtdSocketPath(controlPort)) {
-  return (args: readonly string[]): Promise<TgtdAnswer> =>
-    tgtdCall(socketPath, tgtadmRequest(args));
+  let inFlight = 0;
+  const waiting: (() => void)[] = [];
+  return async (args: readonly string[]): Promise<TgtdAnswer> => {
+    const request = tgtadmRequest(args); // a refused argument fails before taking a slot
+    if (inFlight < TGTD_MAX_IN_FLIGHT) inFlight++;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    try {
+      return await tgtdCall(socketPath, request);
+    } finally {
+      // The slot passes straight to the next in line, or is given back.
+      const next = waiting.shift();
+      if (next) next();
+      else inFlight--;
+    }
+  };
 }
