@@ -4,10 +4,16 @@
 // order, because each step builds on the state the previous one left (CI time).
 import { copyFileSync } from "node:fs";
 import { basename, join } from "node:path";
-import t, { type Test } from "tap";
+import t from "tap";
 import { tempDir } from "../helpers/daemon.js";
 import { freshDeb } from "../package/fresh-deb.js";
-import { bootGuest, GUEST_FILE_TIMEOUT_MS, type Guest, guestSkipReason } from "./harness/guest.js";
+import {
+  bootGuest,
+  GUEST_FILE_TIMEOUT_MS,
+  type Guest,
+  guestSkipReason,
+  guestSteps,
+} from "./harness/guest.js";
 import { waitUntil } from "./harness/wait.js";
 
 const CONFIG = "/etc/bootfleet/bootfleetd.toml";
@@ -180,18 +186,7 @@ t.test(
       extraDisks: [{ sizeMiB: 1024 }, { sizeMiB: 512 }],
       log: (m) => t.comment(m),
     });
-    /** A step; when it fails, the daemon's journal and the console tail go with the report. */
-    const step = (name: string, fn: (t: Test) => Promise<void>) =>
-      t.test(name, async (st) => {
-        try {
-          await fn(st);
-        } finally {
-          if (!st.passing()) {
-            st.comment(`--- journalctl -u bootfleetd (tail) ---\n${await journal("-n 60")}`);
-            st.comment(`--- guest serial (tail) ---\n${g.serialTail(40)}`);
-          }
-        }
-      });
+    const step = guestSteps(t, g, () => journal("-n 60"));
     const journal = (since = "") =>
       g.sh(`journalctl -u bootfleetd --no-pager -o cat ${since}`).catch((e: Error) => String(e));
 

@@ -18,7 +18,7 @@ import { BUILD_TIMEOUT_MS, buildImage } from "../helpers/image-recipe.js";
 import { TestLan } from "../helpers/lan.js";
 import { lanCurl } from "../helpers/lan-curl.js";
 import { freshDeb } from "../package/fresh-deb.js";
-import { bootGuest, GUEST_FILE_TIMEOUT_MS, guestSkipReason } from "./harness/guest.js";
+import { bootGuest, GUEST_FILE_TIMEOUT_MS, guestSkipReason, guestSteps } from "./harness/guest.js";
 import { waitUntil } from "./harness/wait.js";
 
 const NET = "10.94.0";
@@ -124,20 +124,7 @@ t.test(
     });
     const journal = () =>
       g.sh("journalctl -u bootfleetd --no-pager -o cat").catch((e: Error) => String(e));
-    /** A step; when it fails, the daemon's journal and the console tail go with the report. */
-    const step = (name: string, fn: (t: Test) => Promise<void>) =>
-      t.test(name, async (st) => {
-        try {
-          await fn(st);
-        } finally {
-          if (!st.passing()) {
-            st.comment(
-              `--- journalctl -u bootfleetd (tail) ---\n${(await journal()).slice(-6000)}`,
-            );
-            st.comment(`--- guest serial (tail) ---\n${g.serialTail(40)}`);
-          }
-        }
-      });
+    const step = guestSteps(t, g, async () => (await journal()).slice(-6000));
 
     let lanIf = "";
     await step("the .deb installed, serving the LAN with the production drivers", async (t) => {

@@ -115,6 +115,24 @@ export async function bootGuest(t: TestLike, opts: BootOptions = {}): Promise<Gu
   return guest;
 }
 
+/**
+ * A guest test's steps: each a subtest; when one fails, the tail of bootfleetd's journal
+ * (`journalTail`) and of the guest's serial console go with the report.
+ */
+export function guestSteps(t: Test, guest: Guest, journalTail: () => Promise<string>) {
+  return (name: string, fn: (t: Test) => Promise<void>) =>
+    t.test(name, async (st) => {
+      try {
+        await fn(st);
+      } finally {
+        if (!st.passing()) {
+          st.comment(`--- journalctl -u bootfleetd (tail) ---\n${await journalTail()}`);
+          st.comment(`--- guest serial (tail) ---\n${guest.serialTail(40)}`);
+        }
+      }
+    });
+}
+
 export class Guest {
   readonly httpBase: string;
   readonly serialLogPath: string;
