@@ -34,10 +34,11 @@ export const HARNESS_DIR = import.meta.dirname;
 const RECIPE_FILE = join(HARNESS_DIR, "recipe.json");
 const CUSTOMIZE_FILE = join(HARNESS_DIR, "customize.sh");
 /**
- * A cold build took 13.5 min on a loaded 2-core machine (mostly mmdebstrap); `npm test`
- * runs it beside the golden image's build and the unit tests, so the bound has headroom.
+ * A cold build took 13.5 min on a loaded 2-core machine (mostly mmdebstrap), and 29 min
+ * when `npm test` ran it beside the golden image's build, the tests and a benchmark at load
+ * 10-30: the bound is the golden image builder's (45 min), well inside CI's own cut.
  */
-export const BUILD_TIMEOUT_MS = 30 * 60_000;
+export const BUILD_TIMEOUT_MS = 45 * 60_000;
 
 const run = promisify(execFile);
 
