@@ -25,29 +25,46 @@ export function interfaceIPv4(name: string): string | undefined {
   return networkInterfaces()[name]?.find((a) => a.family === "IPv4" && !a.internal)?.address;
 }
 
+/** The MACs of this host's interfaces, lower case, without the all-zero one. */
+function readOwnMacs(): Set<string> {
+  return new Set(
+    Object.values(networkInterfaces())
+      .flat()
+      .map((a) => a?.mac.toLowerCase())
+      // Loopback and tunnels have no hardware address.
+      .filter((m): m is string => m !== undefined && m !== "00:00:00:00:00:00"),
+  );
+}
+
 /**
- * Whether a MAC is one of this host's own interfaces', read from the kernel at most every
- * `maxAgeMs`: often enough for a bridge, which takes a port's MAC as ports come and go;
- * seldom enough that a flood of DHCP packets does not turn into a flood of netlink dumps.
+ * Whether a MAC is one of this host's own interfaces'. The kernel's list is kept for
+ * `maxAgeMs`, and read again early on a miss, at most every `missRereadMs`: a bridge takes
+ * a port's MAC as ports come and go, and a MAC that became ours a moment ago must be
+ * recognised now, not ten seconds later; yet a flood of DHCP packets from foreign MACs (all
+ * misses) costs at most one netlink dump a second.
  */
 export function ownMacs(
-  maxAgeMs = 10_000,
-  clock: () => number = Date.now,
+  opts: {
+    maxAgeMs?: number;
+    missRereadMs?: number;
+    clock?: () => number;
+    read?: () => Set<string>;
+  } = {},
 ): (mac: string) => boolean {
+  const maxAgeMs = opts.maxAgeMs ?? 10_000;
+  const missRereadMs = opts.missRereadMs ?? 1_000;
+  const clock = opts.clock ?? Date.now;
+  const read = opts.read ?? readOwnMacs;
   let macs = new Set<string>();
   let readAt = Number.NEGATIVE_INFINITY;
   return (mac) => {
+    const key = mac.toLowerCase();
     const now = clock();
-    if (now - readAt >= maxAgeMs) {
-      macs = new Set(
-        Object.values(networkInterfaces())
-          .flat()
-          .map((a) => a?.mac.toLowerCase())
-          // Loopback and tunnels have no hardware address.
-          .filter((m): m is string => m !== undefined && m !== "00:00:00:00:00:00"),
-      );
+    const age = now - readAt;
+    if (age >= maxAgeMs || (age >= missRereadMs && !macs.has(key))) {
+      macs = read();
       readAt = now;
     }
-    return macs.has(mac.toLowerCase());
+    return macs.has(key);
   };
 }

@@ -203,9 +203,8 @@ async function startDhcp(
   const warm = warmUpProxyPath({
     bootFiles: dhcpBootFiles,
     serverAddress: s.interfaces[0]!.address,
-    // A stand-in, not the host's own-MAC check: that one caches the interfaces' MACs for a
-    // while from its first call, and a bridge takes a new MAC when a port joins after start.
-    // Its first call belongs to the first real request, as before the warm-up existed.
+    // A stand-in, not the host's own-MAC check: the warm-up's samples are never the
+    // host's, and the real check's first kernel read belongs to the first real request.
     isOwnMac: () => false,
   });
   log.info(warm, "proxy-DHCP request path warmed up");
