@@ -29,7 +29,7 @@ export { hostSources };
  */
 
 /** Bump when image.ts changes what it builds in a way the recipe files do not show. */
-export const HARNESS_VERSION = 1;
+export const HARNESS_VERSION = 2;
 export const HARNESS_DIR = import.meta.dirname;
 const RECIPE_FILE = join(HARNESS_DIR, "recipe.json");
 const CUSTOMIZE_FILE = join(HARNESS_DIR, "customize.sh");
@@ -41,6 +41,8 @@ const CUSTOMIZE_FILE = join(HARNESS_DIR, "customize.sh");
 export const BUILD_TIMEOUT_MS = 45 * 60_000;
 
 const run = promisify(execFile);
+/** dpkg-divert, renaming: a package's update-initramfs goes aside while ours is /bin/true. */
+const DIVERT = "dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.bf-guest";
 
 export interface Recipe {
   harnessVersion: number;
@@ -174,6 +176,16 @@ async function build(
       ...recipe.dpkgExcludes.map((p) => `--dpkgopt=path-exclude=${p}`),
       // Licences stay, as Debian asks of anything that strips documentation.
       "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+      // A throw-away test image: no fsync per unpacked file.
+      "--dpkgopt=force-unsafe-io",
+      // update-initramfs does nothing while packages install: the kernel and the packages
+      // with initramfs hooks (lvm2, open-iscsi, xfsprogs, thin-provisioning-tools) asked for
+      // Debian's default initrd (MODULES=most, zstd), and customize.sh builds the one the
+      // guest boots anyway. From the first package configured to mmdebstrap's end: 12.9 min
+      // with it, 1.5 min without (dpkg's files' times in two cold builds on this 2-core VM).
+      // Restored before customize.sh runs.
+      `--essential-hook=chroot "$1" ${DIVERT} --add /usr/sbin/update-initramfs && ln -s /bin/true "$1/usr/sbin/update-initramfs"`,
+      `--customize-hook=rm "$1/usr/sbin/update-initramfs" && chroot "$1" ${DIVERT} --remove /usr/sbin/update-initramfs`,
       `--include=${recipe.packages.join(",")}`,
       recipe.suite,
       rootDir,
