@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
-import { z } from "zod";
+import * as z from "zod";
 import { defaultRouteInterface, interfaceIPv4 } from "../host/interfaces.js";
 import type { Privileges } from "../host/privileges.js";
 
