@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { DOCS_FILES, DocsUi } from "./docs-ui.js";
 import { defineRoute, type RouteDef } from "./route.js";
 

@@ -45,7 +45,7 @@
  */
 import type { Context } from "hono";
 import type { Logger } from "pino";
-import type { z } from "zod";
+import type * as z from "zod";
 import type { Store } from "../store/index.js";
 import type { Role } from "../store/users.js";
 import type { TokenService } from "./auth/tokens.js";

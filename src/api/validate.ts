@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { MENU_TIMEOUT_MAX_SECONDS } from "../netboot/menu-settings.js";
 import { ApiError } from "./errors.js";
 

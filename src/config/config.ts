@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
-import { z } from "zod";
+import * as z from "zod";
 import { defaultRouteInterface, interfaceIPv4 } from "../host/interfaces.js";
 import type { Privileges } from "../host/privileges.js";
 
@@ -298,7 +298,10 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   mergeInto(merged, fileValues, "", "file", sources);
   applyEnvironment(merged, opts.env, sources);
 
-  const parsed = configSchema.safeParse(merged);
+  // jitless: zod would otherwise generate and compile a parser function for each of the
+  // schema's objects on this first parse, to speed up parses that never come (one per start
+  // and per SIGHUP): on the way to the daemon's first request (bench/footprint).
+  const parsed = configSchema.safeParse(merged, { jitless: true });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const key = formatKey(issue.path.map(String));

@@ -1,5 +1,5 @@
 import { stringify as stringifyToml } from "smol-toml";
-import { z } from "zod";
+import * as z from "zod";
 import { configSchema, defaultConfig, INSTALLED_RECIPES_DIR } from "../config/config.js";
 import type { Privileges } from "../host/privileges.js";
 

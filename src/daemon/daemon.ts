@@ -205,6 +205,8 @@ export class Daemon {
     this.startWatchdog();
     this.log.info({ version: VERSION }, "bootfleetd ready");
     if (!adminCreated) this.retireInitialPassword(initialPasswordFile);
+    // A bootfleet group that only NSS knows (not in /etc/group): asked now, not before ready.
+    void this.localSocket.openToNssGroup();
   }
 
   /**

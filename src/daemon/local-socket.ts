@@ -11,6 +11,14 @@ import { trustLocalSocket } from "../api/local-socket.js";
 
 export interface RunningLocalSocket {
   path: string;
+  /**
+   * When /etc/group has no `bootfleet` group (and the daemon runs as root): asks the other
+   * group databases (NSS, through getent) and opens the socket to the group they name.
+   * Called once the daemon is ready: a process at start costs the event loop a fork
+   * (~45 ms of CPU on the build VM), and a directory behind NSS (LDAP, sssd) may answer
+   * slowly or not at all; until then the socket is root's alone (0600), never wider.
+   */
+  openToNssGroup(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -26,17 +34,19 @@ function answers(path: string): Promise<boolean> {
 }
 
 /**
- * The gid of the `bootfleet` group, or undefined when the system has none. /etc/group
- * first: the package's system group is there, and reading it costs no process at every
- * start; any other group database (NSS) through getent, without blocking the event loop.
+ * The gid of the `bootfleet` group in /etc/group, or undefined. The package's system group
+ * is there, and reading it costs no process.
  */
-async function bootfleetGid(): Promise<number | undefined> {
+async function gidFromEtcGroup(): Promise<number | undefined> {
   try {
-    const gid = gidIn(await readFile("/etc/group", "utf8"));
-    if (gid !== undefined) return gid;
+    return gidIn(await readFile("/etc/group", "utf8"));
   } catch {
-    // no /etc/group: NSS may still know the group
+    return undefined; // no /etc/group: NSS may still know the group (openToNssGroup)
   }
+}
+
+/** The gid of the `bootfleet` group in any group database (getent), or undefined. */
+async function gidFromNss(): Promise<number | undefined> {
   try {
     const { stdout } = await execFileAsync("getent", ["group", GROUP], { encoding: "utf8" });
     return gidIn(stdout);
@@ -58,6 +68,12 @@ function gidIn(text: string): number | undefined {
     }
   }
   return undefined;
+}
+
+/** Owner root, group `bootfleet`, 0660: the group's members may connect. */
+function openToGroup(path: string, gid: number): void {
+  chownSync(path, 0, gid);
+  chmodSync(path, 0o660);
 }
 
 /**
@@ -87,7 +103,9 @@ export async function startLocalSocket(opts: {
     }
     unlinkSync(path);
   }
-  const groupLookup = bootfleetGid(); // meanwhile
+  const isRoot = process.getuid?.() === 0;
+  // The group only matters to root, who can give the socket to it.
+  const groupLookup = isRoot ? gidFromEtcGroup() : Promise.resolve(undefined); // meanwhile
   const server = createAdaptorServer({ fetch: opts.fetch }) as Server;
   const sockets = new Set<Socket>();
   server.on("connection", (s: Socket) => {
@@ -110,18 +128,30 @@ export async function startLocalSocket(opts: {
     }
   });
   const gid = await groupLookup;
-  if (gid !== undefined && process.getuid?.() === 0) {
-    chownSync(path, 0, gid);
-    chmodSync(path, 0o660);
-  } else {
-    chmodSync(path, 0o600);
-  }
+  if (gid !== undefined) openToGroup(path, gid);
+  else chmodSync(path, 0o600);
   server.on("error", (err) => opts.log.error({ err: err.message }, "local socket error"));
   opts.log.info({ path, group: gid !== undefined ? "bootfleet" : null }, "local API socket");
+  let closed = false;
   return {
     path,
+    openToNssGroup: async () => {
+      if (!isRoot || gid !== undefined) return;
+      const nssGid = await gidFromNss();
+      if (nssGid === undefined || closed) return;
+      try {
+        openToGroup(path, nssGid);
+        opts.log.info({ path, group: "bootfleet" }, "local API socket opened to its group");
+      } catch (err) {
+        opts.log.warn(
+          { path, err: (err as Error).message },
+          "local API socket: could not open it to the bootfleet group; it stays 0600",
+        );
+      }
+    },
     close: () =>
       new Promise<void>((resolve) => {
+        closed = true;
         server.close(() => {
           try {
             unlinkSync(path);

@@ -4,7 +4,7 @@ import { mkdir, rename, stat, statfs, unlink } from "node:fs/promises";
 import { basename, extname, join } from "node:path";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
-import { z } from "zod";
+import * as z from "zod";
 import { checkReserve } from "../diskspace/reserve.js";
 import type { EventBus, EventPayloads } from "../events/bus.js";
 import type { JobContext, JobRunner } from "../jobs/runner.js";

@@ -1,5 +1,5 @@
 import t from "tap";
-import { z } from "zod";
+import * as z from "zod";
 import { ROLES } from "../../src/store/users.js";
 import { addUser, call, makeApi } from "./helpers.js";
 

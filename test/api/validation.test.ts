@@ -1,5 +1,5 @@
 import t from "tap";
-import { z } from "zod";
+import * as z from "zod";
 import { addUser, call, makeApi, tokenFor } from "./helpers.js";
 
 /** Top-level fields of a body schema, from its JSON schema (what OpenAPI shows too). */

@@ -4,7 +4,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import t from "tap";
-import { z } from "zod";
+import * as z from "zod";
 import { configSchema, defaultConfig, loadConfig } from "../../src/config/config.js";
 import { COMPUTED_MARKER, renderConfigTemplate } from "../../src/daemon/config-template.js";
 import type { Privileges } from "../../src/host/privileges.js";

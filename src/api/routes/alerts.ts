@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { ALERT_SORTS, type AlertRow } from "../../store/alerts.js";
 import { notFound } from "../conflict.js";
 import {

@@ -1,5 +1,5 @@
 import type { Context } from "hono";
-import { z } from "zod";
+import * as z from "zod";
 import { LoginBackoff } from "../auth/login-backoff.js";
 import { burnPasswordCheck, verifyPassword } from "../auth/password.js";
 import { ApiError } from "../errors.js";

@@ -1,7 +1,7 @@
 import { upgradeWebSocket } from "@hono/node-server";
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import type { WebSocket } from "ws";
-import { z } from "zod";
+import * as z from "zod";
 import {
   type BusEvent,
   type Delivery,

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { HISTORY_SORTS } from "../../store/history.js";
 import { defineRoute, listQuery, READERS, type RouteModule, sendList } from "../route.js";
 

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import type { ImageBuildService } from "../../images/build.js";
 import { RECIPE_NAME } from "../../images/recipes/manifest.js";
 import { IMAGE_TYPES } from "../../images/service.js";

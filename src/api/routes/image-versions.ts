@@ -1,5 +1,5 @@
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { z } from "zod";
+import * as z from "zod";
 import { VersionError, type VersionErrorCode } from "../../images/version-errors.js";
 import type { VersionService } from "../../images/versions.js";
 import { versionsBehind } from "../../iscsi/version-selection.js";

@@ -1,5 +1,5 @@
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { z } from "zod";
+import * as z from "zod";
 import { ImageError, type ImageErrorCode } from "../../images/errors.js";
 import { IMAGE_TYPES, type ImageService } from "../../images/service.js";
 import { IMAGE_SORTS, type ImageRow } from "../../store/images.js";

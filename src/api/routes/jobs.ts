@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { type JobRunner, parseSteps } from "../../jobs/runner.js";
 import { JOB_SORTS, type JobRow } from "../../store/jobs.js";
 import { notFound } from "../conflict.js";

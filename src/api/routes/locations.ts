@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { LOCATION_SORTS, type LocationRow } from "../../store/locations.js";
 import { conflictOnUnique, notFound } from "../conflict.js";
 import { ApiError } from "../errors.js";

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { BULK_ACTIONS, BULK_JOB, type BulkParams } from "../../fleet/bulk.js";
 import { ApiError } from "../errors.js";
 import { defineRoute, OPERATORS, type RouteModule } from "../route.js";

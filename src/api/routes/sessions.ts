@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { errorText } from "../../lib/error-text.js";
 import { PowerError } from "../../power/ipmi.js";
 import { SESSION_SORTS, type SessionRow } from "../../store/sessions.js";

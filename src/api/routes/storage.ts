@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { STORAGE_CLEANUP_JOB } from "../../diskspace/cleanup.js";
 import { storageHealth, storageInfo } from "../../diskspace/usage.js";
 import type { Quarantine } from "../../iscsi/reconciler.js";

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import type { SnapshotService } from "../../images/snapshots.js";
 import type { VersionService } from "../../images/versions.js";
 import { versionsBehind } from "../../iscsi/version-selection.js";

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { z } from "zod";
+import * as z from "zod";
 import { additionalTargetNames, machineIdentity } from "../../iscsi/identity.js";
 import { TARGET_SORTS, type TargetRow } from "../../store/targets.js";
 import { conflictOnUnique, notFound, uniqueColumn } from "../conflict.js";

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { type Role, USER_SORTS, type User } from "../../store/users.js";
 import { retireInitialPassword } from "../auth/initial-admin.js";
 import { hashPassword, randomPassword } from "../auth/password.js";

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 
 /**
  * recipe.json, the manifest of one image recipe (a folder of images/): what the recipe
