@@ -129,6 +129,8 @@ export class PendingOffers {
     }
     if (bySink.size === 0) return;
     setImmediate(() => {
+      // After a stop's flush the store may be closed by now: no one is left to tell.
+      if (!this.db.open) return;
       for (const [sink, ids] of bySink) call(sink, [...ids]);
     });
   }

@@ -133,8 +133,19 @@ t.test("a clean stop writes what waits", async (t) => {
   const path = join(tempDir(t), "bf.db");
   const store = Store.open({ path, busyTimeoutMs: 100 });
   const ids = machines(store, 4);
-  for (const id of ids) store.pendingOffers.add(offer(id));
+  // The fleet, told after the write, reads the store: not once it is closed.
+  let told = 0;
+  const fleet: OfferSink = {
+    written: (machineIds) => {
+      told++;
+      for (const id of machineIds) store.sessions.latest(id);
+    },
+    failed: () => {},
+  };
+  for (const id of ids) store.pendingOffers.add(offer(id), fleet);
   store.close();
+  await new Promise((r) => setImmediate(r));
+  t.equal(told, 0, "no one is told after the store closed");
   const again = openStore(t, path);
   t.equal(sessionsOnFile(again), 4);
   t.equal(again.pendingOffers.size, 0);
