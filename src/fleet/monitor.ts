@@ -66,11 +66,12 @@ export class FleetMonitor {
   #primed = false;
   #timer: NodeJS.Timeout | undefined;
   /**
-   * Machines known to have no active stall alert (only this monitor raises them): the
-   * every-second pass over the fleet then costs no alert query per machine, which with a
-   * thousand machines booting was a tenth of the proxy-DHCP's time (bench/dhcp).
+   * Machines with an active stall alert: read from the store once, then kept here (only
+   * this monitor raises them), so that re-deriving a machine costs no alert query. Known
+   * absent rather than present, it cost one query per machine on its first sight, which is
+   * every machine of a boot storm after a restart (bench/dhcp, the known pass).
    */
-  #noStallAlert = new Set<number>();
+  #stallAlerted: Set<number> | undefined;
   #ticking = false;
   #ticks = 0;
   #off: (() => void) | undefined;
@@ -182,7 +183,7 @@ export class FleetMonitor {
     for (const id of this.#seen.keys()) {
       if (!latest.has(id)) {
         this.#seen.delete(id);
-        this.#noStallAlert.delete(id);
+        this.#stallAlerted?.delete(id);
       }
     }
     this.#primed = true;
@@ -285,6 +286,7 @@ export class FleetMonitor {
   }
 
   #stallAlert(machineId: number, s: BootSession, now: DerivedState): void {
+    this.#stallAlerted ??= this.d.store.alerts.machinesWithActive("stall");
     if (now.state === "stalled") {
       const name = this.d.store.machines.get(machineId)?.name ?? `machine ${machineId}`;
       this.alerts.raise({
@@ -299,11 +301,11 @@ export class FleetMonitor {
           likely_causes: now.likely_causes,
         },
       });
-      this.#noStallAlert.delete(machineId);
-    } else if (now.state !== "error" && !this.#noStallAlert.has(machineId)) {
+      this.#stallAlerted.add(machineId);
+    } else if (now.state !== "error" && this.#stallAlerted.has(machineId)) {
       // Booted, moving again, or off: the stall is over. (An error keeps it for context.)
       this.alerts.resolve("stall", machineId);
-      this.#noStallAlert.add(machineId);
+      this.#stallAlerted.delete(machineId);
     }
   }
 

@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import type { BootfleetMetrics } from "../metrics/bootfleet.js";
 import type { Store } from "../store/index.js";
 import type { Machine } from "../store/machines.js";
+import type { OfferSink } from "../store/pending-offers.js";
 import type { HttpBinaryEvent } from "./boot-routes.js";
 import type { ProxyRequestInfo } from "./dhcp/server.js";
 import type { TftpTransferEvent } from "./tftp/server.js";
@@ -29,8 +30,18 @@ export interface BootTimelineDeps {
  * where a boot stands, which the proxy-DHCP asks to avoid a chainload loop.
  */
 export class BootTimeline {
-  /** Offers sent this event-loop turn, written together at its end (flushOffers). */
-  #offers: { machine_id: number; server_ip: string; boot_method: string; at: string }[] = [];
+  /** Told when the offers it queued were written (or not): the fleet, or the log. */
+  readonly #offers: OfferSink = {
+    written: (machineIds) => {
+      const { onPhase, onPhases } = this.deps;
+      if (onPhases) onPhases(machineIds);
+      else if (onPhase) for (const id of machineIds) onPhase(id);
+    },
+    failed: (err, { kept, dropped }) => {
+      // The offers went out: the PCs boot whatever the timeline says.
+      this.deps.log.warn({ err, kept, dropped }, "DHCP offers not recorded on the timeline yet");
+    },
+  };
 
   constructor(private readonly deps: BootTimelineDeps) {}
 
@@ -38,8 +49,10 @@ export class BootTimeline {
    * A proxy-DHCP reply went out to a machine the store knows (the one the DHCP policy
    * read for this request; undefined: not recorded). An offer opens a new boot session
    * unless this boot is still on its way to its script (the firmware's DHCP, then iPXE's
-   * own DHCP, belong to one boot). The offers of one turn are written in one transaction
-   * at its end: a transaction per offer was most of a known machine's cost (bench/dhcp).
+   * own DHCP, belong to one boot). The offer is written behind the reply, with the others
+   * of the next few milliseconds in one transaction (store/pending-offers.ts): its write
+   * was most of a known machine's cost (bench/dhcp). The store writes it before anything
+   * reads a session, so the script route, the API and the fleet never miss it.
    */
   replied(
     machine: Pick<Machine, "id"> | undefined,
@@ -49,34 +62,20 @@ export class BootTimeline {
     if (kind !== "offer") return;
     this.deps.metrics?.dhcpOffer(req.client.isIpxe ? "ipxe" : (req.client.arch ?? 0));
     if (!machine) return;
-    if (this.#offers.length === 0) setImmediate(() => this.flushOffers());
-    this.#offers.push({
-      machine_id: machine.id,
-      server_ip: req.serverAddress,
-      boot_method: req.client.archKind,
-      at: new Date().toISOString(),
-    });
+    this.deps.store.pendingOffers.add(
+      {
+        machine_id: machine.id,
+        server_ip: req.serverAddress,
+        boot_method: req.client.archKind,
+        at: new Date().toISOString(),
+      },
+      this.#offers,
+    );
   }
 
-  /** Writes the offers gathered so far (also called by tests and before reading a session). */
+  /** Writes the offers queued so far now (a stop; tests). Reads of the store do it anyway. */
   flushOffers(): void {
-    const offers = this.#offers;
-    if (offers.length === 0) return;
-    this.#offers = [];
-    try {
-      this.deps.store.sessions.recordOffers(offers);
-    } catch (err) {
-      // The offers went out: the PCs boot whatever the timeline says. Logged, not retried.
-      this.deps.log.warn(
-        { err, offers: offers.length },
-        "DHCP offers not recorded on the timeline",
-      );
-      return;
-    }
-    const ids = [...new Set(offers.map((o) => o.machine_id))];
-    const { onPhase, onPhases } = this.deps;
-    if (onPhases) onPhases(ids);
-    else if (onPhase) for (const id of ids) onPhase(id);
+    this.deps.store.pendingOffers.flush();
   }
 
   /**
@@ -126,7 +125,6 @@ export class BootTimeline {
     const mac = await this.deps.macForIp(e.clientAddress);
     const machine = mac ? store.machines.getByMac(mac) : undefined;
     if (!machine) return;
-    this.flushOffers();
     store.sessions.stampPhase(machine.id, "tftp_done_at", {
       tftp_file: e.file,
       tftp_bytes: e.bytes,
@@ -141,7 +139,6 @@ export class BootTimeline {
     const { store, metrics } = this.deps;
     metrics?.scriptServed(kind);
     if (!machine) return;
-    this.flushOffers();
     const session = store.sessions.stampPhase(machine.id, "script_served_at", {
       client_ip: clientIp,
     });
@@ -158,7 +155,6 @@ export class BootTimeline {
    */
   chainloadedThisBoot(machine: Pick<Machine, "id"> | undefined): boolean {
     if (!machine) return false;
-    this.flushOffers();
     const current = this.deps.store.sessions.current(machine.id);
     return (
       current?.status === "starting" && current.tftp_done_at !== null && !current.script_served_at

@@ -79,6 +79,16 @@ export class AlertsRepo extends Table<Alert> {
     ).get(cause, machineId) as Alert | undefined;
   }
 
+  /** The machines with an unresolved alert of this cause. */
+  machinesWithActive(cause: string): Set<number> {
+    const ids = this.stmt(
+      "SELECT machine_id FROM alerts WHERE cause = ? AND machine_id IS NOT NULL AND resolved_at IS NULL",
+    )
+      .pluck()
+      .all(cause) as number[];
+    return new Set(ids);
+  }
+
   /**
    * Raises an alert, or refreshes the active one of the same cause and machine (one active
    * alert per cause per machine). `created` tells the caller whether it is news.

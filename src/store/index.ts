@@ -8,6 +8,7 @@ import { ImagesRepo } from "./images.js";
 import { JobsRepo } from "./jobs.js";
 import { LocationsRepo } from "./locations.js";
 import { MachinesRepo } from "./machines.js";
+import { PendingOffers } from "./pending-offers.js";
 import { SessionsRepo } from "./sessions.js";
 import { StorageGarbageRepo, TargetSnapshotsRepo } from "./target-snapshots.js";
 import { TargetsRepo } from "./targets.js";
@@ -31,6 +32,8 @@ export class Store {
   readonly imageUpdates: ImageUpdatesRepo;
   readonly targetSnapshots: TargetSnapshotsRepo;
   readonly storageGarbage: StorageGarbageRepo;
+  /** The proxy-DHCP's offers, written behind its replies (see pending-offers.ts). */
+  readonly pendingOffers: PendingOffers;
   readonly #changes: Database.Statement;
   readonly #dataVersion: Database.Statement;
   /** data_version as read in this turn of the event loop (undefined: not read yet). */
@@ -40,11 +43,15 @@ export class Store {
     readonly db: Db,
     clock: () => number = Date.now,
   ) {
+    this.pendingOffers = new PendingOffers(db, (offers) => this.sessions.recordOffers(offers));
+    const pendingWrites = () => {
+      this.pendingOffers.flush();
+    };
     this.users = new UsersRepo(db, clock);
-    this.machines = new MachinesRepo(db, clock);
+    this.machines = new MachinesRepo(db, clock, pendingWrites);
     this.images = new ImagesRepo(db, clock);
     this.targets = new TargetsRepo(db, clock);
-    this.sessions = new SessionsRepo(db, clock);
+    this.sessions = new SessionsRepo(db, clock, pendingWrites);
     this.jobs = new JobsRepo(db, clock);
     this.history = new HistoryRepo(db, clock);
     this.authSessions = new AuthSessionsRepo(db, clock);
@@ -68,9 +75,11 @@ export class Store {
    * list answers). This process's writes count at once; another process's commit counts
    * from the next turn of the event loop on (data_version is read once per turn: several
    * requests of one turn, all received before it, share the read). A rolled-back write
-   * changes it too, which only costs a rebuild.
+   * changes it too, which only costs a rebuild. Offers waiting to be written are written
+   * first: they are this process's writes.
    */
   generation(): string {
+    this.pendingOffers.flush();
     if (this.#version === undefined) {
       this.#version = this.#dataVersion.get() as number;
       setImmediate(() => {
@@ -84,8 +93,13 @@ export class Store {
     return new Store(openStore(opts), clock);
   }
 
-  /** Runs fn in one transaction: every multi-row change goes through here. */
+  /**
+   * Runs fn in one transaction: every multi-row change goes through here. The offers
+   * waiting to be written are written before it begins: what fn reads includes them, and
+   * a rollback of fn does not take them with it.
+   */
   transaction<T>(fn: () => T): T {
+    this.pendingOffers.flush();
     return this.db.transaction(fn)();
   }
 
@@ -94,7 +108,9 @@ export class Store {
     return (this.db.prepare("SELECT 1 AS ok").get() as { ok: number }).ok === 1;
   }
 
+  /** A clean stop: the offers waiting to be written are written first. */
   close(): void {
+    this.pendingOffers.close();
     if (this.db.open) this.db.close();
   }
 }

@@ -152,8 +152,13 @@ export interface Discovery {
 export type MachineBootView = Pick<Machine, "id" | "status" | "boot_action" | "last_seen">;
 
 export class MachinesRepo extends Table<Machine> {
-  constructor(db: Db, clock: () => number = Date.now) {
+  /**
+   * pendingWrites: the offers not yet written (they count boots: boot_count, last_boot,
+   * updated_at, and end sessions: is_online), written before any read of a row.
+   */
+  constructor(db: Db, clock: () => number = Date.now, pendingWrites?: () => void) {
     super(db, "machines", WRITABLE, clock);
+    this.pendingWrites = pendingWrites;
   }
 
   create(m: NewMachine): Machine {
@@ -229,7 +234,9 @@ export class MachinesRepo extends Table<Machine> {
    * reading the whole row (30-odd columns into an object) cost more than the query.
    */
   bootViewByMac(mac: string): MachineBootView | undefined {
-    return this.stmt(
+    // No pending offer changes these columns: the DHCP path does not write the offers of
+    // the requests before it (that would be a transaction per request again).
+    return this.prepared(
       "SELECT id, status, boot_action, last_seen FROM machines WHERE mac_address = ?",
     ).get(mac) as MachineBootView | undefined;
   }
@@ -240,7 +247,8 @@ export class MachinesRepo extends Table<Machine> {
    */
   touchSeen(id: number, d: Omit<Discovery, "mac_address">): string {
     const now = nowIso(this.clock);
-    this.stmt(
+    // A write of columns no pending offer writes: it need not wait for them.
+    this.prepared(
       `UPDATE machines SET last_seen = @now, first_seen = coalesce(first_seen, @now),
          client_arch = coalesce(@arch, client_arch), client_uuid = coalesce(@uuid, client_uuid),
          vendor_class = coalesce(@vendor, vendor_class) WHERE id = @id`,

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { Db } from "./db.js";
 import type { ListPage, ListQuery } from "./list.js";
+import type { Offer } from "./pending-offers.js";
 import { Table } from "./table.js";
 import { nowIso } from "./util.js";
 
@@ -88,8 +89,10 @@ export function endedByLogout(s: BootSession): boolean {
 }
 
 export class SessionsRepo extends Table<BootSession> {
-  constructor(db: Db, clock: () => number = Date.now) {
+  /** pendingWrites: the offers not yet written, written before any statement of this table. */
+  constructor(db: Db, clock: () => number = Date.now, pendingWrites?: () => void) {
     super(db, "boot_sessions", WRITABLE, clock, false);
+    this.pendingWrites = pendingWrites;
   }
 
   getBySessionId(sessionId: string): BootSession | undefined {
@@ -138,15 +141,13 @@ export class SessionsRepo extends Table<BootSession> {
   }
 
   /**
-   * Proxy-DHCP offers that went out, in one transaction (the DHCP side gathers those of one
-   * event-loop turn): each is stamped on its machine's session when that boot is still on
+   * Proxy-DHCP offers that went out, in one transaction (the DHCP side queues them in
+   * `Store.pendingOffers`, which writes them through here together): each is stamped on its machine's session when that boot is still on
    * its way to its script (the firmware's DHCP, then iPXE's, belong to one boot); otherwise
    * the current session ends and a new one starts with the offer, and the machine's boot
    * is counted. A few fixed statements per offer, no re-read of the rows written.
    */
-  recordOffers(
-    offers: readonly { machine_id: number; server_ip: string; boot_method: string; at: string }[],
-  ): void {
+  recordOffers(offers: readonly Offer[]): void {
     const current = this.stmt(
       `SELECT id, status, script_served_at FROM boot_sessions
        WHERE machine_id = ? AND status IN ('starting','active','stopping') ORDER BY id DESC LIMIT 1`,
@@ -235,6 +236,9 @@ export class SessionsRepo extends Table<BootSession> {
    * has none (a DHCP offer is usually the first thing seen of a boot).
    */
   stampPhase(machineId: number, phase: BootPhase, extra: Partial<BootSession> = {}): BootSession {
+    // Before the transaction, not in it (pending-offers.ts): the offer that opened this
+    // boot's session may be waiting to be written.
+    this.pendingWrites?.();
     return this.db.transaction(() => {
       const now = nowIso(this.clock);
       const current = this.current(machineId) ?? this.start({ machine_id: machineId });

@@ -20,10 +20,24 @@ export class Table<Row extends { id: number }> {
   ) {}
 
   /**
-   * A prepared statement, made once per SQL text: preparing costs more than running a
-   * simple query, and the boot path looks machines up on every DHCP packet.
+   * Run before each of this repository's statements: writes queued to be made later
+   * whose rows this repository reads (the proxy-DHCP's offers, store/pending-offers.ts),
+   * so that no reader sees the store without them. Unset for most repositories.
    */
+  protected pendingWrites: (() => void) | undefined;
+
+  /** A statement of this repository, after any pending write its rows depend on. */
   protected stmt(sql: string): Database.Statement {
+    this.pendingWrites?.();
+    return this.prepared(sql);
+  }
+
+  /**
+   * A prepared statement, made once per SQL text: preparing costs more than running a
+   * simple query, and the boot path looks machines up on every DHCP packet. Without the
+   * pending writes: for a statement that reads nothing they write.
+   */
+  protected prepared(sql: string): Database.Statement {
     let s = this.statements.get(sql);
     if (!s) {
       s = this.db.prepare(sql);

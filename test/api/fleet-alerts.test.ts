@@ -148,6 +148,30 @@ t.test(
   },
 );
 
+t.test("a stall alert left by an earlier process is resolved once the boot moves on", async (t) => {
+  const f = await fleetApi(t);
+  const pc = f.store.machines.create({ name: "st-pc", mac_address: "52:54:00:10:00:0a" });
+  const calm = f.store.machines.create({ name: "st-calm", mac_address: "52:54:00:10:00:0b" });
+  f.store.sessions.stampPhase(pc.id, "script_served_at");
+  // The monitor of the process before this one raised it (the store is all that is left).
+  f.store.alerts.raise({
+    cause: "stall",
+    severity: "warning",
+    machine_id: pc.id,
+    message: "st-pc stalled in phase script_served",
+  });
+  f.fleet.evaluate(); // the first pass only learns where things stand
+  t.equal(f.store.alerts.active("stall", pc.id)?.machine_id, pc.id, "kept until the boot moves");
+  // A new boot of that machine, and a first boot of another: the stall is over, no new one.
+  f.store.sessions.update(f.store.sessions.current(pc.id)!.id, { status: "stopped" });
+  f.store.sessions.stampPhase(pc.id, "dhcp_offer_at");
+  f.store.sessions.stampPhase(calm.id, "dhcp_offer_at");
+  f.fleet.evaluateMachines([pc.id, calm.id]);
+  t.equal(f.store.alerts.active("stall", pc.id), undefined, "resolved");
+  t.equal(f.store.alerts.active("stall", calm.id), undefined);
+  t.equal(f.store.alerts.machinesWithActive("stall").size, 0);
+});
+
 t.test("a failed job raises an alert; overlay usage warns at 80% and 95%", async (t) => {
   const f = await fleetApi(t);
   const op = await f.user("ov-op", "operator");

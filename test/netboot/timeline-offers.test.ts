@@ -1,0 +1,92 @@
+import { join } from "node:path";
+import pino from "pino";
+import t from "tap";
+import type { ProxyRequestInfo } from "../../src/netboot/dhcp/server.js";
+import { dhcpPolicy } from "../../src/netboot/dhcp-policy.js";
+import { Discovery } from "../../src/netboot/discovery.js";
+import { BootTimeline } from "../../src/netboot/timeline.js";
+import { Store } from "../../src/store/index.js";
+import { tempDir } from "../helpers/daemon.js";
+import { pxeDiscover } from "./dhcp/rfc-builder.js";
+
+// A known machine's offer is written behind its reply (store/pending-offers.ts): the
+// proxy-DHCP's turn writes nothing, the offers of a burst are written together and the fleet
+// told once, and the next phase of a boot still lands on the session its offer opened.
+
+const log = pino({ level: "silent" });
+
+t.test("a burst of offers: written after the replies, together, the fleet told once", async (t) => {
+  const store = Store.open({ path: join(tempDir(t), "bf.db"), busyTimeoutMs: 100 });
+  t.teardown(() => store.close());
+  const macs = Array.from({ length: 8 }, (_, i) => `52:54:00:20:00:0${i}`);
+  for (const mac of macs) store.machines.create({ name: `pc-${mac.slice(-1)}`, mac_address: mac });
+  const onFile = () =>
+    store.db.prepare("SELECT count(*) FROM boot_sessions").pluck().get() as number;
+  const told: { ids: readonly number[]; onFile: number }[] = [];
+  let toldOnce!: () => void;
+  const fleetTold = new Promise<void>((r) => {
+    toldOnce = r;
+  });
+  const timeline = new BootTimeline({
+    store,
+    log,
+    macForIp: async () => undefined,
+    onPhases: (ids) => {
+      told.push({ ids, onFile: onFile() });
+      toldOnce();
+    },
+  });
+  const policy = dhcpPolicy({
+    discovery: new Discovery({ store, log }),
+    timeline,
+    scriptUrl: () => "unused",
+    chainloadNicIpxe: false,
+  });
+  const request = (mac: string): ProxyRequestInfo => ({
+    client: pxeDiscover(mac, false),
+    ifname: "br0",
+    serverAddress: "10.99.0.1",
+    sourceAddress: "0.0.0.0",
+    port: 67,
+  });
+  // What the DHCP server does per request, after its reply went out: four requests in one
+  // turn of the event loop, four in the next (a read batch each).
+  for (const mac of macs.slice(0, 4)) policy(request(mac)).replied?.("offer");
+  t.equal(onFile(), 0, "nothing written on the replies' turn");
+  await new Promise((r) => setImmediate(r));
+  for (const mac of macs.slice(4)) policy(request(mac)).replied?.("offer");
+  t.equal(onFile(), 0, "nor at the end of it: the next turn's offers join them");
+
+  await fleetTold;
+  t.equal(told.length, 1, "the fleet is told once for both turns");
+  t.equal(told[0]!.ids.length, 8, "with its eight machines");
+  t.equal(told[0]!.onFile, 8, "after all eight sessions were written");
+});
+
+t.test("the script served right after the offer stamps the offer's session", async (t) => {
+  const store = Store.open({ path: join(tempDir(t), "bf.db"), busyTimeoutMs: 100 });
+  t.teardown(() => store.close());
+  const machine = store.machines.create({ name: "pc-s", mac_address: "52:54:00:20:01:01" });
+  const timeline = new BootTimeline({ store, log, macForIp: async () => undefined });
+  timeline.replied(
+    machine,
+    {
+      client: pxeDiscover(machine.mac_address, false),
+      ifname: "br0",
+      serverAddress: "10.99.0.1",
+      sourceAddress: "0.0.0.0",
+      port: 67,
+    },
+    "offer",
+  );
+  // Before the queue's timer: the script route's stamp must find the offer's session.
+  timeline.scriptServed(machine, "10.99.0.50", "sanboot");
+  const sessions = store.sessions.listRows(
+    { skip: 0, limit: 10, sort: "id", order: "asc" },
+    { machine_id: machine.id },
+  );
+  t.equal(sessions.total, 1, "one boot, one session");
+  t.ok(sessions.rows[0]?.dhcp_offer_at, "opened by the offer");
+  t.ok(sessions.rows[0]?.script_served_at, "stamped by the script");
+  t.equal(store.machines.get(machine.id)?.boot_count, 1);
+});
