@@ -268,7 +268,7 @@ export class MachinesRepo extends Table<Machine> {
    * The look-up and the write share one transaction.
    */
   recordSeen(d: Discovery): { machine: Machine; created: boolean } {
-    return this.db.transaction(() => {
+    return this.transaction(() => {
       const now = nowIso(this.clock);
       const existing = this.getByMac(d.mac_address);
       if (existing) {
@@ -286,6 +286,6 @@ export class MachinesRepo extends Table<Machine> {
         last_seen: now,
       });
       return { machine, created: true };
-    })();
+    });
   }
 }

@@ -142,10 +142,11 @@ export class SessionsRepo extends Table<BootSession> {
 
   /**
    * Proxy-DHCP offers that went out, in one transaction (the DHCP side queues them in
-   * `Store.pendingOffers`, which writes them through here together): each is stamped on its machine's session when that boot is still on
-   * its way to its script (the firmware's DHCP, then iPXE's, belong to one boot); otherwise
-   * the current session ends and a new one starts with the offer, and the machine's boot
-   * is counted. A few fixed statements per offer, no re-read of the rows written.
+   * `Store.pendingOffers`, which writes them through here together): each is stamped on its
+   * machine's session when that boot is still on its way to its script (the firmware's
+   * DHCP, then iPXE's, belong to one boot); otherwise the current session ends and a new one
+   * starts with the offer, and the machine's boot is counted. A few fixed statements per
+   * offer, no re-read of the rows written.
    */
   recordOffers(offers: readonly Offer[]): void {
     const current = this.stmt(
@@ -236,14 +237,12 @@ export class SessionsRepo extends Table<BootSession> {
    * has none (a DHCP offer is usually the first thing seen of a boot).
    */
   stampPhase(machineId: number, phase: BootPhase, extra: Partial<BootSession> = {}): BootSession {
-    // Before the transaction, not in it (pending-offers.ts): the offer that opened this
-    // boot's session may be waiting to be written.
-    this.pendingWrites?.();
-    return this.db.transaction(() => {
+    // The offer that opened this boot's session may be waiting to be written.
+    return this.transaction(() => {
       const now = nowIso(this.clock);
       const current = this.current(machineId) ?? this.start({ machine_id: machineId });
       return this.update(current.id, { ...extra, [phase]: now })!;
-    })();
+    });
   }
 
   end(id: number, status: "stopped" | "error", error?: string): BootSession | undefined {

@@ -33,6 +33,16 @@ export class Table<Row extends { id: number }> {
   }
 
   /**
+   * fn in one transaction of this repository, after any pending write: inside a
+   * transaction the pending writes are not made (its rollback would take them with it), so
+   * they are made before it begins, and what fn reads includes them.
+   */
+  protected transaction<T>(fn: () => T): T {
+    this.pendingWrites?.();
+    return this.db.transaction(fn)();
+  }
+
+  /**
    * A prepared statement, made once per SQL text: preparing costs more than running a
    * simple query, and the boot path looks machines up on every DHCP packet. Without the
    * pending writes: for a statement that reads nothing they write.
