@@ -3,7 +3,13 @@
 // and without windowsize 8, by 1 client and by 50 concurrent clients.
 //
 //   node --import tsx bench/tftp/run.ts [--reps 3] [--file /usr/lib/ipxe/snponly.efi]
-//     [--servers bootfleet,tftpd-hpa,dnsmasq,bootfleet-noshare]
+//     [--servers bootfleet,tftpd-hpa,dnsmasq,bootfleet-noshare] [--scenarios 1x1,1x8,50x1,50x8]
+//
+// --scenarios picks cells as CLIENTSxWINDOWSIZE (e.g. --scenarios 50x1 for lock-step at 50 clients
+// only); like --servers, a subset skips the generator check and the table.
+// --compare DIR adds "bootfleet (DIR)": the serve-bootfleet.ts of another checkout (e.g. one made
+// with `git archive main src bench | tar -x -C DIR`, node_modules linked), measured interleaved
+// with the rest, so a change is judged against its own before under the same load.
 //
 // Needs root and, on Debian, tftpd-hpa (apt-get install -y tftpd-hpa), dnsmasq-base, iproute2.
 // dnsmasq's TFTP has no option for its listening port (always 69), so every server and every
@@ -25,6 +31,7 @@ const ONLY = opt("servers", "bootfleet,tftpd-hpa,dnsmasq,bootfleet-noshare").spl
 const SOURCE = opt("file", "/usr/lib/ipxe/snponly.efi");
 const FILE = basename(SOURCE);
 const HERE = new URL(".", import.meta.url).pathname;
+const COMPARE = opt("compare", "");
 const NS = `bf-tftpbench-${process.pid}`;
 const inNs = (argv: string[]) => ["netns", "exec", NS, ...argv];
 
@@ -45,12 +52,21 @@ interface Scenario {
   windowsize: number;
 }
 
-const SCENARIOS: Scenario[] = [
+const ALL_SCENARIOS: Scenario[] = [
   { clients: 1, rounds: 20, windowsize: 1 },
   { clients: 1, rounds: 20, windowsize: 8 },
   { clients: 50, rounds: 4, windowsize: 1 },
   { clients: 50, rounds: 4, windowsize: 8 },
 ];
+const scenarioName = (sc: Scenario) => `${sc.clients}x${sc.windowsize}`;
+const WANTED = opt("scenarios", ALL_SCENARIOS.map(scenarioName).join(",")).split(",");
+for (const w of WANTED) {
+  if (!ALL_SCENARIOS.some((sc) => scenarioName(sc) === w))
+    throw new Error(
+      `--scenarios: unknown "${w}" (known: ${ALL_SCENARIOS.map(scenarioName).join(",")})`,
+    );
+}
+const SCENARIOS = ALL_SCENARIOS.filter((sc) => WANTED.includes(scenarioName(sc)));
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -141,9 +157,13 @@ function readyLine(child: ChildProcess, line: string, ms: number): Promise<void>
   });
 }
 
-const bootfleet = (shareFiles: boolean): Server => ({
-  name: shareFiles ? "bootfleet" : "bootfleet (no file sharing)",
-  port: shareFiles ? 6969 : 6971,
+const bootfleet = (shareFiles: boolean, checkout?: string): Server => ({
+  name: checkout
+    ? `bootfleet (${checkout})`
+    : shareFiles
+      ? "bootfleet"
+      : "bootfleet (no file sharing)",
+  port: checkout ? 6972 : shareFiles ? 6969 : 6971,
   async start(dir) {
     const child = spawn(
       "ip",
@@ -151,12 +171,21 @@ const bootfleet = (shareFiles: boolean): Server => ({
         process.execPath,
         "--import",
         "tsx",
-        join(HERE, "serve-bootfleet.ts"),
+        checkout
+          ? join(checkout, "bench/tftp/serve-bootfleet.ts")
+          : join(HERE, "serve-bootfleet.ts"),
         JSON.stringify({
           root: join(dir, "root"),
-          port: shareFiles ? 6969 : 6971,
+          port: checkout ? 6972 : shareFiles ? 6969 : 6971,
           shareFiles,
-          logFile: join(dir, shareFiles ? "bootfleet.log" : "bootfleet-noshare.log"),
+          logFile: join(
+            dir,
+            checkout
+              ? "bootfleet-compare.log"
+              : shareFiles
+                ? "bootfleet.log"
+                : "bootfleet-noshare.log",
+          ),
         }),
       ]),
       { stdio: ["ignore", "pipe", "inherit"] },
@@ -361,13 +390,10 @@ async function main(): Promise<void> {
       ["dnsmasq", dnsmasq],
       ["bootfleet-noshare", bootfleet(false)],
     ];
-    rows.push(
-      ...(await measureAll(
-        all.filter(([k]) => ONLY.includes(k)).map(([, s]) => s),
-        dir,
-      )),
-    );
-    if (ONLY.length < all.length) return;
+    const measured = all.filter(([k]) => ONLY.includes(k)).map(([, s]) => s);
+    if (COMPARE) measured.splice(1, 0, bootfleet(true, COMPARE));
+    rows.push(...(await measureAll(measured, dir)));
+    if (COMPARE || ONLY.length < all.length || SCENARIOS.length < ALL_SCENARIOS.length) return;
 
     // Generator check against the fastest server at 50 clients.
     const fastest50 = rows
