@@ -2,7 +2,6 @@
 // PXE firmware the iPXE binary; everything after that goes over HTTP.
 
 import { createSocket, type RemoteInfo, type Socket, type SocketType } from "node:dgram";
-import { type LookupOneOptions, lookup } from "node:dns";
 import { realpath } from "node:fs/promises";
 import { isIP } from "node:net";
 import type { Logger } from "pino";
@@ -85,18 +84,6 @@ export interface TftpServer {
 
 function socketType(address: string): SocketType {
   return isIP(address) === 6 ? "udp6" : "udp4";
-}
-
-// dgram resolves the destination of every send through dns.lookup, which for an IP literal still
-// defers the send by a tick; transfer sockets only ever send to literal client addresses.
-function literalLookup(
-  hostname: string,
-  options: LookupOneOptions,
-  callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
-): void {
-  const family = isIP(hostname);
-  if (family !== 0) callback(null, hostname, family);
-  else lookup(hostname, options, callback);
 }
 
 /**
@@ -228,7 +215,7 @@ class ReadOnlyTftpServer implements TftpServer {
       }
       let tsocket: Socket;
       try {
-        tsocket = await bindTransferSocket(local, rinfo.address);
+        tsocket = await bindTransferSocket(local, rinfo.address, rinfo.port);
       } catch (err) {
         source.release();
         return this.refuse(socket, request, rinfo, started, {
@@ -380,25 +367,29 @@ async function bindListeningSocket(
   return s;
 }
 
-function bindTransferSocket(address: string, client: string): Promise<Socket> {
-  const type = socketType(address);
-  const family = type === "udp6" ? 6 : 4;
-  // Every send goes to an address taken from a received packet (a literal), nearly always the
-  // client's: that one is answered without even isIP's regular expression, once per packet.
-  const lookup: typeof literalLookup = (hostname, options, callback) => {
-    if (hostname === client) callback(null, hostname, family);
-    else literalLookup(hostname, options, callback);
-  };
+/**
+ * A transfer's own socket (the server's TID), bound to the address the request came to and
+ * connected to the client's address and port. Connected, dgram sends without resolving an
+ * address per packet and the kernel keeps the route, and the kernel itself drops datagrams from
+ * any other source (RFC 1350's transfer-ID rule; it answers them with ICMP port unreachable).
+ */
+function bindTransferSocket(
+  address: string,
+  clientAddress: string,
+  clientPort: number,
+): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const s = createSocket({ type, lookup });
+    const s = createSocket({ type: socketType(address) });
     const onError = (err: Error) => {
       s.close();
       reject(err);
     };
     s.once("error", onError);
     s.bind({ address, port: 0, exclusive: true }, () => {
-      s.off("error", onError);
-      resolve(s);
+      s.connect(clientPort, clientAddress, () => {
+        s.off("error", onError);
+        resolve(s);
+      });
     });
   });
 }

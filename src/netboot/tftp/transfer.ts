@@ -22,7 +22,6 @@ import type { Deadlined, DeadlineSweep } from "./deadlines.js";
 import type { FileSource } from "./filestore.js";
 import {
   ERR_NOT_DEFINED,
-  ERR_UNKNOWN_TID,
   encodeDataHeader,
   encodeError,
   OP_ACK,
@@ -135,9 +134,10 @@ export class Transfer implements Deadlined {
   }
 
   // No per-send callback: it costs an allocation per packet, and send errors reach the socket's
-  // "error" listener anyway. Loss is handled by the retransmission deadline.
+  // "error" listener anyway. Loss is handled by the retransmission deadline. No address either:
+  // the socket is connected to the client (server.ts).
   #send(buf: Buffer | Buffer[]): void {
-    this.#p.socket.send(buf, this.#p.clientPort, this.#p.clientAddress);
+    this.#p.socket.send(buf);
   }
 
   /** The current window (or OACK) is resent after timeoutMs without an answer. */
@@ -229,16 +229,10 @@ export class Transfer implements Deadlined {
 
   #onMessage(msg: Buffer, rinfo: RemoteInfo): void {
     if (this.#state === "done") return;
-    if (rinfo.address !== this.#p.clientAddress || rinfo.port !== this.#p.clientPort) {
-      // RFC 1350: a packet from a foreign TID gets an error and does not disturb the transfer.
-      this.#p.socket.send(
-        encodeError(ERR_UNKNOWN_TID, "Unknown transfer ID"),
-        rinfo.port,
-        rinfo.address,
-        () => {},
-      );
-      return;
-    }
+    // The connected socket only receives the client's datagrams; this check is for one that
+    // reached the socket between bind and connect (nobody knew its port yet, but it costs two
+    // comparisons). A foreign TID gets no TFTP error from us: see bindTransferSocket.
+    if (rinfo.port !== this.#p.clientPort || rinfo.address !== this.#p.clientAddress) return;
     if (msg.length < 4) return;
     const op = (msg[0]! << 8) | msg[1]!;
     if (op === OP_ACK) this.#onAck((msg[2]! << 8) | msg[3]!);
@@ -303,7 +297,7 @@ export class Transfer implements Deadlined {
       }
     };
     if (lastPacket === undefined) close();
-    else socket.send(lastPacket, this.#p.clientPort, this.#p.clientAddress, close);
+    else socket.send(lastPacket, close);
     this.#p.onDone(result);
   }
 }
