@@ -131,7 +131,10 @@ const KEY_DOCS: Record<string, KeyDoc> = {
     about: "iPXE for x64 UEFI clients (ipxe.efi carries its own NIC drivers instead).",
   },
   "tftp.ipxe_efi_arm64": { about: "iPXE for ARM64 UEFI clients; empty: not served." },
-  "tftp.max_transfers": { about: "Concurrent TFTP transfers." },
+  "tftp.max_transfers": {
+    about:
+      "Concurrent TFTP transfers; a request beyond it is left unanswered until the PC resends it.",
+  },
   "dhcp.enabled": { about: "Answer PXE clients as proxy-DHCP (ports 67 and 4011)." },
   "dhcp.mode": { about: "Only proxy mode: bootfleet never hands out addresses." },
   "dhcp.reply_delay_ms": {

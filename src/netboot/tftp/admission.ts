@@ -20,9 +20,14 @@ export interface Refusal {
 
 export type AdmissionVerdict =
   | { admit: true }
-  /** A resent request of a transfer already under way: it answers with its own retransmission. */
-  | { admit: false; duplicate: true }
-  | { admit: false; duplicate: false; refusal: Refusal };
+  /**
+   * Not answered at all. "duplicate": a resent request of a transfer already under way, which
+   * answers with its own retransmission. "busy": every slot is taken; an ERROR would end a PXE
+   * ROM's boot for good (it does not retry after one), while silence makes it (and iPXE) resend
+   * the request after its timeout, by when a slot has usually come free.
+   */
+  | { admit: false; unanswered: "duplicate" | "busy" }
+  | { admit: false; refusal: Refusal };
 
 /** What admission needs from a running transfer. */
 export interface Abortable {
@@ -82,10 +87,12 @@ export class Admission {
       return refused(ERR_ILLEGAL_OPERATION, "Mail mode not supported", "mail mode", "info");
     }
     if (this.running.has(client) || this.pending.has(client)) {
-      return { admit: false, duplicate: true };
+      return { admit: false, unanswered: "duplicate" };
     }
     const address = addressOf(client);
     const held = this.perAddress.get(address) ?? 0;
+    // Checked before the global limit: one host over its share is refused with an error even
+    // when the server is also full (that host is broken or hostile, not a PC waiting its turn).
     if (held >= this.maxPerAddress) {
       return refused(
         ERR_NOT_DEFINED,
@@ -94,14 +101,7 @@ export class Admission {
         "warn",
       );
     }
-    if (this.inFlight >= this.maxTransfers) {
-      return refused(
-        ERR_NOT_DEFINED,
-        `Server busy: ${this.maxTransfers} transfers running, retry later`,
-        "too many concurrent transfers",
-        "warn",
-      );
-    }
+    if (this.inFlight >= this.maxTransfers) return { admit: false, unanswered: "busy" };
     this.inFlight++;
     this.perAddress.set(address, held + 1);
     this.pending.add(client);
@@ -158,5 +158,5 @@ function refused(
   reason: string,
   level: Refusal["level"],
 ): AdmissionVerdict {
-  return { admit: false, duplicate: false, refusal: { code, message, reason, level } };
+  return { admit: false, refusal: { code, message, reason, level } };
 }

@@ -34,6 +34,7 @@ export class TransferReport {
   private readonly refusedLimiter: LogLimiter;
   private readonly failedLimiter: LogLimiter;
   private readonly doneLimiter: LogLimiter;
+  private readonly busyLimiter: LogLimiter;
 
   constructor(
     private readonly log: Logger,
@@ -43,6 +44,8 @@ export class TransferReport {
     this.refusedLimiter = createLogLimiter({ max: 20, intervalMs: 10_000, now });
     this.failedLimiter = createLogLimiter({ max: 20, intervalMs: 10_000, now });
     this.doneLimiter = createLogLimiter({ max: 100, intervalMs: 10_000, now });
+    // A storm at capacity leaves hundreds of requests unanswered a second; a few lines say so.
+    this.busyLimiter = createLogLimiter({ max: 5, intervalMs: 10_000, now });
   }
 
   malformed(rinfo: RemoteInfo, reason: string): void {
@@ -51,6 +54,19 @@ export class TransferReport {
       "info",
       { client: rinfo.address, port: rinfo.port, reason },
       "tftp malformed request",
+    );
+  }
+
+  /**
+   * A request left unanswered because every slot was taken. No TftpTransferEvent: nothing was
+   * answered, and the client's resent request will be admitted (or left again) in its turn.
+   */
+  busy(request: TftpRequest, rinfo: RemoteInfo, maxTransfers: number): void {
+    this.limited(
+      this.busyLimiter,
+      "warn",
+      { client: rinfo.address, port: rinfo.port, file: request.filename, maxTransfers },
+      "tftp server busy: request left unanswered until the client resends it",
     );
   }
 

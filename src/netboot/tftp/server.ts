@@ -42,7 +42,10 @@ export interface TftpServerOptions {
   maxBlksize?: number;
   /** Cap on windowsize (RFC 7440). Default 32. */
   maxWindowsize?: number;
-  /** Concurrent transfers; requests beyond it get an error. Default 64. */
+  /**
+   * Concurrent transfers. A request beyond it is left unanswered (the client resends it after its
+   * timeout), not refused: an ERROR ends a PXE ROM's boot. Default 64.
+   */
   maxTransfers?: number;
   /** Retransmission timeout when the client did not negotiate one. Default 1000 ms. */
   timeoutMs?: number;
@@ -72,6 +75,8 @@ export interface TftpServerOptions {
 
 export interface TftpServerStats extends FileStoreStats {
   activeTransfers: number;
+  /** Requests left unanswered since listen() because maxTransfers were running (the client resends). */
+  unansweredBusy: number;
 }
 
 export interface TftpServer {
@@ -103,13 +108,17 @@ class ReadOnlyTftpServer implements TftpServer {
   private readonly files: RequestedFiles;
   private readonly transferSettings: TransferSettings;
   private sockets: Socket[] = [];
+  private readonly maxTransfers: number;
+  /** Requests left unanswered because every slot was taken (admission.ts). */
+  private unansweredBusy = 0;
 
   constructor(private readonly opts: TftpServerOptions) {
     this.log = opts.log;
     this.now = opts.now ?? Date.now;
     this.addresses = opts.addresses?.length ? opts.addresses : ["0.0.0.0"];
+    this.maxTransfers = opts.maxTransfers ?? 64;
     this.admission = new Admission(
-      opts.maxTransfers ?? 64,
+      this.maxTransfers,
       opts.maxTransfersPerAddress ?? DEFAULT_MAX_TRANSFERS_PER_ADDRESS,
     );
     this.report = new TransferReport(this.log, this.now, opts.onTransfer);
@@ -167,7 +176,11 @@ class ReadOnlyTftpServer implements TftpServer {
   }
 
   stats(): TftpServerStats {
-    return { ...this.files.store.stats(), activeTransfers: this.admission.activeTransfers };
+    return {
+      ...this.files.store.stats(),
+      activeTransfers: this.admission.activeTransfers,
+      unansweredBusy: this.unansweredBusy,
+    };
   }
 
   private onRequest(msg: Buffer, rinfo: RemoteInfo, local: string, socket: Socket): void {
@@ -187,7 +200,11 @@ class ReadOnlyTftpServer implements TftpServer {
     const client = `${rinfo.address}|${rinfo.port}`;
     const verdict = this.admission.admit(request, client);
     if (!verdict.admit) {
-      if (!verdict.duplicate) this.refuse(socket, request, rinfo, started, verdict.refusal);
+      if ("refusal" in verdict) this.refuse(socket, request, rinfo, started, verdict.refusal);
+      else if (verdict.unanswered === "busy") {
+        this.unansweredBusy++;
+        this.report.busy(request, rinfo, this.maxTransfers);
+      }
       return;
     }
     void this.startTransfer(request, rinfo, client, started, local, socket).finally(() =>

@@ -419,8 +419,66 @@ t.test("a repeated request from the same client port starts one transfer only", 
   t.equal(f.server.stats().activeTransfers, 1);
 });
 
-t.test("transfers beyond maxTransfers get a clear error", async (t) => {
-  const f = await startServer(t, { maxTransfers: 2, timeoutMs: 2000 });
+/** Reads a plain (512-byte, windowsize 1) transfer to its end from its first DATA packet. */
+async function readToEnd(c: RawClient, first: Packet): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for (let p = first; ; p = await must(c)) {
+    if (opcodeOf(p.buf) !== DATA) throw new Error(`expected DATA, got opcode ${opcodeOf(p.buf)}`);
+    chunks.push(p.buf.subarray(4));
+    await c.send(ack(blockOf(p.buf)), first.rinfo.port);
+    if (p.buf.length - 4 < 512) return Buffer.concat(chunks);
+  }
+}
+
+t.test("at maxTransfers a request is left unanswered, and served when resent later", async (t) => {
+  // A PXE ROM gives up its boot on an ERROR; left unanswered, it resends the RRQ after a timeout.
+  const f = await startServer(t, { maxTransfers: 2, maxTransfersPerAddress: 64, timeoutMs: 2000 });
+  const content = randomBytes(2000);
+  await writeFile(join(f.root, "f"), content);
+  const a = await client(t);
+  const b = await client(t);
+  const c = await client(t);
+  await a.send(request("f"), f.port);
+  await b.send(request("f"), f.port);
+  const a1 = await must(a);
+  await must(b);
+  await c.send(request("f"), f.port);
+  t.same(await c.collect(500), [], "no packet at all comes back while every slot is taken");
+  t.equal(f.server.stats().unansweredBusy, 1, "counted");
+  const busy = f.logs.filter((l) => l.msg.startsWith("tftp server busy"));
+  t.equal(busy.length, 1, "one warn line");
+  t.equal(busy[0]?.level, 40);
+  t.match(busy[0], { client: "127.0.0.1", port: c.port, file: "f", maxTransfers: 2 });
+  t.same(f.events, [], "no transfer event: nothing was answered");
+
+  t.ok((await readToEnd(a, a1)).equals(content), "a finishes");
+  t.equal((await f.nextEvent()).ok, true);
+  // The resend comes from the same port, as a ROM's does.
+  await c.send(request("f"), f.port);
+  const c1 = await must(c);
+  t.ok((await readToEnd(c, c1)).equals(content), "the resent request is served to the end");
+  const event = await f.nextEvent();
+  t.match(event, { ok: true, clientPort: c.port, bytes: content.length });
+});
+
+t.test("busy warnings are rate-limited; each unanswered request is still counted", async (t) => {
+  const f = await startServer(t, { maxTransfers: 1, maxTransfersPerAddress: 64, timeoutMs: 3000 });
+  await writeFile(join(f.root, "f"), randomBytes(2000));
+  const holder = await client(t);
+  await holder.send(request("f"), f.port);
+  await must(holder);
+  const others = await Promise.all(Array.from({ length: 30 }, () => client(t)));
+  for (const o of others) await o.send(request("f"), f.port);
+  const answers = await Promise.all(others.map((o) => o.collect(300)));
+  t.equal(answers.flat().length, 0, "none of the 30 is answered");
+  t.equal(f.server.stats().unansweredBusy, 30);
+  const busy = f.logs.filter((l) => l.msg.startsWith("tftp server busy"));
+  t.ok(busy.length >= 1 && busy.length < 30, `a few lines, not one per request (${busy.length})`);
+});
+
+t.test("the per-address cap still answers with an error when the server is full too", async (t) => {
+  // One host over its share is broken or hostile: it is told so, not left to resend.
+  const f = await startServer(t, { maxTransfers: 2, maxTransfersPerAddress: 2, timeoutMs: 2000 });
   await writeFile(join(f.root, "f"), randomBytes(2000));
   const a = await client(t);
   const b = await client(t);
@@ -432,8 +490,8 @@ t.test("transfers beyond maxTransfers get a clear error", async (t) => {
   await c.send(request("f"), f.port);
   const p = await must(c);
   t.equal(opcodeOf(p.buf), ERROR);
-  t.match(errorMessageOf(p.buf), /busy/i);
-  t.ok(f.logs.some((l) => l.level === 40 && l.reason === "too many concurrent transfers"));
+  t.match(errorMessageOf(p.buf), /Too many transfers from 127\.0\.0\.1/);
+  t.equal(f.server.stats().unansweredBusy, 0);
 });
 
 t.test("close() lets a transfer in flight finish and refuses new ones", async (t) => {
