@@ -69,8 +69,9 @@ const SNAP = opt("snap", "");
 const CPU_PROF = args.has("cpu-prof") ? resolve(opt("cpu-prof", "bench-storm-prof")) : "";
 const KEEP_SNAP = args.has("keep-snap");
 const DAEMON_LOG = opt("daemon-log", "");
-// bootfleetd's tftp.max_transfers (its default, 200, when not given): above it, an RRQ is
-// answered "Server busy", which a PXE ROM takes as the end of its network boot.
+// bootfleetd's tftp.max_transfers (its default, 200, when not given): above it, an RRQ is left
+// unanswered until the PC resends it (before branch tftp3 it was answered "Server busy", which a
+// PXE ROM takes as the end of its network boot).
 const TFTP_MAX = args.has("tftp-max-transfers") ? args.positiveInt("tftp-max-transfers", 200) : 0;
 if (!(N >= 1 && N <= 500)) throw new Error("--clients: 1 to 500 (the bench is bounded)");
 if (!(BOOTSET_MIB > 0 && BOOTSET_MIB <= 68)) throw new Error("--bootset-mib: above 0, at most 68");
