@@ -516,6 +516,128 @@ t.test(
       await driver.remove(iqn);
     });
 
+    await t.test(
+      "a target with the guard after the machine's account is bound again",
+      async (t) => {
+        // tgt leaves an empty slot where an account is unbound: with the machine's account
+        // before the guard, deleting it would break tgtd's listing. Such a target is re-bound.
+        const iqn = `${PREFIX}:pc-late`;
+        const tgtadm = async (args: string[]) =>
+          t.equal((await tgtd.tgtadm(args)).code, 0, args.join(" "));
+        const tid = "31";
+        await tgtadm(["--op", "new", "--mode", "target", "--tid", tid, "--targetname", iqn]);
+        await tgtadm([
+          "--op",
+          "new",
+          "--mode",
+          "logicalunit",
+          "--tid",
+          tid,
+          "--lun",
+          "1",
+          "-b",
+          extraB,
+        ]);
+        await tgtadm([
+          "--op",
+          "new",
+          "--mode",
+          "account",
+          "--user",
+          "pclate",
+          "--password",
+          "lateSecret.01",
+        ]);
+        await tgtadm(["--op", "bind", "--mode", "account", "--tid", tid, "--user", "pclate"]);
+        await tgtadm(["--op", "bind", "--mode", "account", "--tid", tid, "--user", TGT_GUARD_USER]);
+        await tgtadm([
+          "--op",
+          "bind",
+          "--mode",
+          "target",
+          "--tid",
+          tid,
+          "--initiator-name",
+          "iqn.2010-04.org.ipxe:pc-late",
+        ]);
+        const spec: TargetSpec = {
+          iqn,
+          portal: { address: "127.0.0.1", port: tgtd.portalPort },
+          luns: [
+            {
+              lun: 1,
+              path: extraB,
+              kind: "file",
+              readOnly: false,
+              sizeBytes: 8 * MiB,
+              wwn: "late-1",
+            },
+          ],
+          acl: {
+            initiatorIqn: "iqn.2010-04.org.ipxe:pc-late",
+            chapUser: "pclate",
+            chapPassword: "lateSecret.02",
+          },
+        };
+        await driver.apply(spec);
+        t.same(
+          (await show()).find((x) => x.iqn === iqn)?.incomingUsers,
+          [TGT_GUARD_USER, "pclate"],
+          "the guard first now",
+        );
+        await driver.apply({ ...spec, acl: { ...spec.acl, chapPassword: "lateSecret.03" } });
+        t.same(
+          (await show()).find((x) => x.iqn === iqn)?.incomingUsers,
+          [TGT_GUARD_USER, "pclate"],
+          "after a new secret tgtd still lists both, in that order",
+        );
+        const login = {
+          portalPort: tgtd.portalPort,
+          iqn,
+          lun: 1,
+          initiator: spec.acl.initiatorIqn,
+          user: "pclate",
+          password: "lateSecret.03",
+        };
+        t.equal((await readCapacity(login)).size, 8 * MiB, "the new secret opens it");
+        await driver.remove(iqn);
+      },
+    );
+
+    await t.test("a driver started again keeps the guard account tgtd has", async (t) => {
+      const again: string[][] = [];
+      const driver2 = new TgtDriver({
+        iqnPrefix: PREFIX,
+        confDir,
+        controlPort: tgtd.controlPort,
+        logger,
+        manage: (args) => {
+          again.push([...args]);
+          return real(args);
+        },
+      });
+      await driver2.apply({
+        ...specA,
+        luns: [specA.luns[0]!],
+        acl: { ...specA.acl, chapPassword: "pcaSecret.5th" },
+      });
+      t.same(
+        again.filter((c) => c[1] !== "show" && c.includes(TGT_GUARD_USER)),
+        [],
+        "the guard is neither made again nor re-bound (deleting it would empty slot 0 everywhere)",
+      );
+      t.equal(
+        (await readCapacity({ ...loginA, password: "pcaSecret.5th" })).size,
+        64 * MiB,
+        "its change of A's secret works",
+      );
+      await driver.apply({
+        ...specA,
+        luns: [specA.luns[0]!],
+        acl: { ...specA.acl, chapPassword: "pcaSecret.NEW" },
+      });
+    });
+
     await t.test("new secrets for two machines at once: side by side, each its own", async (t) => {
       // A boot storm: every script request gives its target a new CHAP secret. Changes
       // confined to one existing target run beside each other (the shared lock), with one
