@@ -404,13 +404,19 @@ export class TgtDriver implements TargetDriver {
     stored?: TgtConfView,
   ): Promise<void> {
     const tgtadm = (args: string[]) => this.#tgtadm(iqn, args, secrets);
-    // A copy: the listing is shared with other applies, and this one edits what it holds.
-    const accounts = [...(await this.#showAccounts(iqn))];
     const want: { user: string; password: string; outgoing: boolean }[] = [
       { user: spec.acl.chapUser, password: spec.acl.chapPassword, outgoing: false },
     ];
     if (spec.acl.mutualUser && spec.acl.mutualPassword)
       want.push({ user: spec.acl.mutualUser, password: spec.acl.mutualPassword, outgoing: true });
+    const isBound = (w: (typeof want)[number]) =>
+      w.outgoing ? outgoing.includes(w.user) : incoming.includes(w.user);
+    // A bound account exists: tgtd's account listing is read only when one is not bound,
+    // not for a boot's new secret (one request fewer in tgtd's queue per boot).
+    // A copy: the listing is shared with other applies, and this one edits what it holds.
+    const accounts = want.every(isBound)
+      ? want.map((w) => w.user)
+      : [...(await this.#showAccounts(iqn))];
 
     if (!incoming.includes(TGT_GUARD_USER))
       await tgtadm([
@@ -446,7 +452,7 @@ export class TgtDriver implements TargetDriver {
       const known = [...(stored?.incoming ?? []), ...(stored?.outgoing ?? [])].find(
         (a) => a.user === w.user,
       );
-      let bound = w.outgoing ? outgoing.includes(w.user) : incoming.includes(w.user);
+      let bound = isBound(w);
       if (accounts.includes(w.user) && known?.password !== w.password) {
         // tgtadm cannot change a password: delete (which also unbinds) and create again.
         // The machine's account is in the last slot (the guard's is first): no empty slot.

@@ -386,6 +386,11 @@ t.test(
           "delete, new, bind: 3 requests (7 when the ACL was closed and opened around them)",
         );
         t.same(
+          commands.filter((c) => c[1] === "show").map((c) => c[3]),
+          ["target", "portal"],
+          "listings: targets and portals; not the accounts (A's is bound, so it exists)",
+        );
+        t.same(
           meanwhile,
           [{ noChap: undefined, oldSecret: undefined, guardGuess: undefined }],
           "meanwhile no login without CHAP, with the old secret or as the guard",
