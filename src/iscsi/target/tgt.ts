@@ -70,8 +70,8 @@ export const TGT_GUARD_USER = "bootfleet-guard";
  * required and nobody knows a secret that opens the target. The guard must stay in tgt's
  * first account slot: tgt (1.0.85) unbinds by zeroing a slot of its account array and
  * counting one fewer, but lists and checks logins over the first `count` slots, so an
- * empty slot before a bound account breaks `show` (it dereferences the empty slot) and
- * hides that account from logins. The machine's account is always the last slot and is
+ * empty slot before a bound account crashes tgtd at the next `show` (it dereferences the
+ * empty slot: every session gone) and hides that account from logins. The machine's account is always the last slot and is
  * the only one deleted or unbound; a target without the guard first (an older version's,
  * or one tgt-admin restored from its file) has its ACL closed, its accounts unbound from
  * the last, and the guard then its account bound again. An existing guard account
