@@ -141,6 +141,7 @@ export const configSchema = z
         lvm_volume_group: z.string(),
         session_poll_ms: z.number().int().min(500).max(600000),
         warm_max_mib: z.number().int().min(0).max(1048576),
+        boot_set_record_seconds: z.number().int().min(0).max(86400),
       })
       .strict(),
     storage: z
@@ -258,6 +259,7 @@ export function defaultConfig(privileges: Privileges, detectedInterface?: string
       lvm_volume_group: "",
       session_poll_ms: 5000,
       warm_max_mib: 1024,
+      boot_set_record_seconds: 300,
     },
     store: { busy_timeout_ms: 5000 },
     log: { level: "info" },

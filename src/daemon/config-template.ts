@@ -171,6 +171,10 @@ const KEY_DOCS: Record<string, KeyDoc> = {
     about:
       "Boot-set warming with dm-snapshot overlays: at most this many MiB of each current image version's recorded boot set (<version file>.bootset.csv) are read into the page cache at start and when a version becomes current; 0 turns it off.",
   },
+  "iscsi.boot_set_record_seconds": {
+    about:
+      "Boot-set recording with dm-snapshot overlays: the first boot of an image version that has no <version file>.bootset.csv is counted (device-mapper statistics on that machine's disk) for this many seconds, or until its disk goes, and the areas it read are written as that file, which warming then reads; a file already there is never replaced; 0 turns it off.",
+  },
   "iscsi.session_poll_ms": { about: "How often iSCSI logins are read for boot sessions, in ms." },
   "api.rate_limit_per_minute": {
     about:

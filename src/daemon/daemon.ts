@@ -266,7 +266,8 @@ export class Daemon {
     this.streams?.closeAll();
     // No new boots first, then let transfers and requests in flight finish.
     await this.netboot?.close();
-    this.iscsi?.close();
+    // Boot-set recordings in progress delete their dm statistics regions (not written: cut short).
+    await this.iscsi?.close();
     this.fleet?.stop();
     await this.http?.close(this.config.shutdown.drain_timeout_ms);
     await this.localSocket?.close();

@@ -16,6 +16,7 @@ export function iscsiSettings(config: Config, opts: { isRoot: boolean }): IscsiS
     lio: { saveconfigPath: c.lio_saveconfig },
     sessionPollMs: c.session_poll_ms,
     warmMaxBytes: c.warm_max_mib * 1024 * 1024,
+    bootSetRecordSeconds: c.boot_set_record_seconds,
     // modprobe needs root; without it, "auto" simply takes tgt when configfs is absent.
     mayLoadModules: opts.isRoot,
     reservePercent: config.storage.reserve_percent,

@@ -132,6 +132,7 @@ export class Reconciler {
         else if (drafts.length || games) await this.takeDown(current);
         const spec = await this.applyTarget(machine, this.d.store.targets.get(current.id)!);
         if (spec) for (const id of drafts) this.d.store.imageUpdates.markBooted(id);
+        if (spec) await this.recordBootSets(this.d.store.targets.get(current.id) ?? current);
         if (!spec)
           return {
             ok: false,
@@ -144,6 +145,29 @@ export class Reconciler {
         return { ok: false, reason };
       }
     });
+  }
+
+  /**
+   * Lets the overlay driver record this boot's reads as the boot set of the versions it
+   * boots (dm-snapshot, for a version that has none yet: warm.ts then warms it). Awaited,
+   * so the boot's first reads are counted; a draft is not a version anyone else boots.
+   */
+  private async recordBootSets(target: Target): Promise<void> {
+    const record = this.d.overlays.recordBootSet?.bind(this.d.overlays);
+    if (!record) return;
+    try {
+      const system = this.systemDisk(target);
+      if (system.draftUpdateId === undefined) await record(system.overlayId);
+      if (target.extra_disk_image_id !== null) {
+        const extra = this.extraDisk(target);
+        if (extra.draftUpdateId === undefined && extra.overlayId !== undefined) {
+          await record(extra.overlayId);
+        }
+      }
+    } catch (err) {
+      // Only a warming optimisation is lost: the boot goes on.
+      this.d.log.warn({ iqn: target.iqn, err: errorText(err) }, "boot set not recorded");
+    }
   }
 
   /**

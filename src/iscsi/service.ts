@@ -27,7 +27,8 @@ export interface Iscsi {
   resetOverlays(machineId: number): Promise<void>;
   /** I/O a target served its logged-in sessions; undefined when the driver cannot count it. */
   io: ((iqn: string) => Promise<TargetIo>) | undefined;
-  close(): void;
+  /** Stops polling and warming; ends the overlay driver's recordings (nothing written). */
+  close(): Promise<void>;
   summary(): string;
   /** The disk work of the image update cycle (images/versions.ts), on this overlay driver. */
   versionStorage: VersionStorage;
@@ -142,10 +143,11 @@ export async function startIscsi(opts: {
     resetOverlays: (machineId) => reconciler.resetMachineOverlays(machineId),
     io: targets.io ? (iqn) => targets.io!(iqn) : undefined,
     versionStorage: versionStorage(reconciler, overlays, store),
-    close: () => {
+    close: async () => {
       clearInterval(timer);
       stopWarmOnChange?.();
       warmer.close();
+      await overlays.close?.();
     },
     summary: () => `iSCSI ${targets.name}/${overlays.name}`,
     health: async () => {

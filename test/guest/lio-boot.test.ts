@@ -12,6 +12,7 @@ import { execFileSync } from "node:child_process";
 import { closeSync, copyFileSync, mkdirSync, openSync, truncateSync } from "node:fs";
 import { basename, join } from "node:path";
 import t, { type Test } from "tap";
+import { parseBootSet } from "../../src/iscsi/warm.js";
 import { tempDir } from "../helpers/daemon.js";
 import { sha256 } from "../helpers/diskless-lab.js";
 import { BUILD_TIMEOUT_MS, buildImage } from "../helpers/image-recipe.js";
@@ -167,6 +168,8 @@ interfaces = ["${lanIf}"]
 
 [iscsi]
 session_poll_ms = 1000
+# Longer than any boot under TCG: the PC's next boot (its disk reset) ends the recording.
+boot_set_record_seconds = 7200
 EOF
 systemctl restart bootfleetd`,
         { timeoutMs: STEP_MS },
@@ -282,6 +285,30 @@ systemctl restart bootfleetd`,
         );
       }
       pc.kill();
+
+      // Its first boot was the version's first: recorded as the version's boot set, which
+      // the PC's next boot ends (reset-on-reboot: its disk goes) and writes for warming.
+      if (versionFile) {
+        const setFile = `${versionFile}.bootset.csv`;
+        t.equal((await g.exec(["test", "-e", setFile])).code, 1, "not written before it ends");
+        const again = lan.startBiosClient({ bridge: "br0", mac: PC.mac, memoryMiB: 512 });
+        t.teardown(() => again.kill());
+        const csv = await waitUntil(
+          "the boot set to be written at the PC's next boot",
+          async () => {
+            const r = await g.exec(["cat", setFile]);
+            return r.code === 0 ? r.stdout : undefined;
+          },
+          STEP_MS,
+        );
+        again.kill();
+        const ranges = parseBootSet(csv);
+        const bytes = ranges.reduce((a, r) => a + r.length, 0);
+        t.comment(`boot set recorded from the PC's boot: ${ranges.length} ranges, ${bytes} bytes`);
+        t.equal(ranges[0]?.offset, 0, "it holds the boot sector the BIOS read first");
+        t.ok(bytes >= 1 << 20 && bytes < 2 ** 30, `a boot's worth: ${bytes} bytes`);
+        t.match(await journal(), /"msg":"boot set recorded"/, "the daemon logged the recording");
+      }
       if (versionFile?.startsWith(`${DATA}/`)) {
         // The version file, read on the host from the guest's data disk once QEMU is gone.
         await g.sh("sync");

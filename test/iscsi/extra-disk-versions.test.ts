@@ -4,7 +4,7 @@ import { pino } from "pino";
 import t from "tap";
 import { VersionService } from "../../src/images/versions.js";
 import { createReflinkDriver } from "../../src/iscsi/overlay/reflink.js";
-import { extraOverlayId, Reconciler } from "../../src/iscsi/reconciler.js";
+import { extraOverlayId, Reconciler, systemOverlayId } from "../../src/iscsi/reconciler.js";
 import { TgtDriver } from "../../src/iscsi/target/tgt.js";
 import { versionStorage } from "../../src/iscsi/version-storage.js";
 import { Store } from "../../src/store/index.js";
@@ -46,7 +46,18 @@ t.test(
     const games = image("Games", gamesV1);
     const data = image("Data", dataV1);
     const confDir = tempDir(t);
-    const overlays = createReflinkDriver({ dir: overlaysDir, imageDir: imagesDir, logger: log });
+    // The overlays a boot asks to record as their version's boot set (dm-snapshot records;
+    // reflink has no recordBootSet, so it is added here to see what the reconciler asks).
+    const recordAsked: string[] = [];
+    const overlays = Object.assign(
+      createReflinkDriver({ dir: overlaysDir, imageDir: imagesDir, logger: log }),
+      {
+        recordBootSet: async (id: string) => {
+          recordAsked.push(id);
+          return false;
+        },
+      },
+    );
     await overlays.check();
     const r = new Reconciler({
       store,
@@ -96,18 +107,25 @@ t.test(
       [
         ...readFileSync(join(confDir, `${iqn}.conf`), "utf8").matchAll(/<backing-store (\S+)>/g),
       ].map((x) => x[1]!);
+    /** Prepares a boot; returns the overlays it asked to record. */
     const boot = async (x: { m: { id: number }; target: { id: number } }) => {
+      recordAsked.length = 0;
       const res = await r.prepareSanboot(
         store.machines.get(x.m.id)!,
         store.targets.get(x.target.id)!,
       );
       t.ok(res.ok, `boot prepared (${res.ok ? "" : res.reason})`);
+      return [...recordAsked];
     };
 
     // Two games PCs on Games v1; SUPER opens an update of the games image (its extra disk).
     const sup = pc("system_game", games.id, "persistent");
     const other = pc("system_game", games.id, "persistent");
-    await boot(sup);
+    t.same(
+      await boot(sup),
+      [systemOverlayId(sup.target.id)],
+      "a boot may be recorded: its system disk; a shared games disk is no overlay",
+    );
     await boot(other);
     t.equal(luns(sup.target.iqn)[1], gamesV1, "the games disk serves version 1, shared");
     const u = await versions.openUpdate(
@@ -142,13 +160,21 @@ t.test(
 
     // A data disk (the machine's own overlay of the data image): update, commit, reset.
     const dpc = pc("system_data", data.id, "persistent");
-    await boot(dpc);
+    t.same(
+      await boot(dpc),
+      [systemOverlayId(dpc.target.id), extraOverlayId(dpc.target.id)],
+      "a data disk is its own overlay of a version: recorded too",
+    );
     const ownData = join(overlaysDir, `${extraOverlayId(dpc.target.id)}.img`);
     t.equal(luns(dpc.target.iqn)[1], ownData, "a data disk is the machine's own overlay");
     t.equal(readAt(ownData, 0, 7), "DATA-V1");
     writeAt(ownData, 0, "MY-DATA");
     const du = await versions.openUpdate(data.id, { machine_id: dpc.m.id }, null);
-    await boot(dpc);
+    t.same(
+      await boot(dpc),
+      [systemOverlayId(dpc.target.id)],
+      "a draft is not recorded: no one else boots it",
+    );
     const dDraft = join(overlaysDir, `${du.draft_overlay}.img`);
     t.equal(luns(dpc.target.iqn)[1], dDraft, "the data disk's draft is served");
     t.equal(readAt(dDraft, 0, 7), "DATA-V1", "the draft is of the version, not the machine's data");

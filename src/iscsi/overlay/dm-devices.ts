@@ -100,6 +100,44 @@ export class DmDevices {
     return { usedSectors: Number(m[1]), totalSectors: Number(m[2]) };
   }
 
+  // --- device-mapper statistics (the kernel's statistics.rst), for boot-set recording ---
+
+  /**
+   * Starts counting I/O on the whole device in areas of `areaSectors`, tagged with
+   * `programId` (so a later process can find the region again); returns the region id.
+   */
+  async statsCreate(name: string, areaSectors: number, programId: string): Promise<number> {
+    const out = await this.#message(name, `@stats_create - ${areaSectors} ${programId}`);
+    const id = Number(out.trim());
+    if (out.trim() === "" || !Number.isInteger(id)) {
+      throw new Error(`@stats_create on ${name} answered ${JSON.stringify(out.slice(0, 80))}`);
+    }
+    return id;
+  }
+
+  /** The counters of every area of a region, one line per area. */
+  statsPrint(name: string, region: number): Promise<string> {
+    return this.#message(name, `@stats_print ${region}`);
+  }
+
+  async statsDelete(name: string, region: number): Promise<void> {
+    await this.#message(name, `@stats_delete ${region}`);
+  }
+
+  /** Ids of the device's regions tagged `programId` (`<id>: <start>+<len> <step> <prog> <aux>`). */
+  async statsList(name: string, programId: string): Promise<number[]> {
+    const out = await this.#message(name, `@stats_list ${programId}`);
+    return out
+      .split("\n")
+      .map((l) => /^(\d+):\s+\S+\s+\S+\s+(\S+)/.exec(l.trim()))
+      .filter((m): m is RegExpExecArray => m !== null && m[2] === programId)
+      .map((m) => Number(m[1]));
+  }
+
+  async #message(name: string, message: string): Promise<string> {
+    return (await this.run("dmsetup", ["message", name, "0", message])).stdout;
+  }
+
   /** The device-mapper targets the kernel has loaded. */
   async targets(): Promise<string[]> {
     const out = (await this.run("dmsetup", ["targets"])).stdout;

@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import { CommandError, type CommandRunner, commandRunner } from "../../host/exec.js";
 import { errorText } from "../../lib/error-text.js";
 import { KeyedLock } from "../../lib/keyed-lock.js";
+import { BootSetRecorder } from "../boot-set-recorder.js";
 import { applyCowStore, readCowStore } from "./cow-store.js";
 import { DmDevices } from "./dm-devices.js";
 import { errnoCode, NO_CLONE_ERRNOS, OverlayError } from "./errors.js";
@@ -47,6 +48,11 @@ export interface DmSnapshotDriverOptions {
   devDir?: string;
   /** The running kernel's module folder, /lib/modules/<release> (tests). */
   modulesDir?: string;
+  /**
+   * How long the first boot of a version without a boot set is recorded
+   * (boot-set-recorder.ts); 0 or absent: not recorded.
+   */
+  bootSetRecordMs?: number;
 }
 
 const COW_SUFFIX = ".cow";
@@ -74,11 +80,18 @@ export const DM_SNAPSHOT_FIX =
  * Every machine's reads of unwritten blocks land in the one page cache of the image file, so
  * N machines booting one version read it from disk once. Served as a block device.
  */
-export function createDmSnapshotDriver(options: DmSnapshotDriverOptions): OverlayDriver {
+/** The driver, with what only dm-snapshot does (the tests end a recording when they choose). */
+export interface DmSnapshotOverlays extends OverlayDriver {
+  recordBootSet(overlayId: string): Promise<boolean>;
+  endBootSetRecording(imagePath: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function createDmSnapshotDriver(options: DmSnapshotDriverOptions): DmSnapshotOverlays {
   return new DmSnapshotDriver(options);
 }
 
-class DmSnapshotDriver implements OverlayDriver {
+class DmSnapshotDriver implements DmSnapshotOverlays {
   readonly name = "dm-snapshot" as const;
   readonly #dir: string;
   readonly #imageDir: string | undefined;
@@ -90,6 +103,9 @@ class DmSnapshotDriver implements OverlayDriver {
   readonly #lock = new KeyedLock();
   /** Attaching an origin and opening it with a snapshot is one step per image file. */
   readonly #originLock = new KeyedLock();
+  readonly #recorder: BootSetRecorder;
+  /** Devices found running (a previous process's): swept of its stale recordings once. */
+  readonly #swept = new Set<string>();
 
   constructor(o: DmSnapshotDriverOptions) {
     this.#dir = resolve(o.dir);
@@ -99,6 +115,11 @@ class DmSnapshotDriver implements OverlayDriver {
     this.#chunkSectors = o.chunkSectors ?? 8;
     this.#devDir = o.devDir ?? "/dev";
     this.#modulesDir = o.modulesDir ?? `/lib/modules/${release()}`;
+    this.#recorder = new BootSetRecorder({
+      stats: this.#dm,
+      windowMs: o.bootSetRecordMs ?? 0,
+      log: this.#log,
+    });
   }
 
   #cowPath(id: string): string {
@@ -348,6 +369,29 @@ class DmSnapshotDriver implements OverlayDriver {
     });
   }
 
+  /**
+   * The machine is about to boot from this overlay: when its image version has no boot set
+   * yet, the reads of this boot are recorded as one (device-mapper statistics on the
+   * machine's own device, which sees every read the machine makes). Never rejects.
+   */
+  recordBootSet(overlayId: string): Promise<boolean> {
+    return this.#lock.run(overlayId, async () => {
+      const meta = await this.#readMeta(overlayId);
+      if (meta === undefined) return false;
+      return this.#recorder.start(meta.image, this.#dmName(overlayId), meta.sizeBytes);
+    });
+  }
+
+  /** The recording of this image version in progress ends now (tests). */
+  endBootSetRecording(imagePath: string): Promise<void> {
+    return this.#recorder.ended(resolve(imagePath));
+  }
+
+  /** Deletes the statistics regions of recordings in progress (a stop: nothing written). */
+  close(): Promise<void> {
+    return this.#recorder.close();
+  }
+
   deleteVersion(path: string): Promise<void> {
     // A loop device still serving it keeps the inode until its last machine lets go.
     return deleteReflinkVersion(path);
@@ -366,7 +410,14 @@ class DmSnapshotDriver implements OverlayDriver {
   /** Makes the machine's dm device when it is not there; the origin loop is shared. */
   async #activate(overlayId: string, meta: SnapMeta): Promise<void> {
     const name = this.#dmName(overlayId);
-    if (await this.#dm.exists(name)) return;
+    if (await this.#dm.exists(name)) {
+      if (!this.#swept.has(name)) {
+        this.#swept.add(name);
+        await this.#recorder.sweep(name);
+      }
+      return;
+    }
+    this.#swept.add(name);
     await this.#originLock.run(meta.image, async () => {
       // A loop device of the origin about to clear itself (its last machine just went) fails
       // the create once; the second try attaches a fresh one.
@@ -407,6 +458,8 @@ class DmSnapshotDriver implements OverlayDriver {
   async #deactivate(overlayId: string): Promise<void> {
     const name = this.#dmName(overlayId);
     if (!(await this.#dm.exists(name))) return;
+    // A recording on this device ends with it: what the boot read so far is its boot set.
+    await this.#recorder.deviceGoing(name);
     try {
       await this.#dm.remove(name);
     } catch (err) {

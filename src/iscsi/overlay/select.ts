@@ -13,6 +13,8 @@ export interface OverlayDriverSettings {
   imagesDir: string;
   /** Volume group of the images' thin pool (lvm-thin). */
   lvmVolumeGroup: string;
+  /** How long a version's first boot is recorded as its boot set (dm-snapshot); 0: off. */
+  bootSetRecordSeconds?: number;
 }
 
 type Factory = (s: OverlayDriverSettings, logger: Logger) => OverlayDriver;
@@ -23,7 +25,12 @@ const DRIVERS: Record<OverlayDriverName, Factory> = {
     createReflinkDriver({ dir: s.overlaysDir, imageDir: s.imagesDir, logger }),
   "lvm-thin": (s, logger) => createLvmThinDriver({ vg: s.lvmVolumeGroup, logger }),
   "dm-snapshot": (s, logger) =>
-    createDmSnapshotDriver({ dir: s.overlaysDir, imageDir: s.imagesDir, logger }),
+    createDmSnapshotDriver({
+      dir: s.overlaysDir,
+      imageDir: s.imagesDir,
+      logger,
+      bootSetRecordMs: (s.bootSetRecordSeconds ?? 0) * 1000,
+    }),
 };
 
 export type OverlayDriverMode = OverlayDriverName | "auto";

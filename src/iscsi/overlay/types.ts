@@ -73,6 +73,14 @@ export interface OverlayDriver {
   freezeVersion?(overlayId: string, name: string): Promise<OverlayRef>;
   /** Deletes an image made by freezeVersion (by its path); idempotent. */
   deleteVersion?(path: string): Promise<void>;
+  /**
+   * Called before a machine boots from this overlay: the driver may record the reads of
+   * the boot as its image version's boot set (dm-snapshot, when the version has none).
+   * Resolves true when a recording started; never rejects.
+   */
+  recordBootSet?(overlayId: string): Promise<boolean>;
+  /** Ends what the driver runs in the background (a daemon stop). */
+  close?(): Promise<void>;
 }
 
 /**
