@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { readdir, readFile, rm } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
@@ -52,8 +53,30 @@ export interface TgtDriverOptions {
 const WILDCARDS = new Set(["0.0.0.0", "::"]);
 
 /**
+ * The guard account: bound first to every target of ours so that a target always has an
+ * incoming account (see TgtDriver). No machine's CHAP user may take this name.
+ */
+export const TGT_GUARD_USER = "bootfleet-guard";
+
+/**
  * Drives an already running tgtd through its management socket, request by request as
  * tgtadm would. It never starts or restarts tgtd: that would drop every booted machine.
+ *
+ * The guard account (TGT_GUARD_USER): tgt lets anyone in without CHAP while a target has
+ * no incoming account bound, and it cannot change a password (delete the account, make it
+ * again, bind it). So every target of ours has the guard bound first, with a random secret
+ * this driver makes at start and never stores, logs or hands out: while a machine's
+ * account is deleted and made again (each boot's new secret: 3 requests) CHAP is still
+ * required and nobody knows a secret that opens the target. The guard must stay in tgt's
+ * first account slot: tgt (1.0.85) unbinds by zeroing a slot of its account array and
+ * counting one fewer, but lists and checks logins over the first `count` slots, so an
+ * empty slot before a bound account crashes tgtd at the next `show` (it dereferences the
+ * empty slot: every session gone) and hides that account from logins. The machine's account is always the last slot and is
+ * the only one deleted or unbound; a target without the guard first (an older version's,
+ * or one tgt-admin restored from its file) has its ACL closed, its accounts unbound from
+ * the last, and the guard then its account bound again. An existing guard account
+ * (from an earlier run) is kept, not made again: deleting it would empty slot 0 of every
+ * target at once, and its secret, random and never stored, is as unknown as a new one.
  */
 export class TgtDriver implements TargetDriver {
   readonly name = "tgt" as const;
@@ -86,6 +109,8 @@ export class TgtDriver implements TargetDriver {
    * storm each script request applies a new CHAP secret and they all wait in that queue.
    */
   readonly #perTarget = new KeyedLock<string>();
+  /** The guard account's secret: this process's memory and tgtd's only (class comment). */
+  readonly #guardSecret = randomBytes(24).toString("base64url");
 
   constructor(options: TgtDriverOptions) {
     this.#o = {
@@ -176,6 +201,12 @@ export class TgtDriver implements TargetDriver {
         this.#showPortals(spec.iqn),
       ]);
       if (!confinedToTarget(spec, targets, portals)) return undefined;
+      // Binding the guard is this target's own change, but it needs the account, which
+      // only an exclusive apply makes.
+      const existing = targets.find((t) => t.iqn === spec.iqn);
+      if (existing && !guarded(existing)) {
+        if (!(await this.#showAccounts(spec.iqn)).includes(TGT_GUARD_USER)) return undefined;
+      }
       return this.#apply(spec, stored, targets, portals);
     });
     if (inPlace) return inPlace;
@@ -184,6 +215,7 @@ export class TgtDriver implements TargetDriver {
         this.#showTargets(spec.iqn),
         this.#showPortals(spec.iqn),
       ]);
+      await this.#ensureGuard(spec.iqn);
       return this.#apply(spec, stored, targets, portals);
     });
   }
@@ -205,6 +237,8 @@ export class TgtDriver implements TargetDriver {
     // tgt accounts are global: a user bound to another target belongs to that machine.
     for (const user of [spec.acl.chapUser, spec.acl.mutualUser]) {
       if (!user) continue;
+      if (user === TGT_GUARD_USER)
+        throw new TargetError(iqn, `CHAP user ${user} is reserved for the tgt driver's guard`);
       const owner = targets.find(
         (t) => t.iqn !== iqn && (t.incomingUsers.includes(user) || t.outgoingUsers.includes(user)),
       );
@@ -218,7 +252,7 @@ export class TgtDriver implements TargetDriver {
       await tgtadm(["--op", "new", "--mode", "target", "--tid", `${tid}`, "--targetname", iqn]);
       try {
         for (const l of spec.luns) await this.#addLun(iqn, tid, l, secrets);
-        await this.#setAccounts(iqn, tid, spec, undefined, secrets);
+        await this.#setAccounts(iqn, tid, spec, [], [], secrets);
         // Bound last: until then no initiator is allowed in, so nobody logs in without CHAP.
         await this.#bindAcl(iqn, tid, spec, [], secrets);
       } catch (err) {
@@ -266,18 +300,39 @@ export class TgtDriver implements TargetDriver {
 
       const wantOut = spec.acl.mutualUser ? [spec.acl.mutualUser] : [];
       const accountsDiffer =
-        !sameSet(existing.incomingUsers, [spec.acl.chapUser]) ||
+        !sameSet(machineUsers(existing), [spec.acl.chapUser]) ||
         !sameSet(existing.outgoingUsers, wantOut) ||
         !storedSecretsMatch(stored, spec);
       const aclDiffers = !sameSet(existing.acl, wantedAcl(spec));
-      if (accountsDiffer) {
-        // While accounts change there may be a moment with no incoming user bound, and tgt
-        // lets anyone in then: close the ACL first. Logged-in sessions are not affected.
+      if (!guarded(existing)) {
+        // No guard in the first slot (class comment): the accounts are bound again, guard
+        // first, and there is a moment with none bound, when tgt lets anyone in: close the
+        // ACL first. Logged-in sessions are not affected. Unbound from the last slot so
+        // that no empty slot is left before a bound one.
         for (const entry of existing.acl) await this.#unbindAcl(iqn, tid, entry, secrets);
-        await this.#setAccounts(iqn, tid, spec, existing, secrets, stored);
+        for (const user of [...existing.incomingUsers].reverse())
+          await this.#tgtadm(
+            iqn,
+            ["--op", "unbind", "--mode", "account", "--tid", `${tid}`, "--user", user],
+            secrets,
+          );
+        await this.#setAccounts(iqn, tid, spec, [], existing.outgoingUsers, secrets, stored);
         await this.#bindAcl(iqn, tid, spec, [], secrets);
+        changes.push("bound the guard account");
+      } else if (accountsDiffer) {
+        // The guard stays bound: CHAP is required all along, no ACL change needed.
+        await this.#setAccounts(
+          iqn,
+          tid,
+          spec,
+          existing.incomingUsers,
+          existing.outgoingUsers,
+          secrets,
+          stored,
+        );
         changes.push("updated accounts");
-      } else if (aclDiffers) {
+      }
+      if (guarded(existing) && aclDiffers) {
         await this.#bindAcl(iqn, tid, spec, existing.acl, secrets);
         for (const entry of existing.acl)
           if (!wantedAcl(spec).includes(entry)) await this.#unbindAcl(iqn, tid, entry, secrets);
@@ -306,7 +361,8 @@ export class TgtDriver implements TargetDriver {
           .flatMap((x) => [...x.incomingUsers, ...x.outgoingUsers]),
       );
       for (const user of [...t.incomingUsers, ...t.outgoingUsers]) {
-        if (!stillUsed.has(user))
+        // The guard stays for every other target and the next (no target leaves it unused).
+        if (!stillUsed.has(user) && user !== TGT_GUARD_USER)
           await this.#tgtadm(iqn, ["--op", "delete", "--mode", "account", "--user", user], []);
       }
     }
@@ -334,28 +390,51 @@ export class TgtDriver implements TargetDriver {
     await this.#tgtadm(iqn, lunParams(tid, l), secrets);
   }
 
+  /**
+   * Binds the guard (when `incoming`, the incoming users bound now in slot order, lacks
+   * it: first, so it takes slot 0) and the spec's accounts; unbinds any other.
+   */
   async #setAccounts(
     iqn: string,
     tid: number,
     spec: TargetSpec,
-    existing: TgtTargetView | undefined,
+    incoming: readonly string[],
+    outgoing: readonly string[],
     secrets: string[],
     stored?: TgtConfView,
   ): Promise<void> {
     const tgtadm = (args: string[]) => this.#tgtadm(iqn, args, secrets);
-    // A copy: the listing is shared with other applies, and this one edits what it holds.
-    const accounts = [...(await this.#showAccounts(iqn))];
     const want: { user: string; password: string; outgoing: boolean }[] = [
       { user: spec.acl.chapUser, password: spec.acl.chapPassword, outgoing: false },
     ];
     if (spec.acl.mutualUser && spec.acl.mutualPassword)
       want.push({ user: spec.acl.mutualUser, password: spec.acl.mutualPassword, outgoing: true });
+    const isBound = (w: (typeof want)[number]) =>
+      w.outgoing ? outgoing.includes(w.user) : incoming.includes(w.user);
+    // A bound account exists: tgtd's account listing is read only when one is not bound,
+    // not for a boot's new secret (one request fewer in tgtd's queue per boot).
+    // A copy: the listing is shared with other applies, and this one edits what it holds.
+    const accounts = want.every(isBound)
+      ? want.map((w) => w.user)
+      : [...(await this.#showAccounts(iqn))];
 
-    for (const user of existing?.incomingUsers ?? []) {
-      if (!want.some((w) => !w.outgoing && w.user === user))
+    if (!incoming.includes(TGT_GUARD_USER))
+      await tgtadm([
+        "--op",
+        "bind",
+        "--mode",
+        "account",
+        "--tid",
+        `${tid}`,
+        "--user",
+        TGT_GUARD_USER,
+      ]);
+    // From the last slot: tgt must not be left with an empty slot before a bound account.
+    for (const user of [...incoming].reverse()) {
+      if (user !== TGT_GUARD_USER && !want.some((w) => !w.outgoing && w.user === user))
         await tgtadm(["--op", "unbind", "--mode", "account", "--tid", `${tid}`, "--user", user]);
     }
-    for (const user of existing?.outgoingUsers ?? []) {
+    for (const user of outgoing) {
       if (!want.some((w) => w.outgoing && w.user === user))
         await tgtadm([
           "--op",
@@ -373,11 +452,10 @@ export class TgtDriver implements TargetDriver {
       const known = [...(stored?.incoming ?? []), ...(stored?.outgoing ?? [])].find(
         (a) => a.user === w.user,
       );
-      let bound = w.outgoing
-        ? (existing?.outgoingUsers.includes(w.user) ?? false)
-        : (existing?.incomingUsers.includes(w.user) ?? false);
+      let bound = isBound(w);
       if (accounts.includes(w.user) && known?.password !== w.password) {
         // tgtadm cannot change a password: delete (which also unbinds) and create again.
+        // The machine's account is in the last slot (the guard's is first): no empty slot.
         await tgtadm(["--op", "delete", "--mode", "account", "--user", w.user]);
         bound = false;
         accounts.splice(accounts.indexOf(w.user), 1);
@@ -480,6 +558,16 @@ export class TgtDriver implements TargetDriver {
     }
   }
 
+  /**
+   * Makes the guard account unless tgtd has it (an earlier run's is kept: class comment).
+   * Under the exclusive lock: accounts are tgtd-wide.
+   */
+  async #ensureGuard(iqn: string): Promise<void> {
+    if ((await this.#showAccounts(iqn)).includes(TGT_GUARD_USER)) return;
+    await this.#newAccount(iqn, TGT_GUARD_USER, this.#guardSecret);
+    this.#o.logger.info({ user: TGT_GUARD_USER }, "tgt guard account made");
+  }
+
   /** The one request with a secret: on the socket only, never in a log or an error. */
   async #newAccount(iqn: string, user: string, password: string): Promise<void> {
     await this.#tgtadm(
@@ -554,8 +642,21 @@ function confinedToTarget(
   if (!existing || !portalCovered(spec.portal, portals)) return false;
   const wantOut = spec.acl.mutualUser ? [spec.acl.mutualUser] : [];
   return (
-    sameSet(existing.incomingUsers, [spec.acl.chapUser]) && sameSet(existing.outgoingUsers, wantOut)
+    sameSet(machineUsers(existing), [spec.acl.chapUser]) && sameSet(existing.outgoingUsers, wantOut)
   );
+}
+
+/** The target's incoming users but the guard: the machine's own. */
+function machineUsers(t: TgtTargetView): string[] {
+  return t.incomingUsers.filter((u) => u !== TGT_GUARD_USER);
+}
+
+/**
+ * Whether the guard is in tgt's first account slot with at most the machine's account
+ * after it: then deleting that account leaves no empty slot before a bound one.
+ */
+function guarded(t: TgtTargetView): boolean {
+  return t.incomingUsers[0] === TGT_GUARD_USER && t.incomingUsers.length <= 2;
 }
 
 function freeTid(targets: readonly TgtTargetView[]): number {

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import t from "tap";
-import { TgtDriver } from "../../../src/iscsi/target/tgt.js";
+import { TGT_GUARD_USER, TgtDriver } from "../../../src/iscsi/target/tgt.js";
 import { parseTgtConf } from "../../../src/iscsi/target/tgt-conf.js";
 import { parseTgtShowAccounts, parseTgtShowTargets } from "../../../src/iscsi/target/tgt-show.js";
 import { tgtdManager } from "../../../src/iscsi/target/tgtd-ipc.js";
@@ -60,15 +60,19 @@ t.test(
     const logLines: string[] = [];
     const logger = pino({ level: "debug" }, { write: (s: string) => void logLines.push(s) });
     const commands: string[][] = [];
+    // Runs right after each management request, before the driver sends its next one.
+    let afterRequest: ((args: readonly string[]) => Promise<void>) | undefined;
     const real = tgtdManager(tgtd.controlPort);
     const driver = new TgtDriver({
       iqnPrefix: PREFIX,
       confDir,
       controlPort: tgtd.controlPort,
       logger,
-      manage: (args) => {
+      manage: async (args) => {
         commands.push([...args]);
-        return real(args);
+        const answer = await real(args);
+        await afterRequest?.(args);
+        return answer;
       },
     });
 
@@ -156,9 +160,21 @@ t.test(
         t.equal(wrongIni.size, undefined, "wrong initiator IQN refused");
         const noChap = await readCapacity({ ...loginA, user: undefined, password: undefined });
         t.equal(noChap.size, undefined, "no CHAP refused");
+        const guardGuess = await readCapacity({
+          ...loginA,
+          user: TGT_GUARD_USER,
+          password: "guessedGuardSecret.01",
+        });
+        t.equal(guardGuess.size, undefined, "the guard's name with a guessed secret refused");
+        t.match(guardGuess.output, /Authentication failure/);
 
         const a = (await show()).find((x) => x.iqn === specA.iqn);
         t.not(a?.tid, 1, "tid of the foreign target not reused");
+        t.same(
+          a?.incomingUsers,
+          [TGT_GUARD_USER, "pca"],
+          "the guard account is bound first, the machine's account after it",
+        );
         t.equal(a?.luns.find((l) => l.lun === 2)?.readOnly, true, "games LUN read-only in tgtd");
         t.same(
           [...(a?.acl ?? [])].sort(),
@@ -284,15 +300,13 @@ t.test(
       };
       commands.length = 0;
       await driver.apply(newA);
-      // A password change closes A's ACL (the 0.0.0.0 entry and the initiator's name) and
-      // opens it again: one unbind per entry, each of the right kind, none tried and failed.
+      // The guard keeps CHAP required while A's account is made again: A's ACL stays.
       t.same(
-        commands.filter((c) => c[1] === "unbind" && c[3] === "target").map((c) => c.slice(6)),
-        [
-          ["--initiator-address", "0.0.0.0"],
-          ["--initiator-name", specA.acl.initiatorIqn],
-        ],
-        "the ACL is unbound in two requests",
+        commands.filter(
+          (c) => c[1] !== "show" && (c[3] === "target" || c.includes(TGT_GUARD_USER)),
+        ),
+        [],
+        "neither the ACL nor the guard is touched by a password change",
       );
 
       const a = (await show()).find((x) => x.iqn === specA.iqn);
@@ -333,6 +347,300 @@ t.test(
       );
       t.equal((await readCapacity(loginA)).size, undefined, "old password refused");
       t.notMatch(logLines.join(""), /pcaSecret|pcbSecret|srvSecret/, "no secret in the log");
+    });
+
+    await t.test(
+      "a boot's new secret is 3 tgtd requests, and the target never opens meanwhile",
+      async (t) => {
+        const nextA: TargetSpec = {
+          ...specA,
+          luns: [specA.luns[0]!],
+          acl: { ...specA.acl, chapPassword: "pcaSecret.4th" },
+        };
+        // Between the deletion of A's account and its binding again only the guard is bound:
+        // the moment when a target without the guard let anyone in without CHAP.
+        const meanwhile: { noChap?: number; oldSecret?: number; guardGuess?: number }[] = [];
+        afterRequest = async (args) => {
+          if (args[1] !== "delete" || args[3] !== "account") return;
+          meanwhile.push({
+            noChap: (await readCapacity({ ...loginA, user: undefined, password: undefined })).size,
+            oldSecret: (await readCapacity({ ...loginA, password: "pcaSecret.NEW" })).size,
+            guardGuess: (
+              await readCapacity({ ...loginA, user: TGT_GUARD_USER, password: "pcaSecret.NEW" })
+            ).size,
+          });
+          const a = (await show()).find((x) => x.iqn === specA.iqn);
+          t.same(a?.incomingUsers, [TGT_GUARD_USER], "meanwhile only the guard is bound");
+        };
+        commands.length = 0;
+        try {
+          await driver.apply(nextA);
+        } finally {
+          afterRequest = undefined;
+        }
+        t.same(
+          commands
+            .filter((c) => c[1] !== "show")
+            .map((c) => `${c[1]} ${c[3]} ${c[c.indexOf("--user") + 1]}`),
+          ["delete account pca", "new account pca", "bind account pca"],
+          "delete, new, bind: 3 requests (7 when the ACL was closed and opened around them)",
+        );
+        t.same(
+          commands.filter((c) => c[1] === "show").map((c) => c[3]),
+          ["target", "portal"],
+          "listings: targets and portals; not the accounts (A's is bound, so it exists)",
+        );
+        t.same(
+          meanwhile,
+          [{ noChap: undefined, oldSecret: undefined, guardGuess: undefined }],
+          "meanwhile no login without CHAP, with the old secret or as the guard",
+        );
+        t.same(
+          (await show()).find((x) => x.iqn === specA.iqn)?.incomingUsers,
+          [TGT_GUARD_USER, "pca"],
+          "the machine's account is bound again after the guard",
+        );
+        t.equal(
+          (await readCapacity({ ...loginA, password: "pcaSecret.4th" })).size,
+          64 * MiB,
+          "the new secret opens A",
+        );
+        t.equal(
+          (await readCapacity({ ...loginA, password: "pcaSecret.NEW" })).size,
+          undefined,
+          "the old secret is refused",
+        );
+        await driver.apply({ ...nextA, acl: { ...nextA.acl, chapPassword: "pcaSecret.NEW" } });
+      },
+    );
+
+    await t.test("a target made without the guard (an older version's) gets it", async (t) => {
+      const iqn = `${PREFIX}:pc-old`;
+      const tgtadm = async (args: string[]) =>
+        t.equal((await tgtd.tgtadm(args)).code, 0, args.join(" "));
+      // What the driver before the guard made: the machine's account only.
+      const tid = "30";
+      await tgtadm(["--op", "new", "--mode", "target", "--tid", tid, "--targetname", iqn]);
+      await tgtadm([
+        "--op",
+        "new",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        tid,
+        "--lun",
+        "1",
+        "-b",
+        extraB,
+      ]);
+      await tgtadm([
+        "--op",
+        "new",
+        "--mode",
+        "account",
+        "--user",
+        "pcold",
+        "--password",
+        "oldSecret.001",
+      ]);
+      await tgtadm(["--op", "bind", "--mode", "account", "--tid", tid, "--user", "pcold"]);
+      await tgtadm([
+        "--op",
+        "bind",
+        "--mode",
+        "target",
+        "--tid",
+        tid,
+        "--initiator-address",
+        "0.0.0.0",
+      ]);
+      await tgtadm([
+        "--op",
+        "bind",
+        "--mode",
+        "target",
+        "--tid",
+        tid,
+        "--initiator-name",
+        "iqn.2010-04.org.ipxe:pc-old",
+      ]);
+      const specOld: TargetSpec = {
+        iqn,
+        portal: { address: "127.0.0.1", port: tgtd.portalPort },
+        luns: [
+          { lun: 1, path: extraB, kind: "file", readOnly: false, sizeBytes: 8 * MiB, wwn: "old-1" },
+        ],
+        acl: {
+          initiatorIqn: "iqn.2010-04.org.ipxe:pc-old",
+          chapUser: "pcold",
+          chapPassword: "oldSecret.002",
+        },
+      };
+      const loginOld = {
+        portalPort: tgtd.portalPort,
+        iqn,
+        lun: 1,
+        initiator: specOld.acl.initiatorIqn,
+        user: "pcold",
+        password: "oldSecret.002",
+      };
+      await driver.apply(specOld);
+      const old = (await show()).find((x) => x.iqn === iqn);
+      t.same(old?.incomingUsers, [TGT_GUARD_USER, "pcold"], "the guard bound, first");
+      t.same(
+        [...(old?.acl ?? [])].sort(),
+        ["0.0.0.0", specOld.acl.initiatorIqn].sort(),
+        "its ACL bound again",
+      );
+      t.equal((await readCapacity(loginOld)).size, 8 * MiB, "the new secret opens it");
+      t.equal(
+        (await readCapacity({ ...loginOld, user: undefined, password: undefined })).size,
+        undefined,
+        "no CHAP refused",
+      );
+      commands.length = 0;
+      await driver.apply({ ...specOld, acl: { ...specOld.acl, chapPassword: "oldSecret.003" } });
+      t.equal(
+        commands.filter((c) => c[1] !== "show").length,
+        3,
+        "its next new secret is 3 requests",
+      );
+      t.equal(
+        (await readCapacity({ ...loginOld, password: "oldSecret.003" })).size,
+        8 * MiB,
+        "and opens it",
+      );
+      await t.rejects(
+        driver.apply({
+          ...specOld,
+          acl: { ...specOld.acl, chapUser: TGT_GUARD_USER, chapPassword: "oldSecret.004" },
+        }),
+        /CHAP user bootfleet-guard is reserved/,
+        "no machine takes the guard's name",
+      );
+      await driver.remove(iqn);
+    });
+
+    await t.test(
+      "a target with the guard after the machine's account is bound again",
+      async (t) => {
+        // tgt leaves an empty slot where an account is unbound: with the machine's account
+        // before the guard, deleting it would break tgtd's listing. Such a target is re-bound.
+        const iqn = `${PREFIX}:pc-late`;
+        const tgtadm = async (args: string[]) =>
+          t.equal((await tgtd.tgtadm(args)).code, 0, args.join(" "));
+        const tid = "31";
+        await tgtadm(["--op", "new", "--mode", "target", "--tid", tid, "--targetname", iqn]);
+        await tgtadm([
+          "--op",
+          "new",
+          "--mode",
+          "logicalunit",
+          "--tid",
+          tid,
+          "--lun",
+          "1",
+          "-b",
+          extraB,
+        ]);
+        await tgtadm([
+          "--op",
+          "new",
+          "--mode",
+          "account",
+          "--user",
+          "pclate",
+          "--password",
+          "lateSecret.01",
+        ]);
+        await tgtadm(["--op", "bind", "--mode", "account", "--tid", tid, "--user", "pclate"]);
+        await tgtadm(["--op", "bind", "--mode", "account", "--tid", tid, "--user", TGT_GUARD_USER]);
+        await tgtadm([
+          "--op",
+          "bind",
+          "--mode",
+          "target",
+          "--tid",
+          tid,
+          "--initiator-name",
+          "iqn.2010-04.org.ipxe:pc-late",
+        ]);
+        const spec: TargetSpec = {
+          iqn,
+          portal: { address: "127.0.0.1", port: tgtd.portalPort },
+          luns: [
+            {
+              lun: 1,
+              path: extraB,
+              kind: "file",
+              readOnly: false,
+              sizeBytes: 8 * MiB,
+              wwn: "late-1",
+            },
+          ],
+          acl: {
+            initiatorIqn: "iqn.2010-04.org.ipxe:pc-late",
+            chapUser: "pclate",
+            chapPassword: "lateSecret.02",
+          },
+        };
+        await driver.apply(spec);
+        t.same(
+          (await show()).find((x) => x.iqn === iqn)?.incomingUsers,
+          [TGT_GUARD_USER, "pclate"],
+          "the guard first now",
+        );
+        await driver.apply({ ...spec, acl: { ...spec.acl, chapPassword: "lateSecret.03" } });
+        t.same(
+          (await show()).find((x) => x.iqn === iqn)?.incomingUsers,
+          [TGT_GUARD_USER, "pclate"],
+          "after a new secret tgtd still lists both, in that order",
+        );
+        const login = {
+          portalPort: tgtd.portalPort,
+          iqn,
+          lun: 1,
+          initiator: spec.acl.initiatorIqn,
+          user: "pclate",
+          password: "lateSecret.03",
+        };
+        t.equal((await readCapacity(login)).size, 8 * MiB, "the new secret opens it");
+        await driver.remove(iqn);
+      },
+    );
+
+    await t.test("a driver started again keeps the guard account tgtd has", async (t) => {
+      const again: string[][] = [];
+      const driver2 = new TgtDriver({
+        iqnPrefix: PREFIX,
+        confDir,
+        controlPort: tgtd.controlPort,
+        logger,
+        manage: (args) => {
+          again.push([...args]);
+          return real(args);
+        },
+      });
+      await driver2.apply({
+        ...specA,
+        luns: [specA.luns[0]!],
+        acl: { ...specA.acl, chapPassword: "pcaSecret.5th" },
+      });
+      t.same(
+        again.filter((c) => c[1] !== "show" && c.includes(TGT_GUARD_USER)),
+        [],
+        "the guard is neither made again nor re-bound (deleting it would empty slot 0 everywhere)",
+      );
+      t.equal(
+        (await readCapacity({ ...loginA, password: "pcaSecret.5th" })).size,
+        64 * MiB,
+        "its change of A's secret works",
+      );
+      await driver.apply({
+        ...specA,
+        luns: [specA.luns[0]!],
+        acl: { ...specA.acl, chapPassword: "pcaSecret.NEW" },
+      });
     });
 
     await t.test("new secrets for two machines at once: side by side, each its own", async (t) => {
@@ -438,7 +746,11 @@ t.test(
       const accounts = parseTgtShowAccounts(
         (await tgtd.tgtadm(["--op", "show", "--mode", "account"])).stdout,
       );
-      t.same(accounts, ["pca"], "B's accounts went with it");
+      t.same(
+        accounts.sort(),
+        [TGT_GUARD_USER, "pca"].sort(),
+        "B's accounts went with it, the guard stays",
+      );
       t.notOk(existsSync(join(confDir, `${specB.iqn}.conf`)), "B's file removed");
       t.equal(
         (await readCapacity({ ...loginA, password: "pcaSecret.NEW" })).size,
@@ -467,7 +779,8 @@ t.test(
             luns: v.luns
               .filter((l) => l.lun > 0)
               .map((l) => [l.lun, l.backingStorePath, l.readOnly, l.scsiSn, l.scsiId]),
-            incoming: v.incomingUsers,
+            // The guard is this driver's, made when it starts: not in the file.
+            incoming: v.incomingUsers.filter((u) => u !== TGT_GUARD_USER),
             acl: [...v.acl].sort(),
           };
         t.same(view(a), view(orig), "same LUNs, serials, accounts and ACL as the live target");
