@@ -31,7 +31,7 @@ export interface OfferSink {
  * How long an offer may wait to be written. A transaction costs ~0.1 ms of CPU however few
  * rows it writes, a row ~0.02 ms (2-core VM): offers of one turn (a handful with 32 in
  * flight) cost ~0.05 ms each, those of 20 ms of a boot storm (~100) ~0.02 ms. Another
- * process (the `bootfleet` command) sees an offer at most this much later; this process
+ * process (the `bootfleet` command) sees an offer (or a last_seen) at most this much later; this process
  * sees it at once (every read of the rows it writes writes it first).
  */
 export const OFFER_WRITE_DELAY_MS = 20;
