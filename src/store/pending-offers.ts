@@ -31,8 +31,8 @@ export interface OfferSink {
  * How long an offer may wait to be written. A transaction costs ~0.1 ms of CPU however few
  * rows it writes, a row ~0.02 ms (2-core VM): offers of one turn (a handful with 32 in
  * flight) cost ~0.05 ms each, those of 20 ms of a boot storm (~100) ~0.02 ms. Another
- * process (the `bootfleet` command) sees an offer (or a last_seen) at most this much later; this process
- * sees it at once (every read of the rows it writes writes it first).
+ * process (the `bootfleet` command) sees an offer or a last_seen at most this much later;
+ * this process sees it at once (every read of the rows it writes writes it first).
  */
 export const OFFER_WRITE_DELAY_MS = 20;
 /** Written at once past this many (the reply's turn pays for a batch this big). */
@@ -151,6 +151,8 @@ export class PendingOffers {
   /**
    * A failed write: the batch goes back in front of what came since, bounded (the machines
    * seen are bounded by the machines there are: a MAC the store does not know queues none).
+   * Sightings have no sink: they are retried with the offers, and their failure is told to
+   * the offers' sinks when there are offers in the batch.
    */
   #keep(batch: Queued[], seen: Map<number, Seen>, err: unknown): void {
     for (const [id, s] of this.#seen) seen.set(id, merged(seen.get(id), s));
