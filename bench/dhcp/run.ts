@@ -2,7 +2,8 @@
 // DHCPDISCOVERs of 1,000 distinct MACs sent by loadgen.py from a client namespace.
 //
 //   node --import tsx bench/dhcp/run.ts [--reps 3] [--ref HEAD] [--macs 1000] [--window 32]
-//        [--rates 250,500,1000,2000,4000] [--step-seconds 2] [--cpu-prof DIR] [--json FILE]
+//        [--rates 250,500,1000,2000,4000] [--step-seconds 2] [--cpu-prof DIR]
+//        [--cpu-prof-interval US] [--json FILE]
 //
 // Needs root, iproute2, python3 and dnsmasq (dnsmasq-base). Layout: a server namespace with
 // br0 (10.99.0.1/24), and a client namespace whose eth0 (no address, as a PXE ROM before its
@@ -13,6 +14,9 @@
 //   again   the same MACs again (bootfleet has recorded only what its discovery limit let in)
 //   known   bootfleet only: the MACs it did not record are added to its database as the
 //           discovery would have (recordSeen), then the same pass, now every MAC is known
+//   stale   bootfleet only: every machine's last_seen set an hour back (a morning's boot
+//           storm: PCs last seen the day before), then the same pass; each request now
+//           also updates last_seen, where "known" (seen a second ago) skips it
 //   ramp    open loop over the same MACs at each of --rates for --step-seconds
 // bootfleet is built from a `git archive` of --ref into a temporary folder (tsc with the
 // project's tsconfig.build.json, then bin/bootfleetd.js), so helpers editing src/ in this
@@ -44,6 +48,8 @@ const WINDOW = Number(opt("window", "32"));
 const RATES = opt("rates", "250,500,1000,2000,4000").split(",").map(Number);
 const STEP_SECONDS = Number(opt("step-seconds", "2"));
 const CPU_PROF = args.has("cpu-prof") ? resolve(opt("cpu-prof", "bench-dhcp-prof")) : "";
+// V8 samples every 1,000 µs by default: a pass of 1,000 offers lasts ~100 ms, 100 samples.
+const CPU_PROF_INTERVAL = opt("cpu-prof-interval", "");
 const JSON_OUT = opt("json", "");
 // An experiment, not the product: rewrites the built transport's default pause between two
 // queued replies (1 ms), to see how much of bootfleet's rate that pause costs.
@@ -179,6 +185,7 @@ function startBootfleet(snap: string, rep: number, profile: boolean): Running {
   const dataDir = join(WORK, `data-${rep}`);
   mkdirSync(dataDir);
   const nodeArgs = profile ? ["--cpu-prof", `--cpu-prof-dir=${CPU_PROF}`] : [];
+  if (profile && CPU_PROF_INTERVAL) nodeArgs.push(`--cpu-prof-interval=${CPU_PROF_INTERVAL}`);
   const r = spawnIn(
     process.execPath,
     [...nodeArgs, join(snap, "bin/bootfleetd.js")],
@@ -257,6 +264,7 @@ interface StoreLike {
       vendor_class: string | null;
     }): unknown;
   };
+  db: { prepare(sql: string): { run(...params: unknown[]): { changes: number } } };
   close(): void;
 }
 interface StoreModule {
@@ -302,6 +310,17 @@ async function registerRest(snap: string, dataDir: string): Promise<number> {
   }
 }
 
+/** Every machine last seen an hour ago, as after a night: the next request updates it. */
+async function ageLastSeen(snap: string, dataDir: string): Promise<number> {
+  const store = await openStore(snap, dataDir);
+  try {
+    const anHourAgo = new Date(Date.now() - 3_600_000).toISOString();
+    return store.db.prepare("UPDATE machines SET last_seen = ?").run(anHourAgo).changes;
+  } finally {
+    store.close();
+  }
+}
+
 // ---------------------------------------------------------------- one round of one server
 
 interface Round {
@@ -313,6 +332,7 @@ interface Round {
   recordedAfterNew?: number;
   recordedAfterAgain?: number;
   registeredByBench?: number;
+  agedByBench?: number;
 }
 
 async function round(server: Round["server"], rep: number, snap: string): Promise<Round> {
@@ -333,6 +353,8 @@ async function round(server: Round["server"], rep: number, snap: string): Promis
       out.recordedAfterAgain = await recorded(snap, r.dataDir);
       out.registeredByBench = await registerRest(snap, r.dataDir);
       out.passes.known = await measured(pid, win);
+      out.agedByBench = await ageLastSeen(snap, r.dataDir);
+      out.passes.stale = await measured(pid, win);
     }
     const before = processCpuSeconds(pid);
     const ramp = await loadgen<{ steps: Step[] }>({
@@ -388,7 +410,7 @@ function table(rounds: Round[]): string {
     `| --- | --- | ---: | ---: | ---: | ---: | ---: |`,
   ];
   const ratios: string[] = [];
-  for (const pass of ["new", "again", "known"]) {
+  for (const pass of ["new", "again", "known", "stale"]) {
     const med: Record<string, number> = {};
     for (const s of ["bootfleet", "dnsmasq"] as const) {
       const ps = of(s)
@@ -461,7 +483,7 @@ async function main(): Promise<void> {
     "First replies:",
     ...probes.map((p) => `- ${p}`),
     "",
-    `bootfleet recorded, of the ${MACS} MACs: after "new" ${boot.map((r) => r.recordedAfterNew).join(", ")}; after "again" ${boot.map((r) => r.recordedAfterAgain).join(", ")}; the bench then registered the other ${boot.map((r) => r.registeredByBench).join(", ")}`,
+    `bootfleet recorded, of the ${MACS} MACs: after "new" ${boot.map((r) => r.recordedAfterNew).join(", ")}; after "again" ${boot.map((r) => r.recordedAfterAgain).join(", ")}; the bench then registered the other ${boot.map((r) => r.registeredByBench).join(", ")}, and before "stale" set the last_seen of ${boot.map((r) => r.agedByBench).join(", ")} an hour back`,
     "",
     table(rounds),
   ].join("\n");

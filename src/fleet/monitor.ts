@@ -203,7 +203,10 @@ export class FleetMonitor {
    */
   evaluateMachines(machineIds: readonly number[]): void {
     if (!this.#primed || machineIds.length === 0) return;
-    const sessions = this.d.store.sessions.latestFor(machineIds);
+    // As written: it is told after each write of the proxy-DHCP's offers, and told again
+    // after the next (store/pending-offers.ts); a read that wrote the queue first wrote it
+    // a turn at a time.
+    const sessions = this.d.store.sessions.latestWrittenFor(machineIds);
     const errors = this.d.store.targets.errorsFor(machineIds);
     for (const id of machineIds) {
       const session = sessions.get(id);

@@ -53,7 +53,8 @@ export class Discovery {
       vendor_class: client.vendorClass ?? null,
     };
     if (known) {
-      // A known MAC: one UPDATE and no re-read (recordSeen's transaction is for creating one).
+      // A known MAC: its last_seen is queued, written behind the reply with the offers
+      // (recordSeen's transaction is for creating one).
       return { ...known, last_seen: store.machines.touchSeen(known.id, seen) };
     }
     const { machine, created } = store.machines.recordSeen(seen);

@@ -32,7 +32,7 @@ export class Store {
   readonly imageUpdates: ImageUpdatesRepo;
   readonly targetSnapshots: TargetSnapshotsRepo;
   readonly storageGarbage: StorageGarbageRepo;
-  /** The proxy-DHCP's offers, written behind its replies (see pending-offers.ts). */
+  /** The proxy-DHCP's offers and sightings, written behind its replies (see pending-offers.ts). */
   readonly pendingOffers: PendingOffers;
   readonly #changes: Database.Statement;
   readonly #dataVersion: Database.Statement;
@@ -43,12 +43,18 @@ export class Store {
     readonly db: Db,
     clock: () => number = Date.now,
   ) {
-    this.pendingOffers = new PendingOffers(db, (offers) => this.sessions.recordOffers(offers));
+    // One transaction for both: a transaction costs more than the rows it writes.
+    this.pendingOffers = new PendingOffers(db, (offers, seen) =>
+      db.transaction(() => {
+        this.machines.writeSeen(seen);
+        if (offers.length > 0) this.sessions.recordOffers(offers);
+      })(),
+    );
     const pendingWrites = () => {
       this.pendingOffers.flush();
     };
     this.users = new UsersRepo(db, clock);
-    this.machines = new MachinesRepo(db, clock, pendingWrites);
+    this.machines = new MachinesRepo(db, clock, pendingWrites, this.pendingOffers);
     this.images = new ImagesRepo(db, clock);
     this.targets = new TargetsRepo(db, clock);
     this.sessions = new SessionsRepo(db, clock, pendingWrites);

@@ -1,5 +1,6 @@
 import type { Db } from "./db.js";
 import { type ListPage, type ListQuery, sortColumns } from "./list.js";
+import type { Seen } from "./pending-offers.js";
 import { Table } from "./table.js";
 import { nowIso } from "./util.js";
 
@@ -151,12 +152,25 @@ export interface Discovery {
 /** What the proxy-DHCP reads of a machine (MachinesRepo.bootViewByMac). */
 export type MachineBootView = Pick<Machine, "id" | "status" | "boot_action" | "last_seen">;
 
+/** Where a known machine's sighting waits to be written (store/pending-offers.ts). */
+export interface SeenQueue {
+  addSeen(seen: Seen): void;
+  seenAt(machineId: number): string | undefined;
+}
+
 export class MachinesRepo extends Table<Machine> {
   /**
-   * pendingWrites: the offers not yet written (they count boots: boot_count, last_boot,
-   * updated_at, and end sessions: is_online), written before any read of a row.
+   * pendingWrites: the offers and sightings not yet written (offers count boots:
+   * boot_count, last_boot, updated_at, and end sessions: is_online; sightings set
+   * last_seen), written before any read of a row. seenQueue: where touchSeen queues a
+   * sighting (without one, touchSeen writes it at once).
    */
-  constructor(db: Db, clock: () => number = Date.now, pendingWrites?: () => void) {
+  constructor(
+    db: Db,
+    clock: () => number = Date.now,
+    pendingWrites?: () => void,
+    private readonly seenQueue?: SeenQueue,
+  ) {
     super(db, "machines", WRITABLE, clock);
     this.pendingWrites = pendingWrites;
   }
@@ -234,26 +248,45 @@ export class MachinesRepo extends Table<Machine> {
    * reading the whole row (30-odd columns into an object) cost more than the query.
    */
   bootViewByMac(mac: string): MachineBootView | undefined {
-    // No pending offer changes these columns: the DHCP path does not write the offers of
-    // the requests before it (that would be a transaction per request again).
-    return this.prepared(
+    // Without writing the queue first: the DHCP path does not write the offers of the
+    // requests before it (that would be a transaction per request again), and no offer
+    // changes these columns. A sighting changes last_seen: the queued one is read instead.
+    const view = this.prepared(
       "SELECT id, status, boot_action, last_seen FROM machines WHERE mac_address = ?",
     ).get(mac) as MachineBootView | undefined;
+    const queued = view && this.seenQueue?.seenAt(view.id);
+    if (queued) view.last_seen = queued;
+    return view;
   }
 
   /**
-   * last_seen (and the client's latest arch, UUID, vendor class) of a known machine, as
-   * recordSeen writes them, without reading the row back.
+   * A known machine was heard from: last_seen (and the client's latest arch, UUID, vendor
+   * class), as recordSeen writes them, queued to be written behind the reply with the
+   * offers (store/pending-offers.ts). Returns the last_seen it will have.
    */
   touchSeen(id: number, d: Omit<Discovery, "mac_address">): string {
-    const now = nowIso(this.clock);
-    // A write of columns no pending offer writes: it need not wait for them.
-    this.prepared(
-      `UPDATE machines SET last_seen = @now, first_seen = coalesce(first_seen, @now),
-         client_arch = coalesce(@arch, client_arch), client_uuid = coalesce(@uuid, client_uuid),
-         vendor_class = coalesce(@vendor, vendor_class) WHERE id = @id`,
-    ).run({ now, arch: d.client_arch, uuid: d.client_uuid, vendor: d.vendor_class, id });
-    return now;
+    const seen: Seen = {
+      machine_id: id,
+      at: nowIso(this.clock),
+      client_arch: d.client_arch,
+      client_uuid: d.client_uuid,
+      vendor_class: d.vendor_class,
+    };
+    if (this.seenQueue) this.seenQueue.addSeen(seen);
+    else this.writeSeen([seen]);
+    return seen.at;
+  }
+
+  /** Sightings, as touchSeen queued them (the caller's transaction holds them together). */
+  writeSeen(seen: readonly Seen[]): void {
+    // Columns no pending offer writes, and a write the queue itself makes: no flush first.
+    const update = this.prepared(
+      `UPDATE machines SET last_seen = @at, first_seen = coalesce(first_seen, @at),
+         client_arch = coalesce(@client_arch, client_arch),
+         client_uuid = coalesce(@client_uuid, client_uuid),
+         vendor_class = coalesce(@vendor_class, vendor_class) WHERE id = @machine_id`,
+    );
+    for (const s of seen) update.run(s);
   }
 
   getByMac(mac: string): Machine | undefined {
@@ -272,7 +305,16 @@ export class MachinesRepo extends Table<Machine> {
       const now = nowIso(this.clock);
       const existing = this.getByMac(d.mac_address);
       if (existing) {
-        this.touchSeen(existing.id, d);
+        // Written here, not queued: the row read back right after is what it returns.
+        this.writeSeen([
+          {
+            machine_id: existing.id,
+            at: now,
+            client_arch: d.client_arch,
+            client_uuid: d.client_uuid,
+            vendor_class: d.vendor_class,
+          },
+        ]);
         return { machine: this.get(existing.id)!, created: false };
       }
       const machine = this.create({

@@ -8,6 +8,19 @@ export interface Offer {
   at: string;
 }
 
+/**
+ * A known machine the proxy-DHCP heard from: its last_seen (and first_seen if unset) and the
+ * client's latest arch, UUID and vendor class, as `MachinesRepo.writeSeen` writes them (a
+ * null field leaves the column as it is).
+ */
+export interface Seen {
+  machine_id: number;
+  at: string;
+  client_arch: number | null;
+  client_uuid: string | null;
+  vendor_class: string | null;
+}
+
 /** Who queued an offer, told once it is written (or could not be). Called on a later tick. */
 export interface OfferSink {
   written(machineIds: readonly number[]): void;
@@ -18,8 +31,8 @@ export interface OfferSink {
  * How long an offer may wait to be written. A transaction costs ~0.1 ms of CPU however few
  * rows it writes, a row ~0.02 ms (2-core VM): offers of one turn (a handful with 32 in
  * flight) cost ~0.05 ms each, those of 20 ms of a boot storm (~100) ~0.02 ms. Another
- * process (the `bootfleet` command) sees an offer at most this much later; this process
- * sees it at once (every read of the rows it writes writes it first).
+ * process (the `bootfleet` command) sees an offer or a last_seen at most this much later;
+ * this process sees it at once (every read of the rows it writes writes it first).
  */
 export const OFFER_WRITE_DELAY_MS = 20;
 /** Written at once past this many (the reply's turn pays for a batch this big). */
@@ -35,29 +48,52 @@ interface Queued {
 }
 
 /**
- * Offers written behind the replies: the proxy-DHCP queues each one after its reply went
- * out, and they are written together in one transaction, OFFER_WRITE_DELAY_MS later. The
- * store calls `flush` before every statement that reads what an offer writes (boot
- * sessions, machines' boot counters) and before every `Store.transaction`, so a reader in
- * this process never sees the store without them; `close` writes them at a clean stop.
+ * The proxy-DHCP's writes, made behind its replies: the offers (queued after each reply
+ * went out) and the last_seen of the known machines it heard from (queued as each request
+ * is decided: a machine last seen long ago, every PC of a morning's boot storm, was an
+ * UPDATE in its own transaction before its reply). They are written together in one
+ * transaction, OFFER_WRITE_DELAY_MS later. The store calls `flush` before every statement
+ * that reads what they write (boot sessions, machines) and before every
+ * `Store.transaction`, so a reader in this process never sees the store without them;
+ * `close` writes them at a clean stop.
  */
 export class PendingOffers {
   #queue: Queued[] = [];
+  /** By machine: a second request of the same machine before the write replaces the first. */
+  #seen = new Map<number, Seen>();
   #timer: NodeJS.Timeout | undefined;
   #writing = false;
 
   constructor(
     private readonly db: Db,
-    private readonly write: (offers: readonly Offer[]) => void,
+    private readonly write: (offers: readonly Offer[], seen: readonly Seen[]) => void,
   ) {}
 
   get size(): number {
-    return this.#queue.length;
+    return this.#queue.length + this.#seen.size;
   }
 
   add(offer: Offer, sink?: OfferSink): void {
     this.#queue.push({ offer, sink });
-    if (this.#queue.length >= WRITE_AT) this.flush();
+    this.#queued();
+  }
+
+  /** A known machine was heard from: its last_seen and client fields, written with the offers. */
+  addSeen(seen: Seen): void {
+    this.#seen.set(seen.machine_id, merged(this.#seen.get(seen.machine_id), seen));
+    this.#queued();
+  }
+
+  /**
+   * The last_seen queued for a machine, not written yet: the DHCP path's own look-up reads
+   * the row without writing the queue first, and would otherwise queue it again.
+   */
+  seenAt(machineId: number): string | undefined {
+    return this.#seen.get(machineId)?.at;
+  }
+
+  #queued(): void {
+    if (this.size >= WRITE_AT) this.flush();
     else this.#schedule(OFFER_WRITE_DELAY_MS);
   }
 
@@ -68,24 +104,29 @@ export class PendingOffers {
    */
   flush(): boolean {
     // Its own statements read sessions too (which asks for a flush): they are the write.
-    if (this.#writing || this.#queue.length === 0) return true;
+    if (this.#writing || this.size === 0) return true;
     // Inside another's transaction its rollback would take the offers with it:
     // Store.transaction writes them before it begins.
     if (this.db.inTransaction || !this.db.open) return false;
     const batch = this.#queue;
+    const seen = this.#seen;
     this.#queue = [];
+    this.#seen = new Map();
     this.#writing = true;
     try {
-      this.write(batch.map((q) => q.offer));
+      this.write(
+        batch.map((q) => q.offer),
+        [...seen.values()],
+      );
     } catch (err) {
-      this.#keep(batch, err);
+      this.#keep(batch, seen, err);
       return false;
     } finally {
       this.#writing = false;
     }
-    if (this.#queue.length === 0) this.#cancelTimer();
+    if (this.size === 0) this.#cancelTimer();
     this.#tell(batch, (sink, ids) => sink.written(ids));
-    return this.#queue.length === 0;
+    return this.size === 0;
   }
 
   /** A clean stop: what waits is written now, and no timer is left behind. */
@@ -107,8 +148,15 @@ export class PendingOffers {
     this.#timer = undefined;
   }
 
-  /** A failed write: the batch goes back in front of what came since, bounded. */
-  #keep(batch: Queued[], err: unknown): void {
+  /**
+   * A failed write: the batch goes back in front of what came since, bounded (the machines
+   * seen are bounded by the machines there are: a MAC the store does not know queues none).
+   * Sightings have no sink: they are retried with the offers, and their failure is told to
+   * the offers' sinks when there are offers in the batch.
+   */
+  #keep(batch: Queued[], seen: Map<number, Seen>, err: unknown): void {
+    for (const [id, s] of this.#seen) seen.set(id, merged(seen.get(id), s));
+    this.#seen = seen;
     const all = [...batch, ...this.#queue];
     const dropped = Math.max(0, all.length - KEEP_AT_MOST);
     this.#queue = all.slice(dropped);
@@ -134,4 +182,16 @@ export class PendingOffers {
       for (const [sink, ids] of bySink) call(sink, [...ids]);
     });
   }
+}
+
+/** A machine seen again before its last sighting was written: the newer fields win, an unknown one keeps the older. */
+function merged(older: Seen | undefined, newer: Seen): Seen {
+  if (!older) return newer;
+  return {
+    machine_id: newer.machine_id,
+    at: newer.at,
+    client_arch: newer.client_arch ?? older.client_arch,
+    client_uuid: newer.client_uuid ?? older.client_uuid,
+    vendor_class: newer.vendor_class ?? older.vendor_class,
+  };
 }

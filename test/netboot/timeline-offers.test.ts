@@ -1,6 +1,8 @@
 import { join } from "node:path";
 import pino from "pino";
 import t from "tap";
+import { EventBus } from "../../src/events/bus.js";
+import { FleetMonitor } from "../../src/fleet/monitor.js";
 import type { ProxyRequestInfo } from "../../src/netboot/dhcp/server.js";
 import { dhcpPolicy } from "../../src/netboot/dhcp-policy.js";
 import { Discovery } from "../../src/netboot/discovery.js";
@@ -90,3 +92,74 @@ t.test("the script served right after the offer stamps the offer's session", asy
   t.ok(sessions.rows[0]?.script_served_at, "stamped by the script");
   t.equal(store.machines.get(machine.id)?.boot_count, 1);
 });
+
+t.test(
+  "the fleet, told after a write, reads it without writing the offers queued since",
+  async (t) => {
+    const store = Store.open({ path: join(tempDir(t), "bf.db"), busyTimeoutMs: 100 });
+    t.teardown(() => store.close());
+    const macs = Array.from({ length: 8 }, (_, i) => `52:54:00:20:02:0${i}`);
+    for (const mac of macs)
+      store.machines.create({ name: `pc-${mac.slice(-1)}`, mac_address: mac });
+    const bus = new EventBus();
+    const states: number[] = [];
+    bus.on((e) => {
+      if (e.type === "machine_state") states.push(e.payload.machine_id);
+    });
+    const fleet = new FleetMonitor({ store, log, bus, stallAfterMs: 600_000 });
+    fleet.start();
+    t.teardown(() => fleet.stop());
+    // Which writes of the offers the fleet's own read made.
+    let inFleet = false;
+    const writes: { offers: number; byFleet: boolean }[] = [];
+    const record = store.sessions.recordOffers.bind(store.sessions);
+    store.sessions.recordOffers = (offers) => {
+      writes.push({ offers: offers.length, byFleet: inFleet });
+      record(offers);
+    };
+    let told!: () => void;
+    const fleetTold = new Promise<void>((r) => {
+      told = r;
+    });
+    const timeline = new BootTimeline({
+      store,
+      log,
+      macForIp: async () => undefined,
+      onPhases: (ids) => {
+        inFleet = true;
+        try {
+          fleet.evaluateMachines(ids);
+        } finally {
+          inFleet = false;
+        }
+        told();
+      },
+    });
+    const policy = dhcpPolicy({
+      discovery: new Discovery({ store, log }),
+      timeline,
+      scriptUrl: () => "unused",
+      chainloadNicIpxe: false,
+    });
+    const offer = (mac: string) =>
+      policy({
+        client: pxeDiscover(mac, false),
+        ifname: "br0",
+        serverAddress: "10.99.0.1",
+        sourceAddress: "0.0.0.0",
+        port: 67,
+      }).replied?.("offer");
+    for (const mac of macs.slice(0, 4)) offer(mac);
+    timeline.flushOffers();
+    // Requests keep coming between the write and the fleet's turn: a steady stream.
+    for (const mac of macs.slice(4)) offer(mac);
+    await fleetTold;
+    const onFile = store.db.prepare("SELECT count(*) FROM boot_sessions").pluck().get();
+    t.same(writes, [{ offers: 4, byFleet: false }], "the fleet's read wrote nothing");
+    t.equal(onFile, 4, "the next four still wait for their batch");
+    t.same([...states].sort(), [1, 2, 3, 4], "the fleet derived the four written");
+    // The next batch is written with the others of its 20 ms, and the fleet told of it.
+    timeline.flushOffers();
+    t.same(writes[1], { offers: 4, byFleet: false });
+  },
+);

@@ -1,5 +1,7 @@
 import { join } from "node:path";
+import pino from "pino";
 import t from "tap";
+import { Discovery } from "../../src/netboot/discovery.js";
 import { Store } from "../../src/store/index.js";
 import type { Offer, OfferSink } from "../../src/store/pending-offers.js";
 import { tempDir } from "../helpers/daemon.js";
@@ -173,3 +175,163 @@ t.test("a failed write is kept, told, and written by the next flush", async (t) 
   t.match(told.failures, [{ err: { message: "database is locked" }, kept: 2, dropped: 0 }]);
   t.equal(sessionsOnFile(store), 2);
 });
+
+// A known machine's sighting (last_seen, the client's arch, UUID, vendor class) is queued
+// with the offers (MachinesRepo.touchSeen): every guarantee above holds for it too.
+
+const LONG_AGO = "2026-01-01T00:00:00.000Z";
+
+/** last_seen as the file holds it, read past the repositories. */
+function lastSeenOnFile(store: Store, id: number): string | null {
+  return store.db.prepare("SELECT last_seen FROM machines WHERE id = ?").pluck().get(id) as
+    | string
+    | null;
+}
+
+/** Machines last seen long ago, as every PC of a morning's boot storm is. */
+function seenLongAgo(store: Store, n: number): number[] {
+  const ids = machines(store, n);
+  store.db.prepare("UPDATE machines SET last_seen = ?").run(LONG_AGO);
+  return ids;
+}
+
+/** The batches writeSeen was called with, and the offers' batches, in call order. */
+function countAllWrites(store: Store): string[] {
+  const calls: string[] = [];
+  const seen = store.machines.writeSeen.bind(store.machines);
+  store.machines.writeSeen = (s) => {
+    calls.push(`seen ${s.length}`);
+    seen(s);
+  };
+  const offers = store.sessions.recordOffers.bind(store.sessions);
+  store.sessions.recordOffers = (o) => {
+    calls.push(`offers ${o.length}`);
+    offers(o);
+  };
+  return calls;
+}
+
+const pxe = { client_arch: 7, client_uuid: "uuid-1", vendor_class: "PXEClient:Arch:00007" };
+
+t.test(
+  "a sighting: not written on its turn, written with the offers, read right after",
+  async (t) => {
+    const store = openStore(t);
+    const ids = seenLongAgo(store, 3);
+    const calls = countAllWrites(store);
+    const at = ids.map((id) => store.machines.touchSeen(id, pxe));
+    for (const id of ids) store.pendingOffers.add(offer(id));
+    t.ok(
+      ids.every((id) => lastSeenOnFile(store, id) === LONG_AGO),
+      "the reply's turn wrote no last_seen",
+    );
+    t.equal(store.pendingOffers.size, 6, "three offers, three sightings");
+    // The API reads the machine: it sees the sighting.
+    const row = store.machines.get(ids[0]!);
+    t.equal(row?.last_seen, at[0], "a reader sees the last_seen touchSeen returned");
+    t.match(row, { client_arch: 7, client_uuid: "uuid-1", vendor_class: "PXEClient:Arch:00007" });
+    t.same(calls, ["seen 3", "offers 3"], "one write of both");
+    t.ok(ids.every((id, k) => lastSeenOnFile(store, id) === at[k]));
+    t.equal(store.pendingOffers.size, 0);
+  },
+);
+
+t.test("without a reader, the timer writes a sighting alone", async (t) => {
+  const store = openStore(t);
+  const [id] = seenLongAgo(store, 1) as [number];
+  const at = store.machines.touchSeen(id, pxe);
+  t.equal(lastSeenOnFile(store, id), LONG_AGO);
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(lastSeenOnFile(store, id), at, "written by the timer");
+  t.equal(store.pendingOffers.size, 0);
+});
+
+t.test(
+  "the DHCP look-up reads the queued last_seen: a second request queues nothing new",
+  async (t) => {
+    const store = openStore(t);
+    const [id] = seenLongAgo(store, 1) as [number];
+    const mac = store.db.prepare("SELECT mac_address FROM machines WHERE id = ?").pluck().get(id);
+    const at = store.machines.touchSeen(id, pxe);
+    const view = store.machines.bootViewByMac(mac as string);
+    t.equal(view?.last_seen, at, "not the file's long-ago one");
+    t.equal(lastSeenOnFile(store, id), LONG_AGO, "and the look-up wrote nothing");
+    // A second sighting before the write replaces the first; a null field keeps the older.
+    const later = store.machines.touchSeen(id, {
+      client_arch: null,
+      client_uuid: "uuid-2",
+      vendor_class: null,
+    });
+    t.equal(store.pendingOffers.size, 1, "one sighting per machine");
+    t.match(store.machines.get(id), { last_seen: later, client_arch: 7, client_uuid: "uuid-2" });
+  },
+);
+
+t.test("a sighting: in the generation, before a transaction, kept by a clean stop", async (t) => {
+  const path = join(tempDir(t), "bf.db");
+  const store = Store.open({ path, busyTimeoutMs: 100 });
+  const [a, b] = seenLongAgo(store, 2) as [number, number];
+  const before = store.generation();
+  store.machines.touchSeen(a, pxe);
+  t.not(store.generation(), before, "a cached API answer (the machine list) is built again");
+  store.machines.touchSeen(a, pxe);
+  let inside: string | null = null;
+  t.throws(() =>
+    store.transaction(() => {
+      inside = lastSeenOnFile(store, a);
+      throw new Error("rolled back");
+    }),
+  );
+  t.not(inside, LONG_AGO, "written before the transaction began");
+  t.not(lastSeenOnFile(store, a), LONG_AGO, "still there after the rollback");
+  // Recording a known machine the long way (its own transaction) writes the queue first,
+  // then its own, newer sighting.
+  const queued = store.machines.touchSeen(b, pxe);
+  const { machine } = store.machines.recordSeen({ mac_address: "02:00:00:00:00:02", ...pxe });
+  t.equal(machine.id, b);
+  t.ok(machine.last_seen! >= queued);
+  const stopped = store.machines.touchSeen(b, { ...pxe, client_uuid: "at-stop" });
+  store.close();
+  const again = openStore(t, path);
+  t.equal(lastSeenOnFile(again, b), stopped, "the stop wrote the last sighting");
+  t.equal(again.machines.get(b)?.client_uuid, "at-stop");
+});
+
+t.test("a failed write keeps the sightings, the newer fields winning", async (t) => {
+  const store = openStore(t);
+  const [id] = seenLongAgo(store, 1) as [number];
+  const write = store.machines.writeSeen.bind(store.machines);
+  let failNext = true;
+  store.machines.writeSeen = (s) => {
+    if (failNext) {
+      failNext = false;
+      throw new Error("database is locked");
+    }
+    write(s);
+  };
+  store.machines.touchSeen(id, pxe);
+  t.equal(store.pendingOffers.flush(), false, "the write failed");
+  t.equal(lastSeenOnFile(store, id), LONG_AGO);
+  const later = store.machines.touchSeen(id, { ...pxe, client_uuid: null, client_arch: 9 });
+  t.match(store.machines.get(id), { last_seen: later, client_arch: 9, client_uuid: "uuid-1" });
+  t.equal(store.pendingOffers.size, 0);
+});
+
+t.test(
+  "discovery of a machine last seen long ago: the view it returns, nothing written",
+  async (t) => {
+    const store = openStore(t);
+    const [id] = seenLongAgo(store, 1) as [number];
+    const discovery = new Discovery({ store, log: pino({ level: "silent" }) });
+    const client = { mac: "02:00:00:00:00:01", arch: 7, uuid: "uuid-1", vendorClass: "PXEClient" };
+    const first = discovery.seen(client as Parameters<Discovery["seen"]>[0]);
+    t.equal(first?.id, id);
+    t.not(first?.last_seen, LONG_AGO, "the view says seen now");
+    t.equal(lastSeenOnFile(store, id), LONG_AGO, "the request's turn wrote nothing");
+    // The firmware's next request, before the write: within the resolution, nothing queued.
+    const second = discovery.seen(client as Parameters<Discovery["seen"]>[0]);
+    t.equal(second?.last_seen, first?.last_seen);
+    t.equal(store.pendingOffers.size, 1);
+    t.equal(store.machines.get(id)?.last_seen, first?.last_seen, "a reader sees it");
+  },
+);
