@@ -100,9 +100,15 @@ export class TgtDriver implements TargetDriver {
    * tgtd's listings, one request for all who ask at once (each gets a listing sent after it
    * asked). The target listing is the largest answer tgtd gives and every apply reads it.
    */
-  readonly #targetListing = new CoalescedRead(() => this.#readListing("target"));
-  readonly #portalListing = new CoalescedRead(() => this.#readListing("portal"));
-  readonly #accountListing = new CoalescedRead(() => this.#readListing("account"));
+  readonly #targetListing = new CoalescedRead(() =>
+    this.#readListing("target", parseTgtShowTargets),
+  );
+  readonly #portalListing = new CoalescedRead(() =>
+    this.#readListing("portal", parseTgtShowPortals),
+  );
+  readonly #accountListing = new CoalescedRead(() =>
+    this.#readListing("account", parseTgtShowAccounts),
+  );
   /**
    * Per target: its config file. Written (two fsyncs) outside the shared queue so one
    * machine's disk flush does not hold up every other machine's tgtd requests; in a boot
@@ -531,31 +537,40 @@ export class TgtDriver implements TargetDriver {
 
   /** tgtd's target listing, shared with whoever asks at the same time: not to be edited. */
   #showTargets(iqn: string): Promise<readonly TgtTargetView[]> {
-    return this.#shown(iqn, this.#targetListing).then(parseTgtShowTargets);
+    return this.#shown(iqn, this.#targetListing);
   }
 
   #showPortals(iqn: string): Promise<readonly TgtPortalView[]> {
-    return this.#shown(iqn, this.#portalListing).then(parseTgtShowPortals);
+    return this.#shown(iqn, this.#portalListing);
   }
 
   #showAccounts(iqn: string): Promise<readonly string[]> {
-    return this.#shown(iqn, this.#accountListing).then(parseTgtShowAccounts);
+    return this.#shown(iqn, this.#accountListing);
   }
 
-  /** A listing's text; a failure names the target whose change needed it. */
-  async #shown(iqn: string, listing: CoalescedRead<Listing>): Promise<string> {
+  /** A listing, parsed; a failure names the target whose change needed it. */
+  async #shown<T>(iqn: string, listing: CoalescedRead<Listing<T>>): Promise<T> {
     const got = await listing.get();
-    if (typeof got === "string") return got;
-    throw new TargetError(iqn, got.failed);
+    if ("failed" in got) throw new TargetError(iqn, got.failed);
+    return got.parsed;
   }
 
-  /** One `show` request; its failure is kept as text for #shown to put on each asker. */
-  async #readListing(mode: "target" | "portal" | "account"): Promise<Listing> {
+  /**
+   * One `show` request, parsed once for everyone who shares it (in a 500-PC storm each of
+   * a round's askers parsed the same target listing again: 10% of the daemon's CPU). Its
+   * failure is kept as text for #shown to put on each asker.
+   */
+  async #readListing<T>(
+    mode: "target" | "portal" | "account",
+    parse: (text: string) => T,
+  ): Promise<Listing<T>> {
+    let text: string;
     try {
-      return (await this.#request(["--op", "show", "--mode", mode], [])).stdout;
+      text = (await this.#request(["--op", "show", "--mode", mode], [])).stdout;
     } catch (err) {
       return { failed: errorText(err) };
     }
+    return { parsed: parse(text) };
   }
 
   /**
@@ -618,7 +633,8 @@ function sessionsOf(t: TgtTargetView): TargetSession[] {
 }
 
 /** A listing's text, or why it could not be read. */
-type Listing = string | { failed: string };
+/** A listing as every asker of one read shares it: read-only, never to be edited. */
+type Listing<T> = { parsed: T } | { failed: string };
 
 function portalCovered(portal: TargetSpec["portal"], portals: readonly TgtPortalView[]): boolean {
   return portals.some(
