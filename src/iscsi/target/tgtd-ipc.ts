@@ -182,6 +182,8 @@ export function tgtdCall(socketPath: string, request: Buffer): Promise<TgtdAnswe
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    /** The answer's length from its header, once its first 8 bytes are in. */
+    let expected = -1;
     const sock = connect(socketPath);
     const timer = setTimeout(() => {
       sock.destroy();
@@ -193,10 +195,10 @@ export function tgtdCall(socketPath: string, request: Buffer): Promise<TgtdAnswe
       size += d.length;
       if (size > MAX_ANSWER_BYTES) sock.destroy(new Error(`answer over ${MAX_ANSWER_BYTES} bytes`));
       // tgtd keeps the connection open until it is closed: stop once the answer is whole.
-      if (size >= 8) {
-        const all = chunks.length > 1 ? Buffer.concat(chunks) : chunks[0]!;
-        if (size >= all.readUInt32LE(4)) sock.end();
-      }
+      // The header is read once: joining every chunk so far on each chunk made a big listing
+      // (500 targets, a megabyte in 64 KiB chunks) cost its size squared in copies.
+      if (expected < 0 && size >= 8) expected = Buffer.concat(chunks, 8).readUInt32LE(4);
+      if (expected >= 0 && size >= expected) sock.end();
     });
     sock.on("error", (err) => {
       clearTimeout(timer);

@@ -1,5 +1,9 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import t from "tap";
-import { tgtadmRequest, tgtdErrorText } from "../../../src/iscsi/target/tgtd-ipc.js";
+import { tgtadmRequest, tgtdCall, tgtdErrorText } from "../../../src/iscsi/target/tgtd-ipc.js";
 
 // The bytes tgtadm 1.0.85 writes to tgtd's socket for the same arguments, read with
 // `strace -e trace=write -xx tgtadm -C 77 --lld iscsi ARGS` (the header, then the body).
@@ -175,4 +179,42 @@ t.test("tgtd's answer codes read as tgtadm prints them", async (t) => {
   t.equal(tgtdErrorText(15), "can't find the account");
   t.equal(tgtdErrorText(17), "invalid request");
   t.equal(tgtdErrorText(99), "tgtd error 99");
+});
+
+t.test("an answer in many pieces is read whole, and the call ends it as tgtadm does", async (t) => {
+  // tgtd writes a big listing in pieces and leaves the connection open: the call must take
+  // the length from the header (itself split here) and close once that many bytes are in.
+  const dir = mkdtempSync(join(tmpdir(), "bf-tgtd-ipc-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, "sock");
+  const text = Array.from({ length: 4000 }, (_, i) => `Target ${i + 1}: iqn.x:pc-${i}`).join("\n");
+  const body = Buffer.from(`${text}\0\0`);
+  const answer = Buffer.alloc(8 + body.length);
+  answer.writeUInt32LE(0, 0);
+  answer.writeUInt32LE(answer.length, 4);
+  body.copy(answer, 8);
+  let closedByClient = false;
+  const server = createServer((sock) => {
+    sock.once("data", async () => {
+      for (const cut of [3, 8, 1000]) {
+        sock.write(answer.subarray(cut === 3 ? 0 : cut === 8 ? 3 : 8, cut));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      for (let at = 1000; at < answer.length; at += 7000) {
+        sock.write(answer.subarray(at, Math.min(at + 7000, answer.length)));
+        await new Promise((r) => setImmediate(r));
+      }
+      // Nothing more, and no end from this side: tgtd waits for the client to close.
+    });
+    sock.on("end", () => {
+      closedByClient = true;
+      sock.end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  t.teardown(() => server.close());
+  const got = await tgtdCall(path, tgtadmRequest(["--op", "show", "--mode", "target"]));
+  t.equal(got.code, 0);
+  t.equal(got.text, text, "every piece, in order, without the trailing NULs");
+  t.ok(closedByClient, "the client closed the connection once the answer was whole");
 });
