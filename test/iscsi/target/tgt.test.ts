@@ -4,7 +4,7 @@ import { mkdtemp, open, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import t from "tap";
+import t, { type Test } from "tap";
 import { TGT_GUARD_USER, TgtDriver } from "../../../src/iscsi/target/tgt.js";
 import { parseTgtConf } from "../../../src/iscsi/target/tgt-conf.js";
 import { parseTgtShowAccounts, parseTgtShowTargets } from "../../../src/iscsi/target/tgt-show.js";
@@ -414,56 +414,37 @@ t.test(
       },
     );
 
-    await t.test("a target made without the guard (an older version's) gets it", async (t) => {
-      const iqn = `${PREFIX}:pc-old`;
+    /** A target as another tool left it, made by tgtadm requests one at a time. */
+    const handMadeTarget = async (
+      t: Test,
+      o: { iqn: string; tid: string; account: [string, string]; bound: string[]; acl: string[][] },
+    ) => {
       const tgtadm = async (args: string[]) =>
         t.equal((await tgtd.tgtadm(args)).code, 0, args.join(" "));
-      // What the driver before the guard made: the machine's account only.
-      const tid = "30";
-      await tgtadm(["--op", "new", "--mode", "target", "--tid", tid, "--targetname", iqn]);
-      await tgtadm([
-        "--op",
-        "new",
-        "--mode",
-        "logicalunit",
-        "--tid",
-        tid,
-        "--lun",
-        "1",
-        "-b",
-        extraB,
-      ]);
-      await tgtadm([
-        "--op",
-        "new",
-        "--mode",
-        "account",
-        "--user",
-        "pcold",
-        "--password",
-        "oldSecret.001",
-      ]);
-      await tgtadm(["--op", "bind", "--mode", "account", "--tid", tid, "--user", "pcold"]);
-      await tgtadm([
-        "--op",
-        "bind",
-        "--mode",
-        "target",
-        "--tid",
-        tid,
-        "--initiator-address",
-        "0.0.0.0",
-      ]);
-      await tgtadm([
-        "--op",
-        "bind",
-        "--mode",
-        "target",
-        "--tid",
-        tid,
-        "--initiator-name",
-        "iqn.2010-04.org.ipxe:pc-old",
-      ]);
+      const tid = ["--tid", o.tid];
+      await tgtadm(["--op", "new", "--mode", "target", ...tid, "--targetname", o.iqn]);
+      await tgtadm(["--op", "new", "--mode", "logicalunit", ...tid, "--lun", "1", "-b", extraB]);
+      const [user, password] = o.account;
+      await tgtadm(["--op", "new", "--mode", "account", "--user", user, "--password", password]);
+      for (const u of o.bound)
+        await tgtadm(["--op", "bind", "--mode", "account", ...tid, "--user", u]);
+      for (const entry of o.acl)
+        await tgtadm(["--op", "bind", "--mode", "target", ...tid, ...entry]);
+    };
+
+    await t.test("a target made without the guard (an older version's) gets it", async (t) => {
+      const iqn = `${PREFIX}:pc-old`;
+      await handMadeTarget(t, {
+        iqn,
+        tid: "30",
+        account: ["pcold", "oldSecret.001"],
+        // What the driver before the guard made: the machine's account only.
+        bound: ["pcold"],
+        acl: [
+          ["--initiator-address", "0.0.0.0"],
+          ["--initiator-name", "iqn.2010-04.org.ipxe:pc-old"],
+        ],
+      });
       const specOld: TargetSpec = {
         iqn,
         portal: { address: "127.0.0.1", port: tgtd.portalPort },
@@ -527,44 +508,13 @@ t.test(
         // tgt leaves an empty slot where an account is unbound: with the machine's account
         // before the guard, deleting it would break tgtd's listing. Such a target is re-bound.
         const iqn = `${PREFIX}:pc-late`;
-        const tgtadm = async (args: string[]) =>
-          t.equal((await tgtd.tgtadm(args)).code, 0, args.join(" "));
-        const tid = "31";
-        await tgtadm(["--op", "new", "--mode", "target", "--tid", tid, "--targetname", iqn]);
-        await tgtadm([
-          "--op",
-          "new",
-          "--mode",
-          "logicalunit",
-          "--tid",
-          tid,
-          "--lun",
-          "1",
-          "-b",
-          extraB,
-        ]);
-        await tgtadm([
-          "--op",
-          "new",
-          "--mode",
-          "account",
-          "--user",
-          "pclate",
-          "--password",
-          "lateSecret.01",
-        ]);
-        await tgtadm(["--op", "bind", "--mode", "account", "--tid", tid, "--user", "pclate"]);
-        await tgtadm(["--op", "bind", "--mode", "account", "--tid", tid, "--user", TGT_GUARD_USER]);
-        await tgtadm([
-          "--op",
-          "bind",
-          "--mode",
-          "target",
-          "--tid",
-          tid,
-          "--initiator-name",
-          "iqn.2010-04.org.ipxe:pc-late",
-        ]);
+        await handMadeTarget(t, {
+          iqn,
+          tid: "31",
+          account: ["pclate", "lateSecret.01"],
+          bound: ["pclate", TGT_GUARD_USER],
+          acl: [["--initiator-name", "iqn.2010-04.org.ipxe:pc-late"]],
+        });
         const spec: TargetSpec = {
           iqn,
           portal: { address: "127.0.0.1", port: tgtd.portalPort },
