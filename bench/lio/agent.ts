@@ -19,6 +19,7 @@ import {
 import { type ConfigFs, nodeConfigFs } from "../../src/iscsi/target/lio-configfs.js";
 import { readSaveConfig } from "../../src/iscsi/target/lio-saveconfig.js";
 import type { TargetSpec } from "../../src/iscsi/target/types.js";
+import { type AgentCall, runAgent } from "../../test/guest/harness/agent-cli.js";
 import { machineNames, PORTAL } from "./machines.js";
 
 const logger = pino({ level: "warn" }, pino.destination(2));
@@ -157,13 +158,7 @@ async function targetFacts(i: number, backingDir: string): Promise<Record<string
   };
 }
 
-async function main(): Promise<unknown> {
-  const [op, ...args] = process.argv.slice(2);
-  const need = (i: number): string => {
-    const v = args[i];
-    if (v === undefined) throw new Error(`${op}: argument ${i + 1} is missing`);
-    return v;
-  };
+async function main({ op, args, need }: AgentCall): Promise<unknown> {
   switch (op) {
     case "lio-apply": {
       const n = Number(need(0));
@@ -224,12 +219,4 @@ function snapDriver() {
   });
 }
 
-main().then(
-  (r) => {
-    process.stdout.write(`${JSON.stringify(r ?? null)}\n`);
-  },
-  (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+runAgent(main);

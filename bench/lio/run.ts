@@ -29,7 +29,7 @@ import { randomBytes } from "node:crypto";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { build } from "esbuild";
+import { shareAgent } from "../../test/guest/harness/agent-cli.js";
 import { bootGuest, type Guest } from "../../test/guest/harness/guest.js";
 import { benchArgs } from "../lib/args.js";
 import { machineNames, PORTAL } from "./machines.js";
@@ -228,17 +228,7 @@ async function main(): Promise<void> {
   }
   const share = mkdtempSync(join(tmpdir(), "bf-lio-bench-"));
   cleanups.push(() => rmSync(share, { recursive: true, force: true }));
-  await build({
-    entryPoints: [join(HERE, "agent.ts")],
-    bundle: true,
-    platform: "node",
-    format: "cjs",
-    target: "node20",
-    outfile: join(share, "agent.cjs"),
-    logLevel: "warning",
-  });
-  // The host's node (Debian 12, as the guest): the guest image has no runtime of its own.
-  copyFileSync(process.execPath, join(share, "node"));
+  await shareAgent(share, join(HERE, "agent.ts"));
   copyFileSync(join(HERE, "replay.py"), join(share, "replay.py"));
   const passwords = Array.from({ length: N }, () => `Pw-${randomBytes(9).toString("hex")}`);
   writeFileSync(join(share, "passwords.json"), JSON.stringify(passwords), { mode: 0o600 });

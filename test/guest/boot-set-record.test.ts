@@ -5,12 +5,12 @@
 // and the written `<version>.bootset.csv` must cover exactly the 64 KiB areas read, nothing
 // else; then warming from it must put those blocks in the image's cache, so a machine's
 // reads of them no longer reach the disk.
-import { copyFileSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { build } from "esbuild";
 import t from "tap";
 import { parseStatsPrint, readRanges } from "../../src/iscsi/boot-set-areas.js";
 import { tempDir } from "../helpers/daemon.js";
+import { shareAgent } from "./harness/agent-cli.js";
 import { bootGuest, GUEST_FILE_TIMEOUT_MS, type Guest, guestSkipReason } from "./harness/guest.js";
 
 const IMAGE_MIB = 64;
@@ -57,16 +57,7 @@ t.test(
   { skip: guestSkipReason() },
   async (t) => {
     const share = tempDir(t, `bf-boot-set-record-${process.pid}-`);
-    await build({
-      entryPoints: [join(import.meta.dirname, "boot-set-record/agent.ts")],
-      bundle: true,
-      platform: "node",
-      format: "cjs",
-      target: "node20",
-      outfile: join(share, "agent.cjs"),
-      logLevel: "warning",
-    });
-    copyFileSync(process.execPath, join(share, "node"));
+    await shareAgent(share, join(import.meta.dirname, "boot-set-record/agent.ts"));
     const g = await bootGuest(t, {
       shareDir: share,
       bootTimeoutMs: 900_000,

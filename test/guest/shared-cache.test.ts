@@ -6,11 +6,11 @@
 // reads them (buffered), in the same run. Then reset, usage, isolation, adoption after a
 // restart and after the devices are gone, a version made from a draft, boot-set warming
 // (item 2), and teardown that leaves no dm or loop device behind.
-import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { build } from "esbuild";
 import t from "tap";
 import { tempDir } from "../helpers/daemon.js";
+import { shareAgent } from "./harness/agent-cli.js";
 import { bootGuest, GUEST_FILE_TIMEOUT_MS, type Guest, guestSkipReason } from "./harness/guest.js";
 
 const MACHINES = 8;
@@ -67,17 +67,7 @@ t.test(
   { skip: guestSkipReason() },
   async (t) => {
     const share = tempDir(t, `bf-shared-cache-${process.pid}-`);
-    await build({
-      entryPoints: [join(import.meta.dirname, "shared-cache/agent.ts")],
-      bundle: true,
-      platform: "node",
-      format: "cjs",
-      target: "node20",
-      outfile: join(share, "agent.cjs"),
-      logLevel: "warning",
-    });
-    // The host's node (Debian 12, as the guest): the guest image has no runtime of its own.
-    copyFileSync(process.execPath, join(share, "node"));
+    await shareAgent(share, join(import.meta.dirname, "shared-cache/agent.ts"));
     // The recorded boot set of the Debian image, clipped to this image's 128 MiB.
     const clipped = readFileSync(BOOT_SET, "utf8")
       .split("\n")

@@ -7,6 +7,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { pino } from "pino";
 import { createDmSnapshotDriver } from "../../../src/iscsi/overlay/dm-snapshot.js";
 import { bootSetPathOf, warmVersion } from "../../../src/iscsi/warm.js";
+import { type AgentCall, runAgent } from "../harness/agent-cli.js";
 
 const dev = (id: string) => `/dev/mapper/bfsnap-${id}`;
 
@@ -27,8 +28,7 @@ function readRange(device: string, spec: string): void {
 const dmsetupMessage = (name: string, msg: string) =>
   execFileSync("dmsetup", ["message", name, "0", msg], { encoding: "utf8" });
 
-async function main(): Promise<unknown> {
-  const [op, ...args] = process.argv.slice(2);
+async function main({ op, args, need }: AgentCall): Promise<unknown> {
   const logger = pino({ level: "info" }, pino.destination(2));
   const windowSeconds = Number(process.env.BF_RECORD_SECONDS ?? "0");
   const d = createDmSnapshotDriver({
@@ -37,11 +37,6 @@ async function main(): Promise<unknown> {
     logger,
     bootSetRecordMs: windowSeconds * 1000,
   });
-  const need = (i: number): string => {
-    const v = args[i];
-    if (v === undefined) throw new Error(`${op}: argument ${i + 1} is missing`);
-    return v;
-  };
   switch (op) {
     case "create": {
       const refs = [];
@@ -110,12 +105,4 @@ async function main(): Promise<unknown> {
   }
 }
 
-main().then(
-  (r) => {
-    process.stdout.write(`${JSON.stringify(r ?? null)}\n`);
-  },
-  (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+runAgent(main);

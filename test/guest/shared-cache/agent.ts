@@ -5,20 +5,15 @@
 import { pino } from "pino";
 import { createDmSnapshotDriver } from "../../../src/iscsi/overlay/dm-snapshot.js";
 import { warmVersion } from "../../../src/iscsi/warm.js";
+import { type AgentCall, runAgent } from "../harness/agent-cli.js";
 
-async function main(): Promise<unknown> {
-  const [op, ...args] = process.argv.slice(2);
+async function main({ op, args, need }: AgentCall): Promise<unknown> {
   const logger = pino({ level: "warn" }, pino.destination(2));
   const d = createDmSnapshotDriver({
     dir: process.env.BF_OVERLAYS ?? "/srv/bf/overlays",
     imageDir: process.env.BF_IMAGES ?? "/srv/bf/images",
     logger,
   });
-  const need = (i: number): string => {
-    const v = args[i];
-    if (v === undefined) throw new Error(`${op}: argument ${i + 1} is missing`);
-    return v;
-  };
   switch (op) {
     case "check":
       return d.check();
@@ -46,12 +41,4 @@ async function main(): Promise<unknown> {
   }
 }
 
-main().then(
-  (r) => {
-    process.stdout.write(`${JSON.stringify(r ?? null)}\n`);
-  },
-  (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+runAgent(main);
