@@ -67,6 +67,26 @@ function timeline(lab: DisklessLab, key: keyof typeof MACHINES, start: number, l
   };
 }
 
+/**
+ * Waits (at most two minutes) until the session poll has seen the machine's disk logged in
+ * again. The booted OS takes over its disk in steps (iPXE's login drops when the kernel
+ * starts, the initramfs logs in, later iscsid): read between a logout and the next login,
+ * the boot's session is ended for that moment. Then says what the daemon saw of its logins.
+ */
+async function loginsSettled(t: Test, lab: DisklessLab, key: keyof typeof MACHINES) {
+  const id = lab.ids[key]!.machine;
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const latest = (lab.api("GET", `/sessions?machine_id=${id}&limit=1`).json as SessionView[])[0];
+    if (latest?.status === "active" || Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  const seen = lab.daemon.logs.filter(
+    (l) => l.machine_id === id && typeof l.msg === "string" && /^iSCSI (session|login)/.test(l.msg),
+  );
+  t.comment(`${MACHINES[key].name}: ${seen.map((l) => `${l.time} ${l.msg}`).join("; ")}`);
+}
+
 /** One boot, one session, with every phase of the boot stamped on it. */
 function oneSessionPerBoot(t: Test, key: keyof typeof MACHINES, view: ReturnType<typeof timeline>) {
   const name = MACHINES[key].name;
@@ -166,6 +186,7 @@ t.test(
       "the BIOS PC loaded undionly.kpxe",
     );
     t.pass(`${MACHINES.chain.name} reached its login prompt (BIOS PXE -> undionly.kpxe)`);
+    await loginsSettled(t, lab, "chain");
     const c = timeline(lab, "chain", started, chainUp.at);
     t.comment(c.line);
     t.equal(c.session.boot_method, "bios", "the session says BIOS");
@@ -175,6 +196,7 @@ t.test(
     t.match(http.serial(), /Start HTTP Boot over IPv4/, "OVMF took its HTTP boot option");
     t.notMatch(http.serial(), /Start PXE over IPv4/, "and not PXE");
     t.pass(`${MACHINES.http.name} reached its login prompt (UEFI HTTP boot -> snponly.efi)`);
+    await loginsSettled(t, lab, "http");
     const h = timeline(lab, "http", started, httpUp.at);
     t.comment(h.line);
     t.equal(h.session.boot_method, "x64-http", "the session says UEFI HTTP boot");
