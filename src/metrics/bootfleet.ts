@@ -63,6 +63,10 @@ export class BootfleetMetrics {
     help: "TFTP transfers ended, by result.",
     labels: { result: TFTP_RESULTS },
   });
+  readonly #tftpBusy = this.registry.counter({
+    name: "bootfleet_tftp_busy_unanswered_total",
+    help: "TFTP requests left unanswered (the PC sends them again) because tftp.max_transfers were running.",
+  });
   readonly #scripts = this.registry.counter<"action">({
     name: "bootfleet_boot_scripts_served_total",
     help: "iPXE scripts served over HTTP, by boot action.",
@@ -109,6 +113,11 @@ export class BootfleetMetrics {
   tftpTransfer(result: (typeof TFTP_RESULTS)[number], bytesSent: number): void {
     this.#tftpTransfers.inc({ result });
     if (bytesSent > 0) this.#tftpBytes.inc(undefined, bytesSent);
+  }
+
+  /** A PC's TFTP request waited for a free transfer slot: the room outgrew tftp.max_transfers. */
+  tftpBusy(): void {
+    this.#tftpBusy.inc();
   }
 
   scriptServed(action: string): void {

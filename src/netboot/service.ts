@@ -122,7 +122,7 @@ export async function createNetboot(deps: NetbootDeps): Promise<Netboot> {
   return {
     routes,
     async start() {
-      if (s.tftp.enabled) tftp = await startTftp(s, log, ipxeBinaries, timeline);
+      if (s.tftp.enabled) tftp = await startTftp(s, log, ipxeBinaries, timeline, deps.metrics);
       if (s.dhcp.enabled) {
         // The policy records each reply on the timeline itself (it holds the machine).
         dhcp = await startDhcp(s, log, {
@@ -162,6 +162,7 @@ async function startTftp(
   log: Logger,
   ipxeBinaries: Record<string, string>,
   timeline: BootTimeline,
+  metrics: BootfleetMetrics | undefined,
 ): Promise<TftpServer> {
   // Only the netboot interfaces' addresses: TFTP has no business on other networks.
   const addresses = s.interfaces.map((i) => i.address);
@@ -175,6 +176,7 @@ async function startTftp(
     port: s.tftp.port,
     maxTransfers: s.tftp.maxTransfers,
     log,
+    ...(metrics ? { onBusy: () => metrics.tftpBusy() } : {}),
     onTransfer: (e) => {
       timeline
         .transferred(e)

@@ -128,6 +128,8 @@ t.test(
     m.dhcpOffer(4242);
     m.tftpTransfer("ok", 70_000);
     m.tftpTransfer("aborted", 0);
+    m.tftpBusy();
+    m.tftpBusy();
     m.scriptServed("sanboot");
     m.activeSessions(3);
     m.bootPhase("tftp", 1.2);
@@ -147,6 +149,7 @@ t.test(
     t.equal(value("bootfleet_dhcp_offers_total", { arch: "other" }), 1);
     t.equal(value("bootfleet_tftp_sent_bytes_total", {}), 70_000);
     t.equal(value("bootfleet_tftp_transfers_total", { result: "aborted" }), 1);
+    t.equal(value("bootfleet_tftp_busy_unanswered_total", {}), 2);
     t.equal(value("bootfleet_boot_scripts_served_total", { action: "sanboot" }), 1);
     t.equal(value("bootfleet_active_sessions", {}), 3);
     t.equal(value("bootfleet_boot_phase_duration_seconds_count", { phase: "tftp" }), 1);

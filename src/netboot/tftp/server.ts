@@ -69,6 +69,8 @@ export interface TftpServerOptions {
   maxNameLength?: number;
   log: Logger;
   onTransfer?: (event: TftpTransferEvent) => void;
+  /** Each request left unanswered because maxTransfers were running (for /metrics). */
+  onBusy?: () => void;
   /** Clock for durationMs. */
   now?: () => number;
 }
@@ -203,6 +205,7 @@ class ReadOnlyTftpServer implements TftpServer {
       if ("refusal" in verdict) this.refuse(socket, request, rinfo, started, verdict.refusal);
       else if (verdict.unanswered === "busy") {
         this.unansweredBusy++;
+        this.opts.onBusy?.();
         this.report.busy(request, rinfo, this.maxTransfers);
       }
       return;

@@ -432,7 +432,13 @@ async function readToEnd(c: RawClient, first: Packet): Promise<Buffer> {
 
 t.test("at maxTransfers a request is left unanswered, and served when resent later", async (t) => {
   // A PXE ROM gives up its boot on an ERROR; left unanswered, it resends the RRQ after a timeout.
-  const f = await startServer(t, { maxTransfers: 2, maxTransfersPerAddress: 64, timeoutMs: 2000 });
+  let onBusy = 0;
+  const f = await startServer(t, {
+    maxTransfers: 2,
+    maxTransfersPerAddress: 64,
+    timeoutMs: 2000,
+    onBusy: () => onBusy++,
+  });
   const content = randomBytes(2000);
   await writeFile(join(f.root, "f"), content);
   const a = await client(t);
@@ -445,6 +451,7 @@ t.test("at maxTransfers a request is left unanswered, and served when resent lat
   await c.send(request("f"), f.port);
   t.same(await c.collect(500), [], "no packet at all comes back while every slot is taken");
   t.equal(f.server.stats().unansweredBusy, 1, "counted");
+  t.equal(onBusy, 1, "and told (the daemon's /metrics counter)");
   const busy = f.logs.filter((l) => l.msg.startsWith("tftp server busy"));
   t.equal(busy.length, 1, "one warn line");
   t.equal(busy[0]?.level, 40);
