@@ -41,6 +41,8 @@ export interface Phases {
   script_served_at: string | null;
   iscsi_login_at: string | null;
   iscsi_logout_at: string | null;
+  /** The latest login of the same boot after the first: the booted OS taking its disk over. */
+  iscsi_relogin_at?: string | null;
 }
 
 export interface Session {
@@ -55,6 +57,8 @@ export interface Session {
   ended_at: string | null;
   duration_seconds: number;
   phases?: Phases;
+  /** iSCSI logins in this boot: iPXE's, then the booted OS's own (initramfs, iscsid). */
+  iscsi_logins?: number;
   error?: string | null;
 }
 

@@ -148,6 +148,8 @@ dashboardTest("dashboard: an admin's fleet, live, under a strict CSP", async (t,
     tftp_done_at: at(2.1),
     script_served_at: at(2.6),
     iscsi_login_at: at(9.8),
+    iscsi_relogin_at: at(41.3),
+    iscsi_logins: 3,
     iscsi_logout_at: at(3600),
     ended_at: at(3600),
   });
@@ -165,8 +167,8 @@ dashboardTest("dashboard: an admin's fleet, live, under a strict CSP", async (t,
   t.equal(await boots.nth(1).locator("svg.phasebar rect").count(), 4, "four phases drawn");
   t.same(
     (await boots.nth(1).locator("td.num").allTextContents()).map((s) => s.trim()),
-    ["400 ms", "1.7 s", "500 ms", "7.2 s", "9.8 s", "60 min 0 s"],
-    "each phase's duration, the boot's and the session's",
+    ["400 ms", "1.7 s", "500 ms", "7.2 s", "9.8 s", "3 · OS 41 s", "60 min 0 s"],
+    "each phase's duration, the boot's, its disk logins (the OS's last) and the session's",
   );
   await page.locator(".target dd.mono", { hasText: "iqn." }).waitFor();
   await page.screenshot({ path: join(shots, "machine.png"), fullPage: true });

@@ -283,6 +283,7 @@ function Timeline({ sessions }: { sessions: Session[] }) {
             </th>
           ))}
           <th scope="col">Boot total</th>
+          <th scope="col">Disk logins</th>
           <th scope="col">Session</th>
         </tr>
       </thead>
@@ -309,6 +310,7 @@ function Timeline({ sessions }: { sessions: Session[] }) {
                 </td>
               ))}
               <td class="num">{segs.length ? seconds(total) : "–"}</td>
+              <td class="num">{diskLogins(s)}</td>
               <td class="num">{seconds(s.duration_seconds)}</td>
             </tr>
           );
@@ -316,6 +318,19 @@ function Timeline({ sessions }: { sessions: Session[] }) {
       </tbody>
     </table>
   );
+}
+
+/**
+ * How many times this boot logged in to its disk, and when the booted OS last did (from the
+ * boot's start): iPXE logs in first, then the OS takes its disk over (initramfs, iscsid).
+ * One login on a boot that reached its OS long ago says the OS never took its disk over.
+ */
+export function diskLogins(s: Session): string {
+  const n = s.iscsi_logins ?? 0;
+  if (n === 0) return "–";
+  const os = s.phases?.iscsi_relogin_at;
+  if (!os || n < 2) return `${n}`;
+  return `${n} · OS ${seconds((Date.parse(os) - Date.parse(s.started_at)) / 1000)}`;
 }
 
 /** The boot's phases as one bar, each phase as wide as it took (SVG: no inline style). */
