@@ -25,6 +25,7 @@ import { ImageFileGuard } from "../images/file-guard.js";
 import { RecipeCatalog } from "../images/recipes/catalog.js";
 import { ImageService } from "../images/service.js";
 import { SnapshotService } from "../images/snapshots.js";
+import { declaredOverLimit } from "../images/upload.js";
 import { VersionService } from "../images/versions.js";
 import { type Iscsi, startIscsi } from "../iscsi/service.js";
 import { JobRunner } from "../jobs/runner.js";
@@ -38,7 +39,7 @@ import { wakeOnLan } from "../power/wol.js";
 import { Store } from "../store/index.js";
 import { VERSION } from "../version.js";
 import { changedKeys, LIVE_KEYS } from "./config-diff.js";
-import { type RunningHttpServer, startHttpServer } from "./http-server.js";
+import { isUploadRequest, type RunningHttpServer, startHttpServer } from "./http-server.js";
 import { iscsiSettings } from "./iscsi-settings.js";
 import { type RunningLocalSocket, startLocalSocket } from "./local-socket.js";
 import { netbootSettings } from "./netboot-settings.js";
@@ -186,7 +187,16 @@ export class Daemon {
     });
     app.route("/boot", this.netboot.routes as unknown as typeof app);
     app.route("/", webRoutes() as unknown as typeof app);
-    this.http = await startHttpServer({ fetch: app.fetch, listen: c.http.listen, log: this.log });
+    this.http = await startHttpServer({
+      fetch: app.fetch,
+      listen: c.http.listen,
+      log: this.log,
+      expectContinue: (req) =>
+        !(
+          isUploadRequest(req.method, req.url) &&
+          declaredOverLimit(req.headers["content-length"], c.images.upload_max_bytes)
+        ),
+    });
     this.log.info(
       { address: this.http.address.address, port: this.http.address.port },
       "HTTP listening",

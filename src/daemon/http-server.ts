@@ -1,4 +1,4 @@
-import type { Server } from "node:http";
+import type { IncomingMessage, Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
 import type { Logger } from "pino";
@@ -38,6 +38,13 @@ export async function startHttpServer(opts: {
   listen: string;
   log: Logger;
   timeouts?: HttpTimeouts;
+  /**
+   * Whether a request that says "Expect: 100-continue" is told to send its body (default:
+   * yes). When not, the app answers it before a byte of the body is sent: an upload whose
+   * Content-Length is over the limit gets its 413, where after "100 Continue" the refusal
+   * raced the client's first bytes and curl reported "Send failure: Broken pipe".
+   */
+  expectContinue?: (req: IncomingMessage) => boolean;
 }): Promise<RunningHttpServer> {
   // Upgrades go through the app like any request (so /api/ws is authenticated by the
   // same route wrapper); ws only does the handshake and framing. Clients send us nothing
@@ -54,6 +61,11 @@ export async function startHttpServer(opts: {
   server.requestTimeout = 0;
   const wholeMs = opts.timeouts?.requestTimeoutMs ?? 300_000;
   const idleMs = opts.timeouts?.uploadIdleTimeoutMs ?? 60_000;
+  // With a listener, Node leaves the "100 Continue" to us, and the request to be passed on.
+  server.on("checkContinue", (req, res) => {
+    if (opts.expectContinue?.(req) ?? true) res.writeContinue();
+    server.emit("request", req, res);
+  });
   let active = 0;
   server.on("request", (req, res) => {
     active++;

@@ -62,11 +62,7 @@ export async function receiveUpload(opts: ReceiveUploadOptions): Promise<Receive
     });
   }
   const declared = Number(headers["content-length"]);
-  // A declared length far over the limit is refused before a byte is written (multipart
-  // framing adds a little, so allow some slack for it).
-  if (Number.isFinite(declared) && declared > opts.maxBytes + 1024 * 1024) {
-    throw tooLarge(opts.maxBytes);
-  }
+  if (declaredOverLimit(headers["content-length"], opts.maxBytes)) throw tooLarge(opts.maxBytes);
   if (opts.spaceBytes && Number.isFinite(declared) && declared > opts.spaceBytes.bytes) {
     throw noSpace(opts.spaceBytes.reason);
   }
@@ -217,6 +213,17 @@ class Hasher extends Transform {
   result() {
     return { bytes: this.#bytes, md5: this.#md5.digest("hex"), sha256: this.#sha256.digest("hex") };
   }
+}
+
+/**
+ * Whether an upload's Content-Length alone says it is over the limit: refused before a byte
+ * is written (multipart framing adds a little, so some slack is allowed for it).
+ */
+export function declaredOverLimit(contentLength: string | undefined, maxBytes: number): boolean {
+  const declared = Number(contentLength);
+  return (
+    contentLength !== undefined && Number.isFinite(declared) && declared > maxBytes + 1024 * 1024
+  );
 }
 
 function tooLarge(max: number): ImageError {

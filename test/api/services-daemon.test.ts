@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import t from "tap";
@@ -82,6 +83,33 @@ t.test("built daemon: services answer, and SIGTERM ends open event streams at on
     `${base}/api/images/upload`,
   ]);
   t.equal(stdout, "413", "[images] upload_max_bytes applies");
+  // A client that waits for "100 Continue" (curl does, for a body this big) gets the 413
+  // instead, before it sends a byte of the body: after a 100 the refusal raced the body
+  // and curl reported a broken pipe instead of the daemon's answer.
+  const first = await new Promise<string>((resolve, reject) => {
+    const sock = connect(Number(d.port), "127.0.0.1", () => {
+      sock.write(
+        `POST /api/images/upload HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+          `Authorization: Bearer ${token}\r\n` +
+          "Content-Type: multipart/form-data; boundary=x\r\n" +
+          `Content-Length: ${4 << 20}\r\nExpect: 100-continue\r\n\r\n`,
+      );
+    });
+    let got = "";
+    sock.on("data", (b) => {
+      got += String(b);
+      if (got.includes("\r\n")) {
+        sock.destroy();
+        resolve(got.slice(0, got.indexOf("\r\n")));
+      }
+    });
+    sock.on("error", reject);
+  });
+  t.equal(
+    first,
+    "HTTP/1.1 413 Payload Too Large",
+    "an oversized upload is refused before its body",
+  );
   // A small one: both streams see it.
   const small = new FormData();
   small.set("name", "small");
