@@ -1,3 +1,4 @@
+import { useEffect, useState } from "preact/hooks";
 import { request } from "../api.ts";
 import { CommentAction } from "../comment-action.tsx";
 import type { ImageVersion, Snapshot, Target } from "../types.ts";
@@ -178,11 +179,22 @@ function Pin({ target: t, onChanged }: { target: Target; onChanged: () => void }
       if (out) out.value = `Not saved: ${(err as Error).message}`;
     }
   };
+  // The admin's choice is theirs until the pin itself changes: a re-render from a refresh
+  // of the target (another action, an event) used to put the select back to the saved pin
+  // between choosing a version and pressing Pin, which then saved the old one.
+  const saved = String(t.pinned_version ?? "");
+  const [choice, setChoice] = useState(saved);
+  useEffect(() => setChoice(saved), [saved]);
   const id = `pin-${t.id}`;
   return (
     <form class="inline-form" onSubmit={onSubmit}>
       <label for={id}>Version to boot</label>
-      <select id={id} name="pinned_version" value={String(t.pinned_version ?? "")}>
+      <select
+        id={id}
+        name="pinned_version"
+        value={choice}
+        onChange={(e) => setChoice((e.currentTarget as HTMLSelectElement).value)}
+      >
         <option value="">the current version</option>
         {versions.data?.map((v) => (
           <option key={v.version} value={String(v.version)}>
