@@ -2,7 +2,13 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
-import { copySparse, sha256, shell as shellAt, startDisklessLab } from "../helpers/diskless-lab.js";
+import {
+  copySparse,
+  loginPrompt,
+  sha256,
+  shell as shellAt,
+  startDisklessLab,
+} from "../helpers/diskless-lab.js";
 import { BUILD_TIMEOUT_MS, buildImage } from "../helpers/image-recipe.js";
 import type { FirmwareClient } from "../helpers/lan.js";
 
@@ -116,7 +122,7 @@ t.test("two PCs boot one Debian image diskless, each under its own name", { skip
   const [aUp, bUp] = await Promise.all(
     [a1, b1].map(async (pc, i) => {
       const name = i === 0 ? machines.a.name : machines.b.name;
-      await pc.waitFor(new RegExp(`\\n${name} login:`), LOGIN_TIMEOUT);
+      await pc.waitFor(loginPrompt(name), LOGIN_TIMEOUT);
       return (Date.now() - started) / 1000;
     }),
   );
@@ -170,8 +176,8 @@ t.test("two PCs boot one Debian image diskless, each under its own name", { skip
   });
   t.teardown(() => b2.kill());
   await Promise.all([
-    a2.waitFor(/\nlab-pc-a login:/, LOGIN_TIMEOUT),
-    b2.waitFor(/\nlab-pc-b login:/, LOGIN_TIMEOUT),
+    a2.waitFor(loginPrompt("lab-pc-a"), LOGIN_TIMEOUT),
+    b2.waitFor(loginPrompt("lab-pc-b"), LOGIN_TIMEOUT),
   ]);
   const probe = "cat /root/bf-proof 2>/dev/null || echo BF-GONE-$((40+2))";
   t.equal(
@@ -192,7 +198,7 @@ t.test("two PCs boot one Debian image diskless, each under its own name", { skip
   const uStarted = Date.now();
   const u = lan.startUefiClient({ bridge: "br0", mac: machines.u.mac, serialInput: true });
   t.teardown(() => u.kill());
-  await u.waitFor(/\nlab-pc-uefi login:/, LOGIN_TIMEOUT);
+  await u.waitFor(loginPrompt("lab-pc-uefi"), LOGIN_TIMEOUT);
   t.pass("a UEFI PC boots the same image to its login prompt under its machine's host name");
   t.comment(`UEFI, alone: QEMU start to login prompt ${(Date.now() - uStarted) / 1000} s`);
   u.kill();

@@ -1,6 +1,11 @@
 import t, { type Test } from "tap";
 import type { TargetIo } from "../../src/iscsi/target/types.js";
-import { copySparse, type DisklessLab, startDisklessLab } from "../helpers/diskless-lab.js";
+import {
+  copySparse,
+  type DisklessLab,
+  loginPrompt,
+  startDisklessLab,
+} from "../helpers/diskless-lab.js";
 import { BUILD_TIMEOUT_MS, buildImage } from "../helpers/image-recipe.js";
 import type { FirmwareClient } from "../helpers/lan.js";
 
@@ -170,7 +175,7 @@ t.test(
     const up = async (pc: FirmwareClient, key: keyof typeof MACHINES) => {
       // A kernel panic ends the wait at once (QEMU stays up, halted), naming the panic.
       const seen = await pc.waitFor(
-        new RegExp(`\\n${MACHINES[key].name} login:|Kernel panic - not syncing: [^\\n]*`),
+        new RegExp(`${loginPrompt(MACHINES[key].name).source}|Kernel panic - not syncing: [^\\n]*`),
         LOGIN_TIMEOUT,
       );
       if (seen[0].startsWith("Kernel panic")) throw new Error(`${MACHINES[key].name}: ${seen[0]}`);

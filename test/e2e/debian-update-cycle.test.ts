@@ -3,7 +3,13 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
-import { copySparse, sha256, shell, startDisklessLab } from "../helpers/diskless-lab.js";
+import {
+  copySparse,
+  loginPrompt,
+  sha256,
+  shell,
+  startDisklessLab,
+} from "../helpers/diskless-lab.js";
 import { BUILD_TIMEOUT_MS, buildImage } from "../helpers/image-recipe.js";
 import type { FirmwareClient } from "../helpers/lan.js";
 
@@ -88,7 +94,7 @@ t.test(
       t.teardown(() => pc.kill());
       // A kernel panic ends the wait at once (QEMU stays up, halted), naming the panic.
       const seen = await pc.waitFor(
-        new RegExp(`\\n${MACHINES[key].name} login:|Kernel panic - not syncing: [^\\n]*`),
+        new RegExp(`${loginPrompt(MACHINES[key].name).source}|Kernel panic - not syncing: [^\\n]*`),
         LOGIN_TIMEOUT,
       );
       if (seen[0].startsWith("Kernel panic")) throw new Error(`${MACHINES[key].name}: ${seen[0]}`);

@@ -142,6 +142,15 @@ export function copySparse(from: string, to: string): Promise<void> {
 }
 
 /**
+ * A Linux PC's login prompt on its serial console. The kernel writes its messages to the same
+ * console: getty writes the host name and "login:" separately, and a kernel line can land in
+ * between ("lab-pc-b [  116.31] SVM: ...\nlogin:"), which a plain "\nNAME login:" never matched.
+ */
+export function loginPrompt(name: string): RegExp {
+  return new RegExp(`\\n${name} (?:\\[ *\\d+\\.\\d+\\][^\\n]*\\n)*login:`);
+}
+
+/**
  * Runs a command at the root shell of a booted Debian PC (autologin on ttyS0) and waits
  * for its marker. The marker should be computed by the shell ($((...))), so the echo of
  * the typed line never matches it.
