@@ -58,7 +58,7 @@ export class Admission {
    * transfers at a time, a host asking for more is broken or hostile.
    */
   constructor(
-    private readonly maxTransfers: number,
+    readonly maxTransfers: number,
     private readonly maxPerAddress: number = DEFAULT_MAX_TRANSFERS_PER_ADDRESS,
   ) {}
 

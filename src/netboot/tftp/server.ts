@@ -110,7 +110,6 @@ class ReadOnlyTftpServer implements TftpServer {
   private readonly files: RequestedFiles;
   private readonly transferSettings: TransferSettings;
   private sockets: Socket[] = [];
-  private readonly maxTransfers: number;
   /** Requests left unanswered because every slot was taken (admission.ts). */
   private unansweredBusy = 0;
 
@@ -118,9 +117,8 @@ class ReadOnlyTftpServer implements TftpServer {
     this.log = opts.log;
     this.now = opts.now ?? Date.now;
     this.addresses = opts.addresses?.length ? opts.addresses : ["0.0.0.0"];
-    this.maxTransfers = opts.maxTransfers ?? 64;
     this.admission = new Admission(
-      this.maxTransfers,
+      opts.maxTransfers ?? 64,
       opts.maxTransfersPerAddress ?? DEFAULT_MAX_TRANSFERS_PER_ADDRESS,
     );
     this.report = new TransferReport(this.log, this.now, opts.onTransfer);
@@ -206,7 +204,7 @@ class ReadOnlyTftpServer implements TftpServer {
       else if (verdict.unanswered === "busy") {
         this.unansweredBusy++;
         this.opts.onBusy?.();
-        this.report.busy(request, rinfo, this.maxTransfers);
+        this.report.busy(request, rinfo, this.admission.maxTransfers);
       }
       return;
     }
