@@ -25,8 +25,11 @@ export interface FleetMonitorDeps {
   stallAfterMs: number;
   /** How often states are re-derived and the targets' I/O read, in ms. */
   tickMs?: number;
-  /** I/O the target served its sessions logged in now (absent: the driver cannot tell). */
-  io?: ((iqn: string) => Promise<TargetIo>) | undefined;
+  /**
+   * I/O each of these targets served its sessions logged in now, read at once (absent: the
+   * driver cannot tell). A target missing from the answer could not be read.
+   */
+  io?: ((iqns: readonly string[]) => Promise<ReadonlyMap<string, TargetIo>>) | undefined;
   /** The free-space reserve to watch: alerts while a folder is below it. */
   reserve?: { dirs: string[]; percent: number } | undefined;
 }
@@ -322,8 +325,7 @@ export class FleetMonitor {
     const io = this.d.io;
     if (!io) return false;
     const { store } = this.d;
-    let changed = false;
-    const watched = new Set<string>();
+    const watched: { session: BootSession; iqn: string }[] = [];
     for (const s of store.sessions.latestPerMachine()) {
       if (!LIVE.has(s.status) || s.io_seen_at) continue;
       if (!s.iscsi_login_at && !s.script_served_at) continue;
@@ -331,25 +333,34 @@ export class FleetMonitor {
         s.target_id !== null
           ? store.targets.get(s.target_id)
           : store.targets.forMachine(s.machine_id).find((t) => t.is_active === 1);
-      if (!target) continue;
-      watched.add(s.session_id);
-      try {
-        const c = await io(target.iqn);
-        const total = c.commands + c.readBytes + c.writeBytes;
-        let base = this.#ioBase.get(s.session_id);
-        if (base === undefined) {
-          base = c.cumulative ? total : 0;
-          this.#ioBase.set(s.session_id, base);
-        }
-        if (s.iscsi_login_at && total > base) {
-          store.sessions.update(s.id, { io_seen_at: new Date(this.#clock()).toISOString() });
-          changed = true;
-        }
-      } catch (err) {
-        this.d.log.debug({ iqn: target.iqn, err: errorText(err) }, "target I/O not read");
+      if (target) watched.push({ session: s, iqn: target.iqn });
+    }
+    const ids = new Set(watched.map((w) => w.session.session_id));
+    for (const id of this.#ioBase.keys()) if (!ids.has(id)) this.#ioBase.delete(id);
+    if (watched.length === 0) return false;
+    let counters: ReadonlyMap<string, TargetIo>;
+    try {
+      // One read for all: a storm's hundred booting machines are one request, not a hundred.
+      counters = await io(watched.map((w) => w.iqn));
+    } catch (err) {
+      this.d.log.debug({ err: errorText(err) }, "target I/O not read");
+      return false;
+    }
+    let changed = false;
+    for (const { session: s, iqn } of watched) {
+      const c = counters.get(iqn);
+      if (!c) continue;
+      const total = c.commands + c.readBytes + c.writeBytes;
+      let base = this.#ioBase.get(s.session_id);
+      if (base === undefined) {
+        base = c.cumulative ? total : 0;
+        this.#ioBase.set(s.session_id, base);
+      }
+      if (s.iscsi_login_at && total > base) {
+        store.sessions.update(s.id, { io_seen_at: new Date(this.#clock()).toISOString() });
+        changed = true;
       }
     }
-    for (const id of this.#ioBase.keys()) if (!watched.has(id)) this.#ioBase.delete(id);
     return changed;
   }
 

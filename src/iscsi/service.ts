@@ -14,7 +14,7 @@ import type { IscsiSettings } from "./settings.js";
 import { LioDriver } from "./target/lio.js";
 import { selectTargetDriver } from "./target/select.js";
 import { TgtDriver } from "./target/tgt.js";
-import type { TargetIo } from "./target/types.js";
+import type { TargetDriver, TargetIo } from "./target/types.js";
 import { versionStorage } from "./version-storage.js";
 import { BootSetWarmer } from "./warm.js";
 
@@ -25,8 +25,11 @@ export interface Iscsi {
   onTargetChanged(machineId: number): void;
   /** Fresh overlays for a machine that is not running (refused while logged in). */
   resetOverlays(machineId: number): Promise<void>;
-  /** I/O a target served its logged-in sessions; undefined when the driver cannot count it. */
-  io: ((iqn: string) => Promise<TargetIo>) | undefined;
+  /**
+   * I/O each target served its logged-in sessions, read at once where the driver can;
+   * undefined when the driver cannot count it. A target that could not be read is absent.
+   */
+  io: ((iqns: readonly string[]) => Promise<Map<string, TargetIo>>) | undefined;
   /** Stops polling and warming; ends the overlay driver's recordings (nothing written). */
   close(): Promise<void>;
   summary(): string;
@@ -141,7 +144,7 @@ export async function startIscsi(opts: {
         );
     },
     resetOverlays: (machineId) => reconciler.resetMachineOverlays(machineId),
-    io: targets.io ? (iqn) => targets.io!(iqn) : undefined,
+    io: ioReader(targets, log),
     versionStorage: versionStorage(reconciler, overlays, store),
     close: async () => {
       clearInterval(timer);
@@ -174,4 +177,34 @@ export async function startIscsi(opts: {
       return { driver, overlays: overlay };
     },
   };
+}
+
+/**
+ * The fleet's I/O reading: the driver's one read of all its targets (allIo), or, where it
+ * has none or that read fails (an older tgt without `stat --mode system`), one per target.
+ */
+function ioReader(
+  targets: TargetDriver,
+  log: Logger,
+): ((iqns: readonly string[]) => Promise<Map<string, TargetIo>>) | undefined {
+  const one = targets.io?.bind(targets);
+  if (!one) return undefined;
+  const each = async (iqns: readonly string[]) => {
+    const all = new Map<string, TargetIo>();
+    for (const iqn of iqns) {
+      try {
+        all.set(iqn, await one(iqn));
+      } catch (err) {
+        log.debug({ iqn, err: errorText(err) }, "target I/O not read");
+      }
+    }
+    return all;
+  };
+  if (!targets.allIo) return each;
+  const allIo = targets.allIo.bind(targets);
+  return (iqns) =>
+    allIo().catch((err: unknown) => {
+      log.debug({ err: errorText(err) }, "target I/O not read at once; per target");
+      return each(iqns);
+    });
 }

@@ -42,7 +42,7 @@ export async function fleetApi(
     stallAfterMs: STALL_MS,
     tickMs: 3_600_000,
     clock: () => Date.now() + clock.skewMs,
-    io: async () => ({ readBytes: 0, writeBytes: 0, commands: 0 }),
+    io: async (iqns) => new Map(iqns.map((q) => [q, { readBytes: 0, writeBytes: 0, commands: 0 }])),
   });
   const woken: string[] = [];
   const ipmiCalls: string[][] = [];

@@ -215,7 +215,7 @@ t.test("with the fleet monitor: its clock and stall bound decide", async (t) => 
     log: memoryLogger().log,
     stallAfterMs: 30_000,
     clock: () => now.ms,
-    io: async () => ({ readBytes: 0, writeBytes: 0, commands: 0 }),
+    io: async (iqns) => new Map(iqns.map((q) => [q, { readBytes: 0, writeBytes: 0, commands: 0 }])),
   });
   holder.fleet = fleet;
   t.teardown(() => fleet.stop());

@@ -23,7 +23,7 @@ import {
   type TgtPortalView,
   type TgtTargetView,
 } from "./tgt-show.js";
-import { parseTgtStat } from "./tgt-stat.js";
+import { emptyIo, parseTgtStat, parseTgtStatByTid } from "./tgt-stat.js";
 import { type TgtdManager, tgtdErrorText, tgtdManager } from "./tgtd-ipc.js";
 import {
   type RemoveOptions,
@@ -194,6 +194,20 @@ export class TgtDriver implements TargetDriver {
       [],
     );
     return parseTgtStat(out.stdout);
+  }
+
+  async allIo(): Promise<Map<string, TargetIo>> {
+    // The listing gives each tid its name; the stat, every session's counters by tid.
+    const [targets, stat] = await Promise.all([
+      this.#showTargets("*"),
+      this.#tgtadmOut("*", ["--op", "stat", "--mode", "system"], []),
+    ]);
+    const byTid = parseTgtStatByTid(stat.stdout);
+    const all = new Map<string, TargetIo>();
+    for (const t of targets) {
+      if (isUnderPrefix(t.iqn, this.#o.iqnPrefix)) all.set(t.iqn, byTid.get(t.tid) ?? emptyIo());
+    }
+    return all;
   }
 
   /**

@@ -74,6 +74,14 @@ export interface TargetDriver {
   allSessions?(): Promise<Map<string, TargetSession[]>>;
   /** I/O served to the sessions logged in now; absent where the driver cannot count it. */
   io?(iqn: string): Promise<TargetIo>;
+  /**
+   * io() of each of bootfleet's running targets from one read of the driver's state, for
+   * the fleet's poll over every booting machine (tgt: asking per target read the whole
+   * target listing and a stat per target: in a 100-PC storm that was ~40 listings a second
+   * through tgtd's one loop while the PCs read their disks). A target missing from the
+   * map is not running. Absent where io(iqn) is as cheap.
+   */
+  allIo?(): Promise<Map<string, TargetIo>>;
 }
 
 export class TargetError extends Error {

@@ -273,6 +273,20 @@ t.test(
         },
         "allSessions: A's login, B running with none, the foreign target left out",
       );
+      // The fleet's one read of every target's I/O: the listing for the tids, one stat of all.
+      let io = await driver.allIo();
+      for (let i = 0; i < 50 && (io.get(specA.iqn)?.readBytes ?? 0) === 0; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        io = await driver.allIo();
+      }
+      t.same([...io.keys()].sort(), [specA.iqn, specB.iqn], "allIo: ours only, B too");
+      t.ok((io.get(specA.iqn)?.readBytes ?? 0) > 0, "allIo: A's reads counted");
+      t.same(io.get(specB.iqn), { readBytes: 0, writeBytes: 0, commands: 0 }, "B: none");
+      const one = await driver.io(specA.iqn);
+      t.ok(
+        one.readBytes >= io.get(specA.iqn)!.readBytes && one.commands > 0,
+        "io(A) read after it: the same session's counters, not lower",
+      );
       await t.rejects(
         driver.remove(specA.iqn),
         /logged-in sessions/,
