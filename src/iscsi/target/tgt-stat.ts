@@ -25,8 +25,8 @@ export function parseTgtStat(text: string): TargetIo {
 export function parseTgtStatByTid(text: string): Map<number, TargetIo> {
   const byTid = new Map<number, TargetIo>();
   for (const v of statRows(text)) {
-    let io = byTid.get(v[0]!);
-    if (!io) byTid.set(v[0]!, (io = emptyIo()));
+    const io = byTid.get(v[0]!) ?? emptyIo();
+    byTid.set(v[0]!, io);
     add(io, v);
   }
   return byTid;
