@@ -86,7 +86,8 @@ export class BootTimeline {
     if (e.sizeProbe) return;
     const { metrics, log } = this.deps;
     metrics?.tftpTransfer(e.ok ? "ok" : e.errorCode === 8 ? "aborted" : "error", e.bytes);
-    log.info(
+    // The TFTP server's own line ("tftp transfer complete", rate-limited) is the info one.
+    log.debug(
       {
         file: e.file,
         bytes: e.bytes,

@@ -166,7 +166,7 @@ t.test(
     const pc = lan.startUefiClient({ bridge: "br0", mac });
     t.teardown(() => pc.kill());
     await pc.waitFor(/BOOTFLEET-SCRIPT-UEFI/, BOOT_TIMEOUT);
-    const tftp = daemon.logs.filter((l) => l.msg === "TFTP transfer finished" && l.ok === true);
+    const tftp = daemon.logs.filter((l) => l.msg === "tftp transfer complete");
     t.ok(
       tftp.some((l) => l.file === "snponly.efi"),
       "snponly.efi went over TFTP",
@@ -242,9 +242,7 @@ t.test(
     t.teardown(() => pc.kill());
     await pc.waitFor(/BOOTFLEET-SCRIPT-CHAINED/, BOOT_TIMEOUT);
     t.match(pc.serial(), /undionly\.kpxe\.\.\. ok/, "the firmware loaded undionly.kpxe");
-    const transfers = daemon.logs.filter(
-      (l) => l.msg === "TFTP transfer finished" && l.ok === true,
-    );
+    const transfers = daemon.logs.filter((l) => l.msg === "tftp transfer complete");
     t.same(
       transfers.map((l) => l.file),
       ["undionly.kpxe"],
