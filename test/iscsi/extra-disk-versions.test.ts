@@ -59,16 +59,17 @@ t.test(
       },
     );
     await overlays.check();
+    const tgt = new TgtDriver({
+      iqnPrefix: PREFIX,
+      confDir,
+      controlPort: tgtd.controlPort,
+      logger: log,
+    });
     const r = new Reconciler({
       store,
       log,
       overlays,
-      targets: new TgtDriver({
-        iqnPrefix: PREFIX,
-        confDir,
-        controlPort: tgtd.controlPort,
-        logger: log,
-      }),
+      targets: tgt,
       portal: { address: "127.0.0.1", port: tgtd.portalPort },
       imagePath: () => undefined,
     });
@@ -103,10 +104,12 @@ t.test(
       return { m, target };
     };
     /** The backing files of the target's LUNs, from tgt's persisted configuration. */
-    const luns = (iqn: string) =>
-      [
+    const luns = async (iqn: string) => {
+      await tgt.settled(iqn);
+      return [
         ...readFileSync(join(confDir, `${iqn}.conf`), "utf8").matchAll(/<backing-store (\S+)>/g),
       ].map((x) => x[1]!);
+    };
     /** Prepares a boot; returns the overlays it asked to record. */
     const boot = async (x: { m: { id: number }; target: { id: number } }) => {
       recordAsked.length = 0;
@@ -127,7 +130,7 @@ t.test(
       "a boot may be recorded: its system disk; a shared games disk is no overlay",
     );
     await boot(other);
-    t.equal(luns(sup.target.iqn)[1], gamesV1, "the games disk serves version 1, shared");
+    t.equal((await luns(sup.target.iqn))[1], gamesV1, "the games disk serves version 1, shared");
     const u = await versions.openUpdate(
       games.id,
       { machine_id: sup.m.id, comment: "new game" },
@@ -140,7 +143,7 @@ t.test(
     );
     await boot(sup);
     const draftPath = join(overlaysDir, `${u.draft_overlay}.img`);
-    t.equal(luns(sup.target.iqn)[1], draftPath, "SUPER's games LUN is the writable draft");
+    t.equal((await luns(sup.target.iqn))[1], draftPath, "SUPER's games LUN is the writable draft");
     t.ok(store.imageUpdates.get(u.id)?.draft_booted_at, "the draft counts as booted");
     writeAt(draftPath, 0, "GAMES-V2");
 
@@ -152,10 +155,10 @@ t.test(
 
     // The other PC runs on v1: a reconcile (any API change) never swaps its games disk.
     await r.reconcileMachine(other.m.id);
-    t.equal(luns(other.target.iqn)[1], gamesV1, "no swap under a running PC");
+    t.equal((await luns(other.target.iqn))[1], gamesV1, "no swap under a running PC");
     t.ok(store.imageVersions.inUse(games.id).has(1), "v1 is in use while it serves it");
     await boot(other);
-    t.equal(luns(other.target.iqn)[1], v2Path, "at its next boot it serves version 2");
+    t.equal((await luns(other.target.iqn))[1], v2Path, "at its next boot it serves version 2");
     t.equal(store.targets.get(other.target.id)?.extra_overlay_version, 2);
 
     // A data disk (the machine's own overlay of the data image): update, commit, reset.
@@ -166,7 +169,7 @@ t.test(
       "a data disk is its own overlay of a version: recorded too",
     );
     const ownData = join(overlaysDir, `${extraOverlayId(dpc.target.id)}.img`);
-    t.equal(luns(dpc.target.iqn)[1], ownData, "a data disk is the machine's own overlay");
+    t.equal((await luns(dpc.target.iqn))[1], ownData, "a data disk is the machine's own overlay");
     t.equal(readAt(ownData, 0, 7), "DATA-V1");
     writeAt(ownData, 0, "MY-DATA");
     const du = await versions.openUpdate(data.id, { machine_id: dpc.m.id }, null);
@@ -176,11 +179,15 @@ t.test(
       "a draft is not recorded: no one else boots it",
     );
     const dDraft = join(overlaysDir, `${du.draft_overlay}.img`);
-    t.equal(luns(dpc.target.iqn)[1], dDraft, "the data disk's draft is served");
+    t.equal((await luns(dpc.target.iqn))[1], dDraft, "the data disk's draft is served");
     t.equal(readAt(dDraft, 0, 7), "DATA-V1", "the draft is of the version, not the machine's data");
     writeAt(dDraft, 0, "DATA-V2");
     await versions.commit(data.id, du.id, "data v2", null);
-    t.equal(luns(dpc.target.iqn)[1], ownData, "after the commit it is back on its own overlay");
+    t.equal(
+      (await luns(dpc.target.iqn))[1],
+      ownData,
+      "after the commit it is back on its own overlay",
+    );
     t.equal(readAt(ownData, 0, 7), "MY-DATA", "a persistent data disk keeps its writes");
     await versions.resetTarget(dpc.target.id);
     t.equal(readAt(ownData, 0, 7), "DATA-V2", "a reset moves the data disk to the current version");
@@ -190,6 +197,10 @@ t.test(
     await versions.rollback(games.id, 1);
     const rpc = pc("system_game", games.id, "reset");
     await boot(rpc);
-    t.equal(luns(rpc.target.iqn)[1], gamesV1, "after a rollback the games disk is version 1");
+    t.equal(
+      (await luns(rpc.target.iqn))[1],
+      gamesV1,
+      "after a rollback the games disk is version 1",
+    );
   },
 );

@@ -183,6 +183,8 @@ t.test(
         );
 
         const confPath = join(confDir, `${specA.iqn}.conf`);
+        // apply resolves once tgtd serves the spec; the file follows under the target's lock.
+        await driver.settled(specA.iqn);
         t.equal((await stat(confPath)).mode & 0o777, 0o600, "persisted 0600");
         const conf = parseTgtConf(await readFile(confPath, "utf8"));
         t.same(
@@ -573,6 +575,64 @@ t.test(
       },
     );
 
+    await t.test(
+      "a config file that cannot be written: tgtd serves the target, the error is logged",
+      async (t) => {
+        // The folder is a file: every write fails (root ignores permissions).
+        const badDir = await mkfile("not-a-folder", 0);
+        const lines: string[] = [];
+        const driver3 = new TgtDriver({
+          iqnPrefix: PREFIX,
+          confDir: badDir,
+          controlPort: tgtd.controlPort,
+          logger: pino({ level: "info" }, { write: (s: string) => void lines.push(s) }),
+          manage: real,
+        });
+        const iqn = `${PREFIX}:pc-nofile`;
+        const spec: TargetSpec = {
+          iqn,
+          portal: specA.portal,
+          luns: [
+            { lun: 1, path: sysB, kind: "file", readOnly: false, sizeBytes: 16 * MiB, wwn: "nf" },
+          ],
+          acl: {
+            initiatorIqn: "iqn.2010-04.org.ipxe:pc-nofile",
+            chapUser: "pcnofile",
+            chapPassword: "noFileSecret.1",
+          },
+        };
+        await driver3.apply(spec);
+        await driver3.settled(iqn);
+        const login = {
+          portalPort: tgtd.portalPort,
+          iqn,
+          lun: 1,
+          initiator: spec.acl.initiatorIqn,
+          user: "pcnofile",
+          password: "noFileSecret.1",
+        };
+        t.equal((await readCapacity(login)).size, 16 * MiB, "the secret opens it all the same");
+        const errors = lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50);
+        t.match(
+          errors.map((l) => `${l.msg}: ${l.err}`).join("\n"),
+          /config file not written.*ENOTDIR/,
+          "the failed write is logged, with why",
+        );
+        t.notMatch(lines.join(""), /noFileSecret/, "no secret in the log");
+        // Once the folder is there, the next apply writes the file it could not.
+        await rm(badDir);
+        await (await import("node:fs/promises")).mkdir(badDir);
+        await driver3.apply(spec);
+        await driver3.settled(iqn);
+        t.match(
+          await readFile(join(badDir, `${iqn}.conf`), "utf8"),
+          /incominguser pcnofile/,
+          "written by the next apply",
+        );
+        await driver3.remove(iqn);
+      },
+    );
+
     await t.test("a driver started again keeps the guard account tgtd has", async (t) => {
       const again: string[][] = [];
       const driver2 = new TgtDriver({
@@ -730,6 +790,7 @@ t.test(
       async (t) => {
         const tgtd2 = await TestTgtd.start();
         t.teardown(() => tgtd2.stop());
+        await driver.settled(specA.iqn);
         const conf = join(confDir, `${specA.iqn}.conf`);
         const r = await run("tgt-admin", ["-C", `${tgtd2.controlPort}`, "-c", conf, "-e"]);
         t.equal(r.code, 0, `tgt-admin: ${r.stderr}`);
