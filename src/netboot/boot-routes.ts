@@ -96,6 +96,7 @@ export function bootRoutes(deps: BootRoutesDeps) {
   });
 
   app.get("/:mac/:token", async (c) => {
+    const started = performance.now();
     const macHex = c.req.param("mac");
     const ip = clientIp(c);
     if (!/^[0-9a-f]{12}$/.test(macHex)) return c.text("not found\n", 404);
@@ -120,7 +121,9 @@ export function bootRoutes(deps: BootRoutesDeps) {
     }
     const rendered = await scriptFor(deps, mac, machine, choice);
     deps.onScriptServed?.(machine, ip, rendered.kind);
-    deps.log.info({ mac, from: ip, kind: rendered.kind }, "boot script served");
+    // How long the answer took here (a sanboot's includes its target's new secret).
+    const ms = Math.round(performance.now() - started);
+    deps.log.info({ mac, from: ip, kind: rendered.kind, duration_ms: ms }, "boot script served");
     return c.body(rendered.text, 200, {
       "content-type": "text/plain; charset=utf-8",
       "cache-control": "no-store",
