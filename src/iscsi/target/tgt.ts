@@ -24,7 +24,7 @@ import {
   type TgtTargetView,
 } from "./tgt-show.js";
 import { emptyIo, parseTgtStat, parseTgtStatByTid } from "./tgt-stat.js";
-import { type TgtdManager, tgtdErrorText, tgtdManager } from "./tgtd-ipc.js";
+import { TGTD_ACL_EXISTS, type TgtdManager, tgtdErrorText, tgtdManager } from "./tgtd-ipc.js";
 import {
   type RemoveOptions,
   type TargetDriver,
@@ -101,7 +101,7 @@ export class TgtDriver implements TargetDriver {
    * asked). The target listing is the largest answer tgtd gives and every apply reads it.
    */
   readonly #targetListing = new CoalescedRead(() =>
-    this.#readListing("target", parseTgtShowTargets),
+    this.#readListing("target", (text) => this.#forgetChanged(parseTgtShowTargets(text))),
   );
   readonly #portalListing = new CoalescedRead(() =>
     this.#readListing("portal", parseTgtShowPortals),
@@ -115,6 +115,12 @@ export class TgtDriver implements TargetDriver {
    * storm each script request applies a new CHAP secret and they all wait in that queue.
    */
   readonly #perTarget = new KeyedLock<string>();
+  /**
+   * Per target: its tid and shape (LUNs, portal, ACL, account names) as this driver last
+   * made it in tgtd, so that a boot's new secret needs no listing (#rotateInPlace). Dropped
+   * when a listing shows the target otherwise, on removal, and on any failure.
+   */
+  readonly #made = new Map<string, MadeTarget>();
   /** Each target's config file text as last written or read (#confText). */
   readonly #confTexts = new Map<string, string>();
   /** The guard account's secret: this process's memory and tgtd's only (class comment). */
@@ -195,6 +201,7 @@ export class TgtDriver implements TargetDriver {
     if (!isValidIqn(iqn) || !isUnderPrefix(iqn, this.#o.iqnPrefix))
       return Promise.reject(new TargetError(iqn, `is not a target under ${this.#o.iqnPrefix}`));
     return this.#perTarget.run(iqn, async () => {
+      this.#made.delete(iqn);
       const wasRunning = await this.#lock.exclusive(() => this.#remove(iqn, options));
       this.#confTexts.delete(iqn);
       await rm(join(this.#o.confDir, tgtConfFileName(iqn)), { force: true });
@@ -256,6 +263,11 @@ export class TgtDriver implements TargetDriver {
    * (see #lock), else alone. The changes made, for the log.
    */
   async #applyInTgtd(spec: TargetSpec, stored: TgtConfView | undefined): Promise<string[]> {
+    const made = this.#made.get(spec.iqn);
+    if (made && made.shape === shapeOf(spec) && !storedSecretsMatch(stored, spec)) {
+      const rotated = await this.#lock.shared(() => this.#rotateInPlace(spec, stored, made));
+      if (rotated) return rotated;
+    }
     const inPlace = await this.#lock.shared(async () => {
       const [targets, portals] = await Promise.all([
         this.#showTargets(spec.iqn),
@@ -279,6 +291,72 @@ export class TgtDriver implements TargetDriver {
       await this.#ensureGuard(spec.iqn);
       return this.#apply(spec, stored, targets, portals);
     });
+  }
+
+  /**
+   * A boot's new secret for a target this driver made as the spec still wants it: no
+   * listing (at 500 targets each is a megabyte tgtd builds and this process parses, and
+   * every boot of a storm waited for one read after it asked), 4 requests. The first
+   * checks that the tid is still this machine's target: binding the machine's initiator
+   * name to its ACL must be refused as already there (initiator names are the machine's
+   * own). Anything else (tgtd restarted, the target removed or its tid given to another)
+   * and the full path, from a listing, decides; a bind that went through on another
+   * target is undone first. Undefined: take the full path.
+   */
+  async #rotateInPlace(
+    spec: TargetSpec,
+    stored: TgtConfView | undefined,
+    made: MadeTarget,
+  ): Promise<string[] | undefined> {
+    const iqn = spec.iqn;
+    const secrets = secretsOf(spec);
+    const acl = ["--tid", `${made.tid}`, "--initiator-name", spec.acl.initiatorIqn];
+    let probe: Awaited<ReturnType<TgtdManager>>;
+    try {
+      probe = await this.#o.manage(["--op", "bind", "--mode", "target", ...acl]);
+    } catch {
+      this.#made.delete(iqn);
+      return undefined;
+    }
+    if (probe.code !== TGTD_ACL_EXISTS) {
+      this.#made.delete(iqn);
+      if (probe.code === 0)
+        await this.#tgtadm(iqn, ["--op", "unbind", "--mode", "target", ...acl], secrets);
+      this.#o.logger.info(
+        { iqn, tid: made.tid, answer: tgtdErrorText(probe.code) },
+        "tgt target not as this driver left it: reading tgtd's listing",
+      );
+      return undefined;
+    }
+    try {
+      await this.#setAccounts(
+        iqn,
+        made.tid,
+        spec,
+        [TGT_GUARD_USER, spec.acl.chapUser],
+        made.outgoing,
+        secrets,
+        stored,
+      );
+    } catch (err) {
+      this.#made.delete(iqn);
+      throw err;
+    }
+    return ["updated accounts"];
+  }
+
+  /** Forgets what a listing shows changed since this driver made it. The listing as is. */
+  #forgetChanged(targets: TgtTargetView[]): TgtTargetView[] {
+    if (this.#made.size === 0) return targets;
+    const byIqn = new Map(targets.map((t) => [t.iqn, t]));
+    for (const [iqn, made] of this.#made) {
+      const t = byIqn.get(iqn);
+      // A listing read while this driver changes the target may show it in between (its
+      // account deleted, not yet made again): forgotten too, which costs one listing.
+      if (!t || t.tid !== made.tid || !guarded(t) || !sameSet(machineUsers(t), [made.user]))
+        this.#made.delete(iqn);
+    }
+    return targets;
   }
 
   /** The changes of one apply, from tgtd's listings read under #lock. */
@@ -328,6 +406,7 @@ export class TgtDriver implements TargetDriver {
         throw err;
       }
       changes.push(`created tid ${tid} with luns ${spec.luns.map((l) => l.lun).join(",")}`);
+      this.#made.set(iqn, madeTarget(spec, tid));
     } else {
       const tid = existing.tid;
       const wanted = new Map(spec.luns.map((l) => [l.lun, l]));
@@ -399,6 +478,7 @@ export class TgtDriver implements TargetDriver {
           if (!wantedAcl(spec).includes(entry)) await this.#unbindAcl(iqn, tid, entry, secrets);
       }
       if (aclDiffers) changes.push(`acl set to ${spec.acl.initiatorIqn}`);
+      this.#made.set(iqn, madeTarget(spec, tid));
     }
     return changes;
   }
@@ -694,9 +774,33 @@ function sessionsOf(t: TgtTargetView): TargetSession[] {
   );
 }
 
-/** A listing's text, or why it could not be read. */
 /** A listing as every asker of one read shares it: read-only, never to be edited. */
 type Listing<T> = { parsed: T } | { failed: string };
+
+/** A target as this driver made it in tgtd (TgtDriver.#made). */
+interface MadeTarget {
+  tid: number;
+  /** shapeOf the spec it was made from: a spec of another shape takes the full path. */
+  shape: string;
+  /** The machine's incoming account, bound after the guard. */
+  user: string;
+  outgoing: string[];
+}
+
+function madeTarget(spec: TargetSpec, tid: number): MadeTarget {
+  return {
+    tid,
+    shape: shapeOf(spec),
+    user: spec.acl.chapUser,
+    outgoing: spec.acl.mutualUser ? [spec.acl.mutualUser] : [],
+  };
+}
+
+/** Everything of a spec but its secrets. */
+function shapeOf(spec: TargetSpec): string {
+  const { chapPassword: _c, mutualPassword: _m, ...acl } = spec.acl;
+  return JSON.stringify([spec.portal, spec.luns, acl]);
+}
 
 function portalCovered(portal: TargetSpec["portal"], portals: readonly TgtPortalView[]): boolean {
   return portals.some(

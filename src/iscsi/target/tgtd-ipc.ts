@@ -74,6 +74,9 @@ const TGTD_ERRORS = [
   "this device has Prevent Removal set",
 ];
 
+/** tgtd's answer to binding an initiator a target's ACL already has (TGTADM_ACL_EXIST). */
+export const TGTD_ACL_EXISTS = TGTD_ERRORS.indexOf("this access control rule already exists");
+
 export function tgtdErrorText(code: number): string {
   return TGTD_ERRORS[code] ?? `tgtd error ${code}`;
 }

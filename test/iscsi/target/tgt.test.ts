@@ -394,17 +394,17 @@ t.test(
         } finally {
           afterRequest = undefined;
         }
+        const tidA = `${(await show()).find((x) => x.iqn === specA.iqn)?.tid}`;
         t.same(
-          commands
-            .filter((c) => c[1] !== "show")
-            .map((c) => `${c[1]} ${c[3]} ${c[c.indexOf("--user") + 1]}`),
-          ["delete account pca", "new account pca", "bind account pca"],
-          "delete, new, bind: 3 requests (7 when the ACL was closed and opened around them)",
-        );
-        t.same(
-          commands.filter((c) => c[1] === "show").map((c) => c[3]),
-          ["target", "portal"],
-          "listings: targets and portals; not the accounts (A's is bound, so it exists)",
+          commands.map((c) => c.join(" ")),
+          [
+            `--op bind --mode target --tid ${tidA} --initiator-name ${specA.acl.initiatorIqn}`,
+            "--op delete --mode account --user pca",
+            "--op new --mode account --user pca --password pcaSecret.4th",
+            `--op bind --mode account --tid ${tidA} --user pca`,
+          ],
+          "A's tid checked (its initiator is in that ACL already: refused, nothing changes), " +
+            "then delete, new, bind; no listing (the driver made A as the spec still wants it)",
         );
         t.same(
           meanwhile,
@@ -497,10 +497,10 @@ t.test(
       );
       commands.length = 0;
       await driver.apply({ ...specOld, acl: { ...specOld.acl, chapPassword: "oldSecret.003" } });
-      t.equal(
-        commands.filter((c) => c[1] !== "show").length,
-        3,
-        "its next new secret is 3 requests",
+      t.same(
+        commands.map((c) => `${c[1]} ${c[3]}`),
+        ["bind target", "delete account", "new account", "bind account"],
+        "its next new secret: the tid checked, then 3 requests, no listing",
       );
       t.equal(
         (await readCapacity({ ...loginOld, password: "oldSecret.003" })).size,
@@ -572,6 +572,80 @@ t.test(
         };
         t.equal((await readCapacity(login)).size, 8 * MiB, "the new secret opens it");
         await driver.remove(iqn);
+      },
+    );
+
+    await t.test(
+      "A's tid given to another target behind the driver's back: checked, undone, made again",
+      async (t) => {
+        const before = (await show()).find((x) => x.iqn === specA.iqn)!;
+        // Someone removes A and makes a target of their own at A's tid (as a restart of
+        // tgtd that loads its targets in another order would).
+        t.equal(
+          (
+            await tgtd.tgtadm([
+              "--op",
+              "delete",
+              "--mode",
+              "target",
+              "--tid",
+              `${before.tid}`,
+              "--force",
+            ])
+          ).code,
+          0,
+        );
+        const intruder = "iqn.2000-01.com.example:intruder";
+        await handMadeTarget(t, {
+          iqn: intruder,
+          tid: `${before.tid}`,
+          account: ["intruder", "intruderSecret1"],
+          bound: ["intruder"],
+          acl: [["--initiator-name", "iqn.2000-01.com.example:its-own"]],
+        });
+        commands.length = 0;
+        const nextA: TargetSpec = {
+          ...specA,
+          luns: [specA.luns[0]!],
+          acl: { ...specA.acl, chapPassword: "pcaSecret.moved" },
+        };
+        await driver.apply(nextA);
+        const after = await show();
+        const other = after.find((x) => x.iqn === intruder);
+        t.same(other?.acl, ["iqn.2000-01.com.example:its-own"], "the other target's ACL as it was");
+        t.same(other?.incomingUsers, ["intruder"], "A's account not bound to it");
+        const a = after.find((x) => x.iqn === specA.iqn);
+        t.not(a?.tid, before.tid, "A made again, at a free tid");
+        t.same(a?.incomingUsers, [TGT_GUARD_USER, "pca"]);
+        t.same(
+          commands.slice(0, 2).map((c) => `${c[1]} ${c[3]}`),
+          ["bind target", "unbind target"],
+          "the check went through on the other target: undone at once",
+        );
+        t.ok(
+          commands.some((c) => c[1] === "show" && c[3] === "target"),
+          "then a listing decided",
+        );
+        t.equal(
+          (await readCapacity({ ...loginA, password: "pcaSecret.moved" })).size,
+          64 * MiB,
+          "the new secret opens A",
+        );
+        t.equal(
+          (await readCapacity({ ...loginA, iqn: intruder, password: "pcaSecret.moved" })).size,
+          undefined,
+          "and not the other target",
+        );
+        await tgtd.tgtadm([
+          "--op",
+          "delete",
+          "--mode",
+          "target",
+          "--tid",
+          `${other?.tid}`,
+          "--force",
+        ]);
+        await tgtd.tgtadm(["--op", "delete", "--mode", "account", "--user", "intruder"]);
       },
     );
 
