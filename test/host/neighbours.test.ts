@@ -1,42 +1,76 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import t from "tap";
-import { arpTableByAddress, NeighbourTable } from "../../src/host/neighbours.js";
+import { arpTableReader, macsInArpTable, NeighbourTable } from "../../src/host/neighbours.js";
 
 const HEADER = "IP address       HW type     Flags       HW address            Mask     Device\n";
 const TABLE = `${HEADER}10.99.0.50       0x1         0x2         52:54:00:BF:10:01     *        br0
 10.99.0.51       0x1         0x0         00:00:00:00:00:00     *        br0
 10.99.0.52       0x1         0x2         52:54:00:bf:10:02     *        br0
 10.99.0.52       0x1         0x2         52:54:00:bf:10:03     *        br1
-`;
+10.99.0.5        0x1         0x2         52:54:00:bf:10:05     *        br1`;
 
 t.test("the ARP table: complete entries only, one MAC or none", async (t) => {
-  const byAddress = arpTableByAddress(TABLE);
-  t.same(byAddress.get("10.99.0.50"), ["52:54:00:bf:10:01"], "lowercased");
-  t.equal(byAddress.get("10.99.0.51"), undefined, "an incomplete entry is no answer");
-  t.equal(byAddress.get("10.99.0.5"), undefined, "no prefix match");
-  const table = new NeighbourTable(() => TABLE);
+  t.same(macsInArpTable(TABLE, "10.99.0.50"), ["52:54:00:bf:10:01"], "lowercased");
+  t.same(macsInArpTable(TABLE, "10.99.0.51"), [], "an incomplete entry is no answer");
+  t.same(macsInArpTable(TABLE, "10.99.0.5"), ["52:54:00:bf:10:05"], "no prefix match, last line");
+  t.same(macsInArpTable(TABLE, "10.99.0.5 "), [], "an address, not a pattern");
+  t.same(macsInArpTable(TABLE, "IP"), [], "not the header");
+  const table = new NeighbourTable(async () => TABLE);
   t.equal(await table.macForIp("10.99.0.50"), "52:54:00:bf:10:01");
   t.equal(await table.macForIp("10.99.0.52"), undefined, "two interfaces disagree: no answer");
   t.equal(await table.macForIp("10.99.0.99"), undefined);
-  const broken = new NeighbourTable(() => {
+  const broken = new NeighbourTable(async () => {
     throw new Error("EACCES");
   });
   t.equal(await broken.macForIp("10.99.0.50"), undefined, "an unreadable table is no answer");
 });
 
-t.test("lookups of one turn share one read, made after they asked", async (t) => {
+t.test("a burst of lookups costs a read in flight and one after it", async (t) => {
   let reads = 0;
-  let text = HEADER;
-  const table = new NeighbourTable(() => {
-    reads++;
-    return text;
-  });
+  const pending: ((text: string) => void)[] = [];
+  const table = new NeighbourTable(
+    () =>
+      new Promise<string>((resolve) => {
+        reads++;
+        pending.push(resolve);
+      }),
+  );
+  const first = table.macForIp("10.99.0.50");
   const burst = Array.from({ length: 100 }, () => table.macForIp("10.99.0.50"));
-  // The kernel makes the entry after the lookups asked, before the turn ends: it is seen.
-  text = TABLE;
-  t.equal(reads, 0, "not read while the turn runs");
-  t.same(new Set(await Promise.all(burst)), new Set(["52:54:00:bf:10:01"]), "all see the entry");
-  t.equal(reads, 1, "one read for the burst");
-  text = HEADER;
-  t.equal(await table.macForIp("10.99.0.50"), undefined, "a later lookup reads again: gone");
+  t.equal(reads, 1, "one read in flight");
+  pending.shift()!(HEADER);
+  t.equal(await first, undefined, "the first lookup saw the table as it was");
+  await new Promise((r) => setImmediate(r));
+  t.equal(reads, 2, "the burst waits for one read that started after it asked");
+  pending.shift()!(TABLE);
+  t.same(
+    new Set(await Promise.all(burst)),
+    new Set(["52:54:00:bf:10:01"]),
+    "and every lookup of the burst sees it",
+  );
   t.equal(reads, 2);
+});
+
+t.test("the kernel's table, read again through its kept descriptor", async (t) => {
+  // /proc/net/arp itself: its text is made again at each read from offset 0.
+  const table = new NeighbourTable();
+  for (let i = 0; i < 3; i++) {
+    t.equal(await table.macForIp("192.0.2.254"), undefined, `read ${i + 1}: no such neighbour`);
+  }
+  // A file standing in for it: a table over the first buffer (64 KiB) is read whole.
+  const dir = mkdtempSync(join(tmpdir(), "bf-arp-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const lines = [HEADER.trimEnd()];
+  for (let i = 0; i < 2000; i++) {
+    const mac = `52:54:00:aa:${((i >> 8) & 255).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}`;
+    lines.push(`10.97.${i >> 8}.${i & 255}       0x1         0x2         ${mac}     *        br0`);
+  }
+  writeFileSync(join(dir, "arp"), `${lines.join("\n")}\n`);
+  t.ok(lines.join("\n").length > 2 * 64 * 1024, "the stand-in is over two buffers");
+  const big = new NeighbourTable(arpTableReader(join(dir, "arp")));
+  t.equal(await big.macForIp("10.97.7.207"), "52:54:00:aa:07:cf", "the last entry is found");
+  t.equal(await big.macForIp("10.97.0.0"), "52:54:00:aa:00:00", "and the first");
+  t.equal(await big.macForIp("10.97.7.207"), "52:54:00:aa:07:cf", "read again, same answer");
 });
