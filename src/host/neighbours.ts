@@ -39,9 +39,9 @@ export function macsInArpTable(text: string, ip: string): string[] {
  * A reader of the ARP table that never reads on the event loop and never has more than
  * one read in flight plus one queued: a lookup joins the next read that starts after it
  * asked (an entry the kernel made just before the request is then always seen), so a
- * flood of requests costs a read per read-time, not a read per request. The read is one
- * pread of a descriptor kept open (procfs text is made again from offset 0), one trip
- * through libuv's thread pool rather than readFile's four.
+ * flood of requests costs a read per read-time, not a read per request. The reads are
+ * preads of a descriptor kept open (procfs text is made again from offset 0): no open,
+ * fstat and close through libuv's thread pool around them as readFile makes.
  */
 export class NeighbourTable {
   private inFlight: Promise<string> | undefined;
@@ -76,7 +76,11 @@ export class NeighbourTable {
   }
 }
 
-/** /proc/net/arp read through one descriptor, opened on first use, again after an error. */
+/**
+ * /proc/net/arp read through one descriptor, opened on first use, again after an error.
+ * procfs hands out about a page per read (600 entries: 13 reads), so it reads until a
+ * read returns nothing.
+ */
 export function arpTableReader(path = "/proc/net/arp"): () => Promise<string> {
   let fd: number | undefined;
   let buf = Buffer.alloc(64 * 1024);
@@ -87,13 +91,16 @@ export function arpTableReader(path = "/proc/net/arp"): () => Promise<string> {
   return async () => {
     try {
       fd ??= openSync(path, "r");
-      let size = await pread(0);
-      // A table bigger than the buffer: grow it and read the rest (reads are one at a time).
-      while (size === buf.length) {
-        const bigger = Buffer.alloc(buf.length * 2);
-        buf.copy(bigger, 0, 0, size);
-        buf = bigger;
-        size += await pread(size);
+      let size = 0;
+      for (;;) {
+        if (size === buf.length) {
+          const bigger = Buffer.alloc(buf.length * 2);
+          buf.copy(bigger);
+          buf = bigger;
+        }
+        const n = await pread(size);
+        if (n === 0) break;
+        size += n;
       }
       return buf.toString("latin1", 0, size);
     } catch (err) {

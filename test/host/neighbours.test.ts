@@ -74,3 +74,37 @@ t.test("the kernel's table, read again through its kept descriptor", async (t) =
   t.equal(await big.macForIp("10.97.0.0"), "52:54:00:aa:00:00", "and the first");
   t.equal(await big.macForIp("10.97.7.207"), "52:54:00:aa:07:cf", "read again, same answer");
 });
+
+t.test(
+  "a kernel table of 600 neighbours, a page per read, is read whole",
+  { skip: process.getuid?.() !== 0 ? "needs root: makes a network namespace" : false },
+  async (t) => {
+    const { execFileSync, spawn } = await import("node:child_process");
+    const ns = `bf-arp-${process.pid}`;
+    const ip = (...a: string[]) => execFileSync("ip", a, { stdio: "pipe" });
+    ip("netns", "add", ns);
+    t.teardown(() => ip("netns", "del", ns));
+    ip("-n", ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1");
+    ip("-n", ns, "link", "set", "v0", "up");
+    ip("-n", ns, "addr", "add", "10.1.0.1/16", "dev", "v0");
+    const batch: string[] = [];
+    const macOf = (i: number) =>
+      `52:54:00:00:${(i >> 8).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}`;
+    const addrOf = (i: number) => `10.1.${Math.floor(i / 250)}.${(i % 250) + 2}`;
+    for (let i = 0; i < 600; i++) batch.push(`neigh add ${addrOf(i)} lladdr ${macOf(i)} dev v0`);
+    execFileSync("ip", ["-n", ns, "-batch", "-"], { input: `${batch.join("\n")}\n` });
+    // The namespace's table, through a process living in it.
+    const sleeper = spawn("ip", ["netns", "exec", ns, "sleep", "30"], { stdio: "ignore" });
+    t.teardown(() => sleeper.kill());
+    const path = `/proc/${sleeper.pid}/net/arp`;
+    for (let i = 0; i < 50; i++) {
+      const { readFileSync } = await import("node:fs");
+      if (readFileSync(path, "utf8").includes("10.1.2.101")) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const table = new NeighbourTable(arpTableReader(path));
+    t.equal(await table.macForIp(addrOf(599)), macOf(599), "the last neighbour");
+    t.equal(await table.macForIp(addrOf(0)), macOf(0), "the first");
+    t.equal(await table.macForIp(addrOf(300)), macOf(300), "one between, read again");
+  },
+);
