@@ -7,6 +7,7 @@ import { mountRoutes } from "./mount.js";
 import { docsRoutes } from "./openapi.js";
 import { RateLimiter } from "./ratelimit.js";
 import { requestId } from "./request-id.js";
+import { MemoRouter } from "./router.js";
 import {
   type ApiDeps,
   type ApiServices,
@@ -71,7 +72,7 @@ export function createApi(deps: AppDeps): { app: Hono<ApiEnv>; routes: readonly 
     directories: deps.directories ?? {},
     initialPasswordFile: deps.initialPasswordFile,
   };
-  const app = new Hono<ApiEnv>();
+  const app = new Hono<ApiEnv>({ router: new MemoRouter() });
   app.use("*", requestId());
   app.use("*", async (c, next) => {
     const started = performance.now();
