@@ -7,17 +7,21 @@
 //                    carries a freshly issued token, so its bytes change every second)
 //
 //   node --import tsx bench/api/run.ts [--duration 10] [--warmup 2] [--reps 2]
-//        [--connections 32] [--threads 2] [--machines 5000] [--no-build] [--json FILE]
-//        [--profile DIR] [--only list|boot-discovery]
+//        [--connections 16] [--threads 2] [--machines 5000] [--no-build] [--json FILE]
+//        [--profile DIR] [--only list|boot-discovery] [--compare REF]
 //
 // Needs wrk (apt-get install -y wrk). Builds the daemon (npm run build) unless --no-build.
+// --connections is the number of keep-alive clients: 16 as issue #13's goal says (32 was the
+// default before). --compare REF also runs bootfleet as committed at REF (built in a snapshot,
+// bench/lib/snapshot.ts) on a copy of the same store, measured in the same reps (order
+// checkout, bare, REF, then the reverse), so a change is measured against its base in one run.
 // Both are served by the built daemon (node bin/bootfleetd.js), run with
 // `[api] rate_limit_per_minute = 0` (BOOTFLEET_API_RATE_LIMIT_PER_MINUTE=0) so that its
 // per-user limit does not answer 429 in the middle of the run.
 // Every server listens on 127.0.0.1; each is stopped by its pid; the temp folder is removed.
 
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadOrCreateSigningKey } from "../../src/api/auth/keys.js";
@@ -28,6 +32,7 @@ import { adminAccessToken } from "../lib/admin-login.js";
 import { benchArgs } from "../lib/args.js";
 import { freePort } from "../lib/net.js";
 import { processCpuSeconds } from "../lib/proc.js";
+import { buildSnapshot } from "../lib/snapshot.js";
 import type { CannedResponse } from "./serve.js";
 
 const args = benchArgs();
@@ -35,7 +40,7 @@ const opt = args.str;
 const DURATION = Number(opt("duration", "10"));
 const WARMUP = Number(opt("warmup", "2"));
 const REPS = Number(opt("reps", "2"));
-const CONNECTIONS = Number(opt("connections", "32"));
+const CONNECTIONS = Number(opt("connections", "16"));
 const THREADS = Number(opt("threads", "2"));
 const MACHINES = Number(opt("machines", "5000"));
 const JSON_OUT = opt("json", "");
@@ -45,6 +50,8 @@ const PROFILE = opt("profile", "");
 const nodeFlags = PROFILE ? ["--cpu-prof", "--cpu-prof-dir", PROFILE] : [];
 // One scenario only (a profile of it alone).
 const ONLY = opt("only", "");
+// Another commit's daemon, measured beside this checkout's.
+const COMPARE = opt("compare", "");
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const HERE = new URL(".", import.meta.url).pathname;
@@ -229,23 +236,25 @@ function wrk(url: string, seconds: number, headers: string[]): Promise<WrkResult
   });
 }
 
+type Server = "bootfleet" | "bare" | "ref";
+
 interface Target {
   label: string;
   url: string;
   pid: number;
+  /** wrk's extra headers (each daemon has its own admin token). */
+  headers: string[];
 }
 
 interface Scenario {
   name: string;
   description: string;
-  headers: string[];
-  bootfleet: Target;
-  bare: Target;
+  targets: Partial<Record<Server, Target>> & { bootfleet: Target; bare: Target };
 }
 
 interface Measurement {
   scenario: string;
-  server: "bootfleet" | "bare";
+  server: Server;
   rep: number;
   rps: number;
   p50_ms: number;
@@ -257,16 +266,12 @@ interface Measurement {
   bytes_per_response: number;
 }
 
-async function measure(
-  s: Scenario,
-  which: "bootfleet" | "bare",
-  rep: number,
-): Promise<Measurement> {
-  const t = s[which];
-  await wrk(t.url, WARMUP, s.headers);
+async function measure(s: Scenario, which: Server, rep: number): Promise<Measurement> {
+  const t = s.targets[which]!;
+  await wrk(t.url, WARMUP, t.headers);
   const cpu0 = processCpuSeconds(t.pid);
   const host0 = hostJiffies();
-  const r = await wrk(t.url, DURATION, s.headers);
+  const r = await wrk(t.url, DURATION, t.headers);
   const cpu1 = processCpuSeconds(t.pid);
   const host1 = hostJiffies();
   const e = r.errors;
@@ -303,6 +308,85 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
+const LIST_PATH = "/api/machines?limit=100";
+
+/** A daemon as the bench runs it: its own data folder (a copy of the filled store). */
+interface Daemon {
+  label: string;
+  pid: number;
+  base: string;
+  dataDir: string;
+  /** The admin's Authorization header value. */
+  auth: string;
+  list: Awaited<ReturnType<typeof getBytes>>;
+  discoveryPath: string;
+  discovery: Awaited<ReturnType<typeof getBytes>>;
+}
+
+/**
+ * Starts `root`/bin/bootfleetd.js on `dataDir` (which holds the filled store), logs in as
+ * admin and fetches the list and the discovery script from it, checking their shape.
+ */
+async function startDaemon(label: string, root: string, dataDir: string): Promise<Daemon> {
+  const port = await freePort(HOST);
+  const own = join(dataDir, "..");
+  const daemon = spawn(
+    process.execPath,
+    [...nodeFlags, join(root, "bin/bootfleetd.js"), "--config", join(tmp!, "empty.toml")],
+    {
+      cwd: own,
+      stdio: ["ignore", "ignore", "inherit"],
+      env: {
+        PATH: process.env.PATH,
+        BOOTFLEET_DATA_DIR: dataDir,
+        BOOTFLEET_HTTP_LISTEN: `${HOST}:${port}`,
+        BOOTFLEET_DHCP_ENABLED: "false",
+        BOOTFLEET_TFTP_PORT: "0",
+        BOOTFLEET_LOG_LEVEL: "warn",
+        BOOTFLEET_API_RATE_LIMIT_PER_MINUTE: "0",
+        // Its own local socket: another bootfleetd on the host may hold the default one.
+        BOOTFLEET_HTTP_SOCKET: join(own, "api.sock"),
+        // Keep the iSCSI side inside the temp folder whatever it tries.
+        BOOTFLEET_ISCSI_TARGET_DRIVER: "tgt",
+        BOOTFLEET_ISCSI_TGT_CONF_DIR: join(own, "tgt-conf"),
+        BOOTFLEET_ISCSI_LIO_SAVECONFIG: join(own, "saveconfig.json"),
+      },
+    },
+  );
+  children.push(daemon);
+  const base = `http://${HOST}:${port}`;
+  await waitHttp(`${base}/api/health`, daemon, 30_000);
+  log(`${label} daemon (pid ${daemon.pid}) on ${base}`);
+  const auth = `Bearer ${await adminAccessToken(base, dataDir)}`;
+
+  // The list, as the daemon serves it (its fleet monitor gives each machine's live state).
+  const list = await getBytes(`${base}${LIST_PATH}`, { authorization: auth });
+  if (list.status !== 200) throw new Error(`list: ${label} daemon ${list.status}`);
+  const items = JSON.parse(list.body.toString("utf8")) as unknown[];
+  if (items.length !== 100 || list.headers.get("x-total-count") !== String(MACHINES)) {
+    throw new Error(
+      `list: ${items.length} items, X-Total-Count ${list.headers.get("x-total-count")}`,
+    );
+  }
+
+  // Boot scripts: tokens bound to the MAC, valid for the whole run. A custom script is served
+  // only to the machine itself (the neighbour table) and once per URL, so it cannot be
+  // measured from loopback: the discovery script, served to anyone, is.
+  const bootKey = loadOrCreateSigningKey(join(dataDir, "boot-token.key"));
+  const expiresAt = Date.now() + 60 * 60_000;
+  const discoveryPath = `/boot/${UNKNOWN_MAC.replaceAll(":", "")}/${issueBootToken(bootKey, { mac: UNKNOWN_MAC, expiresAt })}`;
+  const discovery = await getBytes(`${base}${discoveryPath}`);
+  const discoveryText = discovery.body.toString("utf8");
+  if (
+    discovery.status !== 200 ||
+    !discoveryText.startsWith("#!ipxe") ||
+    !discoveryText.includes(UNKNOWN_MAC.replaceAll(":", ""))
+  ) {
+    throw new Error(`discovery script: ${discovery.status} ${JSON.stringify(discoveryText)}`);
+  }
+  return { label, pid: daemon.pid!, base, dataDir, auth, list, discoveryPath, discovery };
+}
+
 async function main() {
   // wrk --version prints its banner and exits 1: only a missing binary is an error.
   const wrkVersion = spawnSync("wrk", ["--version"], { encoding: "utf8" });
@@ -319,76 +403,33 @@ async function main() {
   writeFileSync(join(tmp, "report.lua"), WRK_LUA);
   writeFileSync(join(tmp, "empty.toml"), "");
   const dataDir = join(tmp, "data");
-  execFileSync("mkdir", ["-p", dataDir]);
+  mkdirSync(dataDir, { recursive: true });
   log(`filling the store with ${MACHINES} machines`);
   fillStore(join(dataDir, "bootfleet.db"));
-
-  const daemonPort = await freePort(HOST);
-  const daemon = spawn(
-    process.execPath,
-    [...nodeFlags, join(ROOT, "bin/bootfleetd.js"), "--config", join(tmp, "empty.toml")],
-    {
-      cwd: tmp,
-      stdio: ["ignore", "ignore", "inherit"],
-      env: {
-        PATH: process.env.PATH,
-        BOOTFLEET_DATA_DIR: dataDir,
-        BOOTFLEET_HTTP_LISTEN: `${HOST}:${daemonPort}`,
-        BOOTFLEET_DHCP_ENABLED: "false",
-        BOOTFLEET_TFTP_PORT: "0",
-        BOOTFLEET_LOG_LEVEL: "warn",
-        BOOTFLEET_API_RATE_LIMIT_PER_MINUTE: "0",
-        // Its own local socket: another bootfleetd on the host may hold the default one.
-        BOOTFLEET_HTTP_SOCKET: join(tmp, "api.sock"),
-        // Keep the iSCSI side inside the temp folder whatever it tries.
-        BOOTFLEET_ISCSI_TARGET_DRIVER: "tgt",
-        BOOTFLEET_ISCSI_TGT_CONF_DIR: join(tmp, "tgt-conf"),
-        BOOTFLEET_ISCSI_LIO_SAVECONFIG: join(tmp, "saveconfig.json"),
-      },
-    },
-  );
-  children.push(daemon);
-  const daemonBase = `http://${HOST}:${daemonPort}`;
-  await waitHttp(`${daemonBase}/api/health`, daemon, 30_000);
-  log(`daemon (pid ${daemon.pid}) on ${daemonBase}`);
-
-  const access = await adminAccessToken(daemonBase, dataDir);
-  const auth = { authorization: `Bearer ${access}` };
-
-  // The list, as the daemon serves it (its fleet monitor gives each machine's live state).
-  const listPath = "/api/machines?limit=100";
-  const fromDaemon = await getBytes(`${daemonBase}${listPath}`, auth);
-  if (fromDaemon.status !== 200) throw new Error(`list: daemon ${fromDaemon.status}`);
-  const items = JSON.parse(fromDaemon.body.toString("utf8")) as unknown[];
-  if (items.length !== 100 || fromDaemon.headers.get("x-total-count") !== String(MACHINES)) {
-    throw new Error(
-      `list: ${items.length} items, X-Total-Count ${fromDaemon.headers.get("x-total-count")}`,
-    );
+  let refCommit = "";
+  let refDataDir = "";
+  if (COMPARE) {
+    // The same store for both daemons, copied before either opens it.
+    refDataDir = join(tmp, "ref", "data");
+    mkdirSync(refDataDir, { recursive: true });
+    copyFileSync(join(dataDir, "bootfleet.db"), join(refDataDir, "bootfleet.db"));
+    refCommit = buildSnapshot(ROOT, COMPARE, join(tmp, "snap"), log);
   }
 
-  // Boot scripts: tokens bound to the MAC, valid for the whole run. A custom script is served
-  // only to the machine itself (the neighbour table) and once per URL, so it cannot be
-  // measured from loopback: the discovery script, served to anyone, is.
-  const bootKey = loadOrCreateSigningKey(join(dataDir, "boot-token.key"));
-  const expiresAt = Date.now() + 60 * 60_000;
-  const bootPath = (mac: string) =>
-    `/boot/${mac.replaceAll(":", "")}/${issueBootToken(bootKey, { mac, expiresAt })}`;
-  const discoveryPath = bootPath(UNKNOWN_MAC);
-  const discovery = await getBytes(`${daemonBase}${discoveryPath}`);
-  const discoveryText = discovery.body.toString("utf8");
-  if (
-    discovery.status !== 200 ||
-    !discoveryText.startsWith("#!ipxe") ||
-    !discoveryText.includes(UNKNOWN_MAC.replaceAll(":", ""))
-  ) {
-    throw new Error(`discovery script: ${discovery.status} ${JSON.stringify(discoveryText)}`);
+  const daemon = await startDaemon("checkout", ROOT, dataDir);
+  const ref = COMPARE
+    ? await startDaemon(`ref ${refCommit}`, join(tmp, "snap"), refDataDir)
+    : undefined;
+  // Both daemons answer the list with the same bytes, or the comparison is not of one thing.
+  if (ref && !ref.list.body.equals(daemon.list.body)) {
+    throw new Error(`list: ${COMPARE} answers other bytes than the checkout`);
   }
 
   const canned: Record<string, CannedResponse> = {
-    "/api/machines": { body: fromDaemon.body.toString("base64"), type: fromDaemon.type },
+    "/api/machines": { body: daemon.list.body.toString("base64"), type: daemon.list.type },
     [`/boot/${UNKNOWN_MAC.replaceAll(":", "")}`]: {
-      body: discovery.body.toString("base64"),
-      type: discovery.type,
+      body: daemon.discovery.body.toString("base64"),
+      type: daemon.discovery.type,
     },
   };
   writeFileSync(join(tmp, "canned.json"), JSON.stringify(canned));
@@ -396,38 +437,76 @@ async function main() {
   const bareBase = `http://${HOST}:${bare.port}`;
   log(`bare Hono server (pid ${bare.child.pid}) on ${bareBase}`);
   for (const [path, want] of [
-    [listPath, fromDaemon.body],
-    [discoveryPath, discovery.body],
+    [LIST_PATH, daemon.list.body],
+    [daemon.discoveryPath, daemon.discovery.body],
   ] as const) {
     const got = await getBytes(`${bareBase}${path}`);
     if (got.status !== 200 || !got.body.equals(want)) throw new Error(`bare ${path}: other bytes`);
   }
 
+  const bareTarget = (path: string): Target => ({
+    label: "bare",
+    url: `${bareBase}${path}`,
+    pid: bare.child.pid!,
+    headers: [],
+  });
   const scenarios: Scenario[] = [
     {
       name: "list",
-      description: `GET ${listPath} (${MACHINES} machines, admin token; ${fromDaemon.body.length} B JSON)`,
-      headers: [`Authorization: ${auth.authorization}`],
-      bootfleet: { label: "daemon", url: `${daemonBase}${listPath}`, pid: daemon.pid! },
-      bare: { label: "bare", url: `${bareBase}${listPath}`, pid: bare.child.pid! },
+      description: `GET ${LIST_PATH} (${MACHINES} machines, admin token; ${daemon.list.body.length} B JSON)`,
+      targets: {
+        bootfleet: {
+          label: "daemon",
+          url: `${daemon.base}${LIST_PATH}`,
+          pid: daemon.pid,
+          headers: [`Authorization: ${daemon.auth}`],
+        },
+        bare: bareTarget(LIST_PATH),
+        ...(ref
+          ? {
+              ref: {
+                label: `daemon at ${refCommit}`,
+                url: `${ref.base}${LIST_PATH}`,
+                pid: ref.pid,
+                headers: [`Authorization: ${ref.auth}`],
+              },
+            }
+          : {}),
+      },
     },
     {
       name: "boot-discovery",
-      description: `GET /boot/<mac>/<token>, unknown MAC: discovery script (${discovery.body.length} B)`,
-      headers: [],
-      bootfleet: { label: "daemon", url: `${daemonBase}${discoveryPath}`, pid: daemon.pid! },
-      bare: { label: "bare", url: `${bareBase}${discoveryPath}`, pid: bare.child.pid! },
+      description: `GET /boot/<mac>/<token>, unknown MAC: discovery script (${daemon.discovery.body.length} B)`,
+      targets: {
+        bootfleet: {
+          label: "daemon",
+          url: `${daemon.base}${daemon.discoveryPath}`,
+          pid: daemon.pid,
+          headers: [],
+        },
+        bare: bareTarget(daemon.discoveryPath),
+        ...(ref
+          ? {
+              ref: {
+                label: `daemon at ${refCommit}`,
+                url: `${ref.base}${ref.discoveryPath}`,
+                pid: ref.pid,
+                headers: [],
+              },
+            }
+          : {}),
+      },
     },
   ];
 
   const results: Measurement[] = [];
   if (ONLY && !scenarios.some((s) => s.name === ONLY))
     throw new Error(`--only ${ONLY}: no such scenario`);
+  const servers: Server[] = ref ? ["bootfleet", "bare", "ref"] : ["bootfleet", "bare"];
   for (const s of scenarios.filter((x) => !ONLY || x.name === ONLY)) {
     for (let rep = 1; rep <= REPS; rep++) {
-      // ABBA order, so a drift in the machine's other load falls on both sides.
-      const order: ("bootfleet" | "bare")[] =
-        rep % 2 ? ["bootfleet", "bare"] : ["bare", "bootfleet"];
+      // ABBA order (ABC CBA), so a drift in the machine's other load falls on every side.
+      const order = rep % 2 ? servers : [...servers].reverse();
       for (const which of order) {
         const m = await measure(s, which, rep);
         results.push(m);
@@ -448,6 +527,7 @@ async function main() {
       cwd: ROOT,
       encoding: "utf8",
     }).trim(),
+    compare: refCommit,
     loadavg_after: load,
     duration_s: DURATION,
     warmup_s: WARMUP,
@@ -460,35 +540,42 @@ async function main() {
 
   const lines: string[] = [];
   lines.push(
-    `Machine: ${env.cpu}; Node ${env.node}; ${env.wrk}; commit ${env.commit}; load average at the end ${env.loadavg_after}.`,
-    `wrk -t${THREADS} -c${CONNECTIONS}, ${DURATION} s per measurement after ${WARMUP} s of warm-up, ${REPS} reps (ABBA order). Median of the reps; each rep below.`,
+    `Machine: ${env.cpu}; Node ${env.node}; ${env.wrk}; commit ${env.commit}${refCommit ? ` (against ${refCommit})` : ""}; load average at the end ${env.loadavg_after}.`,
+    `wrk -t${THREADS} -c${CONNECTIONS}, ${DURATION} s per measurement after ${WARMUP} s of warm-up, ${REPS} reps (ABBA order). Median of the reps (min–max); each rep below.`,
     "",
   );
   const measured = scenarios.filter((x) => !ONLY || x.name === ONLY);
   for (const s of measured)
-    lines.push(`- **${s.name}**: ${s.description}; bootfleet = ${s.bootfleet.label}`);
+    lines.push(`- **${s.name}**: ${s.description}; bootfleet = ${s.targets.bootfleet.label}`);
   lines.push(
     "",
-    "| scenario | server | req/s | p50 ms | p99 ms | server CPU µs/req | bare ÷ bootfleet req/s | bootfleet ÷ bare p99 | CPU/req ratio |",
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| scenario | server | req/s median (min–max) | p50 ms | p99 ms | server CPU µs/req | ÷ bare req/s, median (per rep) | CPU/req ÷ bare |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
   );
-  const med = (sc: string, server: string, k: keyof Measurement) =>
-    median(
-      results.filter((r) => r.scenario === sc && r.server === server).map((r) => r[k] as number),
-    );
+  const of = (sc: string, server: Server) =>
+    results.filter((r) => r.scenario === sc && r.server === server);
+  const med = (sc: string, server: Server, k: keyof Measurement) =>
+    median(of(sc, server).map((r) => r[k] as number));
   for (const s of measured) {
-    const pick = (server: string) => ({
-      rps: Math.round(med(s.name, server, "rps")),
-      p50: med(s.name, server, "p50_ms").toFixed(2),
-      p99: med(s.name, server, "p99_ms").toFixed(2),
-      cpu: Math.round(med(s.name, server, "server_cpu_us_per_req")),
-    });
-    const bf = pick("bootfleet");
-    const ba = pick("bare");
-    lines.push(
-      `| ${s.name} | bootfleet (${s.bootfleet.label}) | ${bf.rps} | ${bf.p50} | ${bf.p99} | ${bf.cpu} | ${(ba.rps / bf.rps).toFixed(2)}× | ${(Number(bf.p99) / Number(ba.p99)).toFixed(2)}× | ${(bf.cpu / ba.cpu).toFixed(2)}× |`,
-      `| ${s.name} | bare Hono | ${ba.rps} | ${ba.p50} | ${ba.p99} | ${ba.cpu} | | | |`,
-    );
+    for (const server of servers) {
+      const rs = of(s.name, server);
+      const rps = rs.map((r) => r.rps);
+      const cpu = med(s.name, server, "server_cpu_us_per_req");
+      const bareRps = new Map(of(s.name, "bare").map((r) => [r.rep, r.rps]));
+      const perRep = rs.map((r) => r.rps / bareRps.get(r.rep)!);
+      const vsBare =
+        server === "bare"
+          ? ""
+          : `${median(perRep).toFixed(2)} (${perRep.map((x) => x.toFixed(2)).join(", ")})`;
+      const cpuVsBare =
+        server === "bare"
+          ? ""
+          : `${(cpu / med(s.name, "bare", "server_cpu_us_per_req")).toFixed(2)}×`;
+      const label = server === "bare" ? "bare Hono" : `bootfleet (${s.targets[server]!.label})`;
+      lines.push(
+        `| ${s.name} | ${label} | ${Math.round(median(rps))} (${Math.min(...rps)}–${Math.max(...rps)}) | ${med(s.name, server, "p50_ms").toFixed(2)} | ${med(s.name, server, "p99_ms").toFixed(2)} | ${Math.round(cpu)} | ${vsBare} | ${cpuVsBare} |`,
+      );
+    }
   }
   lines.push(
     "",

@@ -1,4 +1,4 @@
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import type { Logger } from "pino";
 import type { Store } from "../store/index.js";
 import { TokenService } from "./auth/tokens.js";
@@ -16,6 +16,7 @@ import {
   type RouteDef,
   type RouteModule,
 } from "./route.js";
+import { MemoRouter } from "./router.js";
 import { installEventAuth } from "./routes/events.js";
 import { installMetrics } from "./routes/metrics.js";
 import { ROUTE_MODULES } from "./routes.js";
@@ -71,9 +72,9 @@ export function createApi(deps: AppDeps): { app: Hono<ApiEnv>; routes: readonly 
     directories: deps.directories ?? {},
     initialPasswordFile: deps.initialPasswordFile,
   };
-  const app = new Hono<ApiEnv>();
+  const app = new Hono<ApiEnv>({ router: new MemoRouter() });
   app.use("*", requestId());
-  app.use("*", async (c, next) => {
+  const logRequest: MiddlewareHandler<ApiEnv> = async (c, next) => {
     const started = performance.now();
     await next();
     deps.log.debug(
@@ -86,7 +87,10 @@ export function createApi(deps: AppDeps): { app: Hono<ApiEnv>; routes: readonly 
       },
       "request",
     );
-  });
+  };
+  // The request line is logged at debug level only: nothing to time or build otherwise, and
+  // not async then, so that it hands next()'s promise on without a turn of its own.
+  app.use("*", (c, next) => (deps.log.isLevelEnabled("debug") ? logRequest(c, next) : next()));
 
   // Services' own middleware and /metrics, before the routes they wrap.
   installMetrics(app, apiDeps.services.metrics);

@@ -82,13 +82,15 @@ class LabelBounds<L extends string> {
     const v = raw === undefined ? "" : String(raw);
     const spec = this.#specs[label]!;
     if (Array.isArray(spec)) return spec.includes(v) ? v : OTHER;
-    if (PER_MACHINE.some((re) => re.test(v))) return OTHER;
     let seen = this.#seen.get(label);
     if (!seen) {
       seen = new Set();
       this.#seen.set(label, seen);
     }
+    // A value seen before passed the per-machine patterns then: not tested again on every
+    // record (six regular expressions per label per API request).
     if (seen.has(v)) return v;
+    if (PER_MACHINE.some((re) => re.test(v))) return OTHER;
     if (seen.size >= (spec as { maxValues: number }).maxValues) return OTHER;
     seen.add(v);
     return v;

@@ -125,3 +125,17 @@ t.test("the token's and the session's times still apply to a kept token", async 
   t.equal(ended.status, 401, "at the session's end, with no write in between");
   t.match(ended.json.detail, /session expired/);
 });
+
+t.test("kept(): only a token verified already, and only until the next write", async (t) => {
+  const api = makeApi(t);
+  const user = await addUser(api, "vic", "viewer");
+  const token = await tokenFor(api, user);
+  t.equal(api.tokens.kept(token), undefined, "not verified yet");
+  const caller = await api.tokens.verifyAccess(token);
+  t.same(api.tokens.kept(token), caller, "kept once verified");
+  api.store.users.update(user.id, { status: "disabled" });
+  t.equal(api.tokens.kept(token), undefined, "a write: verified again");
+  const refused = await api.tokens.verifyAccess(token).catch((err: unknown) => err);
+  t.equal((refused as { status?: number }).status, 401, "and refused");
+  t.equal(api.tokens.kept(token), undefined, "a refused token is not kept");
+});
