@@ -10,6 +10,9 @@
 // --compare DIR adds "bootfleet (DIR)": the serve-bootfleet.ts of another checkout (e.g. one made
 // with `git archive main src bench | tar -x -C DIR`, node_modules linked), measured interleaved
 // with the rest, so a change is judged against its own before under the same load.
+// --node-flags "A B" passes V8/Node flags (space-separated) to this checkout's bootfleet server
+// only, so a flag is judged against --compare's server without it, or to attach a profiler;
+// --node-env "K=V K2=V2" likewise sets environment variables for that server only.
 //
 // Needs root and, on Debian, tftpd-hpa (apt-get install -y tftpd-hpa), dnsmasq-base, iproute2.
 // dnsmasq's TFTP has no option for its listening port (always 69), so every server and every
@@ -32,6 +35,12 @@ const SOURCE = opt("file", "/usr/lib/ipxe/snponly.efi");
 const FILE = basename(SOURCE);
 const HERE = new URL(".", import.meta.url).pathname;
 const COMPARE = opt("compare", "");
+const NODE_FLAGS = opt("node-flags", "")
+  .split(" ")
+  .filter((f) => f !== "");
+const NODE_ENV = opt("node-env", "")
+  .split(" ")
+  .filter((f) => f !== "");
 const NS = `bf-tftpbench-${process.pid}`;
 const inNs = (argv: string[]) => ["netns", "exec", NS, ...argv];
 
@@ -168,7 +177,11 @@ const bootfleet = (shareFiles: boolean, checkout?: string): Server => ({
     const child = spawn(
       "ip",
       inNs([
+        // env(1) in the namespace: `ip netns exec` passes the environment on, but only this
+        // server is to get these variables.
+        ...(checkout || NODE_ENV.length === 0 ? [] : ["env", ...NODE_ENV]),
         process.execPath,
+        ...(checkout ? [] : NODE_FLAGS),
         "--import",
         "tsx",
         checkout
@@ -391,7 +404,9 @@ async function main(): Promise<void> {
       ["bootfleet-noshare", bootfleet(false)],
     ];
     const measured = all.filter(([k]) => ONLY.includes(k)).map(([, s]) => s);
-    if (COMPARE) measured.splice(1, 0, bootfleet(true, COMPARE));
+    // --compare-first runs DIR's server before this checkout's in every rep, for pairs in both
+    // orders (the first of two back-to-back runs can see a different machine than the second).
+    if (COMPARE) measured.splice(args.has("compare-first") ? 0 : 1, 0, bootfleet(true, COMPARE));
     rows.push(...(await measureAll(measured, dir)));
     if (COMPARE || ONLY.length < all.length || SCENARIOS.length < ALL_SCENARIOS.length) return;
 

@@ -128,13 +128,17 @@ export class FileStore {
     };
   }
 
-  /** `path` must already be a real path (no symlinks): the last component is opened O_NOFOLLOW. */
-  async open(path: string, mode: "octet" | "netascii"): Promise<OpenResult> {
+  /**
+   * `path` must already be a real path (no symlinks): the last component is opened O_NOFOLLOW.
+   * `seen`: an lstat of `path` the caller has just taken (resolve.ts does for names straight in
+   * the root), used for the cache check in place of one more.
+   */
+  async open(path: string, mode: "octet" | "netascii", seen?: Stats): Promise<OpenResult> {
     // The common case in a boot storm: the version in memory is still the file on disk. One
     // lstat says so, instead of open, fstat and close (each a trip through libuv's thread pool).
     // Anything else (first request, a changed file, a symlink, an error) takes the open path
     // below, which decides and words the answer.
-    const cached = this.#opts.share ? await this.#cachedVersion(path) : undefined;
+    const cached = this.#opts.share ? await this.#cachedVersion(path, seen) : undefined;
     if (cached !== undefined) {
       try {
         return { ok: true, source: await this.#share(cached, mode) };
@@ -192,11 +196,11 @@ export class FileStore {
   }
 
   /** The cached entry for the file now at `path` (not followed if a symlink), if any. */
-  async #cachedVersion(path: string): Promise<MemoryEntry | undefined> {
+  async #cachedVersion(path: string, seen: Stats | undefined): Promise<MemoryEntry | undefined> {
     if (this.#memory.size === 0) return undefined;
     let st: Stats;
     try {
-      st = await lstat(path);
+      st = seen ?? (await lstat(path));
     } catch {
       return undefined;
     }

@@ -316,7 +316,7 @@ async function openRequested(
     };
   }
   const mode = request.mode === "netascii" ? "netascii" : "octet";
-  const opened = await files.store.open(resolved.path, mode);
+  const opened = await files.store.open(resolved.path, mode, resolved.stats);
   if (!opened.ok) {
     const message =
       opened.errorCode === ERR_ACCESS_VIOLATION

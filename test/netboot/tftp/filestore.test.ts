@@ -2,7 +2,7 @@
 // fast path), and any change to the file, its contents or its inode's metadata, is a new version.
 
 import { randomBytes } from "node:crypto";
-import { chmod, rename, symlink, utimes, writeFile } from "node:fs/promises";
+import { chmod, lstat, rename, symlink, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
 import { FileStore } from "../../../src/netboot/tftp/filestore.js";
@@ -58,4 +58,27 @@ t.test("a symlink put where the file was is not followed from the cache", async 
   const r = await s.open(path, "octet");
   t.equal(r.ok, false);
   if (!r.ok) t.equal(r.errorCode, ERR_ACCESS_VIOLATION, "refused as the open path refuses it");
+});
+
+t.test("an lstat the caller has just taken is the one the cache check uses", async (t) => {
+  const dir = await makeTempDir(t, "seen");
+  const path = join(dir, "f");
+  const v1 = randomBytes(3000);
+  await writeFile(path, v1);
+  const s = store();
+  await bytesOf(s, path);
+  const seenV1 = await lstat(path);
+  // The file changes between the caller's lstat and open: the store answers for the version
+  // the caller saw (the same race as between its own lstat and serving), not with a second lstat.
+  const v2 = randomBytes(3000);
+  await writeFile(join(dir, "g"), v2);
+  await rename(join(dir, "g"), path);
+  const r = await s.open(path, "octet", seenV1);
+  t.ok(r.ok);
+  if (r.ok) {
+    t.ok(Buffer.from(await r.source.read(0, r.source.size)).equals(v1), "served from memory");
+    r.source.release();
+  }
+  t.equal(s.stats().fileLoads, 1, "no second read from disk");
+  t.ok((await bytesOf(s, path)).equals(v2), "without it, the store looks for itself");
 });

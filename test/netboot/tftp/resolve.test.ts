@@ -1,6 +1,6 @@
 // Name policy and confinement to the TFTP root, on a real temporary folder with real symlinks.
 
-import { mkdir, symlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
 import { normaliseTftpName, resolveTftpPath } from "../../../src/netboot/tftp/resolve.js";
@@ -72,4 +72,36 @@ t.test("resolution inside a root", async (t) => {
 
   const deadAlias = await resolveTftpPath("gone.efi", ctx);
   t.ok(!deadAlias.ok && deadAlias.errorCode === 1);
+});
+
+t.test("a regular file straight in the root is resolved by one lstat, handed on", async (t) => {
+  const base = await makeTempDir(t, "resolve-lstat");
+  const root = join(base, "root");
+  await mkdir(join(root, "sub"), { recursive: true });
+  await writeFile(join(root, "snponly.efi"), "x");
+  await writeFile(join(root, "sub", "file.bin"), "y");
+  await writeFile(join(base, "secret"), "s");
+  await symlink(join(base, "secret"), join(root, "escape"));
+  await symlink("snponly.efi", join(root, "link.efi"));
+  const ctx = { realRoot: root, aliases: new Map<string, string>(), maxNameLength: 255 };
+
+  const plain = await resolveTftpPath("/snponly.efi", ctx);
+  t.ok(plain.ok && plain.path === join(root, "snponly.efi"));
+  const st = await lstat(join(root, "snponly.efi"));
+  t.ok(
+    plain.ok && plain.stats?.isFile() && plain.stats.ino === st.ino,
+    "its lstat comes with it, for the file store's cache check",
+  );
+
+  // Everything else takes the realpath way and carries no Stats: the store takes its own.
+  const viaLink = await resolveTftpPath("link.efi", ctx);
+  t.ok(viaLink.ok && viaLink.path === join(root, "snponly.efi") && viaLink.stats === undefined);
+  const nested = await resolveTftpPath("sub/file.bin", ctx);
+  t.ok(nested.ok && nested.stats === undefined);
+  const outward = await resolveTftpPath("escape", ctx);
+  t.ok(!outward.ok && outward.errorCode === 2, "a symlink leading out is still refused");
+  const dir = await resolveTftpPath("sub", ctx);
+  t.ok(dir.ok && dir.stats === undefined, "a directory is left to the store, as before");
+  const missing = await resolveTftpPath("nothing.efi", ctx);
+  t.ok(!missing.ok && missing.errorCode === 1 && !missing.refused, "missing: file not found");
 });
