@@ -10,6 +10,7 @@
 //        [--keep-snap | --snap DIR]   (keep the built bootfleet for the next run / use a kept one)
 //        [--daemon-log FILE]   (bootfleetd's log lines after its side, its last 200 KB)
 //        [--tftp-max-transfers N]   (bootfleetd's tftp.max_transfers; its default is 200)
+//        [--uv-threads N]   (bootfleetd's UV_THREADPOOL_SIZE; unset: libuv's 4)
 //
 // Needs root, iproute2, tgt, dnsmasq-base, tftpd-hpa, nginx-light, python3, xfsprogs, fincore.
 // Layout: server namespace with br0 (10.98.0.1/16); client namespace with eth0 (veth to br0)
@@ -73,6 +74,9 @@ const DAEMON_LOG = opt("daemon-log", "");
 // unanswered until the PC resends it (before branch tftp3 it was answered "Server busy", which a
 // PXE ROM takes as the end of its network boot).
 const TFTP_MAX = args.has("tftp-max-transfers") ? args.positiveInt("tftp-max-transfers", 200) : 0;
+// The servers get only PATH and what is passed here (bench/lib/netns.ts), so the pool size
+// of the shell that runs the bench never reaches bootfleetd.
+const UV_THREADS = args.has("uv-threads") ? args.positiveInt("uv-threads", 4) : 0;
 if (!(N >= 1 && N <= 500)) throw new Error("--clients: 1 to 500 (the bench is bounded)");
 if (!(BOOTSET_MIB > 0 && BOOTSET_MIB <= 68)) throw new Error("--bootset-mib: above 0, at most 68");
 
@@ -412,6 +416,7 @@ async function startBootfleet(snap: string, data: string): Promise<Proc> {
       BOOTFLEET_ISCSI_TGT_CONF_DIR: join(WORK, "tgt-conf"),
       BOOTFLEET_LOG_LEVEL: "info",
       ...(TFTP_MAX ? { BOOTFLEET_TFTP_MAX_TRANSFERS: String(TFTP_MAX) } : {}),
+      ...(UV_THREADS ? { UV_THREADPOOL_SIZE: String(UV_THREADS) } : {}),
     },
     snap,
   );
