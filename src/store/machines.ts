@@ -1,5 +1,7 @@
+import type Database from "better-sqlite3";
 import type { Db } from "./db.js";
 import { type ListPage, type ListQuery, sortColumns } from "./list.js";
+import { type BootViewRow, MacIndex } from "./mac-index.js";
 import type { Seen } from "./pending-offers.js";
 import { Table } from "./table.js";
 import { nowIso } from "./util.js";
@@ -159,20 +161,62 @@ export interface SeenQueue {
 }
 
 export class MachinesRepo extends Table<Machine> {
+  /** bootViewByMac's answers from memory (store/mac-index.ts); undefined: from SQLite. */
+  readonly #index: MacIndex | undefined;
+  /** Set while recordSeen inserts: it tells the index what it wrote. */
+  #tellingIndex = false;
+
   /**
    * pendingWrites: the offers and sightings not yet written (offers count boots:
    * boot_count, last_boot, updated_at, and end sessions: is_online; sightings set
    * last_seen), written before any read of a row. seenQueue: where touchSeen queues a
-   * sighting (without one, touchSeen writes it at once).
+   * sighting (without one, touchSeen writes it at once). dataVersion: SQLite's
+   * data_version, read at most once per turn (Store), which lets bootViewByMac answer
+   * from memory; without it, each look-up is a query.
    */
   constructor(
     db: Db,
     clock: () => number = Date.now,
     pendingWrites?: () => void,
     private readonly seenQueue?: SeenQueue,
+    dataVersion?: () => number,
   ) {
     super(db, "machines", WRITABLE, clock);
     this.pendingWrites = pendingWrites;
+    if (dataVersion) {
+      this.#index = new MacIndex(
+        () =>
+          this.prepared(
+            "SELECT id, mac_address, status, boot_action, last_seen FROM machines",
+          ).all() as BootViewRow[],
+        dataVersion,
+      );
+    }
+  }
+
+  /** Every statement of this repository that writes leaves the MAC index to be reloaded. */
+  protected override stmt(sql: string): Database.Statement {
+    const s = super.stmt(sql);
+    if (!s.readonly && !this.#tellingIndex) this.#index?.invalidate();
+    return s;
+  }
+
+  /** A failed transaction may have told the index of writes it then rolled back. */
+  protected override transaction<T>(fn: () => T): T {
+    try {
+      return super.transaction(fn);
+    } catch (err) {
+      this.#index?.invalidate();
+      throw err;
+    }
+  }
+
+  /**
+   * The queue's write failed and rolled back (store/index.ts): the index may hold a
+   * last_seen that was not written.
+   */
+  seenWriteFailed(): void {
+    this.#index?.invalidate();
   }
 
   create(m: NewMachine): Machine {
@@ -251,11 +295,24 @@ export class MachinesRepo extends Table<Machine> {
     // Without writing the queue first: the DHCP path does not write the offers of the
     // requests before it (that would be a transaction per request again), and no offer
     // changes these columns. A sighting changes last_seen: the queued one is read instead.
-    const view = this.prepared(
-      "SELECT id, status, boot_action, last_seen FROM machines WHERE mac_address = ?",
-    ).get(mac) as MachineBootView | undefined;
+    let view: MachineBootView | undefined;
+    if (this.#index && !this.db.inTransaction) {
+      const row = this.#index.get(mac);
+      // A copy: the caller may change it, the index's row must not.
+      view = row && {
+        id: row.id,
+        status: row.status as MachineStatus,
+        boot_action: row.boot_action as BootAction,
+        last_seen: row.last_seen,
+      };
+    } else {
+      // Inside a transaction the rows may yet be rolled back: the index is not loaded from them.
+      view = this.prepared(
+        "SELECT id, status, boot_action, last_seen FROM machines WHERE mac_address = ?",
+      ).get(mac) as MachineBootView | undefined;
+    }
     const queued = view && this.seenQueue?.seenAt(view.id);
-    if (queued) view.last_seen = queued;
+    if (view && queued) view.last_seen = queued;
     return view;
   }
 
@@ -286,7 +343,10 @@ export class MachinesRepo extends Table<Machine> {
          client_uuid = coalesce(@client_uuid, client_uuid),
          vendor_class = coalesce(@vendor_class, vendor_class) WHERE id = @machine_id`,
     );
-    for (const s of seen) update.run(s);
+    for (const s of seen) {
+      update.run(s);
+      this.#index?.seenWritten(s.machine_id, s.at);
+    }
   }
 
   getByMac(mac: string): Machine | undefined {
@@ -301,6 +361,22 @@ export class MachinesRepo extends Table<Machine> {
    * The look-up and the write share one transaction.
    */
   recordSeen(d: Discovery): { machine: Machine; created: boolean } {
+    // The insert does not leave the index to be reloaded: it is told of the new row after
+    // the commit (a discovery a second in a storm would otherwise reload every machine).
+    // Inside another's transaction, which may yet roll back, it is reloaded as for any write.
+    const keepIndex = this.#index?.loaded === true && !this.db.inTransaction;
+    this.#tellingIndex = keepIndex;
+    let result: { machine: Machine; created: boolean };
+    try {
+      result = this.#recordSeen(d);
+    } finally {
+      this.#tellingIndex = false;
+    }
+    if (keepIndex && result.created) this.#index?.added(result.machine);
+    return result;
+  }
+
+  #recordSeen(d: Discovery): { machine: Machine; created: boolean } {
     return this.transaction(() => {
       const now = nowIso(this.clock);
       const existing = this.getByMac(d.mac_address);
