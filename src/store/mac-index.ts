@@ -60,7 +60,13 @@ export class MacIndex {
   added(row: BootViewRow): void {
     const byMac = this.#byMac;
     if (!byMac) return;
-    const copy = { ...row };
+    const copy: BootViewRow = {
+      id: row.id,
+      mac_address: row.mac_address,
+      status: row.status,
+      boot_action: row.boot_action,
+      last_seen: row.last_seen,
+    };
     byMac.set(copy.mac_address, copy);
     this.#byId.set(copy.id, copy);
   }

@@ -151,6 +151,16 @@ export interface Discovery {
   vendor_class: string | null;
 }
 
+/**
+ * A MAC the store does not know, written down as discovered (named after its MAC, so an
+ * admin can rename it); nothing when the MAC is known (recordSeen then updates that one).
+ */
+const INSERT_DISCOVERED = `INSERT INTO machines (name, mac_address, status, client_arch, client_uuid,
+    vendor_class, first_seen, last_seen, created_at, updated_at)
+  VALUES (@name, @mac_address, 'discovered', @client_arch, @client_uuid, @vendor_class, @now,
+    @now, @now, @now)
+  ON CONFLICT (mac_address) DO NOTHING RETURNING *`;
+
 /** What the proxy-DHCP reads of a machine (MachinesRepo.bootViewByMac). */
 export type MachineBootView = Pick<Machine, "id" | "status" | "boot_action" | "last_seen">;
 
@@ -163,8 +173,6 @@ export interface SeenQueue {
 export class MachinesRepo extends Table<Machine> {
   /** bootViewByMac's answers from memory (store/mac-index.ts); undefined: from SQLite. */
   readonly #index: MacIndex | undefined;
-  /** Set while recordSeen inserts: it tells the index what it wrote. */
-  #tellingIndex = false;
 
   /**
    * pendingWrites: the offers and sightings not yet written (offers count boots:
@@ -197,7 +205,7 @@ export class MachinesRepo extends Table<Machine> {
   /** Every statement of this repository that writes leaves the MAC index to be reloaded. */
   protected override stmt(sql: string): Database.Statement {
     const s = super.stmt(sql);
-    if (!s.readonly && !this.#tellingIndex) this.#index?.invalidate();
+    if (!s.readonly) this.#index?.invalidate();
     return s;
   }
 
@@ -224,7 +232,14 @@ export class MachinesRepo extends Table<Machine> {
   }
 
   countByStatus(status: MachineStatus): number {
-    return this.count("status = @status", { status });
+    // Without writing the queue first: the discovery asks it before each new machine, and
+    // neither an offer nor a sighting changes a status (a write of the queue per discovery
+    // was a transaction each in a storm of new PCs).
+    return (
+      this.prepared("SELECT count(*) AS n FROM machines WHERE status = ?").get(status) as {
+        n: number;
+      }
+    ).n;
   }
 
   getRow(id: number): MachineRow | undefined {
@@ -361,19 +376,25 @@ export class MachinesRepo extends Table<Machine> {
    * The look-up and the write share one transaction.
    */
   recordSeen(d: Discovery): { machine: Machine; created: boolean } {
-    // The insert does not leave the index to be reloaded: it is told of the new row after
-    // the commit (a discovery a second in a storm would otherwise reload every machine).
-    // Inside another's transaction, which may yet roll back, it is reloaded as for any write.
-    const keepIndex = this.#index?.loaded === true && !this.db.inTransaction;
-    this.#tellingIndex = keepIndex;
-    let result: { machine: Machine; created: boolean };
-    try {
-      result = this.#recordSeen(d);
-    } finally {
-      this.#tellingIndex = false;
+    // A new MAC, what the discovery asks for: one statement, its own transaction, without
+    // writing the queue first (no offer or sighting can be queued for a machine that does
+    // not exist yet) and without reloading the MAC index (told of the row instead). It was
+    // the queue's write, a look-up, the insert and a read back, in two transactions.
+    const created = this.prepared(INSERT_DISCOVERED).get({
+      name: `pc-${d.mac_address.replace(/:/g, "")}`,
+      mac_address: d.mac_address,
+      client_arch: d.client_arch,
+      client_uuid: d.client_uuid,
+      vendor_class: d.vendor_class,
+      now: nowIso(this.clock),
+    }) as Machine | undefined;
+    if (created) {
+      // Inside another's transaction, which may yet roll back, the index is reloaded instead.
+      if (this.db.inTransaction) this.#index?.invalidate();
+      else this.#index?.added(created);
+      return { machine: created, created: true };
     }
-    if (keepIndex && result.created) this.#index?.added(result.machine);
-    return result;
+    return this.#recordSeen(d);
   }
 
   #recordSeen(d: Discovery): { machine: Machine; created: boolean } {

@@ -211,3 +211,29 @@ t.test("no SQL outside MachinesRepo writes the columns the index holds", async (
     );
   }
 });
+
+t.test("a discovery writes neither the queue nor reloads the index", async (t) => {
+  const store = openStore(t);
+  const discovery = new Discovery({ store, log: pino({ level: "silent" }) });
+  const first = discover(discovery, "02:00:00:00:00:0a");
+  store.pendingOffers.add({
+    machine_id: first!.id,
+    server_ip: "10.0.0.1",
+    boot_method: "bios",
+    at: new Date().toISOString(),
+  });
+  const second = discover(discovery, "02:00:00:00:00:0b");
+  t.match(second, { status: "discovered" });
+  t.not(second?.id, first?.id);
+  t.equal(store.pendingOffers.size, 1, "the first machine's offer still waits, for the batch");
+  t.equal(store.machines.bootViewByMac("02:00:00:00:00:0b")?.id, second?.id);
+  // What the API reads has both: the offer (written by its read) and the new machine.
+  t.match(store.machines.get(first!.id), { boot_count: 1 });
+  t.match(store.machines.getByMac("02:00:00:00:00:0b"), {
+    status: "discovered",
+    name: "pc-02000000000b",
+    first_seen: second?.last_seen,
+    client_arch: 0,
+    vendor_class: null,
+  });
+});
