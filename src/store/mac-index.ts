@@ -16,8 +16,9 @@ export interface BootViewRow {
  *   that writes (an insert, an update, a delete), and after a transaction of its that
  *   failed; the next look-up reloads the table. Two writes keep it instead, since they
  *   tell it what they wrote: a machine the discovery created (`added`) and the last_seen
- *   the proxy-DHCP's queue wrote (`seenWritten`). No other statement in the store writes
- *   these columns (test/store/mac-index.test.ts checks the store's SQL for it).
+ *   the proxy-DHCP's queue wrote (`seenWritten`). No other SQL of src/ writes these
+ *   columns (test/store/mac-index.test.ts checks it). A raw write through `store.db` in this
+ *   process would go unseen: none is made outside the store's repositories.
  * - Another process's commit (the `bootfleet` command, an admin's sqlite3): SQLite's
  *   data_version, which `dataVersion` reads once per turn of the event loop (as
  *   `Store.generation()` does); a changed one reloads the table. So another process's

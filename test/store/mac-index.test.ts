@@ -171,11 +171,15 @@ t.test("MacIndex: loads once, reloads when data_version moves or it is invalidat
 // The index follows the writes MachinesRepo makes. These check that no other SQL of the
 // store writes the columns it holds, now or after a later change.
 t.test("no SQL outside MachinesRepo writes the columns the index holds", async (t) => {
-  const dir = join(import.meta.dirname, "../../src/store");
+  // All of src/: a room holding `store.db` could write SQL past the repositories too.
+  const dir = join(import.meta.dirname, "../../src");
   const writes =
     /(UPDATE|INSERT\s+(OR\s+\w+\s+)?INTO|REPLACE\s+INTO|DELETE\s+FROM)\s+machines\b[^`"]*/gi;
-  for (const file of readdirSync(dir)) {
-    if (!file.endsWith(".ts") || file === "machines.ts" || file === "migrations.ts") continue;
+  const files = readdirSync(dir, { recursive: true, encoding: "utf8" });
+  for (const file of files) {
+    if (!/\.tsx?$/.test(file) || file === "store/machines.ts" || file === "store/migrations.ts") {
+      continue;
+    }
     for (const m of readFileSync(join(dir, file), "utf8").matchAll(writes)) {
       t.match(
         m[0].replace(/\s+/g, " "),
