@@ -1,7 +1,7 @@
 // Proxy-DHCP benchmark: the real bootfleetd against dnsmasq in proxy mode, answering PXE
 // DHCPDISCOVERs of 1,000 distinct MACs sent by loadgen.py from a client namespace.
 //
-//   node --import tsx bench/dhcp/run.ts [--reps 3] [--ref HEAD] [--macs 1000] [--window 32]
+//   node --import tsx bench/dhcp/run.ts [--reps 3] [--ref HEAD | --refs A,B] [--macs 1000] [--window 32]
 //        [--rates 250,500,1000,2000,4000] [--step-seconds 2] [--cpu-prof DIR]
 //        [--cpu-prof-interval US] [--json FILE]
 //
@@ -18,6 +18,9 @@
 //           storm: PCs last seen the day before), then the same pass; each request now
 //           also updates last_seen, where "known" (seen a second ago) skips it
 //   ramp    open loop over the same MACs at each of --rates for --step-seconds
+// --refs A,B: both builds in the same run, each round A, dnsmasq, B (B first in every second
+// round), so each is compared with the dnsmasq runs of the same minutes: an A/B pair whose
+// two sides meet the same moments of a shared VM. Reported per ref, and round by round.
 // bootfleet is built from a `git archive` of --ref into a temporary folder (tsc with the
 // project's tsconfig.build.json, then bin/bootfleetd.js), so helpers editing src/ in this
 // checkout neither break the build nor change what is measured. Everything made here (both
@@ -26,7 +29,7 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { benchArgs } from "../lib/args.js";
 import { topOfProfile } from "../lib/cpu-profile.js";
 import {
@@ -42,7 +45,10 @@ import { buildSnapshot as buildRefSnapshot } from "../lib/snapshot.js";
 const args = benchArgs();
 const opt = args.str;
 const REPS = Number(opt("reps", "3"));
-const REF = opt("ref", "HEAD");
+const REFS = opt("refs", "")
+  .split(",")
+  .filter((r) => r !== "");
+if (REFS.length === 0) REFS.push(opt("ref", "HEAD"));
 const MACS = Number(opt("macs", "1000"));
 const WINDOW = Number(opt("window", "32"));
 const RATES = opt("rates", "250,500,1000,2000,4000").split(",").map(Number);
@@ -97,10 +103,9 @@ function makeLan(): void {
   });
 }
 
-/** bootfleet as committed at REF, built into WORK/snap (see bench/lib/snapshot.ts). */
-function buildSnapshot(): string {
-  const snap = join(WORK, "snap");
-  const commit = buildRefSnapshot(REPO, REF, snap, log);
+/** bootfleet as committed at ref, built into snap (see bench/lib/snapshot.ts). */
+function buildSnapshot(ref: string, snap: string): string {
+  const commit = buildRefSnapshot(REPO, ref, snap, log);
   if (PATCH_SEND_INTERVAL !== "") {
     const file = join(snap, "dist/netboot/dhcp/transport.js");
     const before = readFileSync(file, "utf8");
@@ -182,7 +187,7 @@ function spawnIn(cmd: string, args: string[], env: Record<string, string>, cwd: 
 }
 
 function startBootfleet(snap: string, rep: number, profile: boolean): Running {
-  const dataDir = join(WORK, `data-${rep}`);
+  const dataDir = join(WORK, `data-${rep}-${basename(snap)}`);
   mkdirSync(dataDir);
   const nodeArgs = profile ? ["--cpu-prof", `--cpu-prof-dir=${CPU_PROF}`] : [];
   if (profile && CPU_PROF_INTERVAL) nodeArgs.push(`--cpu-prof-interval=${CPU_PROF_INTERVAL}`);
@@ -325,6 +330,8 @@ async function ageLastSeen(snap: string, dataDir: string): Promise<number> {
 
 interface Round {
   server: "bootfleet" | "dnsmasq";
+  /** The commit a bootfleet round ran. */
+  commit?: string;
   rep: number;
   probe: ProbeReply;
   passes: Record<string, Pass>;
@@ -335,7 +342,12 @@ interface Round {
   agedByBench?: number;
 }
 
-async function round(server: Round["server"], rep: number, snap: string): Promise<Round> {
+async function round(
+  server: Round["server"],
+  rep: number,
+  snap: string,
+  commit?: string,
+): Promise<Round> {
   const r =
     server === "bootfleet"
       ? startBootfleet(snap, rep, CPU_PROF !== "" && rep === 1)
@@ -345,7 +357,7 @@ async function round(server: Round["server"], rep: number, snap: string): Promis
     const pid = r.proc.pid!;
     const macs = [0, MACS];
     const win = { mode: "window", macs, window: WINDOW, timeout: TIMEOUT_S };
-    const out: Round = { server, rep, probe, passes: {}, ramp: [] };
+    const out: Round = { server, commit, rep, probe, passes: {}, ramp: [] };
     out.passes.new = await measured(pid, win);
     if (r.dataDir) out.recordedAfterNew = await recorded(snap, r.dataDir);
     out.passes.again = await measured(pid, win);
@@ -368,7 +380,7 @@ async function round(server: Round["server"], rep: number, snap: string): Promis
     const rampCpu = processCpuSeconds(pid) - before;
     const rampSeconds = ramp.steps.reduce((s, x) => s + x.seconds, 0);
     log(
-      `${server} #${rep}: ` +
+      `${server}${commit ? ` ${commit.slice(0, 7)}` : ""} #${rep}: ` +
         Object.entries(out.passes)
           .map(
             ([k, p]) =>
@@ -452,6 +464,33 @@ function table(rounds: Round[]): string {
   return lines.join("\n");
 }
 
+/** Each round's ratio of each build to that round's dnsmasq (known, stale: its again). */
+function roundByRound(rounds: Round[], commits: string[]): string {
+  const lines = [
+    "Round by round, bootfleet / the same round's dnsmasq (known and stale: of its again):",
+    "",
+    `| round | ${commits.map((c) => `${c.slice(0, 7)} new / again / known / stale`).join(" | ")} |`,
+    `| ---: | ${commits.map(() => "---").join(" | ")} |`,
+  ];
+  for (let rep = 1; rep <= REPS; rep++) {
+    const dns = rounds.find((r) => r.server === "dnsmasq" && r.rep === rep);
+    if (!dns) continue;
+    const cells = commits.map((c) => {
+      const bf = rounds.find((r) => r.commit === c && r.rep === rep);
+      if (!bf) return "–";
+      return ["new", "again", "known", "stale"]
+        .map((p) => {
+          const d = dns.passes[p] ?? dns.passes.again!;
+          const b = bf.passes[p];
+          return b ? (b.offersPerSec / d.offersPerSec).toFixed(2) : "–";
+        })
+        .join(" / ");
+    });
+    lines.push(`| ${rep} | ${cells.join(" | ")} |`);
+  }
+  return lines.join("\n");
+}
+
 // ---------------------------------------------------------------- main
 
 async function main(): Promise<void> {
@@ -460,14 +499,21 @@ async function main(): Promise<void> {
     execFileSync("sh", ["-c", `command -v ${tool}`], { stdio: "ignore" });
   }
   if (CPU_PROF) mkdirSync(CPU_PROF, { recursive: true });
-  const commit = buildSnapshot();
-  const snap = join(WORK, "snap");
+  const builds = REFS.map((ref, i) => {
+    const snap = join(WORK, i === 0 ? "snap" : `snap-${i}`);
+    return { snap, commit: buildSnapshot(ref, snap) };
+  });
+  const commit = builds.map((b) => b.commit).join(" and ");
+  const snap = builds[0]!.snap;
   makeLan();
   log(`LAN up: ${SERVER_NS} (br0 10.99.0.1) <- veth -> ${CLIENT_NS} (eth0, no address)`);
   const rounds: Round[] = [];
   for (let rep = 1; rep <= REPS; rep++) {
-    for (const server of ["bootfleet", "dnsmasq"] as const) {
-      rounds.push(await round(server, rep, snap));
+    // A, dnsmasq, B; the next round B, dnsmasq, A (one ref: bootfleet, dnsmasq as before).
+    const order = rep % 2 === 1 ? builds : [...builds].reverse();
+    for (const [k, b] of order.entries()) {
+      rounds.push(await round("bootfleet", rep, b.snap, b.commit));
+      if (k === 0) rounds.push(await round("dnsmasq", rep, snap));
     }
   }
   const probes = ["bootfleet", "dnsmasq"].map((s) => {
@@ -485,7 +531,19 @@ async function main(): Promise<void> {
     "",
     `bootfleet recorded, of the ${MACS} MACs: after "new" ${boot.map((r) => r.recordedAfterNew).join(", ")}; after "again" ${boot.map((r) => r.recordedAfterAgain).join(", ")}; the bench then registered the other ${boot.map((r) => r.registeredByBench).join(", ")}, and before "stale" set the last_seen of ${boot.map((r) => r.agedByBench).join(", ")} an hour back`,
     "",
-    table(rounds),
+    ...builds.flatMap((b) => [
+      ...(builds.length > 1 ? [`bootfleet ${b.commit}:`, ""] : []),
+      table(rounds.filter((r) => r.server === "dnsmasq" || r.commit === b.commit)),
+      "",
+    ]),
+    ...(builds.length > 1
+      ? [
+          roundByRound(
+            rounds,
+            builds.map((b) => b.commit),
+          ),
+        ]
+      : []),
   ].join("\n");
   console.log(report);
   if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify({ commit, rounds }, null, 2));

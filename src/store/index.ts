@@ -44,17 +44,25 @@ export class Store {
     clock: () => number = Date.now,
   ) {
     // One transaction for both: a transaction costs more than the rows it writes.
-    this.pendingOffers = new PendingOffers(db, (offers, seen) =>
-      db.transaction(() => {
-        this.machines.writeSeen(seen);
-        if (offers.length > 0) this.sessions.recordOffers(offers);
-      })(),
-    );
+    this.pendingOffers = new PendingOffers(db, (offers, seen) => {
+      try {
+        db.transaction(() => {
+          this.machines.writeSeen(seen);
+          if (offers.length > 0) this.sessions.recordOffers(offers);
+        })();
+      } catch (err) {
+        // Rolled back: the MAC index was told of last_seen values that were not written.
+        this.machines.seenWriteFailed();
+        throw err;
+      }
+    });
     const pendingWrites = () => {
       this.pendingOffers.flush();
     };
     this.users = new UsersRepo(db, clock);
-    this.machines = new MachinesRepo(db, clock, pendingWrites, this.pendingOffers);
+    this.machines = new MachinesRepo(db, clock, pendingWrites, this.pendingOffers, () =>
+      this.#turnDataVersion(),
+    );
     this.images = new ImagesRepo(db, clock);
     this.targets = new TargetsRepo(db, clock);
     this.sessions = new SessionsRepo(db, clock, pendingWrites);
@@ -86,13 +94,21 @@ export class Store {
    */
   generation(): string {
     this.pendingOffers.flush();
+    return `${this.#changes.get() as number}.${this.#turnDataVersion()}`;
+  }
+
+  /**
+   * data_version as read in this turn of the event loop: another connection's commit counts
+   * from the next turn on (the API's cached answers, the proxy-DHCP's MAC index).
+   */
+  #turnDataVersion(): number {
     if (this.#version === undefined) {
       this.#version = this.#dataVersion.get() as number;
       setImmediate(() => {
         this.#version = undefined;
       });
     }
-    return `${this.#changes.get() as number}.${this.#version}`;
+    return this.#version;
   }
 
   static open(opts: OpenStoreOptions, clock?: () => number): Store {

@@ -1,5 +1,7 @@
+import type Database from "better-sqlite3";
 import type { Db } from "./db.js";
 import { type ListPage, type ListQuery, sortColumns } from "./list.js";
+import { type BootViewRow, MacIndex } from "./mac-index.js";
 import type { Seen } from "./pending-offers.js";
 import { Table } from "./table.js";
 import { nowIso } from "./util.js";
@@ -149,6 +151,16 @@ export interface Discovery {
   vendor_class: string | null;
 }
 
+/**
+ * A MAC the store does not know, written down as discovered (named after its MAC, so an
+ * admin can rename it); nothing when the MAC is known (recordSeen then updates that one).
+ */
+const INSERT_DISCOVERED = `INSERT INTO machines (name, mac_address, status, client_arch, client_uuid,
+    vendor_class, first_seen, last_seen, created_at, updated_at)
+  VALUES (@name, @mac_address, 'discovered', @client_arch, @client_uuid, @vendor_class, @now,
+    @now, @now, @now)
+  ON CONFLICT (mac_address) DO NOTHING RETURNING *`;
+
 /** What the proxy-DHCP reads of a machine (MachinesRepo.bootViewByMac). */
 export type MachineBootView = Pick<Machine, "id" | "status" | "boot_action" | "last_seen">;
 
@@ -159,20 +171,60 @@ export interface SeenQueue {
 }
 
 export class MachinesRepo extends Table<Machine> {
+  /** bootViewByMac's answers from memory (store/mac-index.ts); undefined: from SQLite. */
+  readonly #index: MacIndex | undefined;
+
   /**
    * pendingWrites: the offers and sightings not yet written (offers count boots:
    * boot_count, last_boot, updated_at, and end sessions: is_online; sightings set
    * last_seen), written before any read of a row. seenQueue: where touchSeen queues a
-   * sighting (without one, touchSeen writes it at once).
+   * sighting (without one, touchSeen writes it at once). dataVersion: SQLite's
+   * data_version, read at most once per turn (Store), which lets bootViewByMac answer
+   * from memory; without it, each look-up is a query.
    */
   constructor(
     db: Db,
     clock: () => number = Date.now,
     pendingWrites?: () => void,
     private readonly seenQueue?: SeenQueue,
+    dataVersion?: () => number,
   ) {
     super(db, "machines", WRITABLE, clock);
     this.pendingWrites = pendingWrites;
+    if (dataVersion) {
+      this.#index = new MacIndex(
+        () =>
+          this.prepared(
+            "SELECT id, mac_address, status, boot_action, last_seen FROM machines",
+          ).all() as BootViewRow[],
+        dataVersion,
+      );
+    }
+  }
+
+  /** Every statement of this repository that writes leaves the MAC index to be reloaded. */
+  protected override stmt(sql: string): Database.Statement {
+    const s = super.stmt(sql);
+    if (!s.readonly) this.#index?.invalidate();
+    return s;
+  }
+
+  /** A failed transaction may have told the index of writes it then rolled back. */
+  protected override transaction<T>(fn: () => T): T {
+    try {
+      return super.transaction(fn);
+    } catch (err) {
+      this.#index?.invalidate();
+      throw err;
+    }
+  }
+
+  /**
+   * The queue's write failed and rolled back (store/index.ts): the index may hold a
+   * last_seen that was not written.
+   */
+  seenWriteFailed(): void {
+    this.#index?.invalidate();
   }
 
   create(m: NewMachine): Machine {
@@ -180,7 +232,14 @@ export class MachinesRepo extends Table<Machine> {
   }
 
   countByStatus(status: MachineStatus): number {
-    return this.count("status = @status", { status });
+    // Without writing the queue first: the discovery asks it before each new machine, and
+    // neither an offer nor a sighting changes a status (a write of the queue per discovery
+    // was a transaction each in a storm of new PCs).
+    return (
+      this.prepared("SELECT count(*) AS n FROM machines WHERE status = ?").get(status) as {
+        n: number;
+      }
+    ).n;
   }
 
   getRow(id: number): MachineRow | undefined {
@@ -251,11 +310,24 @@ export class MachinesRepo extends Table<Machine> {
     // Without writing the queue first: the DHCP path does not write the offers of the
     // requests before it (that would be a transaction per request again), and no offer
     // changes these columns. A sighting changes last_seen: the queued one is read instead.
-    const view = this.prepared(
-      "SELECT id, status, boot_action, last_seen FROM machines WHERE mac_address = ?",
-    ).get(mac) as MachineBootView | undefined;
+    let view: MachineBootView | undefined;
+    if (this.#index && !this.db.inTransaction) {
+      const row = this.#index.get(mac);
+      // A copy: the caller may change it, the index's row must not.
+      view = row && {
+        id: row.id,
+        status: row.status as MachineStatus,
+        boot_action: row.boot_action as BootAction,
+        last_seen: row.last_seen,
+      };
+    } else {
+      // Inside a transaction the rows may yet be rolled back: the index is not loaded from them.
+      view = this.prepared(
+        "SELECT id, status, boot_action, last_seen FROM machines WHERE mac_address = ?",
+      ).get(mac) as MachineBootView | undefined;
+    }
     const queued = view && this.seenQueue?.seenAt(view.id);
-    if (queued) view.last_seen = queued;
+    if (view && queued) view.last_seen = queued;
     return view;
   }
 
@@ -286,7 +358,10 @@ export class MachinesRepo extends Table<Machine> {
          client_uuid = coalesce(@client_uuid, client_uuid),
          vendor_class = coalesce(@vendor_class, vendor_class) WHERE id = @machine_id`,
     );
-    for (const s of seen) update.run(s);
+    for (const s of seen) {
+      update.run(s);
+      this.#index?.seenWritten(s.machine_id, s.at);
+    }
   }
 
   getByMac(mac: string): Machine | undefined {
@@ -301,6 +376,28 @@ export class MachinesRepo extends Table<Machine> {
    * The look-up and the write share one transaction.
    */
   recordSeen(d: Discovery): { machine: Machine; created: boolean } {
+    // A new MAC, what the discovery asks for: one statement, its own transaction, without
+    // writing the queue first (no offer or sighting can be queued for a machine that does
+    // not exist yet) and without reloading the MAC index (told of the row instead). It was
+    // the queue's write, a look-up, the insert and a read back, in two transactions.
+    const created = this.prepared(INSERT_DISCOVERED).get({
+      name: `pc-${d.mac_address.replace(/:/g, "")}`,
+      mac_address: d.mac_address,
+      client_arch: d.client_arch,
+      client_uuid: d.client_uuid,
+      vendor_class: d.vendor_class,
+      now: nowIso(this.clock),
+    }) as Machine | undefined;
+    if (created) {
+      // Inside another's transaction, which may yet roll back, the index is reloaded instead.
+      if (this.db.inTransaction) this.#index?.invalidate();
+      else this.#index?.added(created);
+      return { machine: created, created: true };
+    }
+    return this.#recordSeen(d);
+  }
+
+  #recordSeen(d: Discovery): { machine: Machine; created: boolean } {
     return this.transaction(() => {
       const now = nowIso(this.clock);
       const existing = this.getByMac(d.mac_address);
