@@ -225,13 +225,16 @@ export function tgtdCall(socketPath: string, request: Buffer): Promise<TgtdAnswe
 export type TgtdManager = (args: readonly string[]) => Promise<TgtdAnswer>;
 
 /**
- * Requests open on one tgtd at a time, at most. tgtd answers its management socket one
- * request at a time and listens with a short backlog: 500 PCs' new CHAP secrets at once
- * (bench/storm) filled it, connect() failed with EAGAIN, and those PCs were told their disk
- * was not ready. Requests past the limit wait here instead, in order, which costs nothing
- * tgtd would not make them wait anyway.
+ * Requests open on one tgtd at a time, at most. tgtd listens with a backlog of 32 (tgt
+ * 1.0.85; `ss -xl` shows it): 500 PCs' new CHAP secrets at once (bench/storm) filled it,
+ * connect() failed with EAGAIN, and those PCs were told their disk was not ready. Requests
+ * past the limit wait here instead, in order. 24 leaves 8 places for an admin's tgtadm.
+ * Not fewer: while tgtd serves a storm's reads, its loop takes a request through accept,
+ * read and answer at one step per turn, 40-130 ms a request against 0.2-1 ms idle; a request
+ * is mostly waiting for its turns, so more in flight answer more a second (500 PCs: the
+ * script's p50 went from 6.8 s to 4.0 s with 8 → 24, bench/storm/RESULTS.md).
  */
-export const TGTD_MAX_IN_FLIGHT = 8;
+export const TGTD_MAX_IN_FLIGHT = 24;
 
 export function tgtdManager(controlPort: number, socketPath = tgtdSocketPath(controlPort)) {
   let inFlight = 0;
