@@ -436,6 +436,26 @@ async function startBootfleet(snap: string, data: string): Promise<Proc> {
   return p;
 }
 
+/**
+ * At 9 am the daemon has run all night: on tgt each target then has its spare account for
+ * the next boot's secret (src/iscsi/target/tgt-spares.ts), made once tgtd was quiet for a
+ * while after the start. Waits for that (bounded: a build from before spares never says so).
+ */
+async function sparesMade(daemon: Proc): Promise<void> {
+  const started = Date.now();
+  const done = () =>
+    daemon
+      .output()
+      .split("\n")
+      .some((l) => l.includes('"tgt spare accounts made"') && l.includes('"left":0'));
+  while (!done() && Date.now() - started < 30_000) await sleep(200);
+  log(
+    done()
+      ? `bootfleetd: spare accounts made, ${((Date.now() - started) / 1000).toFixed(1)} s after ready`
+      : "bootfleetd: no spare accounts said made in 30 s (a build without them?)",
+  );
+}
+
 /** The hand-built stack's tgt targets: what an admin's loop of tgtadm calls makes. */
 function handBuiltTargets(machines: Machine[], overlay: (m: Machine) => string): Promise<void> {
   const lines: string[] = [];
@@ -708,6 +728,7 @@ async function main(): Promise<void> {
   log("bootfleetd: starting (it applies every target before it says ready)");
   const daemon = await startBootfleet(snap, data);
   log("bootfleetd ready");
+  await sparesMade(daemon);
   if (SIDES.includes("bootfleet")) {
     const side = await storm("bootfleet", set, device, files);
     sides.push(side);

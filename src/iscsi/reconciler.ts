@@ -401,14 +401,25 @@ export class Reconciler {
     };
   }
 
-  /** New CHAP secrets for this boot, in the store first: a restart applies what the store holds. */
+  /**
+   * New CHAP secrets for this boot, in the store first: a restart applies what the store
+   * holds. Where the driver made credentials ready for this boot (tgt's spare account, whose
+   * user name alternates between two), those; else a fresh secret for the same user.
+   */
   private rotateChap(target: Target): Target {
-    const patch: Partial<Target> = { chap_password: chapSecret() };
-    if (target.mutual_chap_username && target.mutual_chap_password) {
-      patch.mutual_chap_password = chapSecret();
-    }
+    const mutual = Boolean(target.mutual_chap_username && target.mutual_chap_password);
+    const ready = mutual
+      ? undefined
+      : this.d.targets.readySecret?.(target.iqn, target.chap_username);
+    const patch: Partial<Target> = ready
+      ? { chap_username: ready.user, chap_password: ready.password }
+      : { chap_password: chapSecret() };
+    if (mutual) patch.mutual_chap_password = chapSecret();
     const updated = this.d.store.targets.update(target.id, patch) ?? { ...target, ...patch };
-    this.d.log.info({ iqn: target.iqn }, "CHAP secret rotated for a new boot");
+    this.d.log.info(
+      { iqn: target.iqn, user: updated.chap_username, made_ahead: ready !== undefined },
+      "CHAP secret rotated for a new boot",
+    );
     return updated;
   }
 

@@ -8,6 +8,7 @@ import { errorText } from "../lib/error-text.js";
 import type { BootfleetMetrics } from "../metrics/bootfleet.js";
 import type { SanbootPreparer } from "../netboot/boot-script.js";
 import type { Store } from "../store/index.js";
+import { chapSecret } from "./identity.js";
 import { chooseOverlayDriver } from "./overlay/select.js";
 import { Reconciler } from "./reconciler.js";
 import type { IscsiSettings } from "./settings.js";
@@ -72,6 +73,7 @@ export async function startIscsi(opts: {
         confDir: s.tgt.confDir,
         controlPort: s.tgt.controlPort,
         logger: log,
+        spareSecret: chapSecret,
       }),
     ...(s.mayLoadModules ? { run: commandRunner({ timeoutMs: 15_000 }) } : {}),
   });

@@ -23,8 +23,16 @@ import {
   type TgtPortalView,
   type TgtTargetView,
 } from "./tgt-show.js";
+import { alternateUser, type SpareAccount, SpareAccounts } from "./tgt-spares.js";
 import { emptyIo, parseTgtStat, parseTgtStatByTid } from "./tgt-stat.js";
-import { TGTD_ACL_EXISTS, type TgtdManager, tgtdErrorText, tgtdManager } from "./tgtd-ipc.js";
+import {
+  TGTD_ACCOUNT_EXISTS,
+  TGTD_ACL_EXISTS,
+  TGTD_NO_ACCOUNT,
+  type TgtdManager,
+  tgtdErrorText,
+  tgtdManager,
+} from "./tgtd-ipc.js";
 import {
   type RemoveOptions,
   type TargetDriver,
@@ -48,6 +56,13 @@ export interface TgtDriverOptions {
    * Unix socket (tgtd-ipc.ts): no process per request, no password on a command line.
    */
   manage?: TgtdManager;
+  /**
+   * A new CHAP secret, for the spare accounts made ahead of a boot (tgt-spares.ts); absent:
+   * no spares, every boot's secret is deleted and made again in its account.
+   */
+  spareSecret?: () => string;
+  /** How long tgtd must be left without a change of ours before spares are made (10 s). */
+  spareQuietMs?: number;
 }
 
 const WILDCARDS = new Set(["0.0.0.0", "::"]);
@@ -87,6 +102,7 @@ export class TgtDriver implements TargetDriver {
     controlPort: number;
     logger: Logger;
     manage: TgtdManager;
+    spareSecret: (() => string) | undefined;
   };
   /**
    * tgtd's shared state (tids, portals, the global account names) changes under `exclusive`,
@@ -125,6 +141,8 @@ export class TgtDriver implements TargetDriver {
   readonly #confTexts = new Map<string, string>();
   /** The guard account's secret: this process's memory and tgtd's only (class comment). */
   readonly #guardSecret = randomBytes(24).toString("base64url");
+  /** Accounts made ahead of boots, bound nowhere (tgt-spares.ts). */
+  readonly #spares: SpareAccounts;
 
   constructor(options: TgtDriverOptions) {
     this.#o = {
@@ -133,7 +151,31 @@ export class TgtDriver implements TargetDriver {
       controlPort: options.controlPort ?? 0,
       logger: options.logger,
       manage: options.manage ?? tgtdManager(options.controlPort ?? 0),
+      spareSecret: options.spareSecret,
     };
+    this.#spares = new SpareAccounts({
+      quietMs: options.spareQuietMs ?? 10_000,
+      logger: options.logger,
+      make: (iqn) => this.#perTarget.run(iqn, () => this.#lock.shared(() => this.#makeSpare(iqn))),
+    });
+  }
+
+  /**
+   * The credentials a boot of this target can take without waiting for tgtd to delete and
+   * make an account: its spare, when one is ready and the target is bound to `currentUser`
+   * as this driver left it. Handed to the store and then to apply(), which binds it in two
+   * requests. Undefined: none ready; a fresh secret takes the longer way.
+   */
+  readySecret(iqn: string, currentUser: string): SpareAccount | undefined {
+    const spare = this.#spares.ready(iqn);
+    const made = this.#made.get(iqn);
+    if (!spare || !made || made.user !== currentUser || made.outgoing.length > 0) return undefined;
+    return { ...spare };
+  }
+
+  /** Stops making spares (the daemon stops). */
+  close(): void {
+    this.#spares.close();
   }
 
   apply(spec: TargetSpec): Promise<void> {
@@ -144,6 +186,7 @@ export class TgtDriver implements TargetDriver {
       return Promise.reject(
         new TargetError(spec.iqn, `is not under this driver's prefix ${this.#o.iqnPrefix}`),
       );
+    this.#spares.busy();
     return new Promise<void>((resolve, reject) => {
       void this.#perTarget.run(spec.iqn, async () => {
         let before: string | undefined;
@@ -200,6 +243,7 @@ export class TgtDriver implements TargetDriver {
   remove(iqn: string, options: RemoveOptions = {}): Promise<void> {
     if (!isValidIqn(iqn) || !isUnderPrefix(iqn, this.#o.iqnPrefix))
       return Promise.reject(new TargetError(iqn, `is not a target under ${this.#o.iqnPrefix}`));
+    this.#spares.busy();
     return this.#perTarget.run(iqn, async () => {
       this.#made.delete(iqn);
       const wasRunning = await this.#lock.exclusive(() => this.#remove(iqn, options));
@@ -263,7 +307,32 @@ export class TgtDriver implements TargetDriver {
    * (see #lock), else alone. The changes made, for the log.
    */
   async #applyInTgtd(spec: TargetSpec, stored: TgtConfView | undefined): Promise<string[]> {
+    const before = this.#made.get(spec.iqn);
+    const changes = await this.#applyChanges(spec, stored);
+    // Spares: the one bound now is one no more, an account of ours left unbound is deleted
+    // later, and the next boot's spare is made once tgtd is quiet.
     const made = this.#made.get(spec.iqn);
+    this.#spares.inUse(spec.iqn, spec.acl.chapUser);
+    if (before && before.user !== spec.acl.chapUser && !changes.includes(SWAPPED))
+      this.#spares.retire(spec.iqn, before.user);
+    if (this.#o.spareSecret && made && made.outgoing.length === 0 && !this.#spares.ready(spec.iqn))
+      this.#spares.want(spec.iqn);
+    return changes;
+  }
+
+  async #applyChanges(spec: TargetSpec, stored: TgtConfView | undefined): Promise<string[]> {
+    const made = this.#made.get(spec.iqn);
+    const spare = this.#spares.ready(spec.iqn);
+    if (
+      made &&
+      spare &&
+      spec.acl.chapUser === spare.user &&
+      spec.acl.chapPassword === spare.password &&
+      made.shape === shapeOf(spec, made.user)
+    ) {
+      const swapped = await this.#lock.shared(() => this.#swapToSpare(spec, made, spare));
+      if (swapped) return swapped;
+    }
     if (made && made.shape === shapeOf(spec) && !storedSecretsMatch(stored, spec)) {
       const rotated = await this.#lock.shared(() => this.#rotateInPlace(spec, stored, made));
       if (rotated) return rotated;
@@ -343,6 +412,95 @@ export class TgtDriver implements TargetDriver {
       throw err;
     }
     return ["updated accounts"];
+  }
+
+  /**
+   * A boot takes the target's spare (tgt-spares.ts): its account of the last boot unbound,
+   * the spare bound, 2 requests. The unbind is also the check that the tid is still this
+   * machine's target: it succeeds only where the machine's own account is bound. The guard
+   * stays bound in slot 0 and the machine's account is the last slot, so no empty slot is
+   * left (class comment). Undefined: the full path decides (tgtd restarted, the target
+   * changed behind this driver's back, the spare gone); the guard alone is bound meanwhile.
+   */
+  async #swapToSpare(
+    spec: TargetSpec,
+    made: MadeTarget,
+    spare: SpareAccount,
+  ): Promise<string[] | undefined> {
+    const iqn = spec.iqn;
+    const account = (op: string, user: string) =>
+      this.#o.manage(["--op", op, "--mode", "account", "--tid", `${made.tid}`, "--user", user]);
+    let failed: string | undefined;
+    try {
+      const unbound = await account("unbind", made.user);
+      if (unbound.code !== 0) failed = `unbinding ${made.user}: ${tgtdErrorText(unbound.code)}`;
+      else {
+        const bound = await account("bind", spare.user);
+        if (bound.code !== 0) failed = `binding ${spare.user}: ${tgtdErrorText(bound.code)}`;
+      }
+    } catch (err) {
+      failed = errorText(err);
+    }
+    if (failed !== undefined) {
+      this.#made.delete(iqn);
+      this.#spares.forget(iqn);
+      this.#o.logger.info(
+        { iqn, tid: made.tid, answer: failed },
+        "tgt target not as this driver left it: reading tgtd's listing",
+      );
+      return undefined;
+    }
+    this.#made.set(iqn, { ...made, user: spare.user, shape: shapeOf(spec) });
+    this.#spares.swapped(iqn, made.user);
+    return [SWAPPED];
+  }
+
+  /**
+   * Makes the target's spare: its retired account deleted first (tgt's costly request, here
+   * off every boot's path), then an account of the target's other name with a new secret.
+   * A name tgtd has already is taken over only when no target has it bound (an earlier
+   * run's spare, whose secret is lost); one bound to a target is never touched.
+   */
+  async #makeSpare(iqn: string): Promise<boolean> {
+    const made = this.#made.get(iqn);
+    const newSecret = this.#o.spareSecret;
+    if (!made || !newSecret || made.outgoing.length > 0 || this.#spares.ready(iqn)) return false;
+    const retired = this.#spares.retired(iqn);
+    if (retired !== undefined && retired !== made.user) {
+      await this.#deleteAccount(iqn, retired);
+      this.#spares.retiredDeleted(iqn);
+    }
+    const user = alternateUser(made.user);
+    const password = newSecret();
+    const create = () =>
+      this.#o.manage(["--op", "new", "--mode", "account", "--user", user, "--password", password]);
+    let answer = await create();
+    if (answer.code === TGTD_ACCOUNT_EXISTS) {
+      const owner = (await this.#showTargets(iqn)).find(
+        (t) => t.incomingUsers.includes(user) || t.outgoingUsers.includes(user),
+      );
+      if (owner) {
+        this.#o.logger.warn(
+          { iqn, user, owner: owner.iqn },
+          "tgt spare account name is bound to a target: no spare for this one",
+        );
+        return false;
+      }
+      await this.#deleteAccount(iqn, user);
+      answer = await create();
+    }
+    // The password is in no message: only the request's name and tgtd's answer.
+    if (answer.code !== 0)
+      throw new TargetError(iqn, `making spare account ${user}: ${tgtdErrorText(answer.code)}`);
+    this.#spares.made(iqn, { user, password });
+    return true;
+  }
+
+  /** Deletes one of the target's own accounts; one tgtd does not have is fine. */
+  async #deleteAccount(iqn: string, user: string): Promise<void> {
+    const answer = await this.#o.manage(["--op", "delete", "--mode", "account", "--user", user]);
+    if (answer.code !== 0 && answer.code !== TGTD_NO_ACCOUNT)
+      throw new TargetError(iqn, `deleting account ${user}: ${tgtdErrorText(answer.code)}`);
   }
 
   /** Forgets what a listing shows changed since this driver made it. The listing as is. */
@@ -507,6 +665,8 @@ export class TgtDriver implements TargetDriver {
           await this.#tgtadm(iqn, ["--op", "delete", "--mode", "account", "--user", user], []);
       }
     }
+    // Its spare and its retired account, bound nowhere: this target's alone.
+    for (const user of this.#spares.forget(iqn)) await this.#deleteAccount(iqn, user);
     return t !== undefined;
   }
 
@@ -796,11 +956,17 @@ function madeTarget(spec: TargetSpec, tid: number): MadeTarget {
   };
 }
 
-/** Everything of a spec but its secrets. */
-function shapeOf(spec: TargetSpec): string {
+/**
+ * Everything of a spec but its secrets; with `chapUser`, as if its incoming user were that
+ * one (a boot taking the spare changes only the user's name and secret).
+ */
+function shapeOf(spec: TargetSpec, chapUser = spec.acl.chapUser): string {
   const { chapPassword: _c, mutualPassword: _m, ...acl } = spec.acl;
-  return JSON.stringify([spec.portal, spec.luns, acl]);
+  return JSON.stringify([spec.portal, spec.luns, { ...acl, chapUser }]);
 }
+
+/** The change a boot that took the target's spare logs. */
+const SWAPPED = "bound the spare account";
 
 function portalCovered(portal: TargetSpec["portal"], portals: readonly TgtPortalView[]): boolean {
   return portals.some(

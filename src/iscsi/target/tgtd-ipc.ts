@@ -76,6 +76,10 @@ const TGTD_ERRORS = [
 
 /** tgtd's answer to binding an initiator a target's ACL already has (TGTADM_ACL_EXIST). */
 export const TGTD_ACL_EXISTS = TGTD_ERRORS.indexOf("this access control rule already exists");
+/** tgtd's answer to making an account whose name it has (TGTADM_USER_EXISTS). */
+export const TGTD_ACCOUNT_EXISTS = TGTD_ERRORS.indexOf("this account already exists");
+/** tgtd's answer to deleting an account it does not have (TGTADM_NO_USER). */
+export const TGTD_NO_ACCOUNT = TGTD_ERRORS.indexOf("can't find the account");
 
 export function tgtdErrorText(code: number): string {
   return TGTD_ERRORS[code] ?? `tgtd error ${code}`;

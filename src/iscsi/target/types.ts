@@ -82,6 +82,13 @@ export interface TargetDriver {
    * map is not running. Absent where io(iqn) is as cheap.
    */
   allIo?(): Promise<Map<string, TargetIo>>;
+  /**
+   * New incoming CHAP credentials for a boot that the driver made ready beforehand, so the
+   * apply that follows changes the least in the target server (tgt: a spare account bound
+   * in place of the last boot's, tgt-spares.ts). `currentUser`: the user the store holds
+   * now. Undefined: none ready (or the driver has none); the caller picks a fresh secret.
+   */
+  readySecret?(iqn: string, currentUser: string): { user: string; password: string } | undefined;
 }
 
 export class TargetError extends Error {

@@ -1,0 +1,131 @@
+import { truncateSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { pino } from "pino";
+import t from "tap";
+import { createReflinkDriver } from "../../src/iscsi/overlay/reflink.js";
+import { Reconciler } from "../../src/iscsi/reconciler.js";
+import { TgtDriver } from "../../src/iscsi/target/tgt.js";
+import { Store } from "../../src/store/index.js";
+import { readCapacity } from "../fixtures/iscsi/tgtd.js";
+import { tempDir } from "../helpers/daemon.js";
+import { startReflinkTgt } from "./reflink-tgt.js";
+
+// A boot on tgt takes the spare account the driver made ahead (tgt-spares.ts): the
+// reconciler stores its user and secret and the script hands those out; the boot before
+// opens nothing; a restarted daemon, with no spare, gives a fresh secret to the user in force.
+// Real tgtd, reflink overlays on a loop-mounted XFS, real CHAP logins.
+const skip = process.getuid?.() === 0 ? false : "needs root: loop-mounted XFS and tgtd";
+const PREFIX = "iqn.2024-01.io.bootfleet";
+const MiB = 1024 * 1024;
+
+t.test("sanboot on tgt: the spare's credentials, stored and handed out", { skip }, async (t) => {
+  const { tgtd, imagesDir, overlaysDir } = await startReflinkTgt(t, "sanboot-spare");
+  const golden = join(imagesDir, "system-v1.raw");
+  writeFileSync(golden, "SYSTEM");
+  truncateSync(golden, 8 * MiB);
+  const store = Store.open({ path: join(tempDir(t), "bf.db"), busyTimeoutMs: 1000 });
+  t.teardown(() => store.close());
+  const image = store.images.create({ name: "System", filename: "system.raw", status: "ready" });
+  store.images.addVersion(image.id, { path: golden });
+  const machine = store.machines.create({ name: "pc-1", mac_address: "52:54:00:bf:72:01" });
+  const target = store.targets.create({
+    name: "pc-1-t",
+    iqn: `${PREFIX}:pc-1`,
+    portal_ip: "127.0.0.1",
+    portal_port: tgtd.portalPort,
+    machine_id: machine.id,
+    system_image_id: image.id,
+    initiator_iqn: `${PREFIX}:client-1`,
+    chap_username: "bf-pc-1",
+    chap_password: "FirstSecret12345",
+  });
+  const log = pino({ level: "silent" });
+  const confDir = tempDir(t);
+  const overlays = createReflinkDriver({ dir: overlaysDir, imageDir: imagesDir, logger: log });
+  await overlays.check();
+  const daemon = () => {
+    const tgt = new TgtDriver({
+      iqnPrefix: PREFIX,
+      confDir,
+      controlPort: tgtd.controlPort,
+      logger: log,
+      spareSecret: () => `Spare${Math.random().toString(36).slice(2, 13).padEnd(11, "x")}`,
+      spareQuietMs: 100,
+    });
+    t.teardown(() => tgt.close());
+    const r = new Reconciler({
+      store,
+      log,
+      overlays,
+      targets: tgt,
+      portal: { address: "127.0.0.1", port: tgtd.portalPort },
+      imagePath: () => undefined,
+    });
+    return { tgt, r };
+  };
+  const boot = async (r: Reconciler) => {
+    const res = await r.prepareSanboot(
+      store.machines.get(machine.id)!,
+      store.targets.get(target.id)!,
+    );
+    if (!res.ok) throw new Error(`boot not prepared: ${res.reason}`);
+    return res.data.chap;
+  };
+  const login = (chap: { username: string; password: string }) =>
+    readCapacity({
+      portalPort: tgtd.portalPort,
+      iqn: target.iqn,
+      lun: 1,
+      initiator: target.initiator_iqn,
+      user: chap.username,
+      password: chap.password,
+    });
+  const spareOf = async (tgt: TgtDriver, user: string) => {
+    for (let i = 0; i < 100; i++) {
+      const s = tgt.readySecret(target.iqn, user);
+      if (s) return s;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return undefined;
+  };
+
+  const { tgt, r } = daemon();
+  const first = await boot(r);
+  t.equal(first.username, "bf-pc-1", "no spare yet: the same user, a fresh secret");
+  t.not(first.password, "FirstSecret12345");
+  t.equal((await login(first)).size, 8 * MiB, "the first boot's secret opens it");
+
+  const spare = await spareOf(tgt, "bf-pc-1");
+  t.ok(spare, "a spare is made once tgtd is quiet");
+  const second = await boot(r);
+  t.same(
+    second,
+    { username: spare?.user, password: spare?.password },
+    "the boot hands out the spare",
+  );
+  t.equal(
+    store.targets.get(target.id)?.chap_username,
+    "bf-pc-1:b",
+    "the store holds the user in force",
+  );
+  t.equal(store.targets.get(target.id)?.chap_password, spare?.password);
+  t.equal((await login(second)).size, 8 * MiB, "its secret opens it");
+  t.equal((await login(first)).size, undefined, "the boot before opens nothing");
+
+  // A restart: the new driver knows no spare; the user in force gets a fresh secret.
+  await tgt.settled(target.iqn);
+  tgt.close();
+  const again = daemon();
+  await again.r.startup();
+  const third = await boot(again.r);
+  t.equal(third.username, "bf-pc-1:b", "the user in force, as the store holds it");
+  t.not(third.password, second.password, "a fresh secret");
+  t.equal((await login(third)).size, 8 * MiB, "it opens the target");
+  t.equal((await login(second)).size, undefined, "the boot before the restart opens nothing");
+  // Its next spare takes the first name: the account left from before the restart is
+  // bound nowhere, so it is taken over.
+  const next = await spareOf(again.tgt, "bf-pc-1:b");
+  t.equal(next?.user, "bf-pc-1", "the spare after a restart takes the other name");
+  const fourth = await boot(again.r);
+  t.equal((await login(fourth)).size, 8 * MiB, "and a boot takes it");
+});
