@@ -168,9 +168,13 @@ export class FleetMonitor {
     const { store } = this.d;
     const latest = new Map(store.sessions.latestPerMachine().map((s) => [s.machine_id, s]));
     const targetErrors = new Map<number, string>();
+    // Resolved only where one is open: one read for the fleet, not one per target a tick.
+    const alerted = store.alerts.machinesWithActive("target_error");
     for (const t of store.targets.allActive()) {
-      if (t.status === "error") targetErrors.set(t.machine_id, t.status_reason ?? "failed");
-      this.alerts.set(t.status === "error", {
+      const failed = t.status === "error";
+      if (failed) targetErrors.set(t.machine_id, t.status_reason ?? "failed");
+      if (!failed && !alerted.has(t.machine_id)) continue;
+      this.alerts.set(failed, {
         cause: "target_error",
         severity: "critical",
         machine_id: t.machine_id,
