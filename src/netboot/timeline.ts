@@ -30,7 +30,7 @@ export interface BootTimelineDeps {
  * where a boot stands, which the proxy-DHCP asks to avoid a chainload loop.
  */
 export class BootTimeline {
-  /** Told when the offers it queued were written (or not): the fleet, or the log. */
+  /** Told when the offers and transfers it queued were written (or not): the fleet, or the log. */
   readonly #offers: OfferSink = {
     written: (machineIds) => {
       const { onPhase, onPhases } = this.deps;
@@ -39,7 +39,7 @@ export class BootTimeline {
     },
     failed: (err, { kept, dropped }) => {
       // The offers went out: the PCs boot whatever the timeline says.
-      this.deps.log.warn({ err, kept, dropped }, "DHCP offers not recorded on the timeline yet");
+      this.deps.log.warn({ err, kept, dropped }, "boot phases not recorded on the timeline yet");
     },
   };
 
@@ -124,15 +124,23 @@ export class BootTimeline {
   }): Promise<void> {
     const { store, metrics } = this.deps;
     const mac = await this.deps.macForIp(e.clientAddress);
-    const machine = mac ? store.machines.getByMac(mac) : undefined;
+    // The DHCP path's look-up (from memory, without writing the queue first: a read that
+    // wrote it made each transfer a transaction again).
+    const machine = mac ? store.machines.bootViewByMac(mac) : undefined;
     if (!machine) return;
-    store.sessions.stampPhase(machine.id, "tftp_done_at", {
-      tftp_file: e.file,
-      tftp_bytes: e.bytes,
-      tftp_duration_ms: Math.round(e.durationMs),
-    });
+    // Written behind, with the offers (store/pending-offers.ts); the fleet is told once it
+    // is, as for an offer. Every reader of sessions in this process writes it first.
+    store.pendingOffers.addTransfer(
+      {
+        machine_id: machine.id,
+        at: new Date().toISOString(),
+        file: e.file,
+        bytes: e.bytes,
+        duration_ms: Math.round(e.durationMs),
+      },
+      this.#offers,
+    );
     metrics?.bootPhase("tftp", e.durationMs / 1000);
-    this.deps.onPhase?.(machine.id);
   }
 
   /** A script was served over HTTP (machine undefined: a MAC the store does not know). */

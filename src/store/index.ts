@@ -44,11 +44,11 @@ export class Store {
     clock: () => number = Date.now,
   ) {
     // One transaction for both: a transaction costs more than the rows it writes.
-    this.pendingOffers = new PendingOffers(db, (offers, seen) => {
+    this.pendingOffers = new PendingOffers(db, (entries, seen) => {
       try {
         db.transaction(() => {
           this.machines.writeSeen(seen);
-          if (offers.length > 0) this.sessions.recordOffers(offers);
+          if (entries.length > 0) this.sessions.recordTimeline(entries);
         })();
       } catch (err) {
         // Rolled back: the MAC index was told of last_seen values that were not written.

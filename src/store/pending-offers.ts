@@ -21,6 +21,21 @@ export interface Seen {
   vendor_class: string | null;
 }
 
+/**
+ * A boot's transfer of iPXE (TFTP, or HTTP for UEFI HTTP boot), as `SessionsRepo.recordTransfers`
+ * stamps it on the machine's current session (`tftp_done_at` and the transfer's fields).
+ */
+export interface Transfer {
+  machine_id: number;
+  at: string;
+  file: string;
+  bytes: number;
+  duration_ms: number;
+}
+
+/** What the boot timeline queues, in the order it happened: offers and transfers. */
+export type TimelineEntry = { offer: Offer } | { transfer: Transfer };
+
 /** Who queued an offer, told once it is written (or could not be). Called on a later tick. */
 export interface OfferSink {
   written(machineIds: readonly number[]): void;
@@ -43,7 +58,8 @@ const RETRY_MS = 1000;
 const KEEP_AT_MOST = 50_000;
 
 interface Queued {
-  offer: Offer;
+  entry: TimelineEntry;
+  machineId: number;
   sink: OfferSink | undefined;
 }
 
@@ -66,7 +82,7 @@ export class PendingOffers {
 
   constructor(
     private readonly db: Db,
-    private readonly write: (offers: readonly Offer[], seen: readonly Seen[]) => void,
+    private readonly write: (entries: readonly TimelineEntry[], seen: readonly Seen[]) => void,
   ) {}
 
   get size(): number {
@@ -74,7 +90,17 @@ export class PendingOffers {
   }
 
   add(offer: Offer, sink?: OfferSink): void {
-    this.#queue.push({ offer, sink });
+    this.#queue.push({ entry: { offer }, machineId: offer.machine_id, sink });
+    this.#queued();
+  }
+
+  /**
+   * A boot's iPXE transfer, written with the offers and in order with them (a transfer
+   * stamps the session its boot's offer opened). In a 500-PC storm a transfer was a
+   * transaction of its own that also wrote the offers queued before it.
+   */
+  addTransfer(transfer: Transfer, sink?: OfferSink): void {
+    this.#queue.push({ entry: { transfer }, machineId: transfer.machine_id, sink });
     this.#queued();
   }
 
@@ -115,7 +141,7 @@ export class PendingOffers {
     this.#writing = true;
     try {
       this.write(
-        batch.map((q) => q.offer),
+        batch.map((q) => q.entry),
         [...seen.values()],
       );
     } catch (err) {
@@ -169,11 +195,11 @@ export class PendingOffers {
   /** Each sink once per batch, with its machines, on a later tick: never inside a reader's statement. */
   #tell(batch: Queued[], call: (sink: OfferSink, machineIds: number[]) => void): void {
     const bySink = new Map<OfferSink, Set<number>>();
-    for (const { offer, sink } of batch) {
+    for (const { machineId, sink } of batch) {
       if (!sink) continue;
       const ids = bySink.get(sink);
-      if (ids) ids.add(offer.machine_id);
-      else bySink.set(sink, new Set([offer.machine_id]));
+      if (ids) ids.add(machineId);
+      else bySink.set(sink, new Set([machineId]));
     }
     if (bySink.size === 0) return;
     setImmediate(() => {

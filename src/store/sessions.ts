@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { Db } from "./db.js";
 import type { ListPage, ListQuery } from "./list.js";
-import type { Offer } from "./pending-offers.js";
+import type { Offer, TimelineEntry, Transfer } from "./pending-offers.js";
 import { Table } from "./table.js";
 import { nowIso } from "./util.js";
 
@@ -153,6 +153,31 @@ export class SessionsRepo extends Table<BootSession> {
    * starts with the offer, and the machine's boot is counted. A few fixed statements per
    * offer, no re-read of the rows written.
    */
+  /**
+   * The proxy-DHCP's offers and the iPXE transfers, queued behind the boots
+   * (store/pending-offers.ts), in the order they happened: each run of offers at once, each
+   * transfer on the session its machine is in by then.
+   */
+  recordTimeline(entries: readonly TimelineEntry[]): void {
+    let offers: Offer[] = [];
+    for (const e of entries) {
+      if ("offer" in e) {
+        offers.push(e.offer);
+        continue;
+      }
+      if (offers.length > 0) this.recordOffers(offers);
+      offers = [];
+      this.recordTransfer(e.transfer);
+    }
+    if (offers.length > 0) this.recordOffers(offers);
+  }
+
+  /** A transfer of iPXE stamped on the machine's current session (opened if it has none). */
+  recordTransfer(x: Transfer): void {
+    const fields = { tftp_file: x.file, tftp_bytes: x.bytes, tftp_duration_ms: x.duration_ms };
+    this.stampPhaseAt(x.machine_id, "tftp_done_at", x.at, fields);
+  }
+
   recordOffers(offers: readonly Offer[]): void {
     const current = this.stmt(
       `SELECT id, status, script_served_at FROM boot_sessions
@@ -252,11 +277,19 @@ export class SessionsRepo extends Table<BootSession> {
    */
   stampPhase(machineId: number, phase: BootPhase, extra: Partial<BootSession> = {}): BootSession {
     // The offer that opened this boot's session may be waiting to be written.
-    return this.transaction(() => {
-      const now = nowIso(this.clock);
-      const current = this.current(machineId) ?? this.start({ machine_id: machineId });
-      return this.update(current.id, { ...extra, [phase]: now })!;
-    });
+    return this.transaction(() => this.stampPhaseAt(machineId, phase, nowIso(this.clock), extra));
+  }
+
+  /** stampPhase at a given time, in the caller's transaction. */
+  private stampPhaseAt(
+    machineId: number,
+    phase: BootPhase,
+    at: string,
+    extra: Partial<BootSession> = {},
+  ): BootSession {
+    const current =
+      this.current(machineId) ?? this.start({ machine_id: machineId, started_at: at });
+    return this.update(current.id, { ...extra, [phase]: at })!;
   }
 
   end(id: number, status: "stopped" | "error", error?: string): BootSession | undefined {

@@ -163,3 +163,81 @@ t.test(
     t.same(writes[1], { offers: 4, byFleet: false });
   },
 );
+
+t.test(
+  "a boot's TFTP transfer: written with the offers, on the offer's session, then the fleet told",
+  async (t) => {
+    const store = Store.open({ path: join(tempDir(t), "bf.db"), busyTimeoutMs: 100 });
+    t.teardown(() => store.close());
+    const a = store.machines.create({ name: "pc-a", mac_address: "52:54:00:20:03:01" });
+    const b = store.machines.create({ name: "pc-b", mac_address: "52:54:00:20:03:02" });
+    const transactions: string[] = [];
+    const record = store.sessions.recordTimeline.bind(store.sessions);
+    store.sessions.recordTimeline = (entries) => {
+      transactions.push(entries.map((e) => ("offer" in e ? "offer" : "transfer")).join(","));
+      record(entries);
+    };
+    const onFile = (id: number) =>
+      store.db
+        .prepare(
+          "SELECT count(*) AS n, max(tftp_done_at) AS done, max(tftp_file) AS file FROM boot_sessions WHERE machine_id = ?",
+        )
+        .get(id) as { n: number; done: string | null; file: string | null };
+    const told: { ids: readonly number[]; done: string | null }[] = [];
+    let toldOnce!: () => void;
+    const fleetTold = new Promise<void>((r) => {
+      toldOnce = r;
+    });
+    const byIp: Record<string, string> = { "10.99.0.51": a.mac_address };
+    const timeline = new BootTimeline({
+      store,
+      log,
+      macForIp: async (ip) => byIp[ip],
+      onPhases: (ids) => {
+        told.push({ ids, done: onFile(a.id).done });
+        toldOnce();
+      },
+    });
+    const req = (mac: string): ProxyRequestInfo => ({
+      client: pxeDiscover(mac, false),
+      ifname: "br0",
+      serverAddress: "10.99.0.1",
+      sourceAddress: "0.0.0.0",
+      port: 67,
+    });
+    timeline.replied(a, req(a.mac_address), "offer");
+    await timeline.transferred({
+      file: "undionly.kpxe",
+      bytes: 70_000,
+      durationMs: 120.4,
+      clientAddress: "10.99.0.51",
+      ok: true,
+      sizeProbe: false,
+    } as never);
+    timeline.replied(b, req(b.mac_address), "offer");
+    t.same(
+      onFile(a.id),
+      { n: 0, done: null, file: null },
+      "nothing written on the transfer's turn",
+    );
+
+    await fleetTold;
+    t.same(transactions, ["offer,transfer,offer"], "one write for the three, in their order");
+    const s = onFile(a.id);
+    t.equal(s.n, 1, "one session: the transfer stamped the one its offer opened");
+    t.equal(s.file, "undionly.kpxe");
+    t.ok(s.done, "tftp_done_at stamped");
+    t.same(told[0]?.ids.slice().sort(), [a.id, b.id].sort(), "the fleet told of both machines");
+    t.ok(told[0]?.done, "after the transfer was written");
+    // A reader in this process never misses a queued transfer: it writes the queue first.
+    await timeline.transferred({
+      file: "ipxe.efi",
+      bytes: 1,
+      durationMs: 1,
+      clientAddress: "10.99.0.51",
+      ok: true,
+      sizeProbe: false,
+    } as never);
+    t.equal(store.sessions.current(a.id)?.tftp_file, "ipxe.efi", "read through the store: written");
+  },
+);
