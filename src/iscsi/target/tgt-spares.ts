@@ -143,6 +143,7 @@ export class SpareAccounts {
     this.#running = true;
     let made = 0;
     let failed = 0;
+    let firstError: string | undefined;
     try {
       for (const iqn of this.#wanted) {
         if (this.#clock() - this.#lastBusy < this.o.quietMs) break;
@@ -150,15 +151,22 @@ export class SpareAccounts {
         try {
           if (await this.o.make(iqn)) made++;
         } catch (err) {
-          // The boot takes the longer path (delete, new, bind): slower, as safe.
+          // The boot takes the longer path (delete, new, bind): slower, as safe. One line
+          // per round, not per target: with tgtd down every target fails alike.
           failed++;
-          this.o.logger.warn({ iqn, err: errorText(err) }, "tgt spare account not made");
+          firstError ??= errorText(err);
+          this.o.logger.debug({ iqn, err: errorText(err) }, "tgt spare account not made");
         }
       }
     } finally {
       this.#running = false;
-      if (made > 0 || failed > 0)
-        this.o.logger.info({ made, failed, left: this.#wanted.size }, "tgt spare accounts made");
+      const counts = { made, failed, left: this.#wanted.size };
+      if (failed > 0)
+        this.o.logger.warn(
+          { ...counts, err: firstError },
+          "tgt spare accounts not all made: those boots delete and make their account again",
+        );
+      else if (made > 0) this.o.logger.info(counts, "tgt spare accounts made");
       if (this.#wanted.size > 0) this.#arm(this.o.quietMs);
     }
   }

@@ -6,7 +6,7 @@ import { pino } from "pino";
 import t from "tap";
 import { TGT_GUARD_USER, TgtDriver } from "../../../src/iscsi/target/tgt.js";
 import { parseTgtShowAccounts, parseTgtShowTargets } from "../../../src/iscsi/target/tgt-show.js";
-import { alternateUser } from "../../../src/iscsi/target/tgt-spares.js";
+import { alternateUser, SpareAccounts } from "../../../src/iscsi/target/tgt-spares.js";
 import { tgtdManager } from "../../../src/iscsi/target/tgtd-ipc.js";
 import type { TargetSpec } from "../../../src/iscsi/target/types.js";
 import { readCapacity, TestTgtd } from "../../fixtures/iscsi/tgtd.js";
@@ -23,6 +23,49 @@ t.test("alternateUser: two names per target, each the other's", async (t) => {
   t.equal(alternateUser("bf-pc-1"), "bf-pc-1:b");
   t.equal(alternateUser("bf-pc-1:b"), "bf-pc-1");
   t.equal(alternateUser(alternateUser("x_t5")), "x_t5");
+});
+
+t.test("spares wait for quiet; a round that fails says so once", async (t) => {
+  const lines: { level: number; msg: string; failed?: number; made?: number }[] = [];
+  const logger = pino({ level: "debug" }, { write: (s: string) => void lines.push(JSON.parse(s)) });
+  const made: { iqn: string; at: number }[] = [];
+  let failing = false;
+  const spares = new SpareAccounts({
+    quietMs: 120,
+    logger,
+    make: async (iqn) => {
+      if (failing) throw new Error("connect ENOENT /var/run/tgtd/socket.0");
+      made.push({ iqn, at: Date.now() });
+      return true;
+    },
+  });
+  t.teardown(() => spares.close());
+  const start = Date.now();
+  spares.busy();
+  spares.want("a");
+  spares.want("b");
+  // Changes keep coming for 300 ms: nothing is made meanwhile.
+  for (let i = 0; i < 6; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    spares.busy();
+  }
+  t.same(made, [], "nothing made while changes keep coming");
+  const lastBusy = Date.now();
+  await new Promise((r) => setTimeout(r, 400));
+  t.same(
+    made.map((m) => m.iqn),
+    ["a", "b"],
+    "both made once quiet",
+  );
+  t.ok(made[0]!.at - lastBusy >= 110, `made ${made[0]!.at - lastBusy} ms after the last change`);
+  t.ok(made[0]!.at - start >= 400, "not before");
+
+  failing = true;
+  for (const iqn of ["c", "d", "e"]) spares.want(iqn);
+  await new Promise((r) => setTimeout(r, 400));
+  const warns = lines.filter((l) => l.level === 40);
+  t.equal(warns.length, 1, "one warning for the round");
+  t.match(warns[0], { failed: 3, made: 0, err: /ENOENT/ });
 });
 
 t.test(
