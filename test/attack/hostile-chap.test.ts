@@ -1,17 +1,10 @@
-// A local user reading /proc/*/cmdline while a target with CHAP is applied. Before: the
-// tgt driver ran `tgtadm --op new --mode account --user U --password P`, so P was on a
-// command line (this test found it in the recorded argv: "secret on a command line").
-
-import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, open, readdir, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readdir, readFile } from "node:fs/promises";
 import { pino } from "pino";
 import t from "tap";
 import { TgtDriver } from "../../src/iscsi/target/tgt.js";
 import { tgtdManager } from "../../src/iscsi/target/tgtd-ipc.js";
 import type { TargetSpec } from "../../src/iscsi/target/types.js";
-import { readCapacity, TestTgtd } from "../fixtures/iscsi/tgtd.js";
+import { readCapacity, TestTgtd, tgtScratch } from "../fixtures/iscsi/tgtd.js";
 
 const MiB = 1024 * 1024;
 const PREFIX = "iqn.2026-11.lan.bootfleet";
@@ -35,16 +28,9 @@ t.test(
   "CHAP secrets reach tgtd without appearing on any command line; CHAP login still works",
   { skip: notRoot ? "needs root: starts tgtd" : false },
   async (t) => {
-    for (const tool of ["/usr/sbin/tgtd", "/usr/bin/iscsi-readcapacity16"]) {
-      if (!existsSync(tool)) t.fail(`${tool} missing: apt-get install tgt libiscsi-bin`);
-    }
-    if (t.passing() === false) return;
-    const dir = await mkdtemp(join(tmpdir(), `bf-hostile-chap-${process.pid}-`));
-    t.teardown(() => rm(dir, { recursive: true, force: true }));
-    const confDir = join(dir, "conf.d");
-    await mkdir(confDir);
-    const disk = join(dir, "sys.img");
-    await (await open(disk, "w")).truncate(16 * MiB).then(() => undefined);
+    const scratch = await tgtScratch(t, "hostile-chap", 16 * MiB);
+    if (!scratch) return;
+    const { confDir, disk } = scratch;
     const tgtd = await TestTgtd.start();
     t.teardown(() => tgtd.stop());
 

@@ -1,15 +1,11 @@
-import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, open, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { pino } from "pino";
-import t from "tap";
+import t, { type Test } from "tap";
 import { TGT_GUARD_USER, TgtDriver } from "../../../src/iscsi/target/tgt.js";
 import { parseTgtShowAccounts, parseTgtShowTargets } from "../../../src/iscsi/target/tgt-show.js";
 import { alternateUser, SpareAccounts } from "../../../src/iscsi/target/tgt-spares.js";
 import { tgtdManager } from "../../../src/iscsi/target/tgtd-ipc.js";
 import type { TargetSpec } from "../../../src/iscsi/target/types.js";
-import { readCapacity, TestTgtd } from "../../fixtures/iscsi/tgtd.js";
+import { readCapacity, TestTgtd, tgtScratch } from "../../fixtures/iscsi/tgtd.js";
 
 // A boot's new CHAP secret on tgt from a spare account made ahead (tgt-spares.ts): two
 // requests on the boot's path (unbind the last boot's account, bind the spare), the costly
@@ -72,17 +68,9 @@ t.test(
   "spare accounts against a real tgtd",
   { skip: notRoot ? "needs root: starts tgtd" : false },
   async (t) => {
-    for (const tool of ["/usr/sbin/tgtd", "/usr/bin/iscsi-readcapacity16"]) {
-      if (!existsSync(tool)) t.fail(`${tool} missing: apt-get install tgt libiscsi-bin`);
-    }
-    if (t.passing() === false) return;
-    const dir = await mkdtemp(join(tmpdir(), `bf-tgt-spares-${process.pid}-`));
-    t.teardown(() => rm(dir, { recursive: true, force: true }));
-    const confDir = join(dir, "conf.d");
-    await mkdir(confDir);
-    const disk = join(dir, "sys.img");
-    await (await open(disk, "w")).truncate(16 * MiB).then(() => undefined);
-
+    const scratch = await tgtScratch(t, "tgt-spares", 16 * MiB);
+    if (!scratch) return;
+    const { confDir, disk } = scratch;
     const tgtd = await TestTgtd.start();
     t.teardown(() => tgtd.stop());
     const logLines: string[] = [];
@@ -131,6 +119,11 @@ t.test(
       parseTgtShowTargets((await tgtd.tgtadm(["--op", "show", "--mode", "target"])).stdout).find(
         (x) => x.iqn === iqn,
       );
+    /** A request of the test's own to tgtd (options as one string, then the last value). */
+    const tgtadmOk = async (t: Test, options: string, last: string) => {
+      const args = [...options.split(" "), last];
+      t.equal((await tgtd.tgtadm(args)).code, 0, `tgtadm ${options} ${last}`);
+    };
     /** The spare once the driver made it (it waits for tgtd to be quiet). */
     const spareFor = async (iqn: string, user: string) => {
       for (let i = 0; i < 100; i++) {
@@ -223,27 +216,9 @@ t.test(
     await t.test("the tid given to another target behind the driver's back", async (t) => {
       const spare = await spareFor(spec.iqn, "pcs");
       const tid = (await target())!.tid;
-      t.equal(
-        (await tgtd.tgtadm(["--op", "delete", "--mode", "target", "--tid", `${tid}`, "--force"]))
-          .code,
-        0,
-      );
+      await tgtadmOk(t, "--op delete --mode target --force --tid", `${tid}`);
       const foreign = "iqn.2000-01.com.example:took-the-tid";
-      t.equal(
-        (
-          await tgtd.tgtadm([
-            "--op",
-            "new",
-            "--mode",
-            "target",
-            "--tid",
-            `${tid}`,
-            "--targetname",
-            foreign,
-          ])
-        ).code,
-        0,
-      );
+      await tgtadmOk(t, `--op new --mode target --tid ${tid} --targetname`, foreign);
       await driver.apply({
         ...spec,
         acl: { ...spec.acl, chapUser: spare!.user, chapPassword: spare!.password },
@@ -261,41 +236,9 @@ t.test(
 
     await t.test("a spare name another target has bound is never taken", async (t) => {
       const other = "iqn.2000-01.com.example:has-pcx-b";
-      t.equal(
-        (
-          await tgtd.tgtadm([
-            "--op",
-            "new",
-            "--mode",
-            "target",
-            "--tid",
-            "90",
-            "--targetname",
-            other,
-          ])
-        ).code,
-        0,
-      );
-      t.equal(
-        (
-          await tgtd.tgtadm([
-            "--op",
-            "new",
-            "--mode",
-            "account",
-            "--user",
-            "pcx:b",
-            "--password",
-            "otherSecret.01",
-          ])
-        ).code,
-        0,
-      );
-      t.equal(
-        (await tgtd.tgtadm(["--op", "bind", "--mode", "account", "--tid", "90", "--user", "pcx:b"]))
-          .code,
-        0,
-      );
+      await tgtadmOk(t, "--op new --mode target --tid 90 --targetname", other);
+      await tgtadmOk(t, "--op new --mode account --user pcx:b --password", "otherSecret.01");
+      await tgtadmOk(t, "--op bind --mode account --tid 90 --user", "pcx:b");
       const specX: TargetSpec = {
         ...spec,
         iqn: `${PREFIX}:pc-x`,
