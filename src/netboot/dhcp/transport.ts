@@ -54,6 +54,8 @@ export interface DhcpTransportStats {
   sendErrors: number;
   /** Replies refused because the send queue was full (also counted in sendErrors). */
   queueFull: number;
+  /** The raw sockets' receive buffer as the kernel holds it (doubled), the smallest of them. */
+  receiveBufferBytes: number;
 }
 
 export interface DhcpTransportOptions {
@@ -113,6 +115,7 @@ interface RawSocket {
   on(event: "close", listener: () => void): this;
   setOption(level: number, option: number, value: number): void;
   setOption(level: number, option: number, value: Buffer, length: number): void;
+  getOption(level: number, option: number, value: Buffer, length: number): number;
   send(
     buf: Buffer,
     offset: number,
@@ -152,7 +155,17 @@ interface RawSocketModule {
 }
 
 const DEFAULT_PORTS = [67, 4011];
-const RECEIVE_BUFFER_BYTES = 1 << 20;
+/**
+ * The raw sockets' receive buffer. They see every UDP datagram on the device, a boot
+ * storm's TFTP acknowledgements included (each a kernel buffer of ~1 KB): at 1 MiB (2 MiB
+ * as the kernel counts it) a 500-PC storm filled it whenever the event loop was busy for
+ * ~100 ms, dropped 700-2,800 frames, DISCOVERs among them, and each PC that lost one waited
+ * 4 s to send it again (bench/storm). Set past rmem_max (212,992 on a stock Debian) with
+ * CAP_NET_ADMIN, which the systemd unit grants; without it, as far as rmem_max allows.
+ */
+const RECEIVE_BUFFER_BYTES = 8 << 20;
+/** Linux's SO_RCVBUFFORCE (asm-generic/socket.h): SO_RCVBUF past rmem_max, for CAP_NET_ADMIN. */
+const SO_RCVBUFFORCE = 33;
 // raw-socket reads into one buffer of this size; a whole IPv4 packet always fits.
 const READ_BUFFER_BYTES = 0xffff;
 const DEFAULT_MAX_QUEUED_SENDS = 1024;
@@ -260,8 +273,12 @@ function openRawSocket(raw: RawSocketModule, iface: DhcpInterface): RawSocket {
     socket.setOption(IPPROTO_IP, opt.IP_HDRINCL, 1);
     socket.setOption(SOL_SOCKET, opt.SO_BROADCAST, 1);
     // Raw sockets see every UDP datagram on the device (TFTP included): a roomy buffer
-    // keeps a DHCP request from being dropped behind them. The kernel caps it at rmem_max.
-    socket.setOption(SOL_SOCKET, opt.SO_RCVBUF, RECEIVE_BUFFER_BYTES);
+    // keeps a DHCP request from being dropped behind them.
+    try {
+      socket.setOption(SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER_BYTES);
+    } catch {
+      socket.setOption(SOL_SOCKET, opt.SO_RCVBUF, RECEIVE_BUFFER_BYTES);
+    }
   } catch (err) {
     socket.close();
     const msg = (err as Error).message;
@@ -464,7 +481,14 @@ async function openSockets(
   };
   try {
     for (const iface of opts.interfaces) {
-      const port = portFor(iface, openRawSocket(raw, iface));
+      const socket = openRawSocket(raw, iface);
+      const size = Buffer.alloc(4);
+      socket.getOption(raw.SocketLevel.SOL_SOCKET, raw.SocketOption.SO_RCVBUF, size, 4);
+      receiver.stats.receiveBufferBytes = Math.min(
+        receiver.stats.receiveBufferBytes,
+        size.readInt32LE(0),
+      );
+      const port = portFor(iface, socket);
       sockets.set(iface.name, port);
       attach(receiver, port);
       warnIfAddressMissing(iface, opts.log);
@@ -497,6 +521,7 @@ export async function openDhcpTransport(opts: DhcpTransportOptions): Promise<Dhc
     sent: 0,
     sendErrors: 0,
     queueFull: 0,
+    receiveBufferBytes: Number.POSITIVE_INFINITY,
   };
   const { sockets, reservedSockets, closeAll } = await openSockets(
     opts,

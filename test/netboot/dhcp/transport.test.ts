@@ -1,5 +1,6 @@
 // The transport inside a server namespace with three links to three client namespaces:
 // lan0 (10.201.1.0/24) and lan1 (10.201.2.0/24) are configured, lan2 (10.201.3.0/24) is not.
+import { readFileSync } from "node:fs";
 import t from "tap";
 import {
   type Event,
@@ -161,6 +162,19 @@ t.test(
         }
       },
     );
+
+    t.test("the raw sockets' receive buffer is 8 MiB, past rmem_max", async (t) => {
+      // The kernel reports twice what was asked. rmem_max is the host's (stock Debian:
+      // 212,992): SO_RCVBUF alone stops there.
+      const rmemMax = Number(readFileSync("/proc/sys/net/core/rmem_max", "utf8"));
+      const s = await stats();
+      t.equal(
+        s.receiveBufferBytes,
+        16 * 1024 * 1024,
+        `the kernel holds 16 MiB (rmem_max ${rmemMax})`,
+      );
+      t.ok(s.receiveBufferBytes > 2 * rmemMax, "past rmem_max");
+    });
 
     t.test("a broadcast reply leaves by its interface only", async (t) => {
       for (const [ifname, address, to, notTo] of [
