@@ -57,11 +57,12 @@ function fetchFrom(host: string, url: string): { status: string; body: string } 
   return { status: r.out.slice(at + 1).trim(), body: r.out.slice(0, at) };
 }
 
-/** The CHAP secret a sanboot script carries (iPXE's :hex form). */
-function scriptSecret(script: string): string | undefined {
-  const m = /^set password:hex ([0-9a-f:]+)$/m.exec(script);
+/** A setting a sanboot script carries in iPXE's :hex form (the CHAP user, its secret). */
+function scriptSetting(script: string, name: "username" | "password"): string | undefined {
+  const m = new RegExp(`^set ${name}:hex ([0-9a-f:]+)$`, "m").exec(script);
   return m ? Buffer.from(m[1]!.replaceAll(":", ""), "hex").toString("latin1") : undefined;
 }
+const scriptSecret = (script: string) => scriptSetting(script, "password");
 
 t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
   // V: a real PC (QEMU), reset on reboot. W: a persistent machine played by a plain host
@@ -131,12 +132,16 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
 
   let wUrl = "";
   let s1 = "";
+  /** The CHAP user of W's first boot (on tgt it alternates between two names: a spare). */
+  let u1 = "";
   await t.test("the machine itself gets its script once per URL", async (t) => {
     wUrl = request4011(wHost, W.mac, "10.99.0.21");
     const first = fetchFrom(wHost, wUrl);
     t.equal(first.status, "200", "W's own fetch is served");
     s1 = scriptSecret(first.body) ?? "";
+    u1 = scriptSetting(first.body, "username") ?? "";
     t.equal(s1.length, 16, "with its CHAP secret");
+    t.equal(row(W.name).chap_username, u1, "and the user in force");
     t.not(s1, ids[W.name]!.chapPassword, "a new one for this boot");
     t.equal(row(W.name).chap_password, s1, "the one stored and applied");
     t.equal(fetchFrom(wHost, wUrl).status, "403", "the same URL a second time is refused");
@@ -144,8 +149,8 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
   });
 
   await t.test("a new boot rotates the secret; a logged-in session stays up", async (t) => {
-    const url = (secret: string) =>
-      `iscsi://user-${W.name}%${secret}@${SERVER}:3260/${ids[W.name]!.iqn}/1`;
+    const url = (secret: string, user = u1) =>
+      `iscsi://${user}%${secret}@${SERVER}:3260/${ids[W.name]!.iqn}/1`;
     const perf = spawn(
       "ip",
       [
@@ -180,7 +185,9 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
     const second = fetchFrom(wHost, request4011(wHost, W.mac, "10.99.0.21"));
     t.equal(second.status, "200", "W's next boot is served");
     const s2 = scriptSecret(second.body) ?? "";
+    const u2 = scriptSetting(second.body, "username") ?? "";
     t.equal(s2.length, 16);
+    t.equal(row(W.name).chap_username, u2, "the user in force stored");
     t.not(s2, s1, "with another secret");
     t.same(nexuses(ids[W.name]!.iqn), before, "the session logged in with the old one is up");
 
@@ -192,10 +199,11 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
     t.match(perfOut, ended, "its reads ran their whole time");
     t.notMatch(perfOut, /error|fail|reconnect/i, "without an error or a reconnect");
     if (perf.exitCode === null) perf.kill("SIGKILL");
-    const inq = (secret: string) =>
-      inHost(wHost, "iscsi-inq", [`--initiator-name=${ids[W.name]!.initiator}`, url(secret)]).code;
-    t.not(inq(s1), 0, "a new login with the old secret fails");
-    t.equal(inq(s2), 0, "a new login with the new one works");
+    const inq = (secret: string, user: string) =>
+      inHost(wHost, "iscsi-inq", [`--initiator-name=${ids[W.name]!.initiator}`, url(secret, user)])
+        .code;
+    t.not(inq(s1, u1), 0, "a new login with the old secret fails");
+    t.equal(inq(s2, u2), 0, "a new login with the new one works");
   });
 
   await t.test("the victim boots; forged requests do not reset its disk", async (t) => {
@@ -203,7 +211,7 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
     const v1 = lan.startBiosClient({ bridge: "br0", mac: V.mac });
     t.teardown(() => v1.kill());
     await v1.waitFor(/DISKLESS-BOOT-OK FRESH[\s\S]*DISKLESS-WRITE-OK/, BOOT_TIMEOUT);
-    const secret1 = row(V.name).chap_password;
+    const { chap_password: secret1, chap_username: user1 } = row(V.name);
     t.not(secret1, ids[V.name]!.chapPassword, "the victim's boot got a new secret");
     const resetAt = row(V.name).overlay_reset_at;
     t.ok(resetAt, "its verified boot reset its disk");
@@ -229,7 +237,7 @@ t.test("a LAN host cannot take another machine's boot", { skip }, async (t) => {
     t.not(secret2, secret1, "and a new CHAP secret");
     const stolen = inHost(attacker, "iscsi-inq", [
       `--initiator-name=${ids[V.name]!.initiator}`,
-      `iscsi://user-${V.name}%${secret1}@${SERVER}:3260/${ids[V.name]!.iqn}/1`,
+      `iscsi://${user1}%${secret1}@${SERVER}:3260/${ids[V.name]!.iqn}/1`,
     ]);
     t.not(stolen.code, 0, "the secret of V's first boot opens nothing now");
     v2.kill();
