@@ -437,22 +437,39 @@ async function startBootfleet(snap: string, data: string): Promise<Proc> {
 }
 
 /**
- * At 9 am the daemon has run all night: on tgt each target then has its spare account for
- * the next boot's secret (src/iscsi/target/tgt-spares.ts), made once tgtd was quiet for a
- * while after the start. Waits for that (bounded: a build from before spares never says so).
+ * At 9 am the daemon has run all night: on tgt each target has its spare account
+ * (src/iscsi/target/tgt-spares.ts), made once tgtd was quiet for a while after the start,
+ * and each machine that was off has its next boot's secret made ready
+ * (`Reconciler.freshenIdle`, a pass a minute). Waits for both (bounded: a build from before
+ * them never says so).
  */
-async function sparesMade(daemon: Proc): Promise<void> {
+async function overnightDone(daemon: Proc, machines: number): Promise<void> {
   const started = Date.now();
-  const done = () =>
-    daemon
-      .output()
-      .split("\n")
-      .some((l) => l.includes('"tgt spare accounts made"') && l.includes('"left":0'));
-  while (!done() && Date.now() - started < 30_000) await sleep(200);
+  const waitFor = async (what: (l: string) => boolean, ms: number) => {
+    const seen = () => daemon.output().split("\n").some(what);
+    while (!seen() && Date.now() - started < ms) await sleep(200);
+    return seen();
+  };
+  const spares = await waitFor(
+    (l) => l.includes('"tgt spare accounts made"') && l.includes('"left":0'),
+    30_000,
+  );
   log(
-    done()
+    spares
       ? `bootfleetd: spare accounts made, ${((Date.now() - started) / 1000).toFixed(1)} s after ready`
       : "bootfleetd: no spare accounts said made in 30 s (a build without them?)",
+  );
+  if (!spares) return;
+  const ready = await waitFor(
+    (l) =>
+      l.includes('"next boot\'s CHAP secret made ready on machines that are off"') &&
+      l.includes(`"machines":${machines}`),
+    120_000,
+  );
+  log(
+    ready
+      ? `bootfleetd: every machine's next secret made ready, ${((Date.now() - started) / 1000).toFixed(1)} s after ready`
+      : "bootfleetd: next secrets not said made ready for every machine in 120 s",
   );
 }
 
@@ -728,7 +745,7 @@ async function main(): Promise<void> {
   log("bootfleetd: starting (it applies every target before it says ready)");
   const daemon = await startBootfleet(snap, data);
   log("bootfleetd ready");
-  await sparesMade(daemon);
+  await overnightDone(daemon, N);
   if (SIDES.includes("bootfleet")) {
     const side = await storm("bootfleet", set, device, files);
     sides.push(side);

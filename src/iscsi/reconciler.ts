@@ -8,6 +8,7 @@ import type { BootfleetMetrics } from "../metrics/bootfleet.js";
 import type { SanbootData } from "../netboot/script/kinds.js";
 import type { Store } from "../store/index.js";
 import type { Machine } from "../store/machines.js";
+import type { BootSession } from "../store/sessions.js";
 import type { Target } from "../store/targets.js";
 import { followLogin } from "./boot-logins.js";
 import { chapSecret } from "./identity.js";
@@ -71,6 +72,10 @@ export type Prepared = { ok: true; data: SanbootData } | { ok: false; reason: st
 export const systemOverlayId = (targetId: number) => `t${targetId}-system`;
 export const extraOverlayId = (targetId: number) => `t${targetId}-extra`;
 const OVERLAY_ID = /^t(\d+)-(system|extra)$/;
+/** How long a machine's last boot must have ended before its next secret is made ready. */
+export const IDLE_BEFORE_FRESH_MS = 10 * 60_000;
+/** No pass over machines that are off while any machine started a boot this recently. */
+export const ROOM_QUIET_MS = 60_000;
 
 /**
  * Desired state (the store) → running state (the target and overlay drivers), one
@@ -82,6 +87,12 @@ const OVERLAY_ID = /^t(\d+)-(system|extra)$/;
 export class Reconciler {
   private readonly perMachine = new KeyedLock<number>();
   private readonly clock: () => number;
+  /**
+   * Per target: the secret a pass over machines that are off made ready for their next
+   * boot (freshenIdle), never handed out yet. Memory only: after a restart each boot
+   * gets a new secret as usual.
+   */
+  private readonly fresh = new Map<number, string>();
   /**
    * Target ids and IQNs this process has seen in the store: when one of them disappears,
    * an admin deleted it, and its overlay and target go. What was never seen (a start on an
@@ -123,7 +134,13 @@ export class Reconciler {
   prepareSanboot(machine: Machine, target: Target): Promise<Prepared> {
     return this.perMachine.run(machine.id, async () => {
       try {
-        let current = this.rotateChap(target);
+        // A secret made while the machine was off and never handed out is this boot's:
+        // nothing to change in the target server before the script leaves.
+        const fresh = this.fresh.get(target.id) === target.chap_password;
+        this.fresh.delete(target.id);
+        if (fresh)
+          this.d.log.debug({ iqn: target.iqn }, "boot takes the secret made ready while off");
+        let current = fresh ? target : this.rotateChap(target);
         const drafts = await this.prepareDrafts(current);
         // A games disk moves to the current version at a boot, never under a running PC.
         const games = await this.refreshGamesDisk(current);
@@ -270,6 +287,62 @@ export class Reconciler {
         );
       }
     }
+  }
+
+  /**
+   * Gives the machines that are off their next boot's CHAP secret now, where the target
+   * driver has credentials ready for it (tgt's spare account: 2 requests), so that a boot
+   * at 9 am takes a secret already applied and never handed out, and its script waits for
+   * nothing in the target server. The secret of the machine's last boot opens nothing from
+   * then on, as a boot would have done. Off: no login on the target, no boot in progress,
+   * and the last one ended IDLE_BEFORE_FRESH_MS ago (a PC whose OS still runs and only lost
+   * its session keeps its credentials that long). Skipped while any machine started a boot
+   * in the last ROOM_QUIET_MS: not in a boot storm's way. Returns how many were made.
+   */
+  async freshenIdle(): Promise<number> {
+    const ready = this.d.targets.readySecret?.bind(this.d.targets);
+    const allSessions = this.d.targets.allSessions?.bind(this.d.targets);
+    if (!ready || !allSessions) return 0;
+    const now = this.clock();
+    const latest = new Map(this.d.store.sessions.latestPerMachine().map((x) => [x.machine_id, x]));
+    for (const x of latest.values()) if (now - Date.parse(x.started_at) < ROOM_QUIET_MS) return 0;
+    let live: Map<string, TargetSession[]>;
+    try {
+      live = await allSessions();
+    } catch (err) {
+      this.d.log.debug({ err: errorText(err) }, "idle machines not read");
+      return 0;
+    }
+    const off = (t: Target, last: BootSession | undefined) =>
+      t.status === "active" &&
+      (live.get(t.iqn) ?? []).length === 0 &&
+      (!last ||
+        (last.ended_at !== null && now - Date.parse(last.ended_at) >= IDLE_BEFORE_FRESH_MS));
+    let made = 0;
+    for (const target of this.d.store.targets.allActive()) {
+      if (this.fresh.get(target.id) === target.chap_password) continue;
+      if (target.mutual_chap_username) continue;
+      if (!off(target, latest.get(target.machine_id))) continue;
+      if (!ready(target.iqn, target.chap_username)) continue;
+      const done = await this.perMachine.run(target.machine_id, async () => {
+        // Again under the machine's lock: a boot may have begun meanwhile.
+        const t = this.d.store.targets.get(target.id);
+        const machine = this.d.store.machines.get(target.machine_id);
+        const last = this.d.store.sessions.latestFor([target.machine_id]).get(target.machine_id);
+        if (!t || !machine || t.is_active !== 1 || !off(t, last)) return false;
+        const rotated = this.rotateChap(t);
+        if (!(await this.applyTarget(machine, rotated))) return false;
+        this.fresh.set(t.id, rotated.chap_password);
+        return true;
+      });
+      if (done) made++;
+    }
+    if (made > 0)
+      this.d.log.info(
+        { machines: made },
+        "next boot's CHAP secret made ready on machines that are off",
+      );
+    return made;
   }
 
   /** Records each overlay's usage on its target. */

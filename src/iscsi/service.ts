@@ -122,11 +122,16 @@ export async function startIscsi(opts: {
   const timer = setInterval(() => {
     if (polling) return;
     polling = true;
-    // Usage needs a file-system walk per overlay: every twelfth poll is plenty.
+    // Usage needs a file-system walk per overlay: every twelfth poll is plenty. So is the
+    // pass that makes the next boot's secret ready on machines that are off, half-way
+    // between (a minute at the default poll; the first one after tgt's spares are made).
+    const turn = polls++ % 12;
     const work =
-      polls++ % 12 === 0
+      turn === 0
         ? reconciler.pollSessions().then(() => reconciler.recordUsage())
-        : reconciler.pollSessions();
+        : turn === 6
+          ? reconciler.pollSessions().then(() => reconciler.freshenIdle())
+          : reconciler.pollSessions();
     work
       .catch((err: unknown) => log.warn({ err: errorText(err) }, "iSCSI session poll failed"))
       .finally(() => {

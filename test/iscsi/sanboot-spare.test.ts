@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
@@ -5,8 +6,9 @@ import t from "tap";
 import { createReflinkDriver } from "../../src/iscsi/overlay/reflink.js";
 import { Reconciler } from "../../src/iscsi/reconciler.js";
 import { TgtDriver } from "../../src/iscsi/target/tgt.js";
+import { tgtdManager } from "../../src/iscsi/target/tgtd-ipc.js";
 import { Store } from "../../src/store/index.js";
-import { readCapacity } from "../fixtures/iscsi/tgtd.js";
+import { iscsiUrl, readCapacity } from "../fixtures/iscsi/tgtd.js";
 import { tempDir } from "../helpers/daemon.js";
 import { startReflinkTgt } from "./reflink-tgt.js";
 
@@ -128,4 +130,139 @@ t.test("sanboot on tgt: the spare's credentials, stored and handed out", { skip 
   t.equal(next?.user, "bf-pc-1", "the spare after a restart takes the other name");
   const fourth = await boot(again.r);
   t.equal((await login(fourth)).size, 8 * MiB, "and a boot takes it");
+});
+
+t.test("a machine that is off gets its next boot's secret ahead", { skip }, async (t) => {
+  const { tgtd, imagesDir, overlaysDir } = await startReflinkTgt(t, "sanboot-fresh");
+  const golden = join(imagesDir, "system-v1.raw");
+  writeFileSync(golden, "SYSTEM");
+  truncateSync(golden, 8 * MiB);
+  const store = Store.open({ path: join(tempDir(t), "bf.db"), busyTimeoutMs: 1000 });
+  t.teardown(() => store.close());
+  const image = store.images.create({ name: "System", filename: "system.raw", status: "ready" });
+  store.images.addVersion(image.id, { path: golden });
+  const machine = store.machines.create({ name: "pc-2", mac_address: "52:54:00:bf:72:02" });
+  const target = store.targets.create({
+    name: "pc-2-t",
+    iqn: `${PREFIX}:pc-2`,
+    portal_ip: "127.0.0.1",
+    portal_port: tgtd.portalPort,
+    machine_id: machine.id,
+    system_image_id: image.id,
+    initiator_iqn: `${PREFIX}:client-2`,
+    chap_username: "bf-pc-2",
+    chap_password: "FirstSecret12345",
+  });
+  const log = pino({ level: "silent" });
+  const overlays = createReflinkDriver({ dir: overlaysDir, imageDir: imagesDir, logger: log });
+  await overlays.check();
+  const commands: string[][] = [];
+  const real = tgtdManager(tgtd.controlPort);
+  const tgt = new TgtDriver({
+    iqnPrefix: PREFIX,
+    confDir: tempDir(t),
+    controlPort: tgtd.controlPort,
+    logger: log,
+    manage: (args) => {
+      commands.push([...args]);
+      return real(args);
+    },
+    spareSecret: () => `Fresh${Math.random().toString(36).slice(2, 13).padEnd(11, "x")}`,
+    spareQuietMs: 100,
+  });
+  t.teardown(() => tgt.close());
+  let skewMs = 0;
+  const r = new Reconciler({
+    store,
+    log,
+    overlays,
+    targets: tgt,
+    portal: { address: "127.0.0.1", port: tgtd.portalPort },
+    imagePath: () => undefined,
+    clock: () => Date.now() + skewMs,
+  });
+  const row = () => store.targets.get(target.id)!;
+  const login = (user: string, password: string) =>
+    readCapacity({
+      portalPort: tgtd.portalPort,
+      iqn: target.iqn,
+      lun: 1,
+      initiator: target.initiator_iqn,
+      user,
+      password,
+    });
+  const spareMade = async () => {
+    for (let i = 0; i < 100 && !tgt.readySecret(target.iqn, row().chap_username); i++)
+      await new Promise((res) => setTimeout(res, 50));
+    t.ok(tgt.readySecret(target.iqn, row().chap_username), "a spare is ready");
+  };
+
+  await r.startup();
+  const before = row();
+  t.equal((await login(before.chap_username, before.chap_password)).size, 8 * MiB);
+  await spareMade();
+  t.equal(await r.freshenIdle(), 1, "a machine never booted is off: its secret made ready");
+  const ready = row();
+  t.equal(ready.chap_username, "bf-pc-2:b", "the spare's user, in the store");
+  t.not(ready.chap_password, before.chap_password);
+  t.equal((await login(ready.chap_username, ready.chap_password)).size, 8 * MiB, "applied");
+  t.equal(
+    (await login(before.chap_username, before.chap_password)).size,
+    undefined,
+    "the last secret opens nothing now",
+  );
+  t.equal(await r.freshenIdle(), 0, "made once");
+
+  commands.length = 0;
+  const res = await r.prepareSanboot(store.machines.get(machine.id)!, row());
+  t.ok(res.ok);
+  t.same(
+    res.ok && res.data.chap,
+    { username: ready.chap_username, password: ready.chap_password },
+    "the boot hands out the secret made ready",
+  );
+  t.same(commands, [], "and asks nothing of tgtd");
+  await tgt.settled(target.iqn);
+
+  // The boot is in progress, then ended a minute ago: not off.
+  await spareMade();
+  const session = store.sessions.start({ machine_id: machine.id });
+  skewMs = 2 * 60_000;
+  t.equal(await r.freshenIdle(), 0, "a boot in progress keeps its secret");
+  store.sessions.end(session.id, "stopped");
+  t.equal(await r.freshenIdle(), 0, "a boot ended 2 minutes ago keeps its secret");
+  // Logged in (its OS runs) long after: not off either.
+  skewMs = 11 * 60_000;
+  const perf = spawn(
+    "iscsi-perf",
+    [
+      "-i",
+      target.initiator_iqn,
+      "-t",
+      "30",
+      "-x",
+      "0",
+      iscsiUrl({
+        portalPort: tgtd.portalPort,
+        iqn: target.iqn,
+        lun: 1,
+        initiator: target.initiator_iqn,
+        user: ready.chap_username,
+        password: ready.chap_password,
+      }),
+    ],
+    { stdio: "ignore" },
+  );
+  t.teardown(() => {
+    if (perf.exitCode === null) perf.kill("SIGKILL");
+  });
+  for (let i = 0; i < 100 && ((await tgt.allSessions()).get(target.iqn) ?? []).length === 0; i++)
+    await new Promise((res) => setTimeout(res, 100));
+  t.equal(((await tgt.allSessions()).get(target.iqn) ?? []).length, 1, "logged in");
+  t.equal(await r.freshenIdle(), 0, "a machine logged in keeps its secret");
+  perf.kill("SIGKILL");
+  for (let i = 0; i < 100 && ((await tgt.allSessions()).get(target.iqn) ?? []).length > 0; i++)
+    await new Promise((res) => setTimeout(res, 100));
+  t.equal(await r.freshenIdle(), 1, "off for 11 minutes, no login: made ready again");
+  t.not(row().chap_password, ready.chap_password);
 });

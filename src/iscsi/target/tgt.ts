@@ -333,6 +333,10 @@ export class TgtDriver implements TargetDriver {
       const swapped = await this.#lock.shared(() => this.#swapToSpare(spec, made, spare));
       if (swapped) return swapped;
     }
+    // As this driver left it, secrets too (a boot taking a secret made ready while its
+    // machine was off): no request. Every listing this driver reads (the session poll's,
+    // every few seconds) drops a target shown otherwise, which then takes the full path.
+    if (made && made.shape === shapeOf(spec) && storedSecretsMatch(stored, spec)) return [];
     if (made && made.shape === shapeOf(spec) && !storedSecretsMatch(stored, spec)) {
       const rotated = await this.#lock.shared(() => this.#rotateInPlace(spec, stored, made));
       if (rotated) return rotated;
