@@ -2,7 +2,8 @@ import { spawn } from "node:child_process";
 import { truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
-import t from "tap";
+import t, { type Test } from "tap";
+
 import { createReflinkDriver } from "../../src/iscsi/overlay/reflink.js";
 import { Reconciler } from "../../src/iscsi/reconciler.js";
 import { TgtDriver } from "../../src/iscsi/target/tgt.js";
@@ -20,8 +21,12 @@ const skip = process.getuid?.() === 0 ? false : "needs root: loop-mounted XFS an
 const PREFIX = "iqn.2024-01.io.bootfleet";
 const MiB = 1024 * 1024;
 
-t.test("sanboot on tgt: the spare's credentials, stored and handed out", { skip }, async (t) => {
-  const { tgtd, imagesDir, overlaysDir } = await startReflinkTgt(t, "sanboot-spare");
+/**
+ * One machine with one target on a reflink overlay of an 8 MiB golden image, its store, and
+ * a tgtd of the test's own; the overlay driver checked.
+ */
+async function oneMachine(t: Test, n: number) {
+  const { tgtd, imagesDir, overlaysDir } = await startReflinkTgt(t, `sanboot-spare-${n}`);
   const golden = join(imagesDir, "system-v1.raw");
   writeFileSync(golden, "SYSTEM");
   truncateSync(golden, 8 * MiB);
@@ -29,22 +34,27 @@ t.test("sanboot on tgt: the spare's credentials, stored and handed out", { skip 
   t.teardown(() => store.close());
   const image = store.images.create({ name: "System", filename: "system.raw", status: "ready" });
   store.images.addVersion(image.id, { path: golden });
-  const machine = store.machines.create({ name: "pc-1", mac_address: "52:54:00:bf:72:01" });
+  const machine = store.machines.create({ name: `pc-${n}`, mac_address: `52:54:00:bf:72:0${n}` });
   const target = store.targets.create({
-    name: "pc-1-t",
-    iqn: `${PREFIX}:pc-1`,
+    name: `pc-${n}-t`,
+    iqn: `${PREFIX}:pc-${n}`,
     portal_ip: "127.0.0.1",
     portal_port: tgtd.portalPort,
     machine_id: machine.id,
     system_image_id: image.id,
-    initiator_iqn: `${PREFIX}:client-1`,
-    chap_username: "bf-pc-1",
+    initiator_iqn: `${PREFIX}:client-${n}`,
+    chap_username: `bf-pc-${n}`,
     chap_password: "FirstSecret12345",
   });
   const log = pino({ level: "silent" });
-  const confDir = tempDir(t);
   const overlays = createReflinkDriver({ dir: overlaysDir, imageDir: imagesDir, logger: log });
   await overlays.check();
+  return { tgtd, store, machine, target, log, overlays };
+}
+
+t.test("sanboot on tgt: the spare's credentials, stored and handed out", { skip }, async (t) => {
+  const { tgtd, store, machine, target, log, overlays } = await oneMachine(t, 1);
+  const confDir = tempDir(t);
   const daemon = () => {
     const tgt = new TgtDriver({
       iqnPrefix: PREFIX,
@@ -133,29 +143,7 @@ t.test("sanboot on tgt: the spare's credentials, stored and handed out", { skip 
 });
 
 t.test("a machine that is off gets its next boot's secret ahead", { skip }, async (t) => {
-  const { tgtd, imagesDir, overlaysDir } = await startReflinkTgt(t, "sanboot-fresh");
-  const golden = join(imagesDir, "system-v1.raw");
-  writeFileSync(golden, "SYSTEM");
-  truncateSync(golden, 8 * MiB);
-  const store = Store.open({ path: join(tempDir(t), "bf.db"), busyTimeoutMs: 1000 });
-  t.teardown(() => store.close());
-  const image = store.images.create({ name: "System", filename: "system.raw", status: "ready" });
-  store.images.addVersion(image.id, { path: golden });
-  const machine = store.machines.create({ name: "pc-2", mac_address: "52:54:00:bf:72:02" });
-  const target = store.targets.create({
-    name: "pc-2-t",
-    iqn: `${PREFIX}:pc-2`,
-    portal_ip: "127.0.0.1",
-    portal_port: tgtd.portalPort,
-    machine_id: machine.id,
-    system_image_id: image.id,
-    initiator_iqn: `${PREFIX}:client-2`,
-    chap_username: "bf-pc-2",
-    chap_password: "FirstSecret12345",
-  });
-  const log = pino({ level: "silent" });
-  const overlays = createReflinkDriver({ dir: overlaysDir, imageDir: imagesDir, logger: log });
-  await overlays.check();
+  const { tgtd, store, machine, target, log, overlays } = await oneMachine(t, 2);
   const commands: string[][] = [];
   const real = tgtdManager(tgtd.controlPort);
   const tgt = new TgtDriver({
