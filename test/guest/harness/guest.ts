@@ -122,10 +122,16 @@ export async function bootGuest(t: TestLike, opts: BootOptions = {}): Promise<Gu
 export function guestSteps(t: Test, guest: Guest, journalTail: () => Promise<string>) {
   return (name: string, fn: (t: Test) => Promise<void>) =>
     t.test(name, async (st) => {
+      // A step that throws (a wait that timed out) is not failed yet when `finally` runs:
+      // tap records the rejection after. Without this, such a step reported no journal.
+      let threw = false;
       try {
         await fn(st);
+      } catch (err) {
+        threw = true;
+        throw err;
       } finally {
-        if (!st.passing()) {
+        if (threw || !st.passing()) {
           st.comment(`--- journalctl -u bootfleetd (tail) ---\n${await journalTail()}`);
           st.comment(`--- guest serial (tail) ---\n${guest.serialTail(40)}`);
         }
