@@ -136,7 +136,7 @@ export class Reconciler {
       try {
         // A secret made while the machine was off and never handed out is this boot's:
         // nothing to change in the target server before the script leaves.
-        const fresh = this.fresh.get(target.id) === target.chap_password;
+        const fresh = this.madeReady(target);
         this.fresh.delete(target.id);
         if (fresh)
           this.d.log.debug({ iqn: target.iqn }, "boot takes the secret made ready while off");
@@ -320,7 +320,7 @@ export class Reconciler {
         (last.ended_at !== null && now - Date.parse(last.ended_at) >= IDLE_BEFORE_FRESH_MS));
     let made = 0;
     for (const target of this.d.store.targets.allActive()) {
-      if (this.fresh.get(target.id) === target.chap_password) continue;
+      if (this.madeReady(target)) continue;
       if (target.mutual_chap_username) continue;
       if (!off(target, latest.get(target.machine_id))) continue;
       if (!ready(target.iqn, target.chap_username)) continue;
@@ -343,6 +343,11 @@ export class Reconciler {
         "next boot's CHAP secret made ready on machines that are off",
       );
     return made;
+  }
+
+  /** Whether the store's secret for the target is one freshenIdle made and no boot took yet. */
+  private madeReady(target: Target): boolean {
+    return this.fresh.get(target.id) === target.chap_password;
   }
 
   /** Records each overlay's usage on its target. */

@@ -22,7 +22,7 @@ export interface Seen {
 }
 
 /**
- * A boot's transfer of iPXE (TFTP, or HTTP for UEFI HTTP boot), as `SessionsRepo.recordTransfers`
+ * A boot's transfer of iPXE (TFTP, or HTTP for UEFI HTTP boot), as `SessionsRepo.recordTransfer`
  * stamps it on the machine's current session (`tftp_done_at` and the transfer's fields).
  */
 export interface Transfer {

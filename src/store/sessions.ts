@@ -146,14 +146,6 @@ export class SessionsRepo extends Table<BootSession> {
   }
 
   /**
-   * Proxy-DHCP offers that went out, in one transaction (the DHCP side queues them in
-   * `Store.pendingOffers`, which writes them through here together): each is stamped on its
-   * machine's session when that boot is still on its way to its script (the firmware's
-   * DHCP, then iPXE's, belong to one boot); otherwise the current session ends and a new one
-   * starts with the offer, and the machine's boot is counted. A few fixed statements per
-   * offer, no re-read of the rows written.
-   */
-  /**
    * The proxy-DHCP's offers and the iPXE transfers, queued behind the boots
    * (store/pending-offers.ts), in the order they happened: each run of offers at once, each
    * transfer on the session its machine is in by then.
@@ -178,6 +170,14 @@ export class SessionsRepo extends Table<BootSession> {
     this.stampPhaseAt(x.machine_id, "tftp_done_at", x.at, fields);
   }
 
+  /**
+   * Proxy-DHCP offers that went out, in one transaction (the DHCP side queues them in
+   * `Store.pendingOffers`, which writes them through here together): each is stamped on its
+   * machine's session when that boot is still on its way to its script (the firmware's
+   * DHCP, then iPXE's, belong to one boot); otherwise the current session ends and a new one
+   * starts with the offer, and the machine's boot is counted. A few fixed statements per
+   * offer, no re-read of the rows written.
+   */
   recordOffers(offers: readonly Offer[]): void {
     const current = this.stmt(
       `SELECT id, status, script_served_at FROM boot_sessions

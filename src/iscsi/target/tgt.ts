@@ -169,7 +169,7 @@ export class TgtDriver implements TargetDriver {
   readySecret(iqn: string, currentUser: string): SpareAccount | undefined {
     const spare = this.#spares.ready(iqn);
     const made = this.#made.get(iqn);
-    if (!spare || !made || made.user !== currentUser || made.outgoing.length > 0) return undefined;
+    if (!spare || !made || made.user !== currentUser || !takesSpare(made)) return undefined;
     return { ...spare };
   }
 
@@ -315,7 +315,7 @@ export class TgtDriver implements TargetDriver {
     this.#spares.inUse(spec.iqn, spec.acl.chapUser);
     if (before && before.user !== spec.acl.chapUser && !changes.includes(SWAPPED))
       this.#spares.retire(spec.iqn, before.user);
-    if (this.#o.spareSecret && made && made.outgoing.length === 0 && !this.#spares.ready(spec.iqn))
+    if (this.#o.spareSecret && made && takesSpare(made) && !this.#spares.ready(spec.iqn))
       this.#spares.want(spec.iqn);
     return changes;
   }
@@ -333,11 +333,11 @@ export class TgtDriver implements TargetDriver {
       const swapped = await this.#lock.shared(() => this.#swapToSpare(spec, made, spare));
       if (swapped) return swapped;
     }
-    // As this driver left it, secrets too (a boot taking a secret made ready while its
-    // machine was off): no request. Every listing this driver reads (the session poll's,
-    // every few seconds) drops a target shown otherwise, which then takes the full path.
-    if (made && made.shape === shapeOf(spec) && storedSecretsMatch(stored, spec)) return [];
-    if (made && made.shape === shapeOf(spec) && !storedSecretsMatch(stored, spec)) {
+    if (made && made.shape === shapeOf(spec)) {
+      // As this driver left it, secrets too (a boot taking a secret made ready while its
+      // machine was off): no request. Every listing this driver reads (the session poll's,
+      // every few seconds) drops a target shown otherwise, which then takes the full path.
+      if (storedSecretsMatch(stored, spec)) return [];
       const rotated = await this.#lock.shared(() => this.#rotateInPlace(spec, stored, made));
       if (rotated) return rotated;
     }
@@ -395,10 +395,7 @@ export class TgtDriver implements TargetDriver {
       this.#made.delete(iqn);
       if (probe.code === 0)
         await this.#tgtadm(iqn, ["--op", "unbind", "--mode", "target", ...acl], secrets);
-      this.#o.logger.info(
-        { iqn, tid: made.tid, answer: tgtdErrorText(probe.code) },
-        "tgt target not as this driver left it: reading tgtd's listing",
-      );
+      this.#notAsLeft(iqn, made.tid, tgtdErrorText(probe.code));
       return undefined;
     }
     try {
@@ -448,13 +445,10 @@ export class TgtDriver implements TargetDriver {
     if (failed !== undefined) {
       this.#made.delete(iqn);
       this.#spares.forget(iqn);
-      this.#o.logger.info(
-        { iqn, tid: made.tid, answer: failed },
-        "tgt target not as this driver left it: reading tgtd's listing",
-      );
+      this.#notAsLeft(iqn, made.tid, failed);
       return undefined;
     }
-    this.#made.set(iqn, { ...made, user: spare.user, shape: shapeOf(spec) });
+    this.#made.set(iqn, madeTarget(spec, made.tid));
     this.#spares.swapped(iqn, made.user);
     return [SWAPPED];
   }
@@ -468,7 +462,7 @@ export class TgtDriver implements TargetDriver {
   async #makeSpare(iqn: string): Promise<boolean> {
     const made = this.#made.get(iqn);
     const newSecret = this.#o.spareSecret;
-    if (!made || !newSecret || made.outgoing.length > 0 || this.#spares.ready(iqn)) return false;
+    if (!made || !newSecret || !takesSpare(made) || this.#spares.ready(iqn)) return false;
     const retired = this.#spares.retired(iqn);
     if (retired !== undefined && retired !== made.user) {
       await this.#deleteAccount(iqn, retired);
@@ -498,6 +492,14 @@ export class TgtDriver implements TargetDriver {
       throw new TargetError(iqn, `making spare account ${user}: ${tgtdErrorText(answer.code)}`);
     this.#spares.made(iqn, { user, password });
     return true;
+  }
+
+  /** A kept view that tgtd's answer showed wrong: the full path, from a listing, decides. */
+  #notAsLeft(iqn: string, tid: number, answer: string): void {
+    this.#o.logger.info(
+      { iqn, tid, answer },
+      "tgt target not as this driver left it: reading tgtd's listing",
+    );
   }
 
   /** Deletes one of the target's own accounts; one tgtd does not have is fine. */
@@ -967,6 +969,14 @@ function madeTarget(spec: TargetSpec, tid: number): MadeTarget {
 function shapeOf(spec: TargetSpec, chapUser = spec.acl.chapUser): string {
   const { chapPassword: _c, mutualPassword: _m, ...acl } = spec.acl;
   return JSON.stringify([spec.portal, spec.luns, { ...acl, chapUser }]);
+}
+
+/**
+ * Whether a target gets spare accounts: not with mutual CHAP, whose outgoing account is
+ * deleted and made again each boot anyway.
+ */
+function takesSpare(made: MadeTarget): boolean {
+  return made.outgoing.length === 0;
 }
 
 /** The change a boot that took the target's spare logs. */
