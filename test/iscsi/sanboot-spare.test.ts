@@ -7,7 +7,7 @@ import t, { type Test } from "tap";
 import { createReflinkDriver } from "../../src/iscsi/overlay/reflink.js";
 import { Reconciler } from "../../src/iscsi/reconciler.js";
 import { TgtDriver } from "../../src/iscsi/target/tgt.js";
-import { tgtdManager } from "../../src/iscsi/target/tgtd-ipc.js";
+import { type TgtdManager, tgtdManager } from "../../src/iscsi/target/tgtd-ipc.js";
 import { Store } from "../../src/store/index.js";
 import { iscsiUrl, readCapacity } from "../fixtures/iscsi/tgtd.js";
 import { tempDir } from "../helpers/daemon.js";
@@ -23,7 +23,8 @@ const MiB = 1024 * 1024;
 
 /**
  * One machine with one target on a reflink overlay of an 8 MiB golden image, its store, and
- * a tgtd of the test's own; the overlay driver checked.
+ * a tgtd of the test's own; the overlay driver checked. `daemon` makes what a daemon holds:
+ * a tgt driver with spares (made after 100 ms of quiet) and a reconciler over it.
  */
 async function oneMachine(t: Test, n: number) {
   const { tgtd, imagesDir, overlaysDir } = await startReflinkTgt(t, `sanboot-spare-${n}`);
@@ -49,18 +50,13 @@ async function oneMachine(t: Test, n: number) {
   const log = pino({ level: "silent" });
   const overlays = createReflinkDriver({ dir: overlaysDir, imageDir: imagesDir, logger: log });
   await overlays.check();
-  return { tgtd, store, machine, target, log, overlays };
-}
-
-t.test("sanboot on tgt: the spare's credentials, stored and handed out", { skip }, async (t) => {
-  const { tgtd, store, machine, target, log, overlays } = await oneMachine(t, 1);
-  const confDir = tempDir(t);
-  const daemon = () => {
+  const daemon = (o: { confDir: string; manage?: TgtdManager; clock?: () => number }) => {
     const tgt = new TgtDriver({
       iqnPrefix: PREFIX,
-      confDir,
+      confDir: o.confDir,
       controlPort: tgtd.controlPort,
       logger: log,
+      ...(o.manage ? { manage: o.manage } : {}),
       spareSecret: () => `Spare${Math.random().toString(36).slice(2, 13).padEnd(11, "x")}`,
       spareQuietMs: 100,
     });
@@ -72,9 +68,18 @@ t.test("sanboot on tgt: the spare's credentials, stored and handed out", { skip 
       targets: tgt,
       portal: { address: "127.0.0.1", port: tgtd.portalPort },
       imagePath: () => undefined,
+      ...(o.clock ? { clock: o.clock } : {}),
     });
     return { tgt, r };
   };
+  return { tgtd, store, machine, target, daemon };
+}
+
+t.test("sanboot on tgt: the spare's credentials, stored and handed out", { skip }, async (t) => {
+  const m = await oneMachine(t, 1);
+  const { tgtd, store, machine, target } = m;
+  const confDir = tempDir(t);
+  const daemon = () => m.daemon({ confDir });
   const boot = async (r: Reconciler) => {
     const res = await r.prepareSanboot(
       store.machines.get(machine.id)!,
@@ -143,30 +148,17 @@ t.test("sanboot on tgt: the spare's credentials, stored and handed out", { skip 
 });
 
 t.test("a machine that is off gets its next boot's secret ahead", { skip }, async (t) => {
-  const { tgtd, store, machine, target, log, overlays } = await oneMachine(t, 2);
+  const m = await oneMachine(t, 2);
+  const { tgtd, store, machine, target } = m;
   const commands: string[][] = [];
   const real = tgtdManager(tgtd.controlPort);
-  const tgt = new TgtDriver({
-    iqnPrefix: PREFIX,
+  let skewMs = 0;
+  const { tgt, r } = m.daemon({
     confDir: tempDir(t),
-    controlPort: tgtd.controlPort,
-    logger: log,
     manage: (args) => {
       commands.push([...args]);
       return real(args);
     },
-    spareSecret: () => `Fresh${Math.random().toString(36).slice(2, 13).padEnd(11, "x")}`,
-    spareQuietMs: 100,
-  });
-  t.teardown(() => tgt.close());
-  let skewMs = 0;
-  const r = new Reconciler({
-    store,
-    log,
-    overlays,
-    targets: tgt,
-    portal: { address: "127.0.0.1", port: tgtd.portalPort },
-    imagePath: () => undefined,
     clock: () => Date.now() + skewMs,
   });
   const row = () => store.targets.get(target.id)!;
