@@ -7,6 +7,7 @@
 //   agent.cjs lio-check  <machines>                 what configfs and saveconfig.json hold
 //   agent.cjs snap-create <image> <id>...            dm-snapshot disks over one image
 //   agent.cjs snap-delete <id>...
+//   agent.cjs warm <image>                            the daemon's warming of <image>.bootset.csv
 import { lstat, readdir, readFile, readlink } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { pino } from "pino";
@@ -19,6 +20,7 @@ import {
 import { type ConfigFs, nodeConfigFs } from "../../src/iscsi/target/lio-configfs.js";
 import { readSaveConfig } from "../../src/iscsi/target/lio-saveconfig.js";
 import type { TargetSpec } from "../../src/iscsi/target/types.js";
+import { warmVersion } from "../../src/iscsi/warm.js";
 import { type AgentCall, runAgent } from "../../test/guest/harness/agent-cli.js";
 import { machineNames, PORTAL } from "./machines.js";
 
@@ -205,6 +207,12 @@ async function main({ op, args, need }: AgentCall): Promise<unknown> {
       const d = snapDriver();
       for (const id of args) await d.delete(id);
       return d.list();
+    }
+    case "warm": {
+      // What the daemon runs at start and when a version becomes current.
+      const started = performance.now();
+      const bytes = await warmVersion(need(0), { maxBytes: Number.MAX_SAFE_INTEGER, log: logger });
+      return { bytes, ms: performance.now() - started };
     }
     default:
       throw new Error(`unknown operation ${op}`);

@@ -4,7 +4,7 @@
  *
  *   node --import tsx bench/lio/run.ts [--machines 200] [--storm 50] [--image-mib 128]
  *                                      [--skip-targets] [--skip-cache] [--skip-session]
- *                                      [--tcli-minutes M] [--remove R]
+ *                                      [--tcli-minutes M] [--remove R] [--read-ahead-kb K]
  *
  * Root (the harness builds the guest with mmdebstrap). Under TCG on a shared 2-core VM it
  * takes the better part of an hour: run it in the background. Prints Markdown on stdout,
@@ -21,10 +21,17 @@
  *    Debian boot set clipped to the image, (b) all machines at once read it, (c) all read
  *    their whole disk; each with O_DIRECT, as LIO's block backstore reads. Bytes from vdb (the
  *    disk under the image's XFS, /proc/diskstats) and the image's pages in RAM (fincore).
+ *    Then warmed: caches dropped, the daemon's warming of the version's boot set
+ *    (src/iscsi/warm.ts), then one machine's boot set (the first PC at 9 am) and all machines
+ *    at once, caches kept: the disk bytes of warming and storm together, and the first boot's
+ *    seconds cold against warm. `--read-ahead-kb K` sets vdb's read-ahead (the image file's)
+ *    before all of it; the default leaves the kernel's.
  *    The other side: as many reflink clones of the image, read buffered as LIO's fileio
  *    backstore reads them, the boot set at once.
+ *    Caches are dropped in the guest and on the host (vdb is a host file) before a cold run.
  */
 
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -56,6 +63,8 @@ const TCLI_MINUTES = cli.has("tcli-minutes") ? opt("tcli-minutes", 60) : 0;
  * object still used?): O(N^2) in all, more than 16 minutes for 200 under TCG on a loaded host.
  */
 const REMOVE = Math.min(N, opt("remove", N));
+/** vdb's read-ahead in KiB, which the image file's reads get (unset: the kernel's default). */
+const READ_AHEAD_KB = cli.has("read-ahead-kb") ? opt("read-ahead-kb", 128) : undefined;
 
 const HERE = import.meta.dirname;
 const BOOT_SET = join(HERE, "../storm/boot-set/debian-12-bios.csv");
@@ -200,14 +209,28 @@ interface Reading {
   seconds: number;
 }
 
-/** Drops the caches, runs the replayer, and reads what vdb delivered and what stays cached. */
+/**
+ * The guest's caches and the host's: vdb is a file on the host, so a guest read the guest's
+ * cache misses would otherwise come from the host's RAM, and a cold first boot would not be.
+ */
+async function dropCaches(g: Guest): Promise<void> {
+  await g.sh("sync && echo 3 > /proc/sys/vm/drop_caches", { timeoutMs: 300_000 });
+  execFileSync("sync");
+  writeFileSync("/proc/sys/vm/drop_caches", "3");
+}
+
+/**
+ * Runs the replayer (after dropping the caches unless `keepCaches`), and reads what vdb
+ * delivered and what stays cached.
+ */
 async function storm(
   g: Guest,
   what: string,
   replayArgs: string,
   cachedFiles: string[],
+  keepCaches = false,
 ): Promise<Reading> {
-  await g.sh("sync && echo 3 > /proc/sys/vm/drop_caches", { timeoutMs: 300_000 });
+  if (!keepCaches) await dropCaches(g);
   const before = await vdbBytesRead(g);
   const r = JSON.parse(await heavy(g, `python3 /root/replay.py ${replayArgs}`)) as {
     bytes: number;
@@ -412,9 +435,12 @@ async function cachePart(g: Guest, out: string[], clipped: string[]): Promise<vo
   await g.sh(
     `mkfs.xfs -q -f -m reflink=1 /dev/vdb && mkdir -p ${ROOT} && mount /dev/vdb ${ROOT}
      mkdir -p ${ROOT}/images ${ROOT}/overlays ${ROOT}/reflink
-     dd if=/dev/urandom of=${GOLDEN} bs=1M count=${IMAGE_MIB} status=none && sync`,
+     dd if=/dev/urandom of=${GOLDEN} bs=1M count=${IMAGE_MIB} status=none && sync
+     cp /root/bootset.csv ${GOLDEN}.bootset.csv
+     ${READ_AHEAD_KB === undefined ? "" : `echo ${READ_AHEAD_KB} > /sys/block/vdb/queue/read_ahead_kb`}`,
     { timeoutMs: 600_000 },
   );
+  const readAheadKb = Number(await g.sh("cat /sys/block/vdb/queue/read_ahead_kb"));
   log(`dm-snapshot: ${STORM} machines over ${IMAGE_MIB} MiB`);
   const created = await agent<string[]>(g, "snap-create", GOLDEN, ...ids);
   if (created.join() !== disks.join()) throw new Error(`snap-create made ${created.join()}`);
@@ -430,6 +456,28 @@ async function cachePart(g: Guest, out: string[], clipped: string[]): Promise<vo
     `--direct /root/bootset.csv ${disks.join(" ")}`,
     [GOLDEN],
   );
+  // Warmed, as the daemon does at start and when a version becomes current; then the first
+  // PC, then the whole room, the caches kept.
+  await dropCaches(g);
+  const beforeWarm = await vdbBytesRead(g);
+  const warmed = await agent<{ bytes: number; ms: number }>(g, "warm", GOLDEN);
+  const warmDisk = (await vdbBytesRead(g)) - beforeWarm;
+  log(`warmed: ${mib(warmed.bytes)} MiB in ${sec(warmed.ms)} s, ${mib(warmDisk)} MiB from vdb`);
+  const oneWarm = await storm(
+    g,
+    "1 machine after warming",
+    `--direct /root/bootset.csv ${disks[0]}`,
+    [GOLDEN],
+    true,
+  );
+  const allWarm = await storm(
+    g,
+    `${STORM} machines at once after that`,
+    `--direct /root/bootset.csv ${disks.join(" ")}`,
+    [GOLDEN],
+    true,
+  );
+  const warmTotal = warmDisk + oneWarm.diskBytes + allWarm.diskBytes;
   const clones = ids.map((id) => `${ROOT}/reflink/${id}.img`);
   await g.sh(clones.map((c) => `cp --reflink=always ${GOLDEN} ${c}`).join(" && "), {
     timeoutMs: 600_000,
@@ -452,14 +500,16 @@ async function cachePart(g: Guest, out: string[], clipped: string[]): Promise<vo
   out.push(
     `## ${STORM} machines over one ${IMAGE_MIB} MiB image version`,
     "",
-    `Boot set: the recorded Debian 12 BIOS boot (bench/storm/boot-set/debian-12-bios.csv) clipped to the image's ${IMAGE_MIB} MiB: ${clipped.length - 1} reads, ${mib(bootSetBytes)} MiB requested, ${mib(bootSetDistinct)} MiB distinct. Image loop devices: ${loops} for ${STORM} machines.`,
+    `Boot set: the recorded Debian 12 BIOS boot (bench/storm/boot-set/debian-12-bios.csv) clipped to the image's ${IMAGE_MIB} MiB: ${clipped.length - 1} reads, ${mib(bootSetBytes)} MiB requested, ${mib(bootSetDistinct)} MiB distinct. Image loop devices: ${loops} for ${STORM} machines. vdb read-ahead: ${readAheadKb} KiB.`,
     "",
-    "| run (caches dropped before each) | read by the machines | from vdb | from vdb / boot set (distinct) | image pages in RAM | in RAM / boot set | seconds |",
+    "| run (caches dropped before each, kept for the rows after warming) | read by the machines | from vdb | from vdb / boot set (distinct) | image pages in RAM | in RAM / boot set | seconds |",
     "|---|---|---|---|---|---|---|",
-    ...[one, all, reflink].map(
+    ...[one, all, oneWarm, allWarm, reflink].map(
       (x) =>
         `| ${x.what} | ${mib(x.readBytes)} MiB | ${mib(x.diskBytes)} MiB | ${r(x, bootSetDistinct)} | ${mib(x.cachedBytes)} MiB | ${(x.cachedBytes / bootSetDistinct).toFixed(3)} | ${x.seconds.toFixed(1)} |`,
     ),
+    "",
+    `Warmed (caches dropped, then the daemon's warming, then the rows "after warming", caches kept): warming read ${mib(warmed.bytes)} MiB in ${sec(warmed.ms)} s, ${mib(warmDisk)} MiB from vdb; warming and all ${STORM + 1} boots together ${mib(warmTotal)} MiB from vdb = **${(warmTotal / bootSetDistinct).toFixed(3)}** x the boot set. First boot: cold ${one.seconds.toFixed(2)} s, warm ${oneWarm.seconds.toFixed(2)} s (${(oneWarm.seconds / one.seconds).toFixed(2)}).`,
     "",
     `Whole disks: ${STORM} machines at once read ${mib(whole.readBytes)} MiB; vdb delivered ${mib(whole.diskBytes)} MiB = **${r(whole, IMAGE_BYTES)}** x the image; image pages in RAM ${mib(whole.cachedBytes)} MiB = ${(whole.cachedBytes / IMAGE_BYTES).toFixed(3)} x the image (${whole.seconds.toFixed(1)} s).`,
     "",

@@ -32,11 +32,8 @@ export function parseBootSet(csv: string): ByteRange[] {
   return out;
 }
 
-/**
- * Sorted, overlaps merged, and ranges closer than `gap` joined: a few long reads in file
- * order instead of thousands of small random ones.
- */
-export function coalesce(ranges: readonly ByteRange[], gap = 128 * 1024): ByteRange[] {
+/** Sorted, overlaps merged, and ranges closer than `gap` bytes joined. */
+export function coalesce(ranges: readonly ByteRange[], gap: number): ByteRange[] {
   const sorted = [...ranges].sort((a, b) => a.offset - b.offset);
   const out: ByteRange[] = [];
   for (const r of sorted) {
@@ -58,29 +55,63 @@ export interface WarmOptions {
   chunkBytes?: number;
 }
 
+const PAGE = 4096;
 /**
- * Reads the ranges of a file once, in file order, one bounded read at a time and yielding
- * between reads (low priority: the event loop and the disk stay free for real boots).
- * Returns the bytes read.
+ * At most the smallest read-ahead window a Linux file system device is given (the default is
+ * 128 KiB): a read up to the window that does not follow the previous one is read as asked,
+ * while a longer one starts read-ahead past its end.
+ */
+const WARM_CHUNK_BYTES = 32 * 1024;
+
+/**
+ * The ranges to warm within `maxBytes`, in the set's file order from its start: sorted,
+ * overlaps and ranges sharing a page merged (so no page is read twice).
+ */
+function warmRanges(ranges: readonly ByteRange[], maxBytes: number): ByteRange[] {
+  const out: ByteRange[] = [];
+  let total = 0;
+  for (const r of coalesce(ranges, PAGE)) {
+    if (total >= maxBytes) break;
+    const length = Math.min(r.length, maxBytes - total);
+    out.push({ offset: r.offset, length });
+    total += length;
+  }
+  return out;
+}
+
+/**
+ * Reads the ranges of a file once, one bounded read at a time and yielding between reads
+ * (low priority: the event loop and the disk stay free for real boots). Returns the bytes
+ * read.
+ *
+ * Why backwards, from the last range to the first and each from its end: the kernel reads
+ * ahead of a read that follows the one before it, or that has pages of the file cached just
+ * before it, by up to the device's read-ahead window (128 KiB by default). Warming in file
+ * order therefore read a window past the end of every range: 14.9 MiB from disk for a boot
+ * set of 12.8 (bench/lio). Read from the end, no read follows the one before and nothing
+ * below it is cached yet, so each is read as asked and the disk delivers the set's own pages.
+ * Node has no posix_fadvise(RANDOM) or readahead(2) to say so directly.
  */
 export async function warmFile(
   path: string,
   ranges: readonly ByteRange[],
   o: WarmOptions,
 ): Promise<number> {
-  const chunk = o.chunkBytes ?? 1 << 20;
+  const chunk = Math.max(PAGE, o.chunkBytes ?? WARM_CHUNK_BYTES);
   const buf = Buffer.allocUnsafe(chunk);
   const fh = await open(path, "r");
   let total = 0;
   try {
-    for (const r of coalesce(ranges)) {
-      for (let at = r.offset; at < r.offset + r.length; ) {
-        if (o.signal?.aborted || total >= o.maxBytes) return total;
-        const len = Math.min(chunk, r.offset + r.length - at, o.maxBytes - total);
-        const { bytesRead } = await fh.read(buf, 0, len, at);
-        if (bytesRead === 0) break;
+    const wanted = warmRanges(ranges, o.maxBytes);
+    for (let i = wanted.length - 1; i >= 0; i--) {
+      const r = wanted[i]!;
+      for (let end = r.offset + r.length; end > r.offset; ) {
+        if (o.signal?.aborted) return total;
+        // Chunks start on a page boundary, so two reads never share a page.
+        const from = Math.max(r.offset, Math.ceil((end - chunk) / PAGE) * PAGE);
+        const { bytesRead } = await fh.read(buf, 0, end - from, from);
         total += bytesRead;
-        at += bytesRead;
+        end = from;
         await new Promise((resolve) => setImmediate(resolve));
       }
     }

@@ -42,6 +42,17 @@ t.test("warming reads the set's bytes, and no more than its bound", async (t) =>
   ];
   t.equal(await warmFile(image, ranges, { maxBytes: 8 << 20, chunkBytes: 256 << 10 }), 2 << 20);
   t.equal(await warmFile(image, ranges, { maxBytes: 1.5 * (1 << 20) }), 1.5 * (1 << 20));
+  const samePage = [
+    { offset: 8192, length: 100 },
+    { offset: 0, length: 100 },
+    { offset: 50, length: 150 },
+    { offset: 1000, length: 100 },
+  ];
+  t.equal(
+    await warmFile(image, samePage, { maxBytes: 1 << 20 }),
+    1100 + 100,
+    "ranges sharing a page are read once, as one: 0-1100, and 8192-8292 on its own",
+  );
   const past = [{ offset: 4 << 20, length: 4096 }];
   t.equal(await warmFile(image, past, { maxBytes: 1 << 20 }), 0, "past the end: nothing");
 });
