@@ -37,6 +37,7 @@ import { IpmiPower, PowerError } from "../power/ipmi.js";
 import { PowerService } from "../power/service.js";
 import { wakeOnLan } from "../power/wol.js";
 import { Store } from "../store/index.js";
+import { WalCheckpoints } from "../store/wal-checkpoints.js";
 import { VERSION } from "../version.js";
 import { changedKeys, LIVE_KEYS } from "./config-diff.js";
 import { isUploadRequest, type RunningHttpServer, startHttpServer } from "./http-server.js";
@@ -53,6 +54,7 @@ import type { Notifier } from "./sdnotify.js";
 export class Daemon {
   private state: DaemonState = "starting";
   private store: Store | undefined;
+  private walCheckpoints: WalCheckpoints | undefined;
   private http: RunningHttpServer | undefined;
   private localSocket: RunningLocalSocket | undefined;
   private netboot: Netboot | undefined;
@@ -96,6 +98,9 @@ export class Daemon {
     makePrivate(c.data_dir, 0o750);
     this.store = Store.open({ path: dbPath, busyTimeoutMs: c.store.busy_timeout_ms });
     for (const f of [dbPath, `${dbPath}-wal`, `${dbPath}-shm`]) makePrivate(f, 0o600);
+    // Checkpoints in quiet moments, not in the commits of a boot storm (wal-checkpoints.ts).
+    this.walCheckpoints = new WalCheckpoints(this.store.db, { log: this.log });
+    this.walCheckpoints.start();
     // A first start hashes the admin's one-time password: scrypt, ~0.4 s of CPU on libuv's
     // thread pool. Begun here, it runs beside the services' and iSCSI's start, and is
     // awaited before the API is built (whoever sees /api/health answer may read the file).
@@ -284,6 +289,7 @@ export class Daemon {
     await Promise.all([this.dropFolder?.close(), this.fileGuard?.close()]);
     // Running jobs are cancelled and awaited while the store can still record how they ended.
     await this.jobs?.stop(this.config.shutdown.drain_timeout_ms);
+    this.walCheckpoints?.stop();
     this.store?.close();
     this.log.info("stopped");
     this.notifier.close();

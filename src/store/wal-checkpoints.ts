@@ -1,0 +1,125 @@
+import type { Statement } from "better-sqlite3";
+import type { Logger } from "pino";
+import type { Db } from "./db.js";
+
+/**
+ * The daemon's WAL checkpoints, moved out of its busy seconds.
+ *
+ * SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: the copy of the
+ * WAL into the database file and its two fsyncs run in that commit, on the daemon's one
+ * thread, between a DHCP reply and the next TFTP block. In a 500-PC boot storm that was
+ * 480 ms of the busiest 3.5 s (bench/storm). Here automatic checkpoints are off on the
+ * daemon's connection; a checkpoint runs once the connection has written nothing for
+ * `quietMs`, or at the latest `maxDeferMs` after the first write not yet checkpointed (which
+ * bounds the WAL's growth, and what a power loss could take with `synchronous = NORMAL`: a
+ * commit is only on disk once a checkpoint has synced the WAL). Other processes (the
+ * bootfleet command) keep SQLite's own checkpoints on their connections.
+ */
+export interface WalCheckpointOptions {
+  /** A checkpoint once nothing was written for this long. Default 2 s. */
+  quietMs?: number;
+  /** And at the latest this long after the first write it has not checkpointed. Default 60 s. */
+  maxDeferMs?: number;
+  now?: () => number;
+  log?: Logger;
+}
+
+export interface CheckpointResult {
+  /** WAL frames at the checkpoint. */
+  frames: number;
+  /** Of those, copied into the database (fewer when a reader still needs the older ones). */
+  copied: number;
+  ms: number;
+}
+
+/** SQLite's default `wal_autocheckpoint`, put back on stop. */
+const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
+
+export class WalCheckpoints {
+  readonly #db: Db;
+  readonly #changes: Statement;
+  readonly #quietMs: number;
+  readonly #maxDeferMs: number;
+  readonly #now: () => number;
+  readonly #log: Logger | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #seenChanges: number;
+  #lastWriteAt = 0;
+  /** When the first write not yet checkpointed was seen; undefined: none. */
+  #pendingSince: number | undefined;
+
+  constructor(db: Db, o: WalCheckpointOptions = {}) {
+    this.#db = db;
+    // total_changes(): rows this connection wrote; a function call, no read of the database.
+    this.#changes = db.prepare("SELECT total_changes()").pluck();
+    this.#quietMs = o.quietMs ?? 2000;
+    this.#maxDeferMs = o.maxDeferMs ?? 60_000;
+    this.#now = o.now ?? Date.now;
+    this.#log = o.log;
+    this.#seenChanges = this.#changes.get() as number;
+  }
+
+  /** Turns SQLite's checkpoints off on this connection and looks every `everyMs`. */
+  start(everyMs = 500): void {
+    this.#db.pragma("wal_autocheckpoint = 0");
+    this.#timer = setInterval(() => this.tick(), everyMs);
+    this.#timer.unref();
+  }
+
+  /**
+   * One look: notes a write since the last look, and checkpoints when the connection has
+   * been quiet long enough or a write has waited too long. Returns what a checkpoint did.
+   */
+  tick(): CheckpointResult | undefined {
+    const now = this.#now();
+    const changes = this.#changes.get() as number;
+    if (changes !== this.#seenChanges) {
+      this.#seenChanges = changes;
+      this.#lastWriteAt = now;
+      this.#pendingSince ??= now;
+    }
+    if (this.#pendingSince === undefined) return undefined;
+    const quiet = now - this.#lastWriteAt >= this.#quietMs;
+    const overdue = now - this.#pendingSince >= this.#maxDeferMs;
+    if (!quiet && !overdue) return undefined;
+    return this.checkpoint();
+  }
+
+  /**
+   * A PASSIVE checkpoint now: it waits for no reader or writer; frames a reader still needs
+   * stay in the WAL and are left pending for the next one.
+   */
+  checkpoint(): CheckpointResult {
+    const started = performance.now();
+    let frames = 0;
+    let copied = 0;
+    try {
+      const [row] = this.#db.pragma("wal_checkpoint(PASSIVE)") as {
+        busy: number;
+        log: number;
+        checkpointed: number;
+      }[];
+      frames = row?.log ?? 0;
+      copied = row?.checkpointed ?? 0;
+    } catch (err) {
+      // A full disk or an I/O error: the WAL keeps every commit, the next look tries again.
+      this.#log?.warn({ err }, "WAL checkpoint failed; the next one retries");
+      return { frames, copied, ms: performance.now() - started };
+    }
+    this.#pendingSince = copied < frames ? this.#now() : undefined;
+    const ms = performance.now() - started;
+    this.#log?.debug({ frames, copied, ms: Math.round(ms) }, "WAL checkpoint");
+    return { frames, copied, ms };
+  }
+
+  /** Stops looking; what is not checkpointed yet is, and SQLite's own checkpoints return. */
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    if (!this.#db.open) return;
+    if (this.#pendingSince !== undefined || this.#changes.get() !== this.#seenChanges) {
+      this.checkpoint();
+    }
+    this.#db.pragma(`wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT_PAGES}`);
+  }
+}
