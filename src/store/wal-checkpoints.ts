@@ -34,6 +34,8 @@ export interface CheckpointResult {
 
 /** SQLite's default `wal_autocheckpoint`, put back on stop. */
 const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
+/** After a failed checkpoint (a full disk), the next try waits this long. */
+const RETRY_AFTER_FAILURE_MS = 30_000;
 
 export class WalCheckpoints {
   readonly #db: Db;
@@ -47,6 +49,8 @@ export class WalCheckpoints {
   #lastWriteAt = 0;
   /** When the first write not yet checkpointed was seen; undefined: none. */
   #pendingSince: number | undefined;
+  /** When the last checkpoint failed, while they keep failing; undefined: the last one did not. */
+  #failedAt: number | undefined;
 
   constructor(db: Db, o: WalCheckpointOptions = {}) {
     this.#db = db;
@@ -82,6 +86,9 @@ export class WalCheckpoints {
     const quiet = now - this.#lastWriteAt >= this.#quietMs;
     const overdue = now - this.#pendingSince >= this.#maxDeferMs;
     if (!quiet && !overdue) return undefined;
+    if (this.#failedAt !== undefined && now - this.#failedAt < RETRY_AFTER_FAILURE_MS) {
+      return undefined;
+    }
     return this.checkpoint();
   }
 
@@ -102,9 +109,20 @@ export class WalCheckpoints {
       frames = row?.log ?? 0;
       copied = row?.checkpointed ?? 0;
     } catch (err) {
-      // A full disk or an I/O error: the WAL keeps every commit, the next look tries again.
-      this.#log?.warn({ err }, "WAL checkpoint failed; the next one retries");
+      // A full disk or an I/O error: the WAL keeps every commit; tried again in 30 s,
+      // logged once until one succeeds.
+      if (this.#failedAt === undefined) {
+        this.#log?.warn(
+          { err, retry_seconds: RETRY_AFTER_FAILURE_MS / 1000 },
+          "WAL checkpoint failed: the commits stay in the WAL file; retrying",
+        );
+      }
+      this.#failedAt = this.#now();
       return { frames, copied, ms: performance.now() - started };
+    }
+    if (this.#failedAt !== undefined) {
+      this.#failedAt = undefined;
+      this.#log?.info({ frames, copied }, "WAL checkpoint succeeded again");
     }
     this.#pendingSince = copied < frames ? this.#now() : undefined;
     const ms = performance.now() - started;

@@ -3,6 +3,7 @@
 // writes (every commit goes to the WAL).
 import { statSync } from "node:fs";
 import { join } from "node:path";
+import { pino } from "pino";
 import t from "tap";
 import { openStore } from "../../src/store/db.js";
 import { WalCheckpoints } from "../../src/store/wal-checkpoints.js";
@@ -79,4 +80,47 @@ t.test("stop checkpoints what is left and gives SQLite its checkpoints back", as
   const after = dbFileBytes();
   write(1200);
   t.ok(dbFileBytes() > after, "and SQLite checkpoints by itself again");
+});
+
+t.test("a failing checkpoint (a full disk) is retried every 30 s and logged once", async (t) => {
+  // A stand-in connection: SQLite cannot be made to fail a checkpoint on demand here.
+  let changes = 0;
+  let failing = true;
+  let tries = 0;
+  const db = {
+    prepare: () => ({ pluck: () => ({ get: () => changes }) }),
+    pragma: (sql: string) => {
+      if (!sql.startsWith("wal_checkpoint")) return [];
+      tries++;
+      if (failing) throw new Error("database or disk is full");
+      return [{ busy: 0, log: 10, checkpointed: 10 }];
+    },
+    open: true,
+  } as unknown as ConstructorParameters<typeof WalCheckpoints>[0];
+  const lines: { level: number; msg: string }[] = [];
+  const log = pino({ level: "debug" }, { write: (l: string) => lines.push(JSON.parse(l)) });
+  let now = 0;
+  const cp = new WalCheckpoints(db, { quietMs: 2000, now: () => now, log });
+  changes = 5;
+  cp.tick();
+  now = 2100;
+  cp.tick();
+  t.equal(tries, 1, "tried once the writes were quiet");
+  for (now = 2600; now < 32_100; now += 500) cp.tick();
+  t.equal(tries, 1, "not again within 30 s");
+  now = 32_100;
+  cp.tick();
+  t.equal(tries, 2, "again after 30 s");
+  failing = false;
+  now = 62_100;
+  const r = cp.tick();
+  t.same(r && [r.frames, r.copied], [10, 10], "and it succeeds");
+  t.same(
+    lines.filter((l) => l.level >= 30).map((l) => [l.level, l.msg]),
+    [
+      [40, "WAL checkpoint failed: the commits stay in the WAL file; retrying"],
+      [30, "WAL checkpoint succeeded again"],
+    ],
+    "one warning for the streak, one line when it ends",
+  );
 });
