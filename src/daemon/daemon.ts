@@ -289,6 +289,8 @@ export class Daemon {
     await Promise.all([this.dropFolder?.close(), this.fileGuard?.close()]);
     // Running jobs are cancelled and awaited while the store can still record how they ended.
     await this.jobs?.stop(this.config.shutdown.drain_timeout_ms);
+    // The offers still queued are written before the last checkpoint takes the WAL in.
+    this.store?.pendingOffers.flush();
     this.walCheckpoints?.stop();
     this.store?.close();
     this.log.info("stopped");

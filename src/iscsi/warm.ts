@@ -64,19 +64,35 @@ const PAGE = 4096;
 const WARM_CHUNK_BYTES = 32 * 1024;
 
 /**
- * The ranges to warm within `maxBytes`, in the set's file order from its start: sorted,
- * overlaps and ranges sharing a page merged (so no page is read twice).
+ * The ranges to warm, within the file and within `maxBytes`, in the set's file order from its
+ * start: sorted, overlaps merged, and ranges merged where one starts in the page the other
+ * ends in (so no page is read twice, and no page between two ranges is read).
  */
-function warmRanges(ranges: readonly ByteRange[], maxBytes: number): ByteRange[] {
+function warmRanges(
+  ranges: readonly ByteRange[],
+  fileBytes: number,
+  maxBytes: number,
+): ByteRange[] {
   const out: ByteRange[] = [];
+  for (const r of coalesce(ranges, 0)) {
+    const end = Math.min(r.offset + r.length, fileBytes);
+    if (end <= r.offset) break; // sorted: every later range is past the end too
+    const last = out.at(-1);
+    if (last && Math.floor(r.offset / PAGE) <= Math.floor((last.offset + last.length - 1) / PAGE)) {
+      last.length = end - last.offset;
+    } else {
+      out.push({ offset: r.offset, length: end - r.offset });
+    }
+  }
   let total = 0;
-  for (const r of coalesce(ranges, PAGE)) {
+  const cut: ByteRange[] = [];
+  for (const r of out) {
     if (total >= maxBytes) break;
     const length = Math.min(r.length, maxBytes - total);
-    out.push({ offset: r.offset, length });
+    cut.push({ offset: r.offset, length });
     total += length;
   }
-  return out;
+  return cut;
 }
 
 /**
@@ -89,8 +105,12 @@ function warmRanges(ranges: readonly ByteRange[], maxBytes: number): ByteRange[]
  * before it, by up to the device's read-ahead window (128 KiB by default). Warming in file
  * order therefore read a window past the end of every range: 14.9 MiB from disk for a boot
  * set of 12.8 (bench/lio). Read from the end, no read follows the one before and nothing
- * below it is cached yet, so each is read as asked and the disk delivers the set's own pages.
- * Node has no posix_fadvise(RANDOM) or readahead(2) to say so directly.
+ * below it is cached by the warming itself, so each is read as asked: 12.9 MiB. Two cases
+ * still read ahead: a read of the file's first page (always; so that page is read alone, and
+ * at most 3 pages past it come along), and pages already cached below a read by others (boots
+ * during the warming, an earlier warming partly evicted). Node has no posix_fadvise(RANDOM)
+ * or readahead(2) to rule those out. On a spinning disk, backwards reads of 32 KiB may cost
+ * a rotation each; not measured (the machines here have none).
  */
 export async function warmFile(
   path: string,
@@ -102,13 +122,15 @@ export async function warmFile(
   const fh = await open(path, "r");
   let total = 0;
   try {
-    const wanted = warmRanges(ranges, o.maxBytes);
+    const wanted = warmRanges(ranges, (await fh.stat()).size, o.maxBytes);
     for (let i = wanted.length - 1; i >= 0; i--) {
       const r = wanted[i]!;
       for (let end = r.offset + r.length; end > r.offset; ) {
         if (o.signal?.aborted) return total;
-        // Chunks start on a page boundary, so two reads never share a page.
-        const from = Math.max(r.offset, Math.ceil((end - chunk) / PAGE) * PAGE);
+        // Chunks start on a page boundary, so two reads never share a page; the file's
+        // first page is read on its own (the kernel reads ahead of any read of it).
+        let from = Math.max(r.offset, Math.ceil((end - chunk) / PAGE) * PAGE);
+        if (from === 0 && end > PAGE) from = PAGE;
         const { bytesRead } = await fh.read(buf, 0, end - from, from);
         total += bytesRead;
         end = from;

@@ -9,11 +9,14 @@ import type { Db } from "./db.js";
  * WAL into the database file and its two fsyncs run in that commit, on the daemon's one
  * thread, between a DHCP reply and the next TFTP block. In a 500-PC boot storm that was
  * 480 ms of the busiest 3.5 s (bench/storm). Here automatic checkpoints are off on the
- * daemon's connection; a checkpoint runs once the connection has written nothing for
+ * daemon's connection but past 64 MiB of WAL (a net for a write this cannot see, and a bound
+ * on one checkpoint's stall); a checkpoint runs once the connection has written nothing for
  * `quietMs`, or at the latest `maxDeferMs` after the first write not yet checkpointed (which
- * bounds the WAL's growth, and what a power loss could take with `synchronous = NORMAL`: a
- * commit is only on disk once a checkpoint has synced the WAL). Other processes (the
- * bootfleet command) keep SQLite's own checkpoints on their connections.
+ * bounds what a power loss could take with `synchronous = NORMAL`: a commit is only on disk
+ * once a checkpoint has synced the WAL). Writes are seen through total_changes(): rows
+ * inserted, updated or deleted, which is every write the daemon makes after its migrations
+ * (those are counted pending from the start). Other processes (the bootfleet command) keep
+ * SQLite's own checkpoints on their connections.
  */
 export interface WalCheckpointOptions {
   /** A checkpoint once nothing was written for this long. Default 2 s. */
@@ -34,6 +37,10 @@ export interface CheckpointResult {
 
 /** SQLite's default `wal_autocheckpoint`, put back on stop. */
 const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
+/** While deferred: SQLite's own checkpoint only past this many pages (64 MiB of 4 KiB). */
+const DEFERRED_AUTOCHECKPOINT_PAGES = 16_384;
+/** The WAL file is cut back to this size after a checkpoint lets it start over. */
+const WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024;
 /** After a failed checkpoint (a full disk), the next try waits this long. */
 const RETRY_AFTER_FAILURE_MS = 30_000;
 
@@ -61,11 +68,15 @@ export class WalCheckpoints {
     this.#now = o.now ?? Date.now;
     this.#log = o.log;
     this.#seenChanges = this.#changes.get() as number;
+    // The migrations' writes, or a previous process's WAL, are not counted: pending from now.
+    this.#pendingSince = this.#now();
+    this.#lastWriteAt = this.#pendingSince;
   }
 
-  /** Turns SQLite's checkpoints off on this connection and looks every `everyMs`. */
+  /** Defers SQLite's checkpoints on this connection and looks every `everyMs`. */
   start(everyMs = 500): void {
-    this.#db.pragma("wal_autocheckpoint = 0");
+    this.#db.pragma(`wal_autocheckpoint = ${DEFERRED_AUTOCHECKPOINT_PAGES}`);
+    this.#db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
     this.#timer = setInterval(() => this.tick(), everyMs);
     this.#timer.unref();
   }
@@ -75,6 +86,7 @@ export class WalCheckpoints {
    * been quiet long enough or a write has waited too long. Returns what a checkpoint did.
    */
   tick(): CheckpointResult | undefined {
+    if (!this.#db.open) return undefined;
     const now = this.#now();
     const changes = this.#changes.get() as number;
     if (changes !== this.#seenChanges) {
@@ -94,12 +106,14 @@ export class WalCheckpoints {
 
   /**
    * A PASSIVE checkpoint now: it waits for no reader or writer; frames a reader still needs
-   * stay in the WAL and are left pending for the next one.
+   * stay in the WAL and are left pending for the next one, as is all of it when another
+   * connection was checkpointing (SQLite then answers busy, -1 frames).
    */
   checkpoint(): CheckpointResult {
     const started = performance.now();
     let frames = 0;
     let copied = 0;
+    let busy = false;
     try {
       const [row] = this.#db.pragma("wal_checkpoint(PASSIVE)") as {
         busy: number;
@@ -108,6 +122,7 @@ export class WalCheckpoints {
       }[];
       frames = row?.log ?? 0;
       copied = row?.checkpointed ?? 0;
+      busy = row?.busy === 1 || frames < 0;
     } catch (err) {
       // A full disk or an I/O error: the WAL keeps every commit; tried again in 30 s,
       // logged once until one succeeds.
@@ -124,7 +139,13 @@ export class WalCheckpoints {
       this.#failedAt = undefined;
       this.#log?.info({ frames, copied }, "WAL checkpoint succeeded again");
     }
-    this.#pendingSince = copied < frames ? this.#now() : undefined;
+    if (busy || copied < frames) {
+      // Again once another quiet spell has passed, not on every look.
+      this.#pendingSince = this.#now();
+      this.#lastWriteAt = this.#pendingSince;
+    } else {
+      this.#pendingSince = undefined;
+    }
     const ms = performance.now() - started;
     this.#log?.debug({ frames, copied, ms: Math.round(ms) }, "WAL checkpoint");
     return { frames, copied, ms };

@@ -53,6 +53,17 @@ t.test("warming reads the set's bytes, and no more than its bound", async (t) =>
     1100 + 100,
     "ranges sharing a page are read once, as one: 0-1100, and 8192-8292 on its own",
   );
+  const hole = [
+    { offset: 0, length: 4096 },
+    { offset: 8192, length: 100 },
+  ];
+  t.equal(
+    await warmFile(image, hole, { maxBytes: 1 << 20 }),
+    4096 + 100,
+    "the page between two ranges is not read",
+  );
+  const across = [{ offset: (4 << 20) - 100, length: 8192 }];
+  t.equal(await warmFile(image, across, { maxBytes: 1 << 20 }), 100, "cut at the end of the file");
   const past = [{ offset: 4 << 20, length: 4096 }];
   t.equal(await warmFile(image, past, { maxBytes: 1 << 20 }), 0, "past the end: nothing");
 });

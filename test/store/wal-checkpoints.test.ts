@@ -49,6 +49,21 @@ t.test("commits do not checkpoint; a quiet moment does", async (t) => {
   t.equal(cp.tick(), undefined, "nothing written since: nothing to do");
 });
 
+t.test("what was written before it started (the migrations) is checkpointed too", async (t) => {
+  const { db, write, dbFileBytes } = freshDb(t);
+  const before = dbFileBytes();
+  write(200);
+  let now = 0;
+  const cp = new WalCheckpoints(db, { now: () => now });
+  cp.start(3_600_000);
+  t.teardown(() => cp.stop());
+  t.equal(cp.tick(), undefined, "not at once");
+  now = 2100;
+  const r = cp.tick();
+  t.ok(r && r.copied >= 200, `2.1 s later, with no write seen: copied ${r?.copied} frames`);
+  t.ok(dbFileBytes() >= before + 200 * 4096, "into the database file");
+});
+
 t.test("writes that never pause are checkpointed after maxDeferMs", async (t) => {
   const { db, write, dbFileBytes } = freshDb(t);
   let now = 0;
@@ -80,6 +95,32 @@ t.test("stop checkpoints what is left and gives SQLite its checkpoints back", as
   const after = dbFileBytes();
   write(1200);
   t.ok(dbFileBytes() > after, "and SQLite checkpoints by itself again");
+});
+
+t.test("a checkpoint another connection was running counts as not done", async (t) => {
+  let answer = { busy: 1, log: -1, checkpointed: -1 };
+  let tries = 0;
+  const db = {
+    prepare: () => ({ pluck: () => ({ get: () => 0 }) }),
+    pragma: (sql: string) => {
+      if (!sql.startsWith("wal_checkpoint")) return [];
+      tries++;
+      return [answer];
+    },
+    open: true,
+  } as unknown as ConstructorParameters<typeof WalCheckpoints>[0];
+  let now = 0;
+  const cp = new WalCheckpoints(db, { quietMs: 2000, now: () => now });
+  now = 2000;
+  t.equal(cp.tick()?.frames, -1, "tried; SQLite answered busy");
+  now = 2500;
+  t.equal(cp.tick(), undefined, "still pending, but not tried on the next look");
+  answer = { busy: 0, log: 7, checkpointed: 7 };
+  now = 4000;
+  t.equal(cp.tick()?.copied, 7, "tried again after another quiet spell");
+  now = 10_000;
+  t.equal(cp.tick(), undefined, "then nothing is pending");
+  t.equal(tries, 2);
 });
 
 t.test("a failing checkpoint (a full disk) is retried every 30 s and logged once", async (t) => {
