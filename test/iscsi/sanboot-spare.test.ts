@@ -60,7 +60,13 @@ async function oneMachine(t: Test, n: number) {
       spareSecret: () => `Spare${Math.random().toString(36).slice(2, 13).padEnd(11, "x")}`,
       spareQuietMs: 100,
     });
-    t.teardown(() => tgt.close());
+    // The target's config file is written after an apply resolves: wait for it before the
+    // folders go (a write in flight made the folder's removal fail, and the teardowns after
+    // it, tgtd's stop among them, never ran).
+    t.teardown(async () => {
+      tgt.close();
+      await tgt.settled(target.iqn);
+    });
     const r = new Reconciler({
       store,
       log,
