@@ -42,7 +42,9 @@ let daemonCount = 0;
 /** A temporary data_dir, removed in teardown. */
 export function tempDir(t: { teardown(fn: () => void): void }, prefix = "bf-test-"): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // Retried: a file the code under test still writes behind (a config file after an apply)
+  // can appear in the folder while it is being removed (ENOTEMPTY).
+  t.teardown(() => rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 }));
   return dir;
 }
 
