@@ -42,30 +42,31 @@ t.test("warming reads the set's bytes, and no more than its bound", async (t) =>
   ];
   t.equal(await warmFile(image, ranges, { maxBytes: 8 << 20, chunkBytes: 256 << 10 }), 2 << 20);
   t.equal(await warmFile(image, ranges, { maxBytes: 1.5 * (1 << 20) }), 1.5 * (1 << 20));
-  const samePage = [
-    { offset: 8192, length: 100 },
-    { offset: 0, length: 100 },
-    { offset: 50, length: 150 },
-    { offset: 1000, length: 100 },
+  const cases: [string, { offset: number; length: number }[], number][] = [
+    [
+      "ranges sharing a page are read once, as one: 0-1100, and 8192-8292 on its own",
+      [
+        { offset: 8192, length: 100 },
+        { offset: 0, length: 100 },
+        { offset: 50, length: 150 },
+        { offset: 1000, length: 100 },
+      ],
+      1100 + 100,
+    ],
+    [
+      "the page between two ranges is not read",
+      [
+        { offset: 0, length: 4096 },
+        { offset: 8192, length: 100 },
+      ],
+      4096 + 100,
+    ],
+    ["cut at the end of the file", [{ offset: (4 << 20) - 100, length: 8192 }], 100],
+    ["past the end: nothing", [{ offset: 4 << 20, length: 4096 }], 0],
   ];
-  t.equal(
-    await warmFile(image, samePage, { maxBytes: 1 << 20 }),
-    1100 + 100,
-    "ranges sharing a page are read once, as one: 0-1100, and 8192-8292 on its own",
-  );
-  const hole = [
-    { offset: 0, length: 4096 },
-    { offset: 8192, length: 100 },
-  ];
-  t.equal(
-    await warmFile(image, hole, { maxBytes: 1 << 20 }),
-    4096 + 100,
-    "the page between two ranges is not read",
-  );
-  const across = [{ offset: (4 << 20) - 100, length: 8192 }];
-  t.equal(await warmFile(image, across, { maxBytes: 1 << 20 }), 100, "cut at the end of the file");
-  const past = [{ offset: 4 << 20, length: 4096 }];
-  t.equal(await warmFile(image, past, { maxBytes: 1 << 20 }), 0, "past the end: nothing");
+  for (const [what, set, bytes] of cases) {
+    t.equal(await warmFile(image, set, { maxBytes: 1 << 20 }), bytes, what);
+  }
 });
 
 t.test("the warmer reads a version's recorded set, and skips one without", async (t) => {
