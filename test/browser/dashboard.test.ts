@@ -186,12 +186,28 @@ dashboardTest("dashboard: an admin's fleet, live, under a strict CSP", async (t,
     await page.locator("p.muted", { hasText: "Loading" }).waitFor({ state: "detached" });
     await page.screenshot({ path: join(shots, file), fullPage: true });
   }
+  // Filters chosen while the list is still loading stay chosen when it arrives (the page
+  // re-renders then): the list's answer held back 1 s.
+  let held = 0;
+  await page.route("**/api/history?*", async (route) => {
+    held++;
+    await new Promise((r) => setTimeout(r, 1000));
+    await route.continue();
+  });
   await page
     .getByRole("navigation", { name: "Main" })
     .getByRole("link", { name: "History" })
     .click();
   await page.getByLabel("Result").selectOption("success");
   await page.getByLabel("Resource").selectOption("machine");
+  await page.getByRole("caption").waitFor();
+  t.ok(held > 0, "the list was held back while the filters were chosen");
+  t.same(
+    [await page.getByLabel("Result").inputValue(), await page.getByLabel("Resource").inputValue()],
+    ["success", "machine"],
+    "the filters chosen while it loaded survive its arrival",
+  );
+  await page.unroute("**/api/history?*");
   await page.getByRole("button", { name: "Filter" }).click();
   await page
     .getByRole("caption")

@@ -67,14 +67,18 @@ export function HistoryPage({ query }: { query: URLSearchParams }) {
   return (
     <>
       <Title>History</Title>
-      <form class="filters" onSubmit={onSubmit} aria-label="Filter the history">
+      {/* Fields hold what the admin chose until Filter; keyed by the address, so a new
+          address (Filter, a shared link) starts them from it. Controlled by the address
+          instead, every re-render (the list arriving, a live event) put back its values over
+          a choice not yet submitted. */}
+      <form key={key} class="filters" onSubmit={onSubmit} aria-label="Filter the history">
         <label>
           Resource
-          <select name="resource_type" value={query.get("resource_type") ?? ""}>
+          <select name="resource_type">
             <option value="">any</option>
             {["machine", "target", "session", "image", "user", "job", "auth", "storage"].map(
               (r) => (
-                <option key={r} value={r}>
+                <option key={r} value={r} selected={query.get("resource_type") === r}>
                   {r}
                 </option>
               ),
@@ -85,21 +89,24 @@ export function HistoryPage({ query }: { query: URLSearchParams }) {
           Operation
           <input
             name="operation"
-            value={query.get("operation") ?? ""}
+            defaultValue={query.get("operation") ?? ""}
             placeholder="e.g. power_on"
           />
         </label>
         <label>
           Result
-          <select name="status" value={query.get("status") ?? ""}>
+          <select name="status">
             <option value="">any</option>
-            <option value="success">success</option>
-            <option value="failure">failure</option>
+            {["success", "failure"].map((r) => (
+              <option key={r} value={r} selected={query.get("status") === r}>
+                {r}
+              </option>
+            ))}
           </select>
         </label>
         <label>
           User
-          <input name="username" value={query.get("username") ?? ""} />
+          <input name="username" defaultValue={query.get("username") ?? ""} />
         </label>
         <label>
           Machine id
@@ -107,16 +114,16 @@ export function HistoryPage({ query }: { query: URLSearchParams }) {
             name="machine_id"
             inputMode="numeric"
             pattern="[0-9]*"
-            value={query.get("machine_id") ?? ""}
+            defaultValue={query.get("machine_id") ?? ""}
           />
         </label>
         <label>
           From
-          <input name="since" type="datetime-local" value={query.get("since") ?? ""} />
+          <input name="since" type="datetime-local" defaultValue={query.get("since") ?? ""} />
         </label>
         <label>
           Until
-          <input name="until" type="datetime-local" value={query.get("until") ?? ""} />
+          <input name="until" type="datetime-local" defaultValue={query.get("until") ?? ""} />
         </label>
         <button type="submit">Filter</button>
       </form>
